@@ -1,0 +1,1 @@
+"""Data: the HDF5 view-set store, dataset sources, the mesh renderer and samplers."""

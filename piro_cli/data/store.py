@@ -1,0 +1,358 @@
+"""The HDF5 view-set store: one file per dataset, one group per split.
+
+Layout (see data/README.md for the field-by-field description)::
+
+    /                       attrs: format, format_version, piro_version, source_dataset,
+                                   image_size, num_views, created_at, creation_options (JSON),
+                                   fingerprint
+    /categories             (C,) str      category names, index order
+    /<split>/images         (N, V, S, S, 3) uint8, one chunk per object (random access by object)
+    /<split>/category       (N,) int32    index into /categories
+    /<split>/object_name    (N,) str
+    /<split>/source_path    (N,) str
+
+Writes go to a temporary file beside the target that is renamed over it only
+when complete, so an interrupted `piro prepare` never leaves a file that looks
+finished and never damages an existing one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+
+from piro_cli import __version__
+from piro_cli.errors import DataError
+
+FORMAT_NAME = "piro-viewsets"
+FORMAT_VERSION = 1
+SPLITS = ("train", "val", "test")
+COMPRESSIONS = ("none", "lzf", "gzip")
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+_STR = h5py.string_dtype(encoding="utf-8")
+
+
+def normalize_views(images: np.ndarray | torch.Tensor, device: str | torch.device | None = None) -> torch.Tensor:
+    """uint8 (..., H, W, 3) -> contiguous float32 (..., 3, H, W), ImageNet mean/std normalised.
+
+    The conversion runs on `device` (after a uint8 transfer, 4x cheaper than
+    moving floats) so that on a GPU the host only ever touches bytes. One copy
+    into a contiguous float buffer, then in-place scale and shift: about 3x
+    faster on a CPU than chaining out-of-place ops on the permuted view.
+    """
+    source = torch.as_tensor(images).to(device=device).movedim(-1, -3)
+    scale = 1.0 / (torch.tensor(IMAGENET_STD, device=source.device) * 255.0)
+    shift = -torch.tensor(IMAGENET_MEAN, device=source.device) / torch.tensor(IMAGENET_STD, device=source.device)
+    out = torch.empty(source.shape, dtype=torch.float32, device=source.device)
+    out.copy_(source)
+    return out.mul_(scale.view(3, 1, 1)).add_(shift.view(3, 1, 1))
+
+
+# ----------------------------------------------------------------------------- writing
+
+
+class StoreWriter:
+    """Builds a store in a temporary file and moves it into place on `commit()`.
+
+    Use as a context manager: leaving the block by an exception (including
+    Ctrl-C) deletes the temporary file and leaves any existing target intact.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        categories: Sequence[str],
+        num_views: int,
+        image_size: int,
+        source_dataset: str,
+        creation_options: dict,
+        compression: str = "lzf",
+        overwrite: bool = False,
+    ) -> None:
+        self.path = Path(path)
+        if self.path.exists() and not overwrite:
+            raise DataError(f"{self.path} already exists; pass --overwrite to replace it, or --out to write elsewhere")
+        if compression not in COMPRESSIONS:
+            raise DataError(f"unknown compression {compression!r}; choose one of {', '.join(COMPRESSIONS)}")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp_path = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
+        self.num_views = num_views
+        self.image_size = image_size
+        self._compression = None if compression == "none" else compression
+        self._file = h5py.File(self.tmp_path, "w")
+        self._counts: dict[str, int] = {}
+        root = self._file
+        root.attrs["format"] = FORMAT_NAME
+        root.attrs["format_version"] = FORMAT_VERSION
+        root.attrs["piro_version"] = __version__
+        root.attrs["source_dataset"] = source_dataset
+        root.attrs["image_size"] = image_size
+        root.attrs["num_views"] = num_views
+        root.attrs["created_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        root.attrs["creation_options"] = json.dumps(creation_options, sort_keys=True, default=str)
+        root.create_dataset("categories", data=np.array(list(categories), dtype=object), dtype=_STR)
+        self._categories = list(categories)
+
+    def __enter__(self) -> StoreWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            self.abort()
+
+    def _split_group(self, split: str) -> h5py.Group:
+        if split in self._file:
+            return self._file[split]
+        if split not in SPLITS:
+            raise DataError(f"unknown split {split!r}; splits are {', '.join(SPLITS)}")
+        group = self._file.create_group(split)
+        size, views = self.image_size, self.num_views
+        group.create_dataset(
+            "images",
+            shape=(0, views, size, size, 3),
+            maxshape=(None, views, size, size, 3),
+            chunks=(1, views, size, size, 3),
+            dtype=np.uint8,
+            compression=self._compression,
+        )
+        group.create_dataset("category", shape=(0,), maxshape=(None,), dtype=np.int32, chunks=(4096,))
+        for name in ("object_name", "source_path"):
+            group.create_dataset(name, shape=(0,), maxshape=(None,), dtype=_STR, chunks=(4096,))
+        self._counts[split] = 0
+        return group
+
+    def append(self, split: str, images: np.ndarray, category: int, name: str, source_path: str) -> None:
+        """Add one object: `images` is uint8 (V, S, S, 3) in capture order."""
+        expected = (self.num_views, self.image_size, self.image_size, 3)
+        if images.shape != expected or images.dtype != np.uint8:
+            raise ValueError(f"object {name!r}: views have shape {images.shape} {images.dtype}, expected {expected} uint8")
+        group = self._split_group(split)
+        row = self._counts[split]
+        for key in ("images", "category", "object_name", "source_path"):
+            group[key].resize(row + 1, axis=0)
+        group["images"][row] = images
+        group["category"][row] = category
+        group["object_name"][row] = name
+        group["source_path"][row] = source_path
+        self._counts[split] = row + 1
+
+    def commit(self) -> Path:
+        """Finish the file and atomically move it onto the target path."""
+        self._file.attrs["fingerprint"] = _fingerprint(self._file)
+        self._file.close()
+        os.replace(self.tmp_path, self.path)
+        return self.path
+
+    def abort(self) -> None:
+        """Drop the temporary file; the target path is untouched."""
+        try:
+            self._file.close()
+        finally:
+            self.tmp_path.unlink(missing_ok=True)
+
+
+def _fingerprint(root: h5py.Group) -> str:
+    """A short hash of what identifies a dataset: categories, view count, size and object names per split."""
+    digest = hashlib.sha256()
+    for key in ("source_dataset", "image_size", "num_views"):
+        digest.update(str(root.attrs[key]).encode())
+    digest.update("\n".join(_strings(root["categories"])).encode())
+    for split in SPLITS:
+        if split in root:
+            digest.update(split.encode())
+            digest.update("\n".join(_strings(root[split]["object_name"])).encode())
+            digest.update(np.asarray(root[split]["category"][:], dtype=np.int32).tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _strings(dataset: h5py.Dataset) -> list[str]:
+    return [s.decode("utf-8") if isinstance(s, bytes) else str(s) for s in dataset[:]]
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+class SplitData:
+    """One split of a store: labels in memory, images read on demand."""
+
+    def __init__(self, store: ViewSetStore, name: str) -> None:
+        self._store = store
+        self.name = name
+        group = store._h5()[name]
+        self.category = np.asarray(group["category"][:], dtype=np.int64)
+        self.object_names = _strings(group["object_name"])
+        self.source_paths = _strings(group["source_path"])
+
+    def __len__(self) -> int:
+        return len(self.category)
+
+    @property
+    def num_views(self) -> int:
+        return self._store.num_views
+
+    def _images(self) -> h5py.Dataset:
+        return self._store._h5()[self.name]["images"]
+
+    def views_uint8(self, index: int, views: Sequence[int] | None = None) -> np.ndarray:
+        """The views of object `index` as uint8 (v, S, S, 3); `views` picks and orders them (default all)."""
+        if not 0 <= index < len(self):
+            raise IndexError(f"object {index} out of range for split {self.name!r} with {len(self)} objects")
+        block = self._images()[index]  # one chunk, one read
+        return block if views is None else block[np.asarray(views, dtype=np.int64)]
+
+    def views(self, index: int, views: Sequence[int] | None = None, device: str | torch.device | None = None) -> torch.Tensor:
+        """Normalised float views of one object, (v, 3, S, S)."""
+        return normalize_views(self.views_uint8(index, views), device)
+
+    def batch(
+        self,
+        indices: Sequence[int],
+        views: Sequence[Sequence[int]] | None = None,
+        device: str | torch.device | None = None,
+    ) -> torch.Tensor:
+        """Normalised float views of several objects, (B, v, 3, S, S); `views[i]` picks views of object i."""
+        picked = [self.views_uint8(int(i), None if views is None else views[n]) for n, i in enumerate(indices)]
+        return normalize_views(np.stack(picked), device)
+
+    def stream(
+        self, batch_objects: int = 32, device: str | torch.device | None = None
+    ) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
+        """All objects in file order, in contiguous slabs: yields (object indices, (b, V, 3, S, S) floats)."""
+        images = self._images()
+        for start in range(0, len(self), batch_objects):
+            stop = min(start + batch_objects, len(self))
+            yield np.arange(start, stop), normalize_views(images[start:stop], device)
+
+    def stream_uint8(self, batch_objects: int = 32) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Like `stream`, but the raw uint8 views (b, V, S, S, 3)."""
+        images = self._images()
+        for start in range(0, len(self), batch_objects):
+            stop = min(start + batch_objects, len(self))
+            yield np.arange(start, stop), images[start:stop]
+
+
+@dataclass
+class SplitInfo:
+    name: str
+    num_objects: int
+    num_categories: int
+    objects_per_category: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class StoreInfo:
+    """A summary of a store, for `piro prepare --info`."""
+
+    path: Path
+    source_dataset: str
+    piro_version: str
+    created_at: str
+    image_size: int
+    num_views: int
+    categories: list[str]
+    creation_options: dict
+    fingerprint: str
+    file_bytes: int
+    splits: list[SplitInfo]
+
+
+class ViewSetStore:
+    """Read access to a store. Opens lazily, and again in each worker process (h5py handles do not survive fork)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        if not self.path.exists():
+            raise DataError(f"{self.path}: no such file; create it with `piro prepare DATASET RAW_DIR --out {self.path}`")
+        self._file: h5py.File | None = None
+        self._pid = -1
+        root = self._h5()
+        if root.attrs.get("format") != FORMAT_NAME:
+            raise DataError(f"{self.path}: not a piro view-set file (no '{FORMAT_NAME}' format tag); create one with `piro prepare`")
+        version = int(root.attrs.get("format_version", 0))
+        if version > FORMAT_VERSION:
+            raise DataError(f"{self.path}: format version {version} is newer than this piro understands ({FORMAT_VERSION}); upgrade piro")
+        self.categories = _strings(root["categories"])
+        self.num_views = int(root.attrs["num_views"])
+        self.image_size = int(root.attrs["image_size"])
+        self.source_dataset = str(root.attrs["source_dataset"])
+        self.fingerprint = str(root.attrs.get("fingerprint", ""))
+        self.splits = [s for s in SPLITS if s in root]
+        self._split_cache: dict[str, SplitData] = {}
+
+    def _h5(self) -> h5py.File:
+        if self._file is None or self._pid != os.getpid():
+            try:
+                # A larger raw-chunk cache keeps a few whole objects (one chunk each) in memory.
+                self._file = h5py.File(self.path, "r", rdcc_nbytes=64 * 1024 * 1024)
+            except OSError as exc:
+                raise DataError(f"{self.path}: cannot open as HDF5 ({exc}); is it a file written by `piro prepare`?") from exc
+            self._pid = os.getpid()
+        return self._file
+
+    def split(self, name: str) -> SplitData:
+        if name not in self.splits:
+            have = ", ".join(self.splits) or "none"
+            raise DataError(f"{self.path}: has no '{name}' split (it has: {have})")
+        if name not in self._split_cache:
+            self._split_cache[name] = SplitData(self, name)
+        return self._split_cache[name]
+
+    def info(self) -> StoreInfo:
+        root = self._h5()
+        splits = []
+        for name in self.splits:
+            data = self.split(name)
+            counts = np.bincount(data.category, minlength=len(self.categories))
+            splits.append(
+                SplitInfo(
+                    name=name,
+                    num_objects=len(data),
+                    num_categories=int((counts > 0).sum()),
+                    objects_per_category={c: int(n) for c, n in zip(self.categories, counts) if n > 0},
+                )
+            )
+        return StoreInfo(
+            path=self.path,
+            source_dataset=self.source_dataset,
+            piro_version=str(root.attrs.get("piro_version", "")),
+            created_at=str(root.attrs.get("created_at", "")),
+            image_size=self.image_size,
+            num_views=self.num_views,
+            categories=list(self.categories),
+            creation_options=json.loads(root.attrs.get("creation_options", "{}")),
+            fingerprint=self.fingerprint,
+            file_bytes=self.path.stat().st_size,
+            splits=splits,
+        )
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def __enter__(self) -> ViewSetStore:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __getstate__(self) -> dict:
+        # Picklable for DataLoader workers: the h5py handle is reopened in the child.
+        state = self.__dict__.copy()
+        state["_file"] = None
+        state["_pid"] = -1
+        state["_split_cache"] = {}
+        return state

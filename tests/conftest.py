@@ -1,0 +1,43 @@
+"""Tiny generated datasets for the tests: a few objects, a few views, small images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+OBJECTPI_RAW = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "objectpi"
+
+
+def write_image(path: Path, seed: int, size: int = 40, fmt: str | None = None) -> np.ndarray:
+    """A random but deterministic RGB image; returns its pixels."""
+    rng = np.random.default_rng(seed)
+    pixels = rng.integers(0, 256, size=(size, size, 3), dtype=np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels).save(path, format=fmt)
+    return pixels
+
+
+def make_image_tree(
+    root: Path,
+    layout: dict[str, dict[str, int]],
+    views: int = 4,
+    name_view=lambda obj, k: f"{obj}_View{k}.png",
+) -> Path:
+    """root/<split>/<category>/<object>/<view files>; layout = {split: {category: number of objects}}."""
+    seed = 0
+    for split, categories in layout.items():
+        for category, count in categories.items():
+            for i in range(count):
+                obj = f"{category} obj{i}"
+                for k in range(1, views + 1):
+                    seed += 1
+                    write_image(root / split / category / obj / name_view(obj, k), seed)
+    return root
+
+
+@pytest.fixture
+def image_tree(tmp_path: Path) -> Path:
+    return make_image_tree(tmp_path / "raw", {"train": {"Mug": 2, "Chair (Toy)": 3}, "test": {"Mug": 2, "Chair (Toy)": 2}})
