@@ -41,3 +41,9 @@ def make_image_tree(
 @pytest.fixture
 def image_tree(tmp_path: Path) -> Path:
     return make_image_tree(tmp_path / "raw", {"train": {"Mug": 2, "Chair (Toy)": 3}, "test": {"Mug": 2, "Chair (Toy)": 2}})
+
+
+@pytest.fixture(autouse=True)
+def _work_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test runs in its own empty folder, so defaults like ./data/<name>.h5 never touch the repo."""
+    monkeypatch.chdir(tmp_path)

@@ -10,6 +10,7 @@ from rich.markup import escape
 from piro_cli import __version__
 from piro_cli.cli.common import console, err_console, handle_errors, not_implemented, progress_bar
 from piro_cli.cli.prepare import prepare, print_store_info
+from piro_cli.data.sources import synthetic
 
 app = typer.Typer(
     name="piro",
@@ -69,12 +70,15 @@ def visualize(ctx: typer.Context) -> None:
 def demo(
     workdir: Path = typer.Option(Path("piro-demo"), help="Folder for the demo's dataset, runs and plots."),
     seed: int = typer.Option(0, help="Seed of the synthetic dataset."),
+    categories: int = typer.Option(synthetic.DEFAULT_CATEGORIES, help="Categories in the synthetic dataset."),
+    objects_per_category: int = typer.Option(synthetic.DEFAULT_OBJECTS_PER_CATEGORY, help="Objects per category."),
+    size: int = typer.Option(224, help="Side of the rendered views, in pixels."),
 ) -> None:
     """Run the whole pipeline on the built-in synthetic dataset: prepare -> train -> evaluate -> visualize."""
     from piro_cli.demo import run_demo
 
     with progress_bar("preparing the synthetic dataset") as update:
-        result = run_demo(workdir, seed=seed, progress=update)
+        result = run_demo(workdir, seed, categories, objects_per_category, size, progress=update)
     if result.prepared is None:
         console.print(f"reusing {escape(str(result.data_path))}", highlight=False)
     print_store_info(result.data_info)

@@ -10,9 +10,8 @@ from rich.table import Table
 
 from piro_cli.cli.common import console, err_console, handle_errors, progress_bar
 from piro_cli.data.prepare import PrepareOptions, PrepareSummary, prepare_dataset
-from piro_cli.data.sources import SOURCES, get_source
+from piro_cli.data.sources import SOURCES, get_source, synthetic
 from piro_cli.data.store import COMPRESSIONS, StoreInfo, ViewSetStore
-from piro_cli.data.sources import synthetic
 
 SOURCE_HELP = "Dataset source: " + "; ".join(f"[bold]{s.name}[/] ({s.summary})" for s in SOURCES.values())
 

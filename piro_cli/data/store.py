@@ -321,7 +321,7 @@ class ViewSetStore:
                     name=name,
                     num_objects=len(data),
                     num_categories=int((counts > 0).sum()),
-                    objects_per_category={c: int(n) for c, n in zip(self.categories, counts) if n > 0},
+                    objects_per_category={c: int(n) for c, n in zip(self.categories, counts, strict=True) if n > 0},
                 )
             )
         return StoreInfo(

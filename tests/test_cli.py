@@ -1,0 +1,95 @@
+"""The `piro` command line as a user types it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from piro_cli import __version__
+from piro_cli.cli import app
+from piro_cli.data.store import ViewSetStore
+
+runner = CliRunner()
+
+
+def test_version_and_help():
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and __version__ in result.output
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for command in ("prepare", "train", "embed", "evaluate", "visualize", "demo"):
+        assert command in result.output
+
+
+@pytest.mark.parametrize("command", ["prepare", "train", "embed", "evaluate", "visualize", "demo"])
+def test_every_command_has_help(command):
+    result = runner.invoke(app, [command, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "Usage" in result.output
+
+
+def test_prepare_help_explains_every_option():
+    result = runner.invoke(app, ["prepare", "--help"], env={"COLUMNS": "200"})
+    for option in ("--out", "--size", "--views", "--skip-bad", "--overwrite", "--per-category", "--seed", "--info"):
+        assert option in result.output
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["train", "--dual", "--epochs", "25"], ["evaluate", "ckpt.pt", "--task", "sv-object-retrieval"], ["visualize", "--umap"], ["embed"]],
+)
+def test_pending_commands_say_not_implemented(argv):
+    result = runner.invoke(app, argv)
+    assert result.exit_code == 2
+    assert "not implemented yet" in result.output
+
+
+def test_prepare_then_info(tmp_path, image_tree):
+    out = tmp_path / "o.h5"
+    result = runner.invoke(app, ["prepare", "objectpi", str(image_tree), "--out", str(out), "--size", "24"])
+    assert result.exit_code == 0, result.output
+    assert "wrote" in result.output and "train 5" in result.output
+    assert ViewSetStore(out).num_views == 4
+    result = runner.invoke(app, ["prepare", "--info", str(out)], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "Chair (Toy)" in result.output and "fingerprint" in result.output
+
+
+def test_prepare_errors_are_one_line_without_traceback(tmp_path, image_tree):
+    result = runner.invoke(app, ["prepare", "objectpi", str(tmp_path / "nowhere")])
+    assert result.exit_code == 1
+    assert "error:" in result.output and "nowhere" in result.output and "Traceback" not in result.output
+    bad = image_tree / "train" / "Mug" / "Mug obj0" / "Mug obj0_View1.png"
+    bad.write_bytes(b"garbage")
+    out = tmp_path / "o.h5"
+    result = runner.invoke(app, ["prepare", "objectpi", str(image_tree), "--out", str(out), "--size", "24"])
+    assert result.exit_code == 1 and "Mug obj0_View1.png" in result.output and not out.exists()
+    result = runner.invoke(app, ["prepare", "objectpi", str(image_tree), "--out", str(out), "--size", "24", "--skip-bad"])
+    assert result.exit_code == 0 and "skipped 1" in result.output and out.exists()
+    result = runner.invoke(app, ["prepare", "objectpi", str(image_tree), "--out", str(out), "--size", "24"])
+    assert result.exit_code == 1 and "--overwrite" in result.output
+
+
+def test_prepare_without_raw_dir_or_source_explains(tmp_path):
+    result = runner.invoke(app, ["prepare", "modelnet40"])
+    assert result.exit_code == 2 and "needs RAW_DIR" in result.output and "_o2c.npy" in result.output
+    result = runner.invoke(app, ["prepare"])
+    assert result.exit_code == 2 and "objectpi" in result.output
+
+
+def test_demo_prepares_and_reports_missing_stages(tmp_path):
+    argv = ["demo", "--workdir", str(tmp_path / "demo"), "--categories", "2", "--objects-per-category", "3", "--size", "32"]
+    result = runner.invoke(app, argv, env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "demo" / "synthetic.h5").exists()
+    assert "not implemented yet" in result.output
+    again = runner.invoke(app, argv, env={"COLUMNS": "200"})
+    assert again.exit_code == 0 and "reusing" in again.output
+
+
+def test_console_script_runs():
+    result = subprocess.run([sys.executable, "-m", "piro_cli", "--version"], capture_output=True, text=True)
+    assert result.returncode == 0 and __version__ in result.stdout
