@@ -1,0 +1,82 @@
+"""Training samples: pairs of two different objects of the same category, each with V random views."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+import numpy as np
+
+from piro_cli.errors import DataError
+
+
+@dataclass(frozen=True)
+class PairPlan:
+    """Which objects can be paired, decided once per run."""
+
+    by_category: dict[int, np.ndarray]  # category -> indices (into the training objects) of its objects
+    skipped_categories: list[int]  # categories with a single object: nothing to pair with
+
+
+def plan_pairs(categories: np.ndarray, category_names: list[str] | None = None) -> PairPlan:
+    """Group training objects by category; categories with one object cannot form pairs and are skipped."""
+    groups: dict[int, list[int]] = defaultdict(list)
+    for index, category in enumerate(np.asarray(categories).tolist()):
+        groups[int(category)].append(index)
+    by_category = {c: np.asarray(ix, dtype=np.int64) for c, ix in sorted(groups.items()) if len(ix) >= 2}
+    skipped = sorted(c for c, ix in groups.items() if len(ix) < 2)
+    if not by_category:
+        raise DataError(
+            "no training pairs: every category has at most one training object, and PiRO's losses need two different "
+            "objects of the same category; prepare more objects per category (or lower --val-fraction)"
+        )
+    return PairPlan(by_category, skipped)
+
+
+def sample_pairs(plan: PairPlan, pairs_per_object: int, rng: np.random.Generator) -> np.ndarray:
+    """One epoch of pairs, shuffled: (n, 2) object indices.
+
+    Every pairable object is the first member of `pairs_per_object` pairs, its
+    partners drawn without replacement from the other objects of its category
+    (with replacement once the category has fewer objects than partners asked).
+    """
+    if pairs_per_object < 1:
+        raise DataError(f"--pairs-per-object {pairs_per_object}: must be at least 1")
+    pairs = []
+    for members in plan.by_category.values():
+        for anchor in members:
+            others = members[members != anchor]
+            replace = len(others) < pairs_per_object
+            partners = rng.choice(others, size=pairs_per_object, replace=replace)
+            pairs.extend((int(anchor), int(p)) for p in partners)
+    pairs_array = np.asarray(pairs, dtype=np.int64)
+    return pairs_array[rng.permutation(len(pairs_array))]
+
+
+def sample_views(num_available: int, num_views: int | None, count: int, rng: np.random.Generator) -> np.ndarray:
+    """For `count` objects, `num_views` distinct random view indices each (all views, shuffled, when None)."""
+    wanted = num_available if num_views is None else num_views
+    if not 1 <= wanted <= num_available:
+        raise DataError(f"--views {num_views}: the data has {num_available} views per object; choose 1 to {num_available}")
+    return np.stack([rng.permutation(num_available)[:wanted] for _ in range(count)])
+
+
+def carve_validation(categories: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A seeded, category-stratified split of training objects: (train indices, validation indices).
+
+    Each category gives round(fraction * n) objects to validation, but always
+    keeps two for training (a pair) and gives at least one when it has three or more.
+    """
+    if not 0.0 < fraction < 1.0:
+        raise DataError(f"--val-fraction {fraction}: must be between 0 and 1 (e.g. 0.2)")
+    rng = np.random.default_rng(seed)
+    categories = np.asarray(categories)
+    val: list[int] = []
+    for category in np.unique(categories):
+        members = np.flatnonzero(categories == category)
+        n = len(members)
+        take = min(max(int(round(fraction * n)), 1 if n >= 3 else 0), max(n - 2, 0))
+        val.extend(rng.permutation(members)[:take].tolist())
+    val_indices = np.sort(np.asarray(val, dtype=np.int64))
+    train_indices = np.setdiff1d(np.arange(len(categories)), val_indices)
+    return train_indices, val_indices
