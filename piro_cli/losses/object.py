@@ -1,0 +1,87 @@
+"""Pose-invariant object loss L_piobj (METHOD.md section 3, object space)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def _distance(x: Tensor, y: Tensor) -> Tensor:
+    """Euclidean distance along the last dimension.
+
+    `vector_norm` has a zero (not NaN) gradient when x == y, so coincident embeddings are safe.
+    """
+    return torch.linalg.vector_norm(x - y, dim=-1)
+
+
+def _check_pair_shapes(sv_a: Tensor, sv_b: Tensor, mv_a: Tensor, mv_b: Tensor) -> None:
+    if sv_a.dim() != 3 or sv_b.dim() != 3:
+        raise ValueError(f"single-view embeddings must be (P, V, D); got {tuple(sv_a.shape)} and {tuple(sv_b.shape)}")
+    if mv_a.dim() != 2 or mv_b.dim() != 2:
+        raise ValueError(f"multi-view embeddings must be (P, D); got {tuple(mv_a.shape)} and {tuple(mv_b.shape)}")
+    p, d = sv_a.shape[0], sv_a.shape[2]
+    for name, t in (("sv_b", sv_b), ("mv_a", mv_a), ("mv_b", mv_b)):
+        if t.shape[0] != p or t.shape[-1] != d:
+            raise ValueError(
+                f"{name} has shape {tuple(t.shape)}; expected P={p} pairs and D={d} dimensions like sv_a {tuple(sv_a.shape)}"
+            )
+    if p == 0:
+        raise ValueError("empty batch: at least one pair is needed")
+
+
+class PoseInvariantObjectLoss(torch.nn.Module):
+    """L_piobj = [d(o_mv^a, o_con^a) - alpha]+ + [d(o_mv^b, o_con^b) - alpha]+
+    + lam * ([beta - d(o_con^a, o_con^b)]+ + [beta - d(o_mv^a, o_mv^b)]+), averaged over the P pairs.
+
+    The confusers (o_con^a, o_con^b) are the closest pair of single views across the two objects.
+    """
+
+    def __init__(self, alpha: float = 0.25, beta: float = 1.0, lam: float = 1.0) -> None:
+        super().__init__()
+        for name, value in (("alpha", alpha), ("beta", beta), ("lam", lam)):
+            if value < 0:
+                raise ValueError(f"{name} must be >= 0, got {value}")
+        self.alpha = float(alpha)
+        self.beta = float(beta)
+        self.lam = float(lam)
+
+    def extra_repr(self) -> str:
+        return f"alpha={self.alpha}, beta={self.beta}, lam={self.lam}"
+
+    @staticmethod
+    def confusers(sv_a: Tensor, sv_b: Tensor) -> tuple[Tensor, Tensor]:
+        """sv_a (P, Va, D), sv_b (P, Vb, D) single-view object embeddings.
+
+        Returns (idx_a, idx_b), each (P,) long: per pair, the view indices of the closest cross-object
+        pair argmin_{x in a, y in b} d(x, y). The choice is a hard selection (no gradient flows through it).
+        Ties (the spec is silent) go to the first minimum in row-major order, i.e. the lowest view index
+        of a, then of b, which is what `torch.argmin` guarantees.
+        """
+        if sv_a.dim() != 3 or sv_b.dim() != 3 or sv_a.shape[0] != sv_b.shape[0] or sv_a.shape[2] != sv_b.shape[2]:
+            raise ValueError(
+                f"confusers need (P, V, D) tensors with equal P and D; got {tuple(sv_a.shape)} and {tuple(sv_b.shape)}"
+            )
+        with torch.no_grad():
+            # The exact (non-matmul) Euclidean path: the matmul shortcut can reorder near-equal distances.
+            dist = torch.cdist(sv_a.detach(), sv_b.detach(), compute_mode="donot_use_mm_for_euclid_dist")  # (P, Va, Vb)
+            flat = dist.flatten(1).argmin(dim=1)  # (P,)
+            vb = sv_b.shape[1]
+            return flat // vb, flat % vb
+
+    def forward(self, sv_a: Tensor, sv_b: Tensor, mv_a: Tensor, mv_b: Tensor) -> Tensor:
+        """sv_a, sv_b: (P, V, D) single-view object embeddings; mv_a, mv_b: (P, D) multi-view ones.
+
+        Returns the scalar L_piobj averaged over pairs.
+        """
+        return self.per_pair(sv_a, sv_b, mv_a, mv_b).mean()
+
+    def per_pair(self, sv_a: Tensor, sv_b: Tensor, mv_a: Tensor, mv_b: Tensor) -> Tensor:
+        """L_piobj for every pair, shape (P,)."""
+        _check_pair_shapes(sv_a, sv_b, mv_a, mv_b)
+        idx_a, idx_b = self.confusers(sv_a, sv_b)
+        rows = torch.arange(sv_a.shape[0], device=sv_a.device)
+        con_a = sv_a[rows, idx_a]  # (P, D), differentiable w.r.t. the chosen views
+        con_b = sv_b[rows, idx_b]
+        cluster = torch.relu(_distance(mv_a, con_a) - self.alpha) + torch.relu(_distance(mv_b, con_b) - self.alpha)
+        separate = torch.relu(self.beta - _distance(con_a, con_b)) + torch.relu(self.beta - _distance(mv_a, mv_b))
+        return cluster + self.lam * separate
