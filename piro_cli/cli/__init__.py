@@ -10,6 +10,7 @@ from rich.markup import escape
 from piro_cli import __version__
 from piro_cli.cli.common import console, err_console, handle_errors, not_implemented, progress_bar
 from piro_cli.cli.prepare import prepare, print_store_info
+from piro_cli.cli.train import train as train_command
 from piro_cli.data.sources import synthetic
 
 app = typer.Typer(
@@ -39,12 +40,7 @@ def root(
 
 
 app.command(help=prepare.__doc__)(prepare)
-
-
-@app.command(context_settings=_PASSTHROUGH)
-def train(ctx: typer.Context) -> None:
-    """Train PAN (dual or single space) and write a run folder. Not implemented yet."""
-    not_implemented("train", "issue #3")
+app.command(help=train_command.__doc__, name="train")(train_command)
 
 
 @app.command(context_settings=_PASSTHROUGH)

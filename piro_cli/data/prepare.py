@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from piro_cli.data.sources import get_source
-from piro_cli.data.sources.base import ObjectRecord, SourceScan
+from piro_cli.data.sources.base import ObjectRecord
 from piro_cli.data.store import SPLITS, StoreWriter
 from piro_cli.errors import BadItemError, DataError
 

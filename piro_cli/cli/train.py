@@ -1,0 +1,106 @@
+"""`piro train`: options -> TrainConfig -> piro_cli.train.train."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from piro_cli.cli.common import console, err_console, handle_errors
+from piro_cli.errors import PiroError
+from piro_cli.losses import parse_loss_terms
+from piro_cli.models.backbones import available_backbones
+from piro_cli.train import TrainConfig
+from piro_cli.train import train as run_training
+
+DEFAULT_EPOCHS = TrainConfig.epochs
+
+
+class RichReporter:
+    """Renders training events: one progress bar per stage, one line per epoch."""
+
+    def __init__(self, progress: Progress) -> None:
+        self._progress = progress
+        self._task = None
+        self._stage = None
+
+    def info(self, message: str) -> None:
+        style = "yellow" if message.startswith("warning") else None
+        self._progress.console.print(escape(message), style=style, highlight=False)
+
+    def progress(self, stage: str, done: int, total: int) -> None:
+        if stage != self._stage:
+            if self._task is not None:
+                self._progress.remove_task(self._task)
+            self._task = self._progress.add_task(stage, total=total)
+            self._stage = stage
+        self._progress.update(self._task, completed=done, total=total)
+
+    def epoch(self, row: dict) -> None:
+        parts = [f"epoch {row['epoch']}", f"loss {row['loss']:.4f}"]
+        parts += [f"{k[5:]} {row[k]:.4f}" for k in ("loss_cat", "loss_piobj", "loss_picat") if k in row]
+        parts += [f"d_intra_max {row['d_intra_max']:.3f}", f"d_inter_min {row['d_inter_min']:.3f}", f"rho {row['rho']:.3f}"]
+        if "val_mean" in row:
+            parts.append(f"val mean {row['val_mean']:.2f}%")
+        parts.append(f"{row['seconds']:.0f}s")
+        self._progress.console.print("  ".join(parts), highlight=False)
+
+
+@handle_errors
+def train(
+    data: Path = typer.Option(None, help="HDF5 file from `piro prepare`. Default: the most recently written ./data/*.h5."),
+    name: str = typer.Option(None, help="Run folder name under --project (default exp, exp2, ...)."),
+    project: Path = typer.Option(Path("runs"), help="Folder holding the run folders."),
+    backbone: str = typer.Option("efficientnet_lite0", help=f"Backbone: {', '.join(available_backbones())}, or timm:<model>."),
+    pretrained: bool = typer.Option(True, "--pretrained/--no-pretrained", help="Start from ImageNet weights (or random init)."),
+    dual: bool = typer.Option(True, "--dual/--single", help="Dual space (category + object) or the single-space PiRO-SE."),
+    embed_dim: int = typer.Option(2048, help="Embedding dimension of both spaces (the paper's 2048)."),
+    cat_dim: int = typer.Option(None, help="Category-space dimension (overrides --embed-dim)."),
+    obj_dim: int = typer.Option(None, help="Object-space dimension (overrides --embed-dim; the single space uses it)."),
+    losses: str = typer.Option("cat,piobj,picat", help="Loss terms, for the ablations of paper Table 4: any of cat, piobj, picat."),
+    alpha: float = typer.Option(0.25, help="Object clustering margin alpha."),
+    beta: float = typer.Option(1.0, help="Object separation margin beta."),
+    theta: float = typer.Option(0.25, help="Category margin theta."),
+    gamma: float = typer.Option(4.0, help="L-Softmax margin gamma."),
+    lam: float = typer.Option(1.0, help="Weight lambda of the object separation term (released code: 1, FG3D 2)."),
+    lr: float = typer.Option(1e-5, help="Adam learning rate (paper: 1e-5; FG3D 5e-5); halved every 5 epochs."),
+    epochs: int = typer.Option(None, min=1, help="Epochs to train [default: 25]; with --resume, extend the run to this many."),
+    batch_pairs: int = typer.Option(4, min=1, help="Pairs per batch (paper: 4 ObjectPI, 3 ModelNet-40, 9 FG3D)."),
+    pairs_per_object: int = typer.Option(10, min=1, help="Partners drawn per training object each epoch (paper: 10, FG3D 3)."),
+    views: int = typer.Option(None, help="Random views per object in a pair (default: all)."),
+    augment: bool = typer.Option(True, "--augment/--no-augment", help="Random flip and small affine on training views."),
+    seed: int = typer.Option(0, help="Random seed; CPU runs with the same seed are reproducible."),
+    device: str = typer.Option(None, help="cpu, cuda or cuda:N (default: cuda when available)."),
+    freeze_backbone: bool = typer.Option(False, "--freeze-backbone", help="Cache backbone features once and train only the heads (fast on CPU)."),
+    feature_passes: int = typer.Option(2, min=1, help="With --freeze-backbone: passes over the data (1 clean + K-1 augmented)."),
+    val_fraction: float = typer.Option(None, help="Carve this fraction of train objects (per category, seeded) out as validation."),
+    early_stop_rho: float = typer.Option(1.5, help="Stop once rho = d_inter_min / d_intra_max exceeds this (0 disables)."),
+    resume: Path = typer.Option(None, help="Continue an interrupted run: its folder or last.pt (its saved options are used)."),
+) -> None:
+    """Train PAN (dual or single space) with the pose-invariant losses and write runs/<name>/.
+
+    The run folder holds config.json, metrics.csv (one row per epoch), last.pt and best.pt (best validation
+    mean when there is a validation split, else last). Example: `piro train --dual --epochs 25`.
+    """
+    try:
+        terms = parse_loss_terms(losses)
+    except ValueError as exc:
+        raise PiroError(f"--losses: {exc}") from None
+    config = TrainConfig(
+        data=str(data) if data else None, project=str(project), name=name, backbone=backbone, pretrained=pretrained, dual=dual,
+        cat_dim=cat_dim or embed_dim, obj_dim=obj_dim or embed_dim, losses=terms, alpha=alpha, beta=beta, theta=theta,
+        gamma=gamma, lam=lam, lr=lr, epochs=epochs or DEFAULT_EPOCHS, batch_pairs=batch_pairs, pairs_per_object=pairs_per_object, views=views,
+        augment=augment, seed=seed, device=device, freeze_backbone=freeze_backbone, feature_passes=feature_passes,
+        val_fraction=val_fraction, early_stop_rho=early_stop_rho,
+    )  # fmt: skip
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=err_console, transient=True) as progress:
+        result = run_training(config, RichReporter(progress), resume=resume, resume_epochs=epochs)
+    console.print(
+        f"[green]done[/]: {result.epochs_done} epochs ({result.stop_reason}) in {result.seconds:.0f} s; "
+        f"best {escape(str(result.best_path))}, last {escape(str(result.last_path))}",
+        highlight=False,
+    )
+

@@ -1,0 +1,119 @@
+"""The Pose-invariant Attention Network (PAN), METHOD.md section 2.
+
+    views (B, V, 3, H, W) -> backbone (one pass over B*V images) -> feats (B, V, F)
+    feats -> F_obj: Linear(F, Do) -> o_k -> L2 norm                       -> sv_obj (B, V, Do)
+             o_k -> A_obj (self-attention) -> mean over views -> L2 norm  -> mv_obj (B, Do)
+    feats -> F_cat: Linear(F, Dc) -> c_k ... likewise                     -> sv_cat, mv_cat
+
+Where the normalisation sits (as in METHOD.md's diagram and the authors' released code):
+- single-view embeddings are taken BEFORE attention: sv = L2norm(F(feats)); a single view's embedding therefore
+  never depends on which other views are in the set;
+- the attention layer gets the UNnormalised projections F(feats), and the multi-view embedding is
+  L2norm(mean over views of A(F(feats))).
+
+Single-space mode (PiRO-SE, `dual=False`): one head F_obj: Linear(F, obj_dim) and one attention layer A_obj; the
+same tensors serve both tasks (sv_cat is sv_obj, mv_cat is mv_obj, attn_cat is attn_obj); cat_dim is unused.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from piro_cli.errors import PiroError
+from piro_cli.models.attention import ViewSetAttention
+from piro_cli.models.backbones import build_backbone
+
+
+@dataclass
+class PANConfig:
+    backbone: str = "efficientnet_lite0"
+    pretrained: bool = True
+    dual: bool = True  # False: PiRO-SE, the single-space variant (one head, one attention layer)
+    cat_dim: int = 2048
+    obj_dim: int = 2048  # in single-space mode only obj_dim is used (cat_dim is ignored)
+    dropout: float = 0.25
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> PANConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise PiroError(
+                f"model config has unknown fields {unknown} (known: {sorted(known)}); the checkpoint was probably written "
+                "by a different piro version: use that version, or retrain."
+            )
+        return cls(**{k: d[k] for k in known if k in d})
+
+
+@dataclass
+class PANOutput:
+    sv_cat: Tensor  # (B, V, Dc) L2-normalised single-view category embeddings
+    sv_obj: Tensor  # (B, V, Do)
+    mv_cat: Tensor  # (B, Dc) L2-normalised multi-view (attention -> mean over views -> L2 norm)
+    mv_obj: Tensor  # (B, Do)
+    attn_cat: Tensor  # (B, V, V) attention weights
+    attn_obj: Tensor
+    # single-space: sv_cat IS sv_obj (same tensor object), mv_cat IS mv_obj, attn_cat IS attn_obj
+
+
+class PAN(nn.Module):
+    def __init__(self, config: PANConfig) -> None:
+        super().__init__()
+        self.config = config
+        backbone = build_backbone(config.backbone, pretrained=config.pretrained)
+        self.backbone = backbone.module
+        self.feat_dim = backbone.feat_dim
+        self.obj_head = nn.Linear(self.feat_dim, config.obj_dim)  # F_obj
+        self.obj_attention = ViewSetAttention(config.obj_dim, dropout=config.dropout)  # A_obj
+        if config.dual:
+            self.cat_head = nn.Linear(self.feat_dim, config.cat_dim)  # F_cat
+            self.cat_attention = ViewSetAttention(config.cat_dim, dropout=config.dropout)  # A_cat
+        else:
+            self.cat_head = None
+            self.cat_attention = None
+
+    @property
+    def dual(self) -> bool:
+        return self.config.dual
+
+    def features(self, views: Tensor) -> Tensor:
+        """(B, V, 3, H, W) -> (B, V, F): ONE backbone pass over the B*V images."""
+        if views.dim() != 5:
+            raise ValueError(f"PAN.features expects views (B, V, 3, H, W), got {tuple(views.shape)}")
+        b, v = views.shape[:2]
+        feats = self.backbone(views.flatten(0, 1))
+        return feats.reshape(b, v, -1)
+
+    def forward_features(self, feats: Tensor) -> PANOutput:
+        """(B, V, F) backbone features -> all embeddings; what `forward` gives, from cached features."""
+        if feats.dim() != 3 or feats.shape[-1] != self.feat_dim:
+            raise ValueError(f"PAN.forward_features expects features (B, V, {self.feat_dim}), got {tuple(feats.shape)}")
+        sv_obj, mv_obj, attn_obj = self._branch(feats, self.obj_head, self.obj_attention)
+        if self.cat_head is None:
+            return PANOutput(sv_cat=sv_obj, sv_obj=sv_obj, mv_cat=mv_obj, mv_obj=mv_obj, attn_cat=attn_obj, attn_obj=attn_obj)
+        sv_cat, mv_cat, attn_cat = self._branch(feats, self.cat_head, self.cat_attention)
+        return PANOutput(sv_cat=sv_cat, sv_obj=sv_obj, mv_cat=mv_cat, mv_obj=mv_obj, attn_cat=attn_cat, attn_obj=attn_obj)
+
+    def forward(self, views: Tensor) -> PANOutput:
+        return self.forward_features(self.features(views))
+
+    @staticmethod
+    def _branch(feats: Tensor, head: nn.Linear, attention: ViewSetAttention) -> tuple[Tensor, Tensor, Tensor]:
+        emb = head(feats)  # (B, V, D): o_k / c_k before normalisation
+        sv = F.normalize(emb, p=2, dim=-1)  # single-view embeddings: before attention (METHOD.md diagram)
+        context, attn = attention(emb)  # attention on the unnormalised embeddings, as in the released code
+        mv = F.normalize(context.mean(dim=1), p=2, dim=-1)
+        return sv, mv, attn
+
+    def head_parameters(self) -> list:
+        """Everything but the backbone: F_obj, A_obj (and F_cat, A_cat when dual)."""
+        return [p for name, p in self.named_parameters() if not name.startswith("backbone.")]
+
+    def backbone_parameters(self) -> list:
+        return list(self.backbone.parameters())

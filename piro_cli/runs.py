@@ -1,0 +1,121 @@
+"""Run folders (`runs/<name>/`, Ultralytics style) and self-describing checkpoints.
+
+A run folder holds `config.json`, `metrics.csv` (one row per epoch), `last.pt`
+and `best.pt`; `--freeze-backbone` runs share feature caches in `runs/feature-cache/`.
+Checkpoints hold only tensors and plain Python values, so they load with
+`torch.load(..., weights_only=True)`: opening a checkpoint cannot run code.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+from pathlib import Path
+
+import torch
+
+from piro_cli import __version__
+from piro_cli.errors import PiroError
+
+CHECKPOINT_FORMAT = "piro-checkpoint"
+CHECKPOINT_VERSION = 1
+
+
+def new_run_dir(project: Path, name: str | None) -> Path:
+    """`project/name`, or `name2`, `name3`, ... when taken (default name `exp`), created empty."""
+    base = name or "exp"
+    if not re.fullmatch(r"[\w.-]+", base):
+        raise PiroError(f"--name {base!r}: use letters, digits, '.', '_' or '-' only")
+    candidate = project / base
+    number = 2
+    while candidate.exists():
+        candidate = project / f"{base}{number}"
+        number += 1
+    candidate.mkdir(parents=True)
+    return candidate
+
+
+def latest_run_dir(project: Path = Path("runs")) -> Path:
+    runs = [p for p in project.glob("*/last.pt")] if project.is_dir() else []
+    if not runs:
+        raise PiroError(f"no runs found under {project}/; train one with `piro train`")
+    return max(runs, key=lambda p: p.stat().st_mtime).parent
+
+
+def atomic_torch_save(payload: dict, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_json(payload: dict, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+    """Load and check a piro checkpoint; a run folder means its `best.pt`."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "best.pt"
+    if not path.exists():
+        raise PiroError(f"{path}: no such checkpoint; train one with `piro train` (it writes runs/<name>/best.pt and last.pt)")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # pickles with code, truncated files, other formats
+        raise PiroError(f"{path}: not a loadable piro checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from exc
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise PiroError(f"{path}: not a piro checkpoint (no '{CHECKPOINT_FORMAT}' tag); pass a best.pt or last.pt from a piro run")
+    if int(payload.get("format_version", 0)) > CHECKPOINT_VERSION:
+        raise PiroError(f"{path}: written by a newer piro ({payload.get('piro_version')}); upgrade piro to read it")
+    payload["path"] = str(path)
+    return payload
+
+
+def checkpoint_header() -> dict:
+    return {"format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_VERSION, "piro_version": __version__}
+
+
+class MetricsLog:
+    """`metrics.csv`, one row per epoch; the header is fixed by the first row."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def append(self, row: dict) -> None:
+        exists = self.path.exists()
+        fields = list(row)
+        if exists:
+            with self.path.open(newline="") as handle:
+                fields = next(csv.reader(handle), fields)
+        with self.path.open("a", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
+            if not exists:
+                writer.writeheader()
+            writer.writerow({k: _fmt(v) for k, v in row.items()})
+
+    def truncate_after(self, epoch: int) -> None:
+        """On resume, drop rows of epochs that the checkpoint does not contain (a run killed mid-way)."""
+        if not self.path.exists():
+            return
+        with self.path.open(newline="") as handle:
+            rows = list(csv.reader(handle))
+        kept = [rows[0]] + [r for r in rows[1:] if r and int(r[0]) <= epoch]
+        with self.path.open("w", newline="") as handle:
+            csv.writer(handle).writerows(kept)
+
+    def read(self) -> list[dict]:
+        if not self.path.exists():
+            return []
+        with self.path.open(newline="") as handle:
+            return list(csv.DictReader(handle))
+
+
+def _fmt(value: object) -> object:
+    return f"{value:.6g}" if isinstance(value, float) else value

@@ -1,0 +1,452 @@
+"""`piro train`: train PAN with the pose-invariant losses and write a run folder.
+
+Two ways to train, with the same model class and checkpoint format:
+
+- full fine-tuning: every step runs the backbone on the pair's views (augmented);
+- `--freeze-backbone`: backbone features are computed once, over K passes
+  (pass 1 un-augmented, passes 2..K augmented), into a cache file beside the
+  run folders (`runs/feature-cache/<backbone>-<key>.pt`, shared by runs with the
+  same backbone, data, passes and seed), and only the heads and attention
+  layers train, from that cache. This is what makes training practical on a CPU.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from piro_cli.data.augment import ViewAugment
+from piro_cli.data.samplers import carve_validation, plan_pairs, sample_pairs, sample_views
+from piro_cli.data.store import SplitData, ViewSetStore, normalize_views
+from piro_cli.errors import DataError, PiroError
+from piro_cli.evaluation.picr import TASKS, evaluate_picr, object_space_spread
+from piro_cli.features import _autocast, compute_features, embed_features, load_feature_cache, save_feature_cache
+from piro_cli.losses import LOSS_TERMS, LossConfig, PiroLoss
+from piro_cli.models.pan import PAN, PANConfig
+from piro_cli.runs import MetricsLog, atomic_torch_save, checkpoint_header, load_checkpoint, new_run_dir, write_json
+
+
+@dataclass
+class TrainConfig:
+    """Every `piro train` option. Defaults follow METHOD.md section 4 (ObjectPI recipe)."""
+
+    data: str | None = None  # HDF5 file; None: the most recently written ./data/*.h5
+    project: str = "runs"
+    name: str | None = None  # run folder name; default exp, exp2, ...
+    # model
+    backbone: str = "efficientnet_lite0"
+    pretrained: bool = True
+    dual: bool = True
+    cat_dim: int = 2048
+    obj_dim: int = 2048
+    # losses
+    losses: tuple[str, ...] = LOSS_TERMS
+    alpha: float = 0.25
+    beta: float = 1.0
+    theta: float = 0.25
+    gamma: float = 4.0
+    lam: float = 1.0
+    # optimisation
+    lr: float = 1e-5
+    lr_step: int = 5  # halve the learning rate every lr_step epochs
+    epochs: int = 25
+    batch_pairs: int = 4
+    pairs_per_object: int = 10
+    views: int | None = None  # views per object in a training pair; None: all
+    augment: bool = True
+    seed: int = 0
+    device: str | None = None  # None: cuda when available, else cpu
+    freeze_backbone: bool = False
+    feature_passes: int = 2
+    val_fraction: float | None = None
+    early_stop_rho: float = 1.5  # 0 disables
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out["losses"] = list(self.losses)
+        return out
+
+    @classmethod
+    def from_dict(cls, values: dict) -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in values.items() if k in known}
+        values["losses"] = tuple(values.get("losses", LOSS_TERMS))
+        return cls(**values)
+
+
+class TrainReporter(Protocol):
+    """How training talks to its caller (the CLI renders these; the library never prints)."""
+
+    def info(self, message: str) -> None: ...
+    def progress(self, stage: str, done: int, total: int) -> None: ...
+    def epoch(self, row: dict) -> None: ...
+
+
+class SilentReporter:
+    def info(self, message: str) -> None:
+        pass
+
+    def progress(self, stage: str, done: int, total: int) -> None:
+        pass
+
+    def epoch(self, row: dict) -> None:
+        pass
+
+
+class TrainingDiverged(PiroError):
+    """The loss became NaN or infinite."""
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    epochs_done: int
+    best_path: Path
+    last_path: Path
+    history: list[dict] = field(default_factory=list)
+    stop_reason: str = "finished"
+    seconds: float = 0.0
+
+
+def resolve_data(data: str | Path | None) -> Path:
+    """The given file, or the most recently written ./data/*.h5."""
+    if data is not None:
+        path = Path(data)
+        if not path.exists():
+            raise DataError(f"{path}: no such file; create it with `piro prepare DATASET RAW_DIR --out {path}`")
+        return path
+    candidates = sorted(Path("data").glob("*.h5"), key=lambda p: p.stat().st_mtime)
+    if not candidates:
+        raise DataError("no dataset given and none in ./data/; run `piro prepare synthetic` (or another source) first, or pass --data FILE")
+    return candidates[-1]
+
+
+def pick_device(requested: str | None) -> torch.device:
+    if requested is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(requested)
+    except RuntimeError as exc:
+        raise PiroError(f"--device {requested!r}: not a device name (use cpu, cuda or cuda:N)") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise PiroError(f"--device {requested}: no CUDA GPU is available here; use --device cpu")
+    return device
+
+
+# ----------------------------------------------------------------------------- the data a run sees
+
+
+@dataclass
+class RunData:
+    store: ViewSetStore
+    train: SplitData  # the split the training objects come from
+    train_indices: np.ndarray  # rows of `train` used for training (validation objects carved out)
+    val: SplitData | None
+    val_indices: np.ndarray | None
+
+    def describe(self) -> dict:
+        val = None
+        if self.val is not None and self.val_indices is not None:
+            val = {
+                "split": self.val.name,
+                "indices": self.val_indices.tolist(),
+                "names": [self.val.object_names[i] for i in self.val_indices],
+            }
+        return {
+            "path": str(self.store.path),
+            "fingerprint": self.store.fingerprint,
+            "source_dataset": self.store.source_dataset,
+            "num_views": self.store.num_views,
+            "image_size": self.store.image_size,
+            "train_indices": self.train_indices.tolist(),
+            "val": val,
+        }
+
+
+def open_run_data(path: Path, val_fraction: float | None, seed: int, saved: dict | None = None) -> RunData:
+    store = ViewSetStore(path)
+    train = store.split("train")
+    if saved is not None:  # resuming: the exact objects of the interrupted run
+        if saved["fingerprint"] != store.fingerprint:
+            raise DataError(f"{path}: is not the dataset this run was trained on (fingerprint differs); pass the original file with --data")
+        val_info = saved.get("val")
+        val = store.split(val_info["split"]) if val_info else None
+        return RunData(
+            store, train, np.asarray(saved["train_indices"]), val, np.asarray(val_info["indices"]) if val_info else None
+        )
+    if "val" in store.splits:
+        val = store.split("val")
+        return RunData(store, train, np.arange(len(train)), val, np.arange(len(val)))
+    if val_fraction:
+        train_idx, val_idx = carve_validation(train.category, val_fraction, seed)
+        return RunData(store, train, train_idx, train, val_idx)
+    return RunData(store, train, np.arange(len(train)), None, None)
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def train(
+    config: TrainConfig,
+    reporter: TrainReporter | None = None,
+    resume: str | Path | None = None,
+    resume_epochs: int | None = None,
+) -> TrainResult:
+    """Train a model and write its run folder.
+
+    `resume` (a run folder or its last.pt) continues an interrupted run with its
+    saved configuration (`config` is then ignored); `resume_epochs` extends it.
+    """
+    reporter = reporter or SilentReporter()
+    started = time.perf_counter()
+    checkpoint = None
+    if resume is not None:
+        resume_path = Path(resume)
+        checkpoint = load_checkpoint(resume_path / "last.pt" if resume_path.is_dir() else resume_path)
+        run_dir = Path(checkpoint["path"]).parent
+        config = TrainConfig.from_dict(checkpoint["train_config"])
+        if resume_epochs is not None:
+            config.epochs = resume_epochs
+        data_path = resolve_data(config.data if config.data else checkpoint["data"]["path"])
+    else:
+        data_path = resolve_data(config.data)
+    reporter.info(f"data: {data_path}")
+
+    device = pick_device(config.device)
+    _seed_everything(config.seed)
+    data = open_run_data(data_path, config.val_fraction, config.seed, checkpoint["data"] if checkpoint else None)
+    labels_all = torch.as_tensor(data.train.category)
+    plan = plan_pairs(data.train.category[data.train_indices])
+    for category in plan.skipped_categories:
+        reporter.info(f"warning: category '{data.store.categories[category]}' has one training object; it is skipped (no pair)")
+    if config.views is not None:
+        sample_views(data.store.num_views, config.views, 0, np.random.default_rng(0))  # validates --views early
+
+    model_config = PANConfig(
+        backbone=config.backbone, pretrained=config.pretrained, dual=config.dual, cat_dim=config.cat_dim, obj_dim=config.obj_dim
+    )
+    model = PAN(model_config).to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    loss_config = LossConfig(
+        alpha=config.alpha, beta=config.beta, theta=config.theta, gamma=config.gamma, lam=config.lam, terms=tuple(config.losses)
+    )
+    embed_dim = config.cat_dim if config.dual else config.obj_dim
+    criterion = PiroLoss(loss_config, num_classes=len(data.store.categories), cat_dim=embed_dim).to(device)
+    if config.freeze_backbone:
+        for parameter in model.backbone_parameters():
+            parameter.requires_grad_(False)
+        trainable = list(model.head_parameters())
+    else:
+        trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(trainable + list(criterion.parameters()), lr=config.lr)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.lr_step, gamma=0.5)
+    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and not torch.cuda.is_bf16_supported())
+
+    rng = np.random.default_rng(config.seed)
+    aug_generator = torch.Generator().manual_seed(config.seed + 1)
+    start_epoch, best_score = 0, -math.inf
+    if checkpoint is None:
+        run_dir = new_run_dir(Path(config.project), config.name)
+    reporter.info(f"run folder: {run_dir}")
+    metrics_log = MetricsLog(run_dir / "metrics.csv")
+    config_record = {"train": config.to_dict(), "model": model_config.to_dict(), "loss": _loss_dict(loss_config), "data": data.describe()}
+    write_json(config_record, run_dir / "config.json")
+
+    if checkpoint is not None:
+        model.load_state_dict(checkpoint["model_state"])
+        criterion.load_state_dict(checkpoint["loss_state"])
+        optimizer.load_state_dict(checkpoint["optimizer_state"])
+        scheduler.load_state_dict(checkpoint["scheduler_state"])
+        rng.bit_generator.state = checkpoint["rng"]["numpy"]
+        torch.set_rng_state(checkpoint["rng"]["torch"])
+        aug_generator.set_state(checkpoint["rng"]["augment"])
+        start_epoch, best_score = int(checkpoint["epoch"]), float(checkpoint["best_score"])
+        metrics_log.truncate_after(start_epoch)
+        reporter.info(f"resuming {run_dir} after epoch {start_epoch}")
+
+    augment = ViewAugment() if config.augment else None
+    cache = _feature_cache(model, data, config, device, augment, run_dir, reporter) if config.freeze_backbone else None
+
+    result = TrainResult(run_dir, start_epoch, run_dir / "best.pt", run_dir / "last.pt", history=metrics_log.read())
+    for epoch in range(start_epoch + 1, config.epochs + 1):
+        epoch_start = time.perf_counter()
+        model.train()
+        pairs = data.train_indices[sample_pairs(plan, config.pairs_per_object, rng)]
+        sums: dict[str, float] = {}
+        steps = math.ceil(len(pairs) / config.batch_pairs)
+        for step in range(steps):
+            batch = pairs[step * config.batch_pairs : (step + 1) * config.batch_pairs]
+            objects = np.concatenate([batch[:, 0], batch[:, 1]])
+            view_idx = sample_views(data.store.num_views, config.views, len(objects), rng)
+            with _autocast(device):
+                if cache is not None:
+                    out = model.forward_features(_cached_batch(cache, objects, view_idx, rng).to(device))
+                else:
+                    out = model(_image_batch(data.train, objects, view_idx, device, augment, aug_generator))
+                out_a, out_b = _split_pairs(out, len(batch))
+                labels = labels_all[batch[:, 0]].to(device)
+                losses = criterion(out_a, out_b, labels)
+            total = losses["total"]
+            if not torch.isfinite(total):
+                raise TrainingDiverged(
+                    f"loss became {float(total.detach())} at epoch {epoch}, step {step + 1}/{steps}; stopped. The last good checkpoint is "
+                    f"{run_dir / 'last.pt'}. Try a lower --lr."
+                )
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(total).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            for key, value in losses.items():
+                sums[key] = sums.get(key, 0.0) + float(value.detach())
+            reporter.progress(f"epoch {epoch}/{config.epochs}", step + 1, steps)
+        lr = optimizer.param_groups[0]["lr"]
+        scheduler.step()
+
+        row: dict = {"epoch": epoch, "lr": lr}
+        row.update({f"loss_{k}" if k != "total" else "loss": v / steps for k, v in sums.items()})
+        row.update(_epoch_evaluation(model, data, cache, device, reporter))
+        row["seconds"] = time.perf_counter() - epoch_start
+        score = row.get("val_mean", -math.inf)
+        improved = data.val is None or score > best_score
+        best_score = max(best_score, score) if data.val is not None else best_score
+
+        state = {
+            **checkpoint_header(),
+            "model_config": model_config.to_dict(),
+            "model_state": model.state_dict(),
+            "loss_config": _loss_dict(loss_config),
+            "loss_state": criterion.state_dict(),
+            "train_config": config.to_dict(),
+            "categories": list(data.store.categories),
+            "data": data.describe(),
+            "epoch": epoch,
+            "best_score": best_score,
+            "metrics": {k: v for k, v in row.items() if isinstance(v, (int, float))},
+            "optimizer_state": optimizer.state_dict(),
+            "scheduler_state": scheduler.state_dict(),
+            "rng": {"numpy": rng.bit_generator.state, "torch": torch.get_rng_state(), "augment": aug_generator.get_state()},
+        }
+        atomic_torch_save(state, run_dir / "last.pt")
+        if improved:
+            atomic_torch_save(state, run_dir / "best.pt")
+        metrics_log.append(row)
+        result.history.append(row)
+        result.epochs_done = epoch
+        reporter.epoch(row)
+        if config.early_stop_rho > 0 and row.get("rho", 0.0) > config.early_stop_rho:
+            result.stop_reason = f"early stop: rho {row['rho']:.3f} > {config.early_stop_rho} after epoch {epoch}"
+            break
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _loss_dict(config: LossConfig) -> dict:
+    values = asdict(config)
+    values["terms"] = list(config.terms)
+    return values
+
+
+def _seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+
+
+def _split_pairs(out, num_pairs: int):
+    """The model ran on [a objects; b objects]; give each half as its own output."""
+    fields = {f.name: getattr(out, f.name) for f in dataclasses.fields(out)}
+    first = {k: v[:num_pairs] for k, v in fields.items()}
+    second = {k: v[num_pairs:] for k, v in fields.items()}
+    return type(out)(**first), type(out)(**second)
+
+
+def _image_batch(split: SplitData, objects: np.ndarray, view_idx: np.ndarray, device, augment, generator) -> torch.Tensor:
+    block = np.stack([split.views_uint8(int(o), v) for o, v in zip(objects, view_idx, strict=True)])
+    views = normalize_views(block, device)
+    return augment(views, generator) if augment is not None else views
+
+
+def _cached_batch(cache: dict, objects: np.ndarray, view_idx: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
+    """Features of the chosen views, each object from a randomly chosen pass (augmented copies)."""
+    train_feats = cache["train"]  # (K, N, V, F)
+    passes = rng.integers(0, train_feats.shape[0], size=len(objects))
+    obj = torch.as_tensor(objects)[:, None]
+    return train_feats[torch.as_tensor(passes)[:, None], obj, torch.as_tensor(view_idx)]
+
+
+def _feature_cache(model: PAN, data: RunData, config: TrainConfig, device, augment, run_dir: Path, reporter) -> dict:
+    key = {
+        "backbone": config.backbone,
+        "pretrained": config.pretrained,
+        "data_fingerprint": data.store.fingerprint,
+        "passes": config.feature_passes,
+        "augment": config.augment,
+        "seed": config.seed,
+    }
+    # Shared beside the run folders: runs that differ only in heads or losses (dual vs single, ablations) reuse it.
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+    path = run_dir.parent / "feature-cache" / f"{config.backbone.replace(':', '_')}-{digest}.pt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cached = load_feature_cache(path, key)
+    if cached is not None:
+        reporter.info(f"using cached backbone features {path}")
+        return cached
+    if config.feature_passes < 1:
+        raise PiroError(f"--feature-passes {config.feature_passes}: must be at least 1")
+    generator = torch.Generator().manual_seed(config.seed + 2)
+    all_train = np.arange(len(data.train))
+    passes = []
+    for k in range(config.feature_passes):
+        pass_augment = augment if k > 0 else None  # pass 1 is the clean views, later passes augmented
+        stage = f"backbone features, pass {k + 1}/{config.feature_passes}" + (" (augmented)" if pass_augment else "")
+        passes.append(
+            compute_features(
+                model, data.train, all_train, device, pass_augment, generator,
+                progress=lambda done, total, stage=stage: reporter.progress(stage, done, total),
+            )
+        )
+    payload = {"key": key, "train": torch.stack(passes)}
+    if data.val is not None and data.val is not data.train:
+        payload["val"] = compute_features(
+            model, data.val, np.arange(len(data.val)), device,
+            progress=lambda done, total: reporter.progress("backbone features, validation split", done, total),
+        )
+    save_feature_cache(path, payload)
+    return payload
+
+
+def _epoch_evaluation(model: PAN, data: RunData, cache: dict | None, device, reporter) -> dict:
+    """d_intra_max, d_inter_min, rho on the training objects and, with a validation split, the PICR tasks."""
+    if cache is not None:
+        train_feats = cache["train"][0, data.train_indices]
+        val_feats = None
+        if data.val is not None:
+            source = cache["val"] if data.val is not data.train else cache["train"][0]
+            val_feats = source[data.val_indices]
+    else:
+        progress = lambda done, total: reporter.progress("embedding training objects", done, total)  # noqa: E731
+        train_feats = compute_features(model, data.train, data.train_indices, device, progress=progress)
+        val_feats = None
+        if data.val is not None:
+            progress = lambda done, total: reporter.progress("embedding validation objects", done, total)  # noqa: E731
+            val_feats = compute_features(model, data.val, data.val_indices, device, progress=progress)
+    train_labels = torch.as_tensor(data.train.category[data.train_indices])
+    gallery = embed_features(model, train_feats, train_labels, device)
+    intra, inter, rho = object_space_spread(gallery.sv_obj, gallery.labels)
+    row = {"d_intra_max": intra, "d_inter_min": inter, "rho": rho}
+    if val_feats is not None:
+        probes = embed_features(model, val_feats, torch.as_tensor(data.val.category[data.val_indices]), device)
+        results = evaluate_picr(gallery, probes)
+        row.update({f"val_{task}": value for task, value in results.items()})
+        row["val_mean"] = float(np.mean([results[t] for t in TASKS]))
+    return row
+

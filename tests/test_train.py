@@ -1,0 +1,191 @@
+"""`piro train` end to end on a tiny synthetic set with the tiny backbone."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from piro_cli.cli import app
+from piro_cli.data.prepare import PrepareOptions, prepare_dataset
+from piro_cli.errors import DataError, PiroError
+from piro_cli.evaluation.picr import TASKS
+from piro_cli.runs import load_checkpoint
+from piro_cli.train import TrainConfig, TrainingDiverged, train
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("data") / "synthetic.h5"
+    prepare_dataset(
+        "synthetic", None, path, PrepareOptions(size=32), {"seed": 0, "categories": 3, "objects_per_category": 5, "test_fraction": 0.2}
+    )
+    return path
+
+
+def tiny_config(data: Path, **overrides) -> TrainConfig:
+    values = dict(
+        data=str(data) if data else None, backbone="tiny", pretrained=False, cat_dim=16, obj_dim=16, epochs=2, batch_pairs=4,
+        pairs_per_object=2, lr=1e-3, seed=0, device="cpu", early_stop_rho=0.0,
+    )  # fmt: skip
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+def read_metrics(run: Path) -> list[dict]:
+    with (run / "metrics.csv").open() as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.mark.parametrize("freeze", [True, False])
+def test_run_folder_and_checkpoint(tiny_data, freeze):
+    result = train(tiny_config(tiny_data, freeze_backbone=freeze, val_fraction=0.25, feature_passes=2))
+    run = result.run_dir
+    assert run == Path("runs/exp")
+    assert {p.name for p in run.iterdir()} >= {"config.json", "metrics.csv", "last.pt", "best.pt"}
+    assert len(list(Path("runs/feature-cache").glob("tiny-*.pt"))) == int(freeze)
+    rows = read_metrics(run)
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    for key in ("loss", "loss_cat", "loss_piobj", "loss_picat", "d_intra_max", "d_inter_min", "rho", "val_mean", "lr"):
+        assert math.isfinite(float(rows[-1][key])), key
+    assert all(f"val_{task}" in rows[-1] for task in TASKS)
+    config = json.loads((run / "config.json").read_text())
+    assert config["train"]["freeze_backbone"] == freeze and config["data"]["val"]["split"] == "train"
+
+    ckpt = load_checkpoint(run / "last.pt")
+    assert ckpt["epoch"] == 2 and ckpt["categories"][:1] == ["mug"]
+    assert ckpt["model_config"]["backbone"] == "tiny" and ckpt["data"]["fingerprint"]
+    assert set(ckpt["model_state"]) == set(load_checkpoint(run / "best.pt")["model_state"])
+    # validation objects are not training objects
+    assert not set(ckpt["data"]["val"]["indices"]) & set(ckpt["data"]["train_indices"])
+
+
+def test_frozen_and_full_checkpoints_have_the_same_format(tiny_data):
+    frozen = load_checkpoint(train(tiny_config(tiny_data, epochs=1, freeze_backbone=True)).last_path)
+    full = load_checkpoint(train(tiny_config(tiny_data, epochs=1)).last_path)
+    assert set(frozen) == set(full)
+    assert {k: v.shape for k, v in frozen["model_state"].items()} == {k: v.shape for k, v in full["model_state"].items()}
+
+
+def test_same_seed_same_run_on_cpu(tiny_data):
+    a = train(tiny_config(tiny_data, epochs=1))
+    b = train(tiny_config(tiny_data, epochs=1))
+    assert a.run_dir.name == "exp" and b.run_dir.name == "exp2"
+    sa, sb = load_checkpoint(a.last_path)["model_state"], load_checkpoint(b.last_path)["model_state"]
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+class InterruptAt:
+    """A reporter that presses Ctrl-C at a given step of a given epoch."""
+
+    def __init__(self, epoch: int, step: int) -> None:
+        self.target = f"epoch {epoch}/"
+        self.step = step
+
+    def info(self, message: str) -> None:
+        pass
+
+    def epoch(self, row: dict) -> None:
+        pass
+
+    def progress(self, stage: str, done: int, total: int) -> None:
+        if stage.startswith(self.target) and done == self.step:
+            raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("freeze", [True, False])
+def test_resume_after_kill_matches_uninterrupted_run(tiny_data, freeze):
+    config = tiny_config(tiny_data, epochs=3, freeze_backbone=freeze, val_fraction=0.25)
+    reference = train(config)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_config(tiny_data, epochs=3, freeze_backbone=freeze, val_fraction=0.25, name="killed"), reporter=InterruptAt(2, 2))
+    killed = Path("runs/killed")
+    assert load_checkpoint(killed / "last.pt")["epoch"] == 1
+    resumed = train(TrainConfig(), resume=killed)
+    assert resumed.run_dir == killed and resumed.epochs_done == 3
+    ref, res = load_checkpoint(reference.last_path), load_checkpoint(resumed.last_path)
+    for key in ref["model_state"]:
+        torch.testing.assert_close(ref["model_state"][key], res["model_state"][key], msg=key)
+    assert [int(r["epoch"]) for r in read_metrics(killed)] == [1, 2, 3]
+    assert read_metrics(killed)[-1]["loss"] == read_metrics(reference.run_dir)[-1]["loss"]
+
+
+def test_nan_loss_stops_with_epoch_and_step_and_keeps_last_good(tiny_data, monkeypatch):
+    run = train(tiny_config(tiny_data, epochs=1, name="nan"))
+    good = load_checkpoint(run.last_path)["model_state"]
+    import piro_cli.losses.total as total_module
+
+    original = total_module.PiroLoss.forward
+
+    def poisoned(self, out_a, out_b, labels):
+        losses = original(self, out_a, out_b, labels)
+        losses["total"] = losses["total"] * float("nan")
+        return losses
+
+    monkeypatch.setattr(total_module.PiroLoss, "forward", poisoned)
+    with pytest.raises(TrainingDiverged, match=r"epoch 2, step 1/\d+.*last.pt"):
+        train(TrainConfig(), resume=run.run_dir, resume_epochs=2)
+    kept = load_checkpoint(run.last_path)
+    assert kept["epoch"] == 1 and all(torch.equal(kept["model_state"][k], good[k]) for k in good)
+
+
+def test_early_stop_on_rho(tiny_data):
+    result = train(tiny_config(tiny_data, epochs=3, early_stop_rho=1e-6))
+    assert result.epochs_done == 1 and result.stop_reason.startswith("early stop")
+
+
+def test_data_defaults_to_latest_file_and_errors_without_one(tiny_data):
+    with pytest.raises(DataError, match="piro prepare"):
+        train(tiny_config(None))
+    Path("data").mkdir()
+    Path("data/synthetic.h5").symlink_to(tiny_data)
+    result = train(tiny_config(None, epochs=1))
+    assert load_checkpoint(result.last_path)["data"]["path"] == "data/synthetic.h5"
+
+
+def test_loss_ablation_and_single_space(tiny_data):
+    result = train(tiny_config(tiny_data, epochs=1, dual=False, losses=("cat", "piobj")))
+    row = read_metrics(result.run_dir)[0]
+    assert "loss_picat" not in row and "loss_piobj" in row
+    assert load_checkpoint(result.last_path)["model_config"]["dual"] is False
+
+
+def test_bad_options(tiny_data):
+    with pytest.raises(DataError, match="--views 99"):
+        train(tiny_config(tiny_data, views=99))
+    with pytest.raises(PiroError, match="no CUDA"):
+        if torch.cuda.is_available():
+            pytest.skip("a GPU is present")
+        train(tiny_config(tiny_data, device="cuda"))
+
+
+def test_cli_train_as_typed(tiny_data):
+    Path("data").mkdir()
+    Path("data/synthetic.h5").symlink_to(tiny_data)
+    argv = ["train", "--dual", "--epochs", "1", "--backbone", "tiny", "--no-pretrained", "--embed-dim", "16", "--pairs-per-object", "1"]
+    result = runner.invoke(app, argv)
+    assert result.exit_code == 0, result.output
+    assert "data: data/synthetic.h5" in result.output.splitlines()[0]
+    assert "done" in result.output and Path("runs/exp/best.pt").exists()
+    bad = runner.invoke(app, ["train", "--losses", "cat,nope"])
+    assert bad.exit_code == 1 and "nope" in bad.output
+
+
+def test_checkpoint_loading_is_safe_and_checked(tmp_path):
+    evil = tmp_path / "evil.pt"
+    torch.save({"format": "piro-checkpoint", "f": print}, evil)  # a pickled callable: weights_only refuses it
+    with pytest.raises(PiroError, match="not a loadable piro checkpoint"):
+        load_checkpoint(evil)
+    other = tmp_path / "other.pt"
+    torch.save({"state_dict": {}}, other)
+    with pytest.raises(PiroError, match="not a piro checkpoint"):
+        load_checkpoint(other)
+    with pytest.raises(PiroError, match="no such checkpoint"):
+        load_checkpoint(tmp_path / "missing.pt")
