@@ -88,8 +88,13 @@ def main() -> None:
                 for _, batch in split.stream(batch_objects=16):
                     assert batch.shape[2:] == (3, 224, 224)
 
+            def streaming_small(split=split) -> None:
+                for _, batch in split.stream(batch_objects=4):
+                    assert batch.shape[2:] == (3, 224, 224)
+
             paths[f"HDF5 {compression:<4} ({size_mb:4.0f} MiB) random access by object"] = random_access
             paths[f"HDF5 {compression:<4} ({size_mb:4.0f} MiB) streaming, 16 objects/batch"] = streaming
+            paths[f"HDF5 {compression:<4} ({size_mb:4.0f} MiB) streaming, 4 objects/batch"] = streaming_small
 
         # Round-robin passes so that load from other processes hits every path alike.
         best = dict.fromkeys(paths, float("inf"))

@@ -26,7 +26,7 @@ class PrepareOptions:
     views: int | None = None  # keep this many views per object; None: every object must have the same count
     skip_bad: bool = False
     overwrite: bool = False
-    compression: str = "lzf"
+    compression: str = "none"
     workers: int = 2  # objects loaded concurrently (image decoding and rendering release the GIL)
 
 

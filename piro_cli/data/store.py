@@ -48,16 +48,30 @@ def normalize_views(images: np.ndarray | torch.Tensor, device: str | torch.devic
     """uint8 (..., H, W, 3) -> contiguous float32 (..., 3, H, W), ImageNet mean/std normalised.
 
     The conversion runs on `device` (after a uint8 transfer, 4x cheaper than
-    moving floats) so that on a GPU the host only ever touches bytes. One copy
-    into a contiguous float buffer, then in-place scale and shift: about 3x
-    faster on a CPU than chaining out-of-place ops on the permuted view.
+    moving floats) so that on a GPU the host only ever touches bytes.
     """
-    source = torch.as_tensor(images).to(device=device).movedim(-1, -3)
-    scale = 1.0 / (torch.tensor(IMAGENET_STD, device=source.device) * 255.0)
-    shift = -torch.tensor(IMAGENET_MEAN, device=source.device) / torch.tensor(IMAGENET_STD, device=source.device)
-    out = torch.empty(source.shape, dtype=torch.float32, device=source.device)
-    out.copy_(source)
-    return out.mul_(scale.view(3, 1, 1)).add_(shift.view(3, 1, 1))
+    source = torch.as_tensor(images).to(device=device)
+    out = torch.empty((*source.shape[:-3], 3, *source.shape[-3:-1]), dtype=torch.float32, device=source.device)
+    return normalize_into(out, source)
+
+
+def normalize_into(out: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
+    """Write normalised `source` (uint8 (..., H, W, 3)) into `out` (float32 (..., 3, H, W)) and return it.
+
+    On a CPU each slab of at most ~4 MiB of output is converted, scaled and
+    shifted while it is still in cache: several times faster than three passes
+    over one large batch.
+    """
+    source = source.movedim(-1, -3)
+    scale = (1.0 / (torch.tensor(IMAGENET_STD, device=out.device) * 255.0)).view(3, 1, 1)
+    shift = (-torch.tensor(IMAGENET_MEAN, device=out.device) / torch.tensor(IMAGENET_STD, device=out.device)).view(3, 1, 1)
+    if out.device.type != "cpu" or out.dim() <= 3:
+        return out.copy_(source).mul_(scale).add_(shift)
+    flat_source, flat_out = source.reshape(-1, *source.shape[-3:]), out.view(-1, *out.shape[-3:])
+    step = max(1, (4 << 20) // (flat_out[0].numel() * 4))
+    for start in range(0, len(flat_out), step):
+        flat_out[start : start + step].copy_(flat_source[start : start + step]).mul_(scale).add_(shift)
+    return out
 
 
 # ----------------------------------------------------------------------------- writing
@@ -79,7 +93,7 @@ class StoreWriter:
         image_size: int,
         source_dataset: str,
         creation_options: dict,
-        compression: str = "lzf",
+        compression: str = "none",
         overwrite: bool = False,
     ) -> None:
         self.path = Path(path)
@@ -228,20 +242,23 @@ class SplitData:
         return normalize_views(np.stack(picked), device)
 
     def stream(
-        self, batch_objects: int = 32, device: str | torch.device | None = None
+        self, batch_objects: int = 4, device: str | torch.device | None = None
     ) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
-        """All objects in file order, in contiguous slabs: yields (object indices, (b, V, 3, S, S) floats)."""
-        images = self._images()
-        for start in range(0, len(self), batch_objects):
-            stop = min(start + batch_objects, len(self))
-            yield np.arange(start, stop), normalize_views(images[start:stop], device)
+        """All objects in file order: yields (object indices, (b, V, 3, S, S) floats).
 
-    def stream_uint8(self, batch_objects: int = 32) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """Like `stream`, but the raw uint8 views (b, V, S, S, 3)."""
+        Reads one object (one chunk) at a time straight into the batch: whole-chunk
+        reads skip HDF5's chunk cache, and each object is normalised while in cache.
+        """
         images = self._images()
+        size = self._store.image_size
         for start in range(0, len(self), batch_objects):
             stop = min(start + batch_objects, len(self))
-            yield np.arange(start, stop), images[start:stop]
+            target = torch.device(device) if device is not None else torch.device("cpu")
+            out = torch.empty((stop - start, self.num_views, 3, size, size), dtype=torch.float32, device=target)
+            for row, index in enumerate(range(start, stop)):
+                normalize_into(out[row], torch.from_numpy(images[index]).to(target))
+            yield np.arange(start, stop), out
+
 
 
 @dataclass
@@ -295,8 +312,9 @@ class ViewSetStore:
     def _h5(self) -> h5py.File:
         if self._file is None or self._pid != os.getpid():
             try:
-                # A larger raw-chunk cache keeps a few whole objects (one chunk each) in memory.
-                self._file = h5py.File(self.path, "r", rdcc_nbytes=64 * 1024 * 1024)
+                # No chunk cache: reads are whole chunks (one object each), which HDF5 then copies
+                # straight into the destination; a cache only adds a copy (measured 2x slower).
+                self._file = h5py.File(self.path, "r", rdcc_nbytes=0)
             except OSError as exc:
                 raise DataError(f"{self.path}: cannot open as HDF5 ({exc}); is it a file written by `piro prepare`?") from exc
             self._pid = os.getpid()
