@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -76,16 +75,6 @@ def _autocast(device: torch.device):
         dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         return torch.autocast("cuda", dtype=dtype)
     return torch.autocast("cpu", enabled=False)
-
-
-def save_feature_cache(path: Path, payload: dict) -> None:
-    """Atomic write of a tensors-only dict (loadable with weights_only=True)."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def load_feature_cache(path: Path, key: dict) -> dict | None:

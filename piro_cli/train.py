@@ -29,7 +29,7 @@ from piro_cli.data.samplers import carve_validation, plan_pairs, sample_pairs, s
 from piro_cli.data.store import SplitData, ViewSetStore, normalize_views
 from piro_cli.errors import DataError, PiroError
 from piro_cli.evaluation.picr import TASKS, evaluate_picr, object_space_spread
-from piro_cli.features import _autocast, compute_features, embed_features, load_feature_cache, save_feature_cache
+from piro_cli.features import _autocast, compute_features, embed_features, load_feature_cache
 from piro_cli.losses import LOSS_TERMS, LossConfig, PiroLoss
 from piro_cli.models.pan import PAN, PANConfig
 from piro_cli.runs import MetricsLog, atomic_torch_save, checkpoint_header, load_checkpoint, new_run_dir, write_json
@@ -420,7 +420,7 @@ def _feature_cache(model: PAN, data: RunData, config: TrainConfig, device, augme
             model, data.val, np.arange(len(data.val)), device,
             progress=lambda done, total: reporter.progress("backbone features, validation split", done, total),
         )
-    save_feature_cache(path, payload)
+    atomic_torch_save(payload, path)
     return payload
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from piro_cli.data.sources.base import Source, SourceScan, natural_key, require_dir, subdirs
-from piro_cli.data.sources.multiview import keep_first_per_category, objects_in_dir, scan_release
+from piro_cli.data.sources.multiview import keep_first_per_category, objects_in_dir, scan_release_if_present
 from piro_cli.data.store import SPLITS
 from piro_cli.errors import DataError
 
@@ -28,10 +28,9 @@ EXPECTED_LAYOUT = """\
 
 def scan(raw_dir: Path | None, per_category: int | None = None, up_axis: str = "y") -> SourceScan:
     root = require_dir(raw_dir, "fg3d", EXPECTED_LAYOUT)
-    release_splits = [s for s in SPLITS if (root / f"{s}_o2c.npy").exists()]
-    if release_splits:
-        found = scan_release(root, release_splits, None, "fg3d")
-        return SourceScan(keep_first_per_category(found.records, per_category), found.categories, found.description)
+    release = scan_release_if_present(root, None, "fg3d", per_category)
+    if release is not None:
+        return release
 
     records = []
     for family_dir in subdirs(root):

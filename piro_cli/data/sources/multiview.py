@@ -23,6 +23,7 @@ from piro_cli.data.sources.base import (
     natural_key,
     subdirs,
 )
+from piro_cli.data.store import SPLITS
 from piro_cli.errors import DataError
 
 MESH_SUFFIXES = (".off", ".obj", ".stl", ".ply")
@@ -108,6 +109,17 @@ def load_object_to_category(path: Path) -> dict[str, object]:
     if array.ndim == 2 and array.shape[1] == 2:  # rows of (object id, category)
         return {str(row[0]): row[1].item() for row in array}
     raise DataError(f"{path}: expected a dict or a 1-D array mapping object ids to categories, got shape {array.shape}")
+
+
+def scan_release_if_present(
+    root: Path, category_names: list[str] | None, source: str, per_category: int | None
+) -> SourceScan | None:
+    """The release layout when `root` has `<split>_o2c.npy` maps (first N per category kept), else None."""
+    splits = [s for s in SPLITS if (root / f"{s}_o2c.npy").exists()]
+    if not splits:
+        return None
+    found = scan_release(root, splits, category_names, source)
+    return SourceScan(keep_first_per_category(found.records, per_category), found.categories, found.description)
 
 
 def scan_release(root: Path, splits: list[str], category_names: list[str] | None, source: str) -> SourceScan:
