@@ -45,7 +45,7 @@ def compare(args: argparse.Namespace) -> None:
         config = TrainConfig(
             data=args.data, name=f"bench-{'dual' if dual else 'single'}", backbone="efficientnet_lite0", dual=dual,
             freeze_backbone=True, epochs=args.epochs, val_fraction=0.2, seed=args.seed, early_stop_rho=args.early_stop_rho,
-            cat_dim=args.embed_dim, obj_dim=args.embed_dim, feature_passes=args.feature_passes,
+            cat_dim=args.cat_dim, obj_dim=args.obj_dim, feature_passes=args.feature_passes,
         )  # fmt: skip
         start = time.perf_counter()
         result = train(config)
@@ -94,7 +94,8 @@ def main() -> None:
     c.add_argument("--data", default="data/objectpi.h5")
     c.add_argument("--epochs", type=int, default=25)
     c.add_argument("--seed", type=int, default=0)
-    c.add_argument("--embed-dim", type=int, default=2048)
+    c.add_argument("--cat-dim", type=int, default=256, help="paper Fig. 7: ObjectPI wants 256 (category) / 512 (object)")
+    c.add_argument("--obj-dim", type=int, default=512)
     c.add_argument("--feature-passes", type=int, default=2)
     c.add_argument("--early-stop-rho", type=float, default=1.5)
     s = sub.add_parser("step")

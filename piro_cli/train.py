@@ -222,6 +222,11 @@ def train(
     reporter.info(f"data: {data_path}")
 
     device = pick_device(config.device)
+    if device.type == "cpu" and not config.freeze_backbone and config.backbone != "tiny":
+        reporter.info(
+            "warning: full fine-tuning on a CPU is slow (docs/BENCHMARKS.md has step times); "
+            "--freeze-backbone trains the heads from cached features in minutes"
+        )
     _seed_everything(config.seed)
     data = open_run_data(data_path, config.val_fraction, config.seed, checkpoint["data"] if checkpoint else None)
     labels_all = torch.as_tensor(data.train.category)

@@ -189,3 +189,31 @@ def test_checkpoint_loading_is_safe_and_checked(tmp_path):
         load_checkpoint(other)
     with pytest.raises(PiroError, match="no such checkpoint"):
         load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_resume_after_sigkill_of_the_process(tiny_data):
+    """A real `piro train` process killed with SIGKILL mid-run continues with --resume to the planned epochs."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    argv = [
+        sys.executable, "-m", "piro_cli", "train", "--data", str(tiny_data), "--backbone", "tiny", "--no-pretrained",
+        "--embed-dim", "16", "--epochs", "40", "--pairs-per-object", "2", "--early-stop-rho", "0", "--name", "victim",
+    ]  # fmt: skip
+    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    last = Path("runs/victim/last.pt")
+    deadline = time.monotonic() + 120
+    while not last.exists() and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    killed_at = load_checkpoint(last)["epoch"]
+    assert killed_at < 40, "the run finished before it could be killed"
+    result = runner.invoke(app, ["train", "--resume", "runs/victim"])
+    assert result.exit_code == 0, result.output
+    assert load_checkpoint(last)["epoch"] == 40
+    assert [int(r["epoch"]) for r in read_metrics(Path("runs/victim"))] == list(range(1, 41))
+    assert not list(Path("runs/victim").glob(".*tmp*"))
