@@ -12,6 +12,7 @@ Two ways to train, with the same model class and checkpoint format:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -229,7 +230,6 @@ def train(
         )
     _seed_everything(config.seed)
     data = open_run_data(data_path, config.val_fraction, config.seed, checkpoint["data"] if checkpoint else None)
-    labels_all = torch.as_tensor(data.train.category)
     plan = plan_pairs(data.train.category[data.train_indices])
     for category in plan.skipped_categories:
         reporter.info(f"warning: category '{data.store.categories[category]}' has one training object; it is skipped (no pair)")
@@ -283,76 +283,103 @@ def train(
     cache = _feature_cache(model, data, config, device, augment, run_dir, reporter) if config.freeze_backbone else None
 
     result = TrainResult(run_dir, start_epoch, run_dir / "best.pt", run_dir / "last.pt", history=metrics_log.read())
-    for epoch in range(start_epoch + 1, config.epochs + 1):
-        epoch_start = time.perf_counter()
-        model.train()
-        pairs = data.train_indices[sample_pairs(plan, config.pairs_per_object, rng)]
-        sums: dict[str, float] = {}
-        steps = math.ceil(len(pairs) / config.batch_pairs)
-        for step in range(steps):
-            batch = pairs[step * config.batch_pairs : (step + 1) * config.batch_pairs]
-            objects = np.concatenate([batch[:, 0], batch[:, 1]])
-            view_idx = sample_views(data.store.num_views, config.views, len(objects), rng)
-            with _autocast(device):
-                if cache is not None:
-                    out = model.forward_features(_cached_batch(cache, objects, view_idx, rng).to(device))
-                else:
-                    out = model(_image_batch(data.train, objects, view_idx, device, augment, aug_generator))
-                out_a, out_b = _split_pairs(out, len(batch))
-                labels = labels_all[batch[:, 0]].to(device)
-                losses = criterion(out_a, out_b, labels)
-            total = losses["total"]
-            if not torch.isfinite(total):
-                raise TrainingDiverged(
-                    f"loss became {float(total.detach())} at epoch {epoch}, step {step + 1}/{steps}; stopped. The last good checkpoint is "
-                    f"{run_dir / 'last.pt'}. Try a lower --lr."
-                )
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(total).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            for key, value in losses.items():
-                sums[key] = sums.get(key, 0.0) + float(value.detach())
-            reporter.progress(f"epoch {epoch}/{config.epochs}", step + 1, steps)
-        lr = optimizer.param_groups[0]["lr"]
-        scheduler.step()
+    # Head-only steps on cached features are many tiny ops: on a CPU, one thread avoids the spin-wait of
+    # torch's thread pool, which cost 15x per step when the two cores were shared (docs/BENCHMARKS.md).
+    with _single_thread(cache is not None and device.type == "cpu"):
+        for epoch in range(start_epoch + 1, config.epochs + 1):
+            epoch_start = time.perf_counter()
+            lr = optimizer.param_groups[0]["lr"]
+            mean_losses = _train_one_epoch(
+                epoch, config, model, criterion, optimizer, scaler, data, plan, cache, device, augment, aug_generator, rng,
+                reporter, run_dir / "last.pt",
+            )
+            scheduler.step()
 
-        row: dict = {"epoch": epoch, "lr": lr}
-        row.update({f"loss_{k}" if k != "total" else "loss": v / steps for k, v in sums.items()})
-        row.update(_epoch_evaluation(model, data, cache, device, reporter))
-        row["seconds"] = time.perf_counter() - epoch_start
-        score = row.get("val_mean", -math.inf)
-        improved = data.val is None or score > best_score
-        best_score = max(best_score, score) if data.val is not None else best_score
+            row: dict = {"epoch": epoch, "lr": lr}
+            row.update({f"loss_{k}" if k != "total" else "loss": v for k, v in mean_losses.items()})
+            row.update(_epoch_evaluation(model, data, cache, device, reporter))
+            row["seconds"] = time.perf_counter() - epoch_start
+            score = row.get("val_mean", -math.inf)
+            improved = data.val is None or score > best_score
+            best_score = max(best_score, score) if data.val is not None else best_score
 
-        state = {
-            **checkpoint_header(),
-            "model_config": model_config.to_dict(),
-            "model_state": model.state_dict(),
-            "loss_config": _loss_dict(loss_config),
-            "loss_state": criterion.state_dict(),
-            "train_config": config.to_dict(),
-            "categories": list(data.store.categories),
-            "data": data.describe(),
-            "epoch": epoch,
-            "best_score": best_score,
-            "metrics": {k: v for k, v in row.items() if isinstance(v, (int, float))},
-            "optimizer_state": optimizer.state_dict(),
-            "scheduler_state": scheduler.state_dict(),
-            "rng": {"numpy": rng.bit_generator.state, "torch": torch.get_rng_state(), "augment": aug_generator.get_state()},
-        }
-        atomic_torch_save(state, run_dir / "last.pt")
-        if improved:
-            atomic_torch_save(state, run_dir / "best.pt")
-        metrics_log.append(row)
-        result.history.append(row)
-        result.epochs_done = epoch
-        reporter.epoch(row)
-        if config.early_stop_rho > 0 and row.get("rho", 0.0) > config.early_stop_rho:
-            result.stop_reason = f"early stop: rho {row['rho']:.3f} > {config.early_stop_rho} after epoch {epoch}"
-            break
+            state = {
+                **checkpoint_header(),
+                "model_config": model_config.to_dict(),
+                "model_state": model.state_dict(),
+                "loss_config": _loss_dict(loss_config),
+                "loss_state": criterion.state_dict(),
+                "train_config": config.to_dict(),
+                "categories": list(data.store.categories),
+                "data": data.describe(),
+                "epoch": epoch,
+                "best_score": best_score,
+                "metrics": {k: v for k, v in row.items() if isinstance(v, (int, float))},
+                "optimizer_state": optimizer.state_dict(),
+                "scheduler_state": scheduler.state_dict(),
+                "rng": {"numpy": rng.bit_generator.state, "torch": torch.get_rng_state(), "augment": aug_generator.get_state()},
+            }
+            atomic_torch_save(state, run_dir / "last.pt")
+            if improved:
+                atomic_torch_save(state, run_dir / "best.pt")
+            metrics_log.append(row)
+            result.history.append(row)
+            result.epochs_done = epoch
+            reporter.epoch(row)
+            if config.early_stop_rho > 0 and row.get("rho", 0.0) > config.early_stop_rho:
+                result.stop_reason = f"early stop: rho {row['rho']:.3f} > {config.early_stop_rho} after epoch {epoch}"
+                break
     result.seconds = time.perf_counter() - started
     return result
+
+
+def _train_one_epoch(
+    epoch: int, config: TrainConfig, model: PAN, criterion: PiroLoss, optimizer, scaler, data: RunData, plan,
+    cache: dict | None, device: torch.device, augment, aug_generator: torch.Generator, rng: np.random.Generator, reporter,
+    last_path: Path,
+) -> dict[str, float]:
+    """One pass over freshly sampled pairs; returns the mean of each loss term."""  # fmt: skip
+    model.train()
+    labels_all = torch.as_tensor(data.train.category)
+    pairs = data.train_indices[sample_pairs(plan, config.pairs_per_object, rng)]
+    sums: dict[str, float] = {}
+    steps = math.ceil(len(pairs) / config.batch_pairs)
+    for step in range(steps):
+        batch = pairs[step * config.batch_pairs : (step + 1) * config.batch_pairs]
+        objects = np.concatenate([batch[:, 0], batch[:, 1]])
+        view_idx = sample_views(data.store.num_views, config.views, len(objects), rng)
+        with _autocast(device):
+            if cache is not None:
+                out = model.forward_features(_cached_batch(cache, objects, view_idx, rng).to(device))
+            else:
+                out = model(_image_batch(data.train, objects, view_idx, device, augment, aug_generator))
+            out_a, out_b = _split_pairs(out, len(batch))
+            losses = criterion(out_a, out_b, labels_all[batch[:, 0]].to(device))
+        total = losses["total"]
+        if not torch.isfinite(total):
+            raise TrainingDiverged(
+                f"loss became {float(total.detach())} at epoch {epoch}, step {step + 1}/{steps}; stopped. The last good "
+                f"checkpoint is {last_path}. Try a lower --lr."
+            )
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(total).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        for key, value in losses.items():
+            sums[key] = sums.get(key, 0.0) + float(value.detach())
+        reporter.progress(f"epoch {epoch}/{config.epochs}", step + 1, steps)
+    return {key: value / steps for key, value in sums.items()}
+
+
+@contextlib.contextmanager
+def _single_thread(enabled: bool):
+    previous = torch.get_num_threads()
+    if enabled:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def _loss_dict(config: LossConfig) -> dict:
