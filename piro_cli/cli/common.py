@@ -31,7 +31,7 @@ def handle_errors(command: F) -> F:
             err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
             raise typer.Exit(1) from None
         except KeyboardInterrupt:
-            err_console.print("[yellow]interrupted[/]: no partial output was left behind")
+            err_console.print("[yellow]interrupted[/]: files are only ever replaced whole, so none was left half-written")
             raise typer.Exit(130) from None
 
     return wrapper  # type: ignore[return-value]
