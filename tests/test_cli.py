@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 import sys
 
 import pytest
@@ -35,16 +36,6 @@ def test_prepare_help_explains_every_option():
     result = runner.invoke(app, ["prepare", "--help"], env={"COLUMNS": "200"})
     for option in ("--out", "--size", "--views", "--skip-bad", "--overwrite", "--per-category", "--seed", "--info"):
         assert option in result.output
-
-
-@pytest.mark.parametrize(
-    "argv",
-    [["evaluate", "ckpt.pt", "--task", "sv-object-retrieval"], ["visualize", "--umap"], ["embed"]],
-)
-def test_pending_commands_say_not_implemented(argv):
-    result = runner.invoke(app, argv)
-    assert result.exit_code == 2
-    assert "not implemented yet" in result.output
 
 
 def test_prepare_then_info(tmp_path, image_tree):
@@ -80,14 +71,19 @@ def test_prepare_without_raw_dir_or_source_explains(tmp_path):
     assert result.exit_code == 2 and "objectpi" in result.output
 
 
-def test_demo_prepares_and_reports_missing_stages(tmp_path):
-    argv = ["demo", "--workdir", str(tmp_path / "demo"), "--categories", "2", "--objects-per-category", "3", "--size", "32"]
+def test_demo_runs_the_whole_pipeline(tmp_path):
+    argv = [
+        "demo", "--workdir", str(tmp_path / "demo"), "--categories", "3", "--objects-per-category", "4", "--size", "32",
+        "--backbone", "tiny", "--epochs", "1",
+    ]  # fmt: skip
     result = runner.invoke(app, argv, env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
-    assert (tmp_path / "demo" / "synthetic.h5").exists()
-    assert "not implemented yet" in result.output
+    assert (tmp_path / "demo" / "synthetic.h5").exists() and (tmp_path / "demo" / "runs" / "dual" / "best.pt").exists()
+    assert "PICR tasks on test" in result.output and "SV obj mAP" in result.output
+    figures = [line.strip() for line in result.output.splitlines() if line.strip().endswith(".png")]
+    assert len(figures) == 4 and all(Path(f).exists() for f in figures)
     again = runner.invoke(app, argv, env={"COLUMNS": "200"})
-    assert again.exit_code == 0 and "reusing" in again.output
+    assert again.exit_code == 0 and "reused the dataset" in again.output
 
 
 def test_console_script_runs():

@@ -6,11 +6,16 @@ from pathlib import Path
 
 import typer
 from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from piro_cli import __version__
-from piro_cli.cli.common import console, err_console, handle_errors, not_implemented, progress_bar
-from piro_cli.cli.prepare import prepare, print_store_info
+from piro_cli.cli.common import console, err_console, handle_errors
+from piro_cli.cli.embed import embed as embed_command
+from piro_cli.cli.evaluate import evaluate as evaluate_command
+from piro_cli.cli.prepare import prepare
+from piro_cli.cli.train import RichReporter
 from piro_cli.cli.train import train as train_command
+from piro_cli.cli.visualize import visualize as visualize_command
 from piro_cli.data.sources import synthetic
 
 app = typer.Typer(
@@ -20,10 +25,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-
-# Commands whose issues have not landed yet accept any arguments, so that the
-# documented command lines reach the "not implemented yet" message as typed.
-_PASSTHROUGH = {"allow_extra_args": True, "ignore_unknown_options": True}
 
 
 def _version(value: bool) -> None:
@@ -43,43 +44,41 @@ app.command(help=prepare.__doc__)(prepare)
 app.command(help=train_command.__doc__, name="train")(train_command)
 
 
-@app.command(context_settings=_PASSTHROUGH)
-def embed(ctx: typer.Context) -> None:
-    """Write single- and multi-view embeddings of a dataset. Not implemented yet."""
-    not_implemented("embed", "issue #4")
+app.command(help=embed_command.__doc__, name="embed")(embed_command)
+app.command(help=evaluate_command.__doc__, name="evaluate")(evaluate_command)
 
 
-@app.command(context_settings=_PASSTHROUGH)
-def evaluate(ctx: typer.Context) -> None:
-    """Compute the eight PICR tasks for a checkpoint. Not implemented yet."""
-    not_implemented("evaluate", "issue #4")
-
-
-@app.command(context_settings=_PASSTHROUGH)
-def visualize(ctx: typer.Context) -> None:
-    """UMAP pictures of the spaces and intra/inter distance curves. Not implemented yet."""
-    not_implemented("visualize", "issue #5")
+app.command(help=visualize_command.__doc__, name="visualize")(visualize_command)
 
 
 @app.command()
 @handle_errors
 def demo(
-    workdir: Path = typer.Option(Path("piro-demo"), help="Folder for the demo's dataset, runs and plots."),
+    workdir: Path = typer.Option(Path("piro-demo"), help="Folder for the demo's dataset, run and figures."),
     seed: int = typer.Option(0, help="Seed of the synthetic dataset."),
     categories: int = typer.Option(synthetic.DEFAULT_CATEGORIES, help="Categories in the synthetic dataset."),
     objects_per_category: int = typer.Option(synthetic.DEFAULT_OBJECTS_PER_CATEGORY, help="Objects per category."),
     size: int = typer.Option(224, help="Side of the rendered views, in pixels."),
+    backbone: str = typer.Option("efficientnet_lite0", help="Backbone (frozen; 'tiny' for a seconds-long smoke run)."),
+    epochs: int = typer.Option(10, min=1, help="Training epochs."),
 ) -> None:
     """Run the whole pipeline on the built-in synthetic dataset: prepare -> train -> evaluate -> visualize."""
+    from piro_cli.cli.evaluate import print_results_table
     from piro_cli.demo import run_demo
 
-    with progress_bar("preparing the synthetic dataset") as update:
-        result = run_demo(workdir, seed, categories, objects_per_category, size, progress=update)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=err_console, transient=True) as progress:
+        result = run_demo(workdir, seed, categories, objects_per_category, size, backbone, epochs, reporter=RichReporter(progress))
     if result.prepared is None:
-        console.print(f"reusing {escape(str(result.data_path))}", highlight=False)
-    print_store_info(result.data_info)
-    for stage in result.missing_stages:
-        err_console.print(f"[yellow]not run:[/] {stage} is not implemented yet")
+        console.print(f"reused the dataset {escape(str(result.data_path))}", highlight=False)
+    console.print(
+        f"trained {escape(str(result.training.run_dir))}: {result.training.epochs_done} epochs ({result.training.stop_reason})",
+        highlight=False,
+    )
+    print_results_table(result.evaluation)
+    console.print("figures:")
+    for path in result.figures:
+        console.print(f"  {escape(str(path))}", highlight=False)
 
 
 def main() -> None:

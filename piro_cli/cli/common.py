@@ -55,8 +55,3 @@ def progress_bar(description: str) -> Iterator[Callable[[int, int], None]]:
             progress.update(task, completed=done, total=total)
 
         yield update
-
-
-def not_implemented(command: str, issue: str) -> None:
-    err_console.print(f"[yellow]piro {command} is not implemented yet[/] ({issue}).")
-    raise typer.Exit(2)

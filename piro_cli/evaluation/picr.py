@@ -1,18 +1,42 @@
-"""The eight pose-invariant classification and retrieval (PICR) tasks of METHOD.md section 5.
+"""The eight pose-invariant classification and retrieval (PICR) tasks, METHOD.md section 5.
 
-Gallery = training objects, probes = test (or validation) objects. Classification
-reports accuracy, retrieval mean average precision, both in percent.
+Gallery = training objects, probes = test (or validation) objects. Classification reports accuracy,
+retrieval mean average precision (mAP), both in percent. V views per object; "views" below are the
+single-view embeddings, "c_mv" / "o_mv" the multi-view ones.
 
-Distances are Euclidean on L2-normalised embeddings. Rankings sort by distance
-with ties broken by item index (a stable sort), so results are deterministic.
-Queries are processed in chunks so memory stays bounded.
+| task | queries | ranked against | correct / relevant |
+|---|---|---|---|
+| sv-category-recognition | every probe view (category space) | every gallery view | majority of the 10 nearest |
+| mv-category-recognition | every probe c_mv | every gallery c_mv | majority of the 10 nearest |
+| sv-object-recognition | every probe view (object space) | every other probe view | nearest is a view of the same object |
+| mv-object-recognition | o_mv of each probe's first V/2 views | o_mv of each probe's last V/2 views | nearest is the same object |
+| sv-category-retrieval | every probe view | every probe view | same category |
+| mv-category-retrieval | every probe c_mv | every probe c_mv | same category |
+| sv-object-retrieval | every probe view | every other probe view | the other views of the same object |
+| mv-object-retrieval | as mv-object-recognition | as mv-object-recognition | the same object |
+
+Protocols. The default is the one behind the published numbers (the authors' released code): category
+retrievals rank the query itself too (it is one of its own relevant items, normally at rank 1); object
+retrievals and SV object recognition leave it out. `strict=True` leaves the query out of every ranking,
+which changes only the two category retrievals (the other tasks never rank a query against itself).
+
+Rules shared by every task (piro_cli.evaluation.metrics): Euclidean distance; equal distances ranked by
+item index (gallery/probe order, views in capture order); a 10-NN vote tie goes to the tied category
+whose nearest member ranks first (the released code's `argmax(bincount)` takes the smaller category
+index instead; the two differ only on exact vote ties); a query with no relevant item (an object with one
+view, or with `strict` a category with one object) has AP 0 and still counts in the mean.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
 import torch
+
+from piro_cli.errors import DataError
+from piro_cli.evaluation.metrics import KNN_VOTES, rank, vote
 
 TASKS = (
     "sv-category-recognition",
@@ -26,123 +50,231 @@ TASKS = (
 )
 """The paper's column order: classification then retrieval; category then object; single then multi view."""
 
-KNN_VOTES = 10
+SHORT_NAMES = {
+    "sv-category-recognition": "SV cat acc",
+    "mv-category-recognition": "MV cat acc",
+    "sv-object-recognition": "SV obj acc",
+    "mv-object-recognition": "MV obj acc",
+    "sv-category-retrieval": "SV cat mAP",
+    "mv-category-retrieval": "MV cat mAP",
+    "sv-object-retrieval": "SV obj mAP",
+    "mv-object-retrieval": "MV obj mAP",
+}
+
+# What each task reads: (gallery fields, probe fields).
+TASK_FIELDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "sv-category-recognition": (("sv_cat",), ("sv_cat",)),
+    "mv-category-recognition": (("mv_cat",), ("mv_cat",)),
+    "sv-object-recognition": ((), ("sv_obj",)),
+    "mv-object-recognition": ((), ("mv_obj_first", "mv_obj_last")),
+    "sv-category-retrieval": ((), ("sv_cat",)),
+    "mv-category-retrieval": ((), ("mv_cat",)),
+    "sv-object-retrieval": ((), ("sv_obj",)),
+    "mv-object-retrieval": ((), ("mv_obj_first", "mv_obj_last")),
+}
+
+StageProgress = Callable[[str, int, int], None]
 
 
 @dataclass
 class EmbeddingSet:
-    """Embeddings of the objects of one split (all L2-normalised)."""
+    """Embeddings of the objects of one split (all L2-normalised). A field a task does not read may be None."""
 
-    sv_cat: torch.Tensor  # (N, V, Dc)
-    sv_obj: torch.Tensor  # (N, V, Do)
-    mv_cat: torch.Tensor  # (N, Dc)
-    mv_obj: torch.Tensor  # (N, Do)
-    mv_obj_first: torch.Tensor  # (N, Do) o_mv of the first V/2 views
-    mv_obj_last: torch.Tensor  # (N, Do) o_mv of the last V/2 views
+    sv_cat: torch.Tensor | None  # (N, V, Dc)
+    sv_obj: torch.Tensor | None  # (N, V, Do)
+    mv_cat: torch.Tensor | None  # (N, Dc)
+    mv_obj: torch.Tensor | None  # (N, Do)
+    mv_obj_first: torch.Tensor | None  # (N, Do) o_mv of the first V/2 views
+    mv_obj_last: torch.Tensor | None  # (N, Do) o_mv of the last V/2 views
     labels: torch.Tensor  # (N,) category indices
 
-
-def _distances(queries: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-    return torch.cdist(queries.float(), items.float())
-
-
-def _chunks(n: int, size: int):
-    for start in range(0, n, size):
-        yield start, min(start + size, n)
+    def __len__(self) -> int:
+        return len(self.labels)
 
 
-def knn_vote_accuracy(
-    queries: torch.Tensor, q_labels: torch.Tensor, items: torch.Tensor, i_labels: torch.Tensor, k: int = KNN_VOTES, chunk: int = 1024
-) -> float:
-    """Majority vote of the k nearest items; a tie goes to the tied label whose nearest member ranks first."""
-    k = min(k, len(items))
-    num_classes = int(max(q_labels.max(), i_labels.max())) + 1
-    correct = 0
-    for start, stop in _chunks(len(queries), chunk):
-        dist = _distances(queries[start:stop], items)
-        order = torch.sort(dist, dim=1, stable=True).indices[:, :k]
-        neighbour_labels = i_labels[order]  # (q, k)
-        votes = torch.zeros(len(order), num_classes, device=items.device)
-        votes.scatter_add_(1, neighbour_labels, torch.ones_like(neighbour_labels, dtype=votes.dtype))
-        # Tie-break: a tiny bonus that decreases with the rank of each label's first occurrence.
-        first_rank = torch.full((len(order), num_classes), float(k), device=items.device)
-        ranks = torch.arange(k, device=items.device, dtype=first_rank.dtype).expand_as(neighbour_labels)
-        first_rank.scatter_reduce_(1, neighbour_labels, ranks, reduce="amin")
-        predicted = (votes - first_rank / (k + 1)).argmax(dim=1)
-        correct += int((predicted == q_labels[start:stop]).sum())
-    return 100.0 * correct / len(queries)
+@dataclass
+class PicrRun:
+    """Task values in percent (TASKS order), queries per task, and wall time per computation step."""
+
+    values: dict[str, float] = field(default_factory=dict)
+    num_queries: dict[str, int] = field(default_factory=dict)
+    steps: list[tuple[tuple[str, ...], float]] = field(default_factory=list)
+
+    def seconds(self, task: str) -> float:
+        """Wall time of the step that computed `task` (shared steps are counted once for each of their tasks)."""
+        return next(s for tasks, s in self.steps if task in tasks)
 
 
-def nearest_accuracy(
-    queries: torch.Tensor, q_ids: torch.Tensor, items: torch.Tensor, i_ids: torch.Tensor, exclude_self: bool, chunk: int = 1024
-) -> float:
-    """Share of queries whose nearest item has the same id (the query itself excluded when it is in `items`)."""
-    correct = 0
-    for start, stop in _chunks(len(queries), chunk):
-        dist = _distances(queries[start:stop], items)
-        if exclude_self:
-            rows = torch.arange(stop - start, device=dist.device)
-            dist[rows, rows + start] = float("inf")
-        nearest = torch.sort(dist, dim=1, stable=True).indices[:, 0]
-        correct += int((i_ids[nearest] == q_ids[start:stop]).sum())
-    return 100.0 * correct / len(queries)
+def parse_tasks(names: str | Sequence[str] | None) -> tuple[str, ...]:
+    """Task names (comma-separated or a list; 'all' or None for all eight) in TASKS order; ValueError names the bad one."""
+    if names is None:
+        return TASKS
+    items = [n.strip() for part in ([names] if isinstance(names, str) else names) for n in part.split(",") if n.strip()]
+    if not items or "all" in items:
+        return TASKS
+    unknown = [n for n in items if n not in TASKS]
+    if unknown:
+        raise ValueError(f"unknown task {unknown[0]!r}; tasks are {', '.join(TASKS)} or all")
+    return tuple(t for t in TASKS if t in items)
 
 
-def mean_average_precision(
-    queries: torch.Tensor, q_ids: torch.Tensor, items: torch.Tensor, i_ids: torch.Tensor, exclude_self: bool, chunk: int = 512
-) -> float:
-    """mAP of ranking `items` for each query, relevant = same id. With `exclude_self`, query i is item i and is left out."""
-    total = 0.0
-    for start, stop in _chunks(len(queries), chunk):
-        dist = _distances(queries[start:stop], items)
-        relevant = i_ids.unsqueeze(0) == q_ids[start:stop].unsqueeze(1)
-        if exclude_self:
-            rows = torch.arange(stop - start, device=dist.device)
-            dist[rows, rows + start] = float("inf")
-            relevant[rows, rows + start] = False
-        order = torch.sort(dist, dim=1, stable=True).indices
-        hits = torch.gather(relevant, 1, order).float()
-        precision_at_k = hits.cumsum(1) / torch.arange(1, hits.shape[1] + 1, device=hits.device)
-        num_relevant = hits.sum(1)
-        ap = (precision_at_k * hits).sum(1) / num_relevant.clamp(min=1)
-        total += float(ap[num_relevant > 0].sum())
-    return 100.0 * total / len(queries)
+def needs_gallery(tasks: Sequence[str]) -> bool:
+    return any(TASK_FIELDS[t][0] for t in tasks)
 
 
-def evaluate_picr(gallery: EmbeddingSet, probes: EmbeddingSet, tasks: tuple[str, ...] = TASKS) -> dict[str, float]:
-    """The requested PICR tasks, in percent, in `TASKS` order."""
-    n, v = probes.sv_obj.shape[:2]
-    view_labels = probes.labels.repeat_interleave(v)
-    view_objects = torch.arange(n, device=probes.labels.device).repeat_interleave(v)
-    objects = torch.arange(n, device=probes.labels.device)
-    results: dict[str, float] = {}
+def required_fields(tasks: Sequence[str]) -> tuple[set[str], set[str]]:
+    """(gallery fields, probe fields) the given tasks read."""
+    gallery: set[str] = set()
+    probes: set[str] = set()
     for task in tasks:
-        if task == "sv-category-recognition":
-            g = gallery.sv_cat.shape[1]
-            results[task] = knn_vote_accuracy(
-                probes.sv_cat.flatten(0, 1), view_labels, gallery.sv_cat.flatten(0, 1), gallery.labels.repeat_interleave(g)
-            )
-        elif task == "mv-category-recognition":
-            results[task] = knn_vote_accuracy(probes.mv_cat, probes.labels, gallery.mv_cat, gallery.labels)
-        elif task == "sv-object-recognition":
-            sv = probes.sv_obj.flatten(0, 1)
-            results[task] = nearest_accuracy(sv, view_objects, sv, view_objects, exclude_self=True)
-        elif task == "mv-object-recognition":
-            results[task] = nearest_accuracy(probes.mv_obj_first, objects, probes.mv_obj_last, objects, exclude_self=False)
-        elif task == "sv-category-retrieval":
-            sv = probes.sv_cat.flatten(0, 1)
-            # The released code keeps the query itself in category rankings.
-            results[task] = mean_average_precision(sv, view_labels, sv, view_labels, exclude_self=False)
-        elif task == "mv-category-retrieval":
-            results[task] = mean_average_precision(probes.mv_cat, probes.labels, probes.mv_cat, probes.labels, exclude_self=False)
-        elif task == "sv-object-retrieval":
-            sv = probes.sv_obj.flatten(0, 1)
-            results[task] = mean_average_precision(sv, view_objects, sv, view_objects, exclude_self=True)
-        elif task == "mv-object-retrieval":
-            results[task] = mean_average_precision(probes.mv_obj_first, objects, probes.mv_obj_last, objects, exclude_self=False)
+        gallery.update(TASK_FIELDS[task][0])
+        probes.update(TASK_FIELDS[task][1])
+    return gallery, probes
+
+
+def evaluate_picr(
+    gallery: EmbeddingSet | None,
+    probes: EmbeddingSet,
+    tasks: Sequence[str] = TASKS,
+    *,
+    strict: bool = False,
+    device: str | torch.device | None = None,
+    progress: StageProgress | None = None,
+    backend: str | None = None,
+) -> dict[str, float]:
+    """The requested PICR tasks, in percent, in `TASKS` order (see the module docstring for the protocol)."""
+    return run_picr(gallery, probes, tasks, strict=strict, device=device, progress=progress, backend=backend).values
+
+
+def run_picr(
+    gallery: EmbeddingSet | None,
+    probes: EmbeddingSet,
+    tasks: Sequence[str] = TASKS,
+    *,
+    strict: bool = False,
+    device: str | torch.device | None = None,
+    progress: StageProgress | None = None,
+    backend: str | None = None,
+) -> PicrRun:
+    """Like `evaluate_picr`, with the number of queries per task and the wall time of each step."""
+    tasks = parse_tasks(list(tasks))
+    device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    _check_inputs(gallery, probes, tasks)
+    run = PicrRun()
+    n = len(probes)
+    labels = probes.labels.long().cpu()
+    objects = torch.arange(n)
+
+    def step(names: tuple[str, ...], stage: str, fn) -> None:
+        started = time.perf_counter()
+        report = (lambda done, total: progress(stage, done, total)) if progress is not None else None
+        for name, (value, count) in zip(names, fn(report), strict=True):
+            run.values[name] = value
+            run.num_queries[name] = count
+        run.steps.append((names, time.perf_counter() - started))
+
+    def on(t: torch.Tensor) -> torch.Tensor:
+        return t.to(device)
+
+    wanted = set(tasks)
+    if "sv-category-recognition" in wanted:
+        def sv_cat_rec(report):
+            v, g = probes.sv_cat.shape[1], gallery.sv_cat.shape[1]
+            q_labels = labels.repeat_interleave(v)
+            result = rank(on(probes.sv_cat.flatten(0, 1)), on(gallery.sv_cat.flatten(0, 1)), k=KNN_VOTES, backend=backend,
+                          progress=report)  # fmt: skip
+            return [_vote_accuracy(result.neighbours, gallery.labels.long().cpu().repeat_interleave(g), q_labels)]
+
+        step(("sv-category-recognition",), "SV category recognition", sv_cat_rec)
+    if "mv-category-recognition" in wanted:
+        def mv_cat_rec(report):
+            result = rank(on(probes.mv_cat), on(gallery.mv_cat), k=KNN_VOTES, backend=backend, progress=report)
+            return [_vote_accuracy(result.neighbours, gallery.labels.long().cpu(), labels)]
+
+        step(("mv-category-recognition",), "MV category recognition", mv_cat_rec)
+    sv_obj_tasks = tuple(t for t in ("sv-object-recognition", "sv-object-retrieval") if t in wanted)
+    if sv_obj_tasks:
+        def sv_obj(report):
+            v = probes.sv_obj.shape[1]
+            ids = objects.repeat_interleave(v)
+            result = rank(on(probes.sv_obj.flatten(0, 1)), None, k=1 if "sv-object-recognition" in wanted else 0,
+                          exclude_self=True, query_ids=ids if "sv-object-retrieval" in wanted else None,
+                          backend=backend, progress=report)  # fmt: skip
+            return _object_outputs(sv_obj_tasks, result, ids, ids)
+
+        step(sv_obj_tasks, "SV object " + " + ".join(t.split("-")[-1] for t in sv_obj_tasks), sv_obj)
+    mv_obj_tasks = tuple(t for t in ("mv-object-recognition", "mv-object-retrieval") if t in wanted)
+    if mv_obj_tasks:
+        def mv_obj(report):
+            result = rank(on(probes.mv_obj_first), on(probes.mv_obj_last),
+                          k=1 if "mv-object-recognition" in wanted else 0,
+                          query_ids=objects if "mv-object-retrieval" in wanted else None, item_ids=objects,
+                          backend=backend, progress=report)  # fmt: skip
+            return _object_outputs(mv_obj_tasks, result, objects, objects)
+
+        step(mv_obj_tasks, "MV object " + " + ".join(t.split("-")[-1] for t in mv_obj_tasks), mv_obj)
+    if "sv-category-retrieval" in wanted:
+        def sv_cat_ret(report):
+            v = probes.sv_cat.shape[1]
+            q_labels = labels.repeat_interleave(v)
+            result = rank(on(probes.sv_cat.flatten(0, 1)), None, query_ids=q_labels, exclude_self=strict, backend=backend,
+                          progress=report)  # fmt: skip
+            return [_map(result.average_precision)]
+
+        step(("sv-category-retrieval",), "SV category retrieval", sv_cat_ret)
+    if "mv-category-retrieval" in wanted:
+        def mv_cat_ret(report):
+            result = rank(on(probes.mv_cat), None, query_ids=labels, exclude_self=strict, backend=backend, progress=report)
+            return [_map(result.average_precision)]
+
+        step(("mv-category-retrieval",), "MV category retrieval", mv_cat_ret)
+    run.values = {t: run.values[t] for t in TASKS if t in run.values}
+    run.num_queries = {t: run.num_queries[t] for t in TASKS if t in run.num_queries}
+    return run
+
+
+def _vote_accuracy(neighbours: torch.Tensor, item_labels: torch.Tensor, query_labels: torch.Tensor) -> tuple[float, int]:
+    predicted = vote(item_labels[neighbours])
+    return _percent((predicted == query_labels).double()), len(query_labels)
+
+
+def _object_outputs(tasks, result, query_ids, item_ids) -> list[tuple[float, int]]:
+    out = []
+    for task in tasks:
+        if task.endswith("recognition"):
+            if result.neighbours.shape[1] == 0:  # a single probe view: nothing else to find
+                out.append((0.0, len(query_ids)))
+            else:
+                out.append((_percent((item_ids[result.neighbours[:, 0]] == query_ids).double()), len(query_ids)))
         else:
-            raise ValueError(f"unknown task {task!r}; tasks are {', '.join(TASKS)}")
-    return results
+            out.append(_map(result.average_precision))
+    return out
+
+
+def _map(ap: torch.Tensor) -> tuple[float, int]:
+    return _percent(ap), len(ap)
+
+
+def _percent(values: torch.Tensor) -> float:
+    return 100.0 * float(values.mean()) if len(values) else float("nan")
+
+
+def _check_inputs(gallery: EmbeddingSet | None, probes: EmbeddingSet, tasks: Sequence[str]) -> None:
+    gallery_fields, probe_fields = required_fields(tasks)
+    if gallery_fields and gallery is None:
+        raise DataError(f"{', '.join(t for t in tasks if TASK_FIELDS[t][0])} need gallery (train) embeddings")
+    for owner, es, names in (("gallery", gallery, gallery_fields), ("probe", probes, probe_fields)):
+        for name in sorted(names):
+            tensor = getattr(es, name)
+            if tensor is None:
+                raise DataError(f"the {owner} embeddings lack '{name}', which {', '.join(t for t in tasks if name in sum(TASK_FIELDS[t], ()))} need")
+            if len(tensor) != len(es.labels):
+                raise DataError(f"the {owner} '{name}' embeddings have {len(tensor)} rows for {len(es.labels)} labels")
+            if not bool(torch.isfinite(tensor).all()):
+                raise DataError(f"the {owner} '{name}' embeddings contain NaN or infinite values; the model diverged or the file is damaged")
+    for name in gallery_fields:
+        if getattr(gallery, name).shape[-1] != getattr(probes, name).shape[-1]:
+            raise DataError(f"gallery and probe '{name}' embeddings have different dimensions")
 
 
 def object_space_spread(sv_obj: torch.Tensor, labels: torch.Tensor) -> tuple[float, float, float]:
@@ -159,7 +291,7 @@ def object_space_spread(sv_obj: torch.Tensor, labels: torch.Tensor) -> tuple[flo
     intra, inter = [], []
     for i in range(n):
         rows = flat[i * v : (i + 1) * v]
-        dist = _distances(rows, flat)  # (v, N*v)
+        dist = torch.cdist(rows, flat)  # (v, N*v)
         same_category_other = (view_labels == labels[i]) & (owners != i)
         if not bool(same_category_other.any()):
             continue

@@ -1,0 +1,95 @@
+"""`piro evaluate`: options -> piro_cli.evaluation.evaluate.evaluate -> a table, JSON or CSV."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from piro_cli.cli.common import console, err_console, handle_errors
+from piro_cli.cli.train import RichReporter
+from piro_cli.errors import PiroError
+from piro_cli.evaluation.picr import TASKS
+
+TASK_HELP = "Task to compute: " + ", ".join(TASKS) + ", or all. Repeat the option or separate names with commas."
+
+
+def progress_columns():
+    return (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
+
+
+@handle_errors
+def evaluate(
+    sources: list[Path] = typer.Argument(
+        ..., show_default=False,
+        help="Checkpoints (runs/<name>/best.pt or last.pt; a run folder means its best.pt) and/or embeddings files "
+        "from `piro embed`. Several give the mean and standard deviation of every task, like the paper's Table 1.",
+    ),
+    data: Path = typer.Option(
+        None, help="HDF5 file from `piro prepare`. Default: the file the checkpoint was trained on if it still exists, "
+        "else the most recently written ./data/*.h5. Not needed for embeddings files.",
+    ),
+    task: list[str] = typer.Option(["all"], "--task", "-t", help=TASK_HELP),
+    split: str = typer.Option(
+        "test", help="test: probes = the test split, gallery = the train split. val: probes = the validation objects of "
+        "the checkpoint's run (carved out of train with --val-fraction, or the data's val split), gallery = the train "
+        "objects it trained on.",
+    ),
+    strict: bool = typer.Option(
+        False, "--strict", help="Leave the query out of every ranking. Default: the published protocol, where a category "
+        "retrieval ranks the query itself too (object retrievals always leave it out).",
+    ),
+    output_format: str = typer.Option("table", "--format", "-f", help="What to print: table, json or csv (for scripts; progress goes to stderr)."),
+    out: Path = typer.Option(None, "--out", "-o", help="Also write the results to this file, .json or .csv."),
+    save: bool = typer.Option(
+        True, "--save/--no-save", help="Save eval_<split>.json and .csv into each checkpoint's run folder (beside an embeddings file)."
+    ),
+    device: str = typer.Option(None, help="cpu, cuda or cuda:N (default: cuda when available)."),
+) -> None:
+    """Compute the eight pose-invariant classification and retrieval (PICR) tasks of a trained model.
+
+    Accuracy for recognition, mAP for retrieval, in percent, in the paper's column order. Examples:
+    `piro evaluate runs/exp/best.pt`, `piro evaluate runs/exp/best.pt --task sv-object-retrieval`,
+    `piro evaluate runs/seed*/best.pt --format csv --out table1.csv`.
+    """
+    from piro_cli.evaluation.evaluate import FORMATS, write_results
+    from piro_cli.evaluation.evaluate import evaluate as run_evaluation
+
+    if output_format not in FORMATS:
+        raise PiroError(f"--format {output_format!r}: choose one of {', '.join(FORMATS)}")
+    if out is not None and out.suffix.lower() not in (".json", ".csv"):
+        raise PiroError(f"--out {out}: use a .json or .csv file name")
+    with Progress(*progress_columns(), console=err_console, transient=True) as progress:
+        result = run_evaluation(
+            [str(s) for s in sources], data=data, tasks=task, split=split, strict=strict, device=device, save=save,
+            reporter=RichReporter(progress),
+        )  # fmt: skip
+    if output_format == "json":
+        console.print_json(json.dumps(result.to_dict()))
+    elif output_format == "csv":
+        console.file.write(result.csv())
+    else:
+        print_results_table(result)
+    for run in result.runs:
+        if run.saved:
+            err_console.print(f"saved {escape(', '.join(str(p) for p in run.saved))}", highlight=False)
+    if out is not None:
+        err_console.print(f"wrote {escape(str(write_results(result, out)))}", highlight=False)
+
+
+def print_results_table(result) -> None:
+    """The PICR results as a rich table in the paper's column order (one row per source, then mean and std)."""
+    from piro_cli.evaluation.evaluate import table_rows
+
+    header, rows = table_rows(result)
+    protocol = "strict" if result.strict else "default protocol"
+    table = Table(title=f"PICR tasks on {result.split} ({protocol}), percent", title_justify="left")
+    for i, name in enumerate(header):
+        table.add_column(name, justify="left" if i == 0 else "right", no_wrap=True)
+    for i, row in enumerate(rows):
+        table.add_row(*(escape(c) for c in row), end_section=i == len(result.runs) - 1 and len(rows) > len(result.runs))
+    console.print(table)

@@ -1,0 +1,347 @@
+"""Embeddings from a checkpoint: of a whole split (into an embeddings file), or of one new object's photos.
+
+Embeddings file (`piro embed CKPT --out FILE.h5`), HDF5, float32, every embedding L2-normalised::
+
+    /                      attrs: format = "piro-embeddings", format_version = 1, piro_version, created_at,
+                                  checkpoint (path), checkpoint_epoch, model_config (JSON), data_path,
+                                  data_fingerprint, source_dataset, num_views, image_size
+    /categories            (C,) utf-8 str     category names, index order (the checkpoint's = the data file's)
+    /<group>               attrs: source_split (the data file's split the rows come from)
+    /<group>/sv_cat        (N, V, Dc) float32 single-view category embeddings, views in capture order
+    /<group>/sv_obj        (N, V, Do) float32 single-view object embeddings
+    /<group>/mv_cat        (N, Dc) float32    multi-view category embedding c_mv (all V views)
+    /<group>/mv_obj        (N, Do) float32    multi-view object embedding o_mv (all V views)
+    /<group>/mv_obj_first  (N, Do) float32    o_mv of the first V/2 views (MV object tasks)
+    /<group>/mv_obj_last   (N, Do) float32    o_mv of the last V/2 views
+    /<group>/category      (N,) int32         category index of each object
+    /<group>/object_name   (N,) utf-8 str
+    /<group>/object_index  (N,) int64         row of the object in the data file's `source_split`
+
+`<group>` is `train`, `test` or `val`. `val` holds the validation objects of the checkpoint's run: the
+data file's own `val` split, or the objects its `--val-fraction` carved out of `train` (then
+`source_split` is `train` and `object_index` says which rows). In a single-space (PiRO-SE) model the
+category and object embeddings are the same vectors, stored under both names.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+
+from piro_cli import __version__
+from piro_cli.data.sources.base import IMAGE_SUFFIXES, read_image
+from piro_cli.data.store import ViewSetStore, normalize_views
+from piro_cli.errors import DataError, PiroError
+from piro_cli.evaluation.metrics import KNN_VOTES, rank
+from piro_cli.evaluation.picr import EmbeddingSet
+from piro_cli.features import _autocast, embed_features
+from piro_cli.models.pan import PAN, PANConfig
+
+FORMAT_NAME = "piro-embeddings"
+FORMAT_VERSION = 1
+GROUPS = ("train", "val", "test")
+FIELDS = ("sv_cat", "sv_obj", "mv_cat", "mv_obj", "mv_obj_first", "mv_obj_last")
+
+Progress = Callable[[int, int], None]
+_STR = h5py.string_dtype(encoding="utf-8")
+
+
+@dataclass
+class EmbeddedGroup:
+    """The embeddings of some objects of one data split, with who they are."""
+
+    embeddings: EmbeddingSet
+    names: list[str]
+    object_index: np.ndarray  # rows in the data file's `source_split`
+    source_split: str
+
+
+# ----------------------------------------------------------------------------- the model of a checkpoint
+
+
+def load_model(checkpoint: dict, device: torch.device) -> PAN:
+    """The checkpoint's PAN in eval mode on `device` (no ImageNet download: the saved weights replace them)."""
+    try:
+        config = PANConfig.from_dict({**checkpoint["model_config"], "pretrained": False})
+        model = PAN(config)
+        model.load_state_dict(checkpoint["model_state"])
+    except (KeyError, RuntimeError, TypeError) as exc:
+        raise PiroError(f"{checkpoint.get('path', 'checkpoint')}: the model in it cannot be rebuilt ({exc}); is it from this piro version?") from exc
+    model = model.to(device).eval()
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+def check_categories(checkpoint: dict, store: ViewSetStore) -> None:
+    """The checkpoint must have been trained on the categories the data file holds, in the same order."""
+    trained = list(checkpoint.get("categories", []))
+    if trained != list(store.categories):
+        raise DataError(
+            f"{checkpoint['path']} was trained on {len(trained)} categories ({_preview(trained)}) but {store.path} holds "
+            f"{len(store.categories)} ({_preview(store.categories)}); pass the data file the model was trained on with --data"
+        )
+
+
+def _preview(names: Sequence[str]) -> str:
+    shown = ", ".join(list(names)[:3])
+    return shown + (", ..." if len(names) > 3 else "") if names else "none"
+
+
+def batch_views_for(device: torch.device, image_size: int) -> int:
+    """Views per backbone batch: 64 on a CPU; on a GPU as many as a quarter of its free memory allows (up to 1024)."""
+    if device.type != "cuda":
+        return 64
+    free, _ = torch.cuda.mem_get_info(device)
+    per_view = image_size * image_size * 3 * 4 * 60  # input plus a generous allowance for activations
+    return int(max(64, min(1024, free // 4 // per_view)))
+
+
+# ----------------------------------------------------------------------------- a split
+
+
+@torch.no_grad()
+def embed_objects(
+    model: PAN, store: ViewSetStore, split: str, indices: Sequence[int] | None, device: torch.device, progress: Progress | None = None
+) -> EmbeddedGroup:
+    """Embeddings of the given objects (default: all) of one split, streamed in batches sized to the device."""
+    data = store.split(split)
+    rows = np.arange(len(data)) if indices is None else np.asarray(indices, dtype=np.int64)
+    per_batch = max(1, batch_views_for(device, store.image_size) // max(1, store.num_views))
+    parts: list[EmbeddingSet] = []
+    for start in range(0, len(rows), per_batch):
+        chunk = rows[start : start + per_batch]
+        block = np.stack([data.views_uint8(int(i)) for i in chunk])
+        views = normalize_views(block, device)
+        with _autocast(device):
+            feats = model.features(views)
+        parts.append(embed_features(model, feats.float(), torch.as_tensor(data.category[chunk]), device))
+        if progress is not None:
+            progress(min(start + per_batch, len(rows)), len(rows))
+    embeddings = _concat(parts, torch.as_tensor(data.category[rows]), model)
+    return EmbeddedGroup(embeddings, [data.object_names[i] for i in rows], rows, split)
+
+
+def _concat(parts: list[EmbeddingSet], labels: torch.Tensor, model: PAN) -> EmbeddingSet:
+    if not parts:
+        dc = model.config.cat_dim if model.config.dual else model.config.obj_dim
+        do = model.config.obj_dim
+        empty = EmbeddingSet(
+            torch.empty(0, 0, dc), torch.empty(0, 0, do), torch.empty(0, dc), torch.empty(0, do), torch.empty(0, do),
+            torch.empty(0, do), labels,
+        )  # fmt: skip
+        return empty
+    return EmbeddingSet(*(torch.cat([getattr(p, f) for p in parts]) for f in FIELDS), labels.long())
+
+
+def group_rows(checkpoint: dict, store: ViewSetStore, group: str) -> tuple[str, np.ndarray | None]:
+    """(data split, rows or None for all) behind an embeddings group: val is the checkpoint run's validation objects."""
+    if group != "val":
+        store.split(group)  # a clear error when the data file lacks it
+        return group, None
+    val = (checkpoint.get("data") or {}).get("val")
+    if not val:
+        if "val" in store.splits:
+            return "val", None
+        raise DataError(
+            f"{checkpoint['path']}: its run has no validation objects and {store.path} has no 'val' split; "
+            "train with --val-fraction (e.g. 0.2) to carve some out of train"
+        )
+    check_same_data(checkpoint, store)
+    return val["split"], np.asarray(val["indices"], dtype=np.int64)
+
+
+def check_same_data(checkpoint: dict, store: ViewSetStore) -> None:
+    recorded = (checkpoint.get("data") or {}).get("fingerprint")
+    if recorded and recorded != store.fingerprint:
+        raise DataError(
+            f"{store.path} is not the file {checkpoint['path']} was trained on (fingerprint {store.fingerprint}, trained on "
+            f"{recorded}); the validation objects are recorded by row: pass the original file with --data"
+        )
+
+
+# ----------------------------------------------------------------------------- the embeddings file
+
+
+def write_embeddings(path: Path, groups: dict[str, EmbeddedGroup], categories: Sequence[str], meta: dict, overwrite: bool = False) -> Path:
+    """Write an embeddings file atomically (temporary file renamed into place)."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise PiroError(f"{path} already exists; pass --overwrite to replace it, or --out to write elsewhere")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with h5py.File(tmp, "w") as f:
+            f.attrs["format"] = FORMAT_NAME
+            f.attrs["format_version"] = FORMAT_VERSION
+            f.attrs["piro_version"] = __version__
+            f.attrs["created_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+            for key, value in meta.items():
+                f.attrs[key] = json.dumps(value) if isinstance(value, (dict, list)) else ("" if value is None else value)
+            f.create_dataset("categories", data=np.array(list(categories), dtype=object), dtype=_STR)
+            for name, group in groups.items():
+                g = f.create_group(name)
+                g.attrs["source_split"] = group.source_split
+                for field_name in FIELDS:
+                    g.create_dataset(field_name, data=getattr(group.embeddings, field_name).float().cpu().numpy())
+                g.create_dataset("category", data=group.embeddings.labels.cpu().numpy().astype(np.int32))
+                g.create_dataset("object_name", data=np.array(group.names, dtype=object), dtype=_STR)
+                g.create_dataset("object_index", data=np.asarray(group.object_index, dtype=np.int64))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def is_embeddings_file(path: str | Path) -> bool:
+    path = Path(path)
+    if not path.is_file() or not h5py.is_hdf5(path):
+        return False
+    with h5py.File(path, "r") as f:
+        return f.attrs.get("format") == FORMAT_NAME
+
+
+class EmbeddingsFile:
+    """Read access to an embeddings file; arrays are loaded on request, only the fields asked for."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        if not self.path.exists():
+            raise DataError(f"{self.path}: no such file; write one with `piro embed CKPT --out {self.path}`")
+        try:
+            handle = h5py.File(self.path, "r")
+        except OSError as exc:
+            raise DataError(f"{self.path}: cannot open as HDF5 ({exc}); is it a file written by `piro embed`?") from exc
+        with handle as f:
+            if f.attrs.get("format") != FORMAT_NAME:
+                raise DataError(f"{self.path}: not a piro embeddings file (no '{FORMAT_NAME}' tag); write one with `piro embed`")
+            if int(f.attrs.get("format_version", 0)) > FORMAT_VERSION:
+                raise DataError(f"{self.path}: written by a newer piro; upgrade piro to read it")
+            self.attrs = {k: (v.item() if hasattr(v, "item") else v) for k, v in f.attrs.items()}
+            self.categories = [_str(s) for s in f["categories"][:]]
+            self.groups = [g for g in GROUPS if g in f]
+            self._sources = {g: str(f[g].attrs.get("source_split", g)) for g in self.groups}
+
+    def source_split(self, group: str) -> str:
+        return self._sources[group]
+
+    def require(self, group: str, hint: str = "") -> None:
+        if group not in self.groups:
+            have = ", ".join(self.groups) or "none"
+            raise DataError(
+                f"{self.path}: has no '{group}' embeddings (it has: {have}); write them with "
+                f"`piro embed CKPT --split {','.join(sorted({*self.groups, group}, key=GROUPS.index))} --out {self.path} --overwrite`{hint}"
+            )
+
+    def load(self, group: str, fields: Sequence[str] = FIELDS, rows: np.ndarray | None = None) -> EmbeddedGroup:
+        """One group, with only `fields` read (the others None); `rows` selects objects (positions in the group)."""
+        self.require(group)
+        with h5py.File(self.path, "r") as f:
+            g = f[group]
+            select = slice(None) if rows is None else np.asarray(rows, dtype=np.int64)
+            values = {name: (torch.from_numpy(np.asarray(g[name][select])) if name in fields else None) for name in FIELDS}
+            labels = torch.from_numpy(np.asarray(g["category"][select], dtype=np.int64))
+            names = [_str(s) for s in g["object_name"][select]]
+            index = np.asarray(g["object_index"][select], dtype=np.int64)
+        return EmbeddedGroup(EmbeddingSet(**values, labels=labels), names, index, self._sources[group])
+
+    def object_index(self, group: str) -> np.ndarray:
+        self.require(group)
+        with h5py.File(self.path, "r") as f:
+            return np.asarray(f[group]["object_index"][:], dtype=np.int64)
+
+
+def _str(value) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+# ----------------------------------------------------------------------------- one new object's photos
+
+
+@dataclass
+class AdhocResult:
+    """Embeddings of one view set of photos, and (with a gallery) its nearest categories and objects."""
+
+    images: list[str]
+    sv_cat: torch.Tensor  # (V, Dc)
+    sv_obj: torch.Tensor  # (V, Do)
+    mv_cat: torch.Tensor  # (Dc,)
+    mv_obj: torch.Tensor  # (Do,)
+    categories: list[dict] = field(default_factory=list)  # {category, votes, distance}, best first
+    objects: list[dict] = field(default_factory=list)  # {object, category, distance}, nearest first
+
+    def to_dict(self) -> dict:
+        return {
+            "images": self.images,
+            "sv_cat": self.sv_cat.tolist(),
+            "sv_obj": self.sv_obj.tolist(),
+            "mv_cat": self.mv_cat.tolist(),
+            "mv_obj": self.mv_obj.tolist(),
+            "nearest_categories": self.categories,
+            "nearest_objects": self.objects,
+        }
+
+
+def read_photos(paths: Sequence[str | Path], size: int) -> np.ndarray:
+    """The photos as uint8 (V, size, size, 3), resized like `piro prepare` does."""
+    views = []
+    for raw in paths:
+        path = Path(raw)
+        if not path.is_file():
+            raise DataError(f"{path}: no such image file")
+        if path.suffix.lower() not in IMAGE_SUFFIXES:
+            raise DataError(f"{path}: not an image file name ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        try:
+            views.append(read_image(path, size))
+        except DataError as exc:
+            raise DataError(f"{path}: cannot read this image ({getattr(exc, 'reason', exc)})") from None
+    if not views:
+        raise DataError("no photos given: pass one or more image files after --images")
+    return np.stack(views)
+
+
+@torch.no_grad()
+def embed_photos(model: PAN, paths: Sequence[str | Path], image_size: int, device: torch.device) -> AdhocResult:
+    """All embeddings of one object's photos (one view set, in the order given)."""
+    views = normalize_views(read_photos(paths, image_size)[None], device)
+    with _autocast(device):
+        out = model(views)
+    return AdhocResult(
+        images=[str(p) for p in paths],
+        sv_cat=out.sv_cat[0].float().cpu(),
+        sv_obj=out.sv_obj[0].float().cpu(),
+        mv_cat=out.mv_cat[0].float().cpu(),
+        mv_obj=out.mv_obj[0].float().cpu(),
+    )
+
+
+def nearest_in_gallery(result: AdhocResult, gallery: EmbeddedGroup, categories: Sequence[str], top: int = 5) -> AdhocResult:
+    """Fill `result.categories` (10-NN vote of c_mv among the gallery objects' c_mv, as in MV category
+    recognition) and `result.objects` (gallery objects nearest in the object space, o_mv)."""
+    g = gallery.embeddings
+    labels = g.labels.long()
+    found = rank(result.mv_cat[None], g.mv_cat, k=KNN_VOTES).neighbours[0]
+    distances = torch.cdist(result.mv_cat[None], g.mv_cat[found])[0]
+    votes: dict[int, list] = {}
+    for position, (item, distance) in enumerate(zip(found.tolist(), distances.tolist(), strict=True)):
+        entry = votes.setdefault(int(labels[item]), [0, position, distance])
+        entry[0] += 1
+    ordered = sorted(votes.items(), key=lambda kv: (-kv[1][0], kv[1][1]))  # the order `vote` decides by
+    result.categories = [
+        {"category": categories[c], "votes": v[0], "of": len(found), "distance": round(v[2], 4)} for c, v in ordered[:top]
+    ]
+    nearest = rank(result.mv_obj[None], g.mv_obj, k=top).neighbours[0]
+    distances = torch.cdist(result.mv_obj[None], g.mv_obj[nearest])[0]
+    result.objects = [
+        {"object": gallery.names[i], "category": categories[int(labels[i])], "distance": round(float(d), 4)}
+        for i, d in zip(nearest.tolist(), distances.tolist(), strict=True)
+    ]
+    return result

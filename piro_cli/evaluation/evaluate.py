@@ -1,0 +1,448 @@
+"""`piro evaluate` and `piro embed`, as library calls (the CLI only parses options and renders results).
+
+Sources: checkpoints (a `best.pt` / `last.pt`, or a run folder meaning its `best.pt`) and embeddings files
+from `piro embed`, in any mix. Several sources give the mean and the sample standard deviation (n - 1)
+of every task over them, like the paper's Table 1.
+
+Which objects: `split="test"`: gallery = the data file's train split, probes = its test split.
+`split="val"`: probes = the validation objects of the checkpoint's run (the data file's val split, or
+the objects `--val-fraction` carved out of train, as recorded in the checkpoint), gallery = the train
+objects the run trained on.
+
+Which data file (checkpoints only): `data` when given; else the file the checkpoint was trained on when
+it still exists at the recorded path; else the newest ./data/*.h5, as `piro train` picks it. Its
+categories must be the checkpoint's. Embeddings files carry their own labels and need no data file.
+
+Results are saved beside each source: `<run folder>/eval_<split>.json` and `.csv` for a `best.pt`
+(`eval_<checkpoint stem>_<split>` for other checkpoint files, `_strict` appended with `strict`), and
+`<file stem>.eval_<split>.json` / `.csv` beside an embeddings file.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from piro_cli import __version__
+from piro_cli.data.store import ViewSetStore
+from piro_cli.errors import DataError, PiroError
+from piro_cli.evaluation.embeddings import (
+    EmbeddedGroup,
+    EmbeddingsFile,
+    check_categories,
+    check_same_data,
+    embed_objects,
+    embed_photos,
+    group_rows,
+    is_embeddings_file,
+    load_model,
+    nearest_in_gallery,
+    write_embeddings,
+)
+from piro_cli.evaluation.picr import SHORT_NAMES, needs_gallery, parse_tasks, required_fields, run_picr
+from piro_cli.runs import load_checkpoint
+from piro_cli.train import pick_device, resolve_data
+
+SPLITS = ("test", "val")
+FORMATS = ("table", "json", "csv")
+
+
+class Reporter(Protocol):
+    def info(self, message: str) -> None: ...
+    def progress(self, stage: str, done: int, total: int) -> None: ...
+
+
+class SilentReporter:
+    def info(self, message: str) -> None:
+        pass
+
+    def progress(self, stage: str, done: int, total: int) -> None:
+        pass
+
+
+@dataclass
+class SourceResult:
+    """The tasks of one checkpoint or embeddings file."""
+
+    source: str
+    kind: str  # "checkpoint" or "embeddings"
+    name: str  # for tables: the run folder name, or the file name
+    values: dict[str, float]
+    num_queries: dict[str, int]
+    seconds: float
+    data: dict = field(default_factory=dict)
+    epoch: int | None = None
+    saved: list[Path] = field(default_factory=list)
+
+    @property
+    def mean(self) -> float:
+        return float(np.mean(list(self.values.values()))) if self.values else float("nan")
+
+
+@dataclass
+class EvaluationResult:
+    tasks: tuple[str, ...]
+    split: str
+    strict: bool
+    runs: list[SourceResult]
+
+    @property
+    def mean(self) -> dict[str, float]:
+        return {t: float(np.mean([r.values[t] for r in self.runs])) for t in self.tasks}
+
+    @property
+    def std(self) -> dict[str, float]:
+        """Sample standard deviation over the sources (n - 1); NaN for a single source."""
+        if len(self.runs) < 2:
+            return {t: float("nan") for t in self.tasks}
+        return {t: float(np.std([r.values[t] for r in self.runs], ddof=1)) for t in self.tasks}
+
+    def to_dict(self) -> dict:
+        out = {
+            "piro_version": __version__,
+            "split": self.split,
+            "protocol": "strict" if self.strict else "default",
+            "tasks": list(self.tasks),
+            "runs": [_run_dict(r, self) for r in self.runs],
+            "mean": {**self.mean, "mean": float(np.mean(list(self.mean.values())))},
+        }
+        if len(self.runs) > 1:
+            out["std"] = {**self.std, "mean": float(np.std([r.mean for r in self.runs], ddof=1))}
+        return _finite(out)
+
+    def csv(self) -> str:
+        """One row per source (plus mean and std rows for several), columns in TASKS order, then their mean."""
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(["source", *self.tasks, "mean"])
+        for run in self.runs:
+            writer.writerow([run.source, *(_fmt(run.values[t]) for t in self.tasks), _fmt(run.mean)])
+        if len(self.runs) > 1:
+            means, stds = self.mean, self.std
+            writer.writerow(["mean", *(_fmt(means[t]) for t in self.tasks), _fmt(float(np.mean([r.mean for r in self.runs])))])
+            writer.writerow(["std", *(_fmt(stds[t]) for t in self.tasks), _fmt(float(np.std([r.mean for r in self.runs], ddof=1)))])
+        return buffer.getvalue()
+
+
+def _fmt(value: float) -> str:
+    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.4f}"
+
+
+def _finite(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _run_dict(run: SourceResult, result: EvaluationResult) -> dict:
+    return {
+        "source": run.source,
+        "kind": run.kind,
+        "epoch": run.epoch,
+        "data": run.data,
+        "split": result.split,
+        "protocol": "strict" if result.strict else "default",
+        "tasks": dict(run.values),
+        "mean": run.mean,
+        "num_queries": dict(run.num_queries),
+        "seconds": round(run.seconds, 3),
+    }
+
+
+# ----------------------------------------------------------------------------- evaluate
+
+
+def evaluate(
+    sources: Sequence[str | Path],
+    *,
+    data: str | Path | None = None,
+    tasks: str | Sequence[str] | None = None,
+    split: str = "test",
+    strict: bool = False,
+    device: str | None = None,
+    save: bool = True,
+    reporter: Reporter | None = None,
+) -> EvaluationResult:
+    """The PICR tasks for every source; see the module docstring for which objects, data file and outputs."""
+    reporter = reporter or SilentReporter()
+    if not sources:
+        raise PiroError("give at least one checkpoint (runs/<name>/best.pt) or embeddings file (from `piro embed`)")
+    if split not in SPLITS:
+        raise PiroError(f"--split {split!r}: choose one of {', '.join(SPLITS)}")
+    try:
+        chosen = parse_tasks(tasks)
+    except ValueError as exc:
+        raise PiroError(f"--task: {exc}") from None
+    torch_device = pick_device(device)
+    runs: list[SourceResult] = []
+    categories: list[str] | None = None
+    for source in sources:
+        started = time.perf_counter()
+        if is_embeddings_file(source):
+            run, gallery, probes, names = _from_embeddings(Path(source), chosen, split)
+        else:
+            run, gallery, probes, names = _from_checkpoint(Path(source), data, chosen, split, torch_device, reporter)
+        if categories is not None and names != categories:
+            raise DataError(f"{source}: has other categories than {sources[0]}; only runs on the same categories can be averaged")
+        categories = names
+        reporter.info(f"{run.name}: {len(probes)} {split} objects" + (f" against {len(gallery)} gallery objects" if gallery else ""))
+        picr = run_picr(
+            gallery, probes, chosen, strict=strict, device=torch_device,
+            progress=lambda stage, done, total, name=run.name: reporter.progress(f"{name}: {stage}", done, total),
+        )  # fmt: skip
+        run.values, run.num_queries = picr.values, picr.num_queries
+        run.seconds = time.perf_counter() - started
+        runs.append(run)
+    result = EvaluationResult(chosen, split, strict, runs)
+    if save:
+        for run in runs:
+            run.saved = _save_beside(run, result)
+    return result
+
+
+def _from_checkpoint(path: Path, data: str | Path | None, tasks, split: str, device: torch.device, reporter: Reporter):
+    checkpoint = load_checkpoint(path)
+    data_path = _data_for(checkpoint, data)
+    store = ViewSetStore(data_path)
+    check_categories(checkpoint, store)
+    ckpt_path = Path(checkpoint["path"])
+    name = ckpt_path.parent.name if ckpt_path.name == "best.pt" else f"{ckpt_path.parent.name}/{ckpt_path.name}"
+    recorded_val = (checkpoint.get("data") or {}).get("val")
+    if split == "test":
+        probe_split, probe_rows = "test", None
+        gallery_rows = None
+        hint = "; evaluate the run's validation objects with --split val" if recorded_val or "val" in store.splits else ""
+        _require_split(store, "test", "the probes", hint)
+    else:
+        probe_split, probe_rows = group_rows(checkpoint, store, "val")
+        gallery_rows = np.asarray(checkpoint["data"]["train_indices"], dtype=np.int64) if recorded_val else None
+        if gallery_rows is not None:
+            check_same_data(checkpoint, store)
+    if needs_gallery(tasks):
+        _require_split(store, "train", "the gallery")
+    model = load_model(checkpoint, device)
+    reporter.info(f"{ckpt_path}: epoch {checkpoint.get('epoch', '?')}, data {data_path}")
+    gallery = None
+    if needs_gallery(tasks):
+        gallery = embed_objects(model, store, "train", gallery_rows, device, _stage(reporter, f"{name}: embedding the gallery (train)"))
+    probes = embed_objects(model, store, probe_split, probe_rows, device, _stage(reporter, f"{name}: embedding the {split} objects"))
+    run = SourceResult(
+        source=str(path), kind="checkpoint", name=name, values={}, num_queries={}, seconds=0.0,
+        data={"path": str(data_path), "fingerprint": store.fingerprint}, epoch=checkpoint.get("epoch"),
+    )  # fmt: skip
+    return run, (gallery.embeddings if gallery else None), probes.embeddings, list(store.categories)
+
+
+def _require_split(store: ViewSetStore, split: str, role: str, hint: str = "") -> None:
+    if split not in store.splits:
+        have = ", ".join(store.splits) or "none"
+        raise DataError(f"{store.path}: has no '{split}' split for {role} (it has: {have}){hint or '; prepare a file with train and test splits'}")
+
+
+def _stage(reporter: Reporter, stage: str):
+    return lambda done, total: reporter.progress(stage, done, total)
+
+
+def _data_for(checkpoint: dict, data: str | Path | None) -> Path:
+    if data is not None:
+        return resolve_data(data)
+    recorded = (checkpoint.get("data") or {}).get("path")
+    if recorded and Path(recorded).is_file():
+        return Path(recorded)
+    return resolve_data(None)
+
+
+def _from_embeddings(path: Path, tasks, split: str):
+    emb = EmbeddingsFile(path)
+    gallery_fields, probe_fields = required_fields(tasks)
+    if split == "test":
+        emb.require("test")
+        probes = emb.load("test", probe_fields)
+        gallery_rows = None
+    else:
+        emb.require("val", hint=" (the validation objects of the checkpoint's run)")
+        probes = emb.load("val", probe_fields)
+        gallery_rows = None
+        if probes.source_split == "train" and "train" in emb.groups:  # carved out of train: the rest is the gallery
+            gallery_rows = np.flatnonzero(~np.isin(emb.object_index("train"), probes.object_index))
+    gallery = None
+    if needs_gallery(tasks):
+        emb.require("train", hint=" (the gallery of the category recognition tasks; or pick other tasks with --task)")
+        gallery = emb.load("train", gallery_fields, gallery_rows)
+    run = SourceResult(
+        source=str(path), kind="embeddings", name=path.name, values={}, num_queries={}, seconds=0.0,
+        data={"path": emb.attrs.get("data_path"), "fingerprint": emb.attrs.get("data_fingerprint"),
+              "checkpoint": emb.attrs.get("checkpoint")},
+        epoch=emb.attrs.get("checkpoint_epoch"),
+    )  # fmt: skip
+    return run, (gallery.embeddings if gallery else None), probes.embeddings, emb.categories
+
+
+def _save_beside(run: SourceResult, result: EvaluationResult) -> list[Path]:
+    source = Path(run.source)
+    suffix = f"{result.split}{'_strict' if result.strict else ''}"
+    if run.kind == "checkpoint":
+        ckpt = source / "best.pt" if source.is_dir() else source
+        stem = f"eval_{suffix}" if ckpt.name == "best.pt" else f"eval_{ckpt.stem}_{suffix}"
+        base = ckpt.parent / stem
+    else:
+        base = source.with_name(f"{source.stem}.eval_{suffix}")
+    single = EvaluationResult(result.tasks, result.split, result.strict, [run])
+    json_path, csv_path = base.with_name(base.name + ".json"), base.with_name(base.name + ".csv")
+    try:
+        _atomic_write(json_path, json.dumps(single.to_dict(), indent=2) + "\n")
+        _atomic_write(csv_path, single.csv())
+    except OSError as exc:
+        raise PiroError(f"cannot save the results beside {source} ({exc}); pass --no-save, or --out FILE") from exc
+    return [json_path, csv_path]
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_results(result: EvaluationResult, path: str | Path) -> Path:
+    """Write the results as JSON or CSV, chosen by the file's suffix."""
+    path = Path(path)
+    if path.suffix.lower() == ".json":
+        path.write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+    elif path.suffix.lower() == ".csv":
+        path.write_text(result.csv())
+    else:
+        raise PiroError(f"--out {path}: use a .json or .csv file name")
+    return path
+
+
+def table_rows(result: EvaluationResult) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the results table: paper column order, then the mean of the tasks shown."""
+    average = len(result.tasks) > 1
+    header = ["source", *(SHORT_NAMES[t] for t in result.tasks)] + (["mean"] if average else [])
+    rows = [[run.name, *(f"{run.values[t]:.2f}" for t in result.tasks)] + ([f"{run.mean:.2f}"] if average else []) for run in result.runs]
+    if len(result.runs) > 1:
+        means, stds = result.mean, result.std
+        run_means = [r.mean for r in result.runs]
+        rows.append([f"mean of {len(result.runs)}", *(f"{means[t]:.2f}" for t in result.tasks)] + ([f"{np.mean(run_means):.2f}"] if average else []))
+        rows.append(["std", *(f"{stds[t]:.2f}" for t in result.tasks)] + ([f"{np.std(run_means, ddof=1):.2f}"] if average else []))
+    return header, rows
+
+
+# ----------------------------------------------------------------------------- embed
+
+
+@dataclass
+class EmbedResult:
+    path: Path
+    groups: dict[str, int]  # group -> objects
+    seconds: float
+
+
+def embed(
+    checkpoint: str | Path,
+    *,
+    out: str | Path | None = None,
+    data: str | Path | None = None,
+    splits: str | Sequence[str] = "test",
+    device: str | None = None,
+    overwrite: bool = False,
+    reporter: Reporter | None = None,
+) -> EmbedResult:
+    """Embed every object of the given splits (train, val, test) into an embeddings file (layout: embeddings.py).
+
+    Default `out`: `<run folder>/embeddings_<splits>.h5`."""
+    reporter = reporter or SilentReporter()
+    started = time.perf_counter()
+    groups = _parse_groups(splits)
+    ckpt = load_checkpoint(checkpoint)
+    data_path = _data_for(ckpt, data)
+    store = ViewSetStore(data_path)
+    check_categories(ckpt, store)
+    path = Path(out) if out is not None else Path(ckpt["path"]).parent / f"embeddings_{'_'.join(groups)}.h5"
+    if path.exists() and not overwrite:
+        raise PiroError(f"{path} already exists; pass --overwrite to replace it, or --out to write elsewhere")
+    if path.suffix.lower() not in (".h5", ".hdf5"):
+        raise PiroError(f"--out {path}: embeddings files are HDF5; use a .h5 file name")
+    plans = {g: group_rows(ckpt, store, g) for g in groups}  # every split checked before any work
+    torch_device = pick_device(device)
+    model = load_model(ckpt, torch_device)
+    reporter.info(f"{ckpt['path']}: epoch {ckpt.get('epoch', '?')}, data {data_path}, device {torch_device}")
+    embedded: dict[str, EmbeddedGroup] = {}
+    for group, (split, rows) in plans.items():
+        embedded[group] = embed_objects(model, store, split, rows, torch_device, _stage(reporter, f"embedding {group}"))
+    meta = {
+        "checkpoint": str(ckpt["path"]),
+        "checkpoint_epoch": int(ckpt.get("epoch", 0)),
+        "model_config": ckpt["model_config"],
+        "data_path": str(data_path),
+        "data_fingerprint": store.fingerprint,
+        "source_dataset": store.source_dataset,
+        "num_views": store.num_views,
+        "image_size": store.image_size,
+    }
+    write_embeddings(path, embedded, store.categories, meta, overwrite=overwrite)
+    return EmbedResult(path, {g: len(e.names) for g, e in embedded.items()}, time.perf_counter() - started)
+
+
+def _parse_groups(splits: str | Sequence[str]) -> list[str]:
+    items = [s.strip() for part in ([splits] if isinstance(splits, str) else splits) for s in part.split(",") if s.strip()]
+    if "all" in items:
+        items = ["train", "val", "test"]
+    bad = [s for s in items if s not in ("train", "val", "test")]
+    if bad or not items:
+        raise PiroError(f"--split {bad[0] if bad else ''!r}: choose train, val, test (comma-separated) or all")
+    return [g for g in ("train", "val", "test") if g in items]
+
+
+def embed_new_object(
+    checkpoint: str | Path,
+    images: Sequence[str | Path],
+    *,
+    gallery: str | Path | None = None,
+    top: int = 5,
+    device: str | None = None,
+    reporter: Reporter | None = None,
+):
+    """Embeddings of one new object's photos; with `gallery` (a data file, whose train split is embedded, or an
+    embeddings file with train embeddings) also its nearest categories and gallery objects."""
+    reporter = reporter or SilentReporter()
+    ckpt = load_checkpoint(checkpoint)
+    torch_device = pick_device(device)
+    image_size = int((ckpt.get("data") or {}).get("image_size") or 224)
+    emb = store = None
+    if gallery is not None:  # checked before any work
+        if is_embeddings_file(gallery):
+            emb = EmbeddingsFile(gallery)
+            if emb.categories != list(ckpt.get("categories", [])):
+                raise DataError(f"{gallery}: its categories are not the ones {ckpt['path']} was trained on")
+            emb.require("train", hint=" (the gallery)")
+        else:
+            store = ViewSetStore(resolve_data(gallery))
+            check_categories(ckpt, store)
+            _require_split(store, "train", "the gallery")
+    model = load_model(ckpt, torch_device)
+    result = embed_photos(model, images, image_size, torch_device)
+    if emb is not None:
+        return nearest_in_gallery(result, emb.load("train", ("mv_cat", "mv_obj")), emb.categories, top=top)
+    if store is not None:
+        group = embed_objects(model, store, "train", None, torch_device, _stage(reporter, "embedding the gallery (train)"))
+        return nearest_in_gallery(result, group, list(store.categories), top=top)
+    return result

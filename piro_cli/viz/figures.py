@@ -1,0 +1,121 @@
+"""`draw_figures`: the one entry point `piro visualize` calls.
+
+Figures are written into the run folder (with several runs, into the first run's folder, named after all
+of them): `umap.png`, `distances.png`, `retrieval.png`, `attention.png`, or e.g.
+`umap_<run1>_vs_<run2>.png`; `pdf=True` adds a PDF of each beside the PNG. Every figure is seeded and
+drawn headless, so the same runs and options give the same files.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from piro_cli.errors import PiroError
+from piro_cli.viz.embeddings import LoadedRun, RunRef, StageProgress, open_run, resolve_runs, select_categories
+from piro_cli.viz.style import save_figure
+
+KINDS = ("umap", "distances", "retrieval", "attention")
+DEFAULT_QUERIES = 3
+DEFAULT_TOP_K = 5
+DEFAULT_CATEGORIES = 5  # the paper's Fig. 5 shows 5 categories
+
+
+def output_path(refs: Sequence[RunRef], kind: str) -> Path:
+    """runs/<name>/<kind>.png for one run; <first run>/<kind>_<run1>_vs_<run2>.png for several."""
+    stem = kind if len(refs) == 1 else f"{kind}_" + "_vs_".join(r.name for r in refs)
+    return refs[0].folder / f"{stem}.png"
+
+
+def draw_figures(
+    runs: Sequence[str | Path] | None,
+    kinds: Sequence[str],
+    *,
+    categories: Sequence[str] | None = None,
+    queries: int = DEFAULT_QUERIES,
+    top_k: int = DEFAULT_TOP_K,
+    seed: int = 0,
+    pdf: bool = False,
+    data: str | Path | None = None,
+    device: str | torch.device = "cpu",
+    project: Path = Path("runs"),
+    umap_epochs: int | None = None,
+    progress: StageProgress | None = None,
+) -> list[Path]:
+    """Draw the requested figure kinds (KINDS) for the given runs (None or empty: the latest run under `project`).
+
+    `runs`: run folders (meaning their best.pt) or .pt checkpoints. `categories`: category names for the
+    UMAP (default: the DEFAULT_CATEGORIES with the most test objects). `queries`/`top_k`: retrieval
+    queries and hits per row. `seed`: UMAP, query and attention-object choice. `data`: the HDF5 file to
+    use instead of each checkpoint's recorded one. `umap_epochs`: UMAP optimisation epochs (None: UMAP's
+    default; small values make tests fast). Returns the paths written (PNG, and PDF with `pdf`).
+    """
+    unknown = [k for k in kinds if k not in KINDS]
+    if unknown:
+        raise PiroError(f"unknown figure {unknown[0]!r}; figures are {', '.join(KINDS)}")
+    if not kinds:
+        raise PiroError(f"no figure chosen; choose from {', '.join(KINDS)}")
+    if queries < 1:
+        raise PiroError(f"--queries {queries}: must be at least 1")
+    if top_k < 1:
+        raise PiroError(f"--top-k {top_k}: must be at least 1")
+    refs = resolve_runs(runs, project)
+    wanted = [k for k in KINDS if k in kinds]
+    written: list[Path] = []
+    if "distances" in wanted:  # needs only metrics.csv: drawn (and its errors raised) before any model loads
+        from piro_cli.viz.distances import plot_distances
+
+        written += save_figure(plot_distances(refs), output_path(refs, "distances"), pdf)
+    model_kinds = [k for k in wanted if k != "distances"]
+    if not model_kinds:
+        return written
+    loaded: list[LoadedRun] = []
+    try:
+        for ref in refs:
+            loaded.append(open_run(ref, data, device))
+        written += _model_figures(loaded, refs, model_kinds, categories, queries, top_k, seed, pdf, umap_epochs, progress)
+    finally:
+        for run in loaded:
+            run.store.close()
+    return written
+
+
+def _model_figures(loaded, refs, kinds, categories, queries, top_k, seed, pdf, umap_epochs, progress) -> list[Path]:
+    written: list[Path] = []
+    if "retrieval" in kinds:  # every test object is in the gallery: embed them all once, with progress
+        for run in loaded:
+            run.embed(range(len(run.indices)), progress)
+    if "umap" in kinds:
+        written += save_figure(_umap_figure(loaded, categories, seed, umap_epochs, progress), output_path(refs, "umap"), pdf)
+    if "retrieval" in kinds:
+        from piro_cli.viz.retrieval import pick_queries, plot_retrieval
+
+        picked = pick_queries(loaded[0], queries, seed)
+        written += save_figure(plot_retrieval(loaded, picked, top_k, seed), output_path(refs, "retrieval"), pdf)
+    if "attention" in kinds:
+        from piro_cli.viz.attention import plot_attention
+        from piro_cli.viz.retrieval import pick_queries
+
+        row = pick_queries(loaded[0], 1, seed)[0][0]
+        written += save_figure(plot_attention(loaded, row, progress), output_path(refs, "attention"), pdf)
+    return written
+
+
+def _umap_figure(loaded: list[LoadedRun], categories: Sequence[str] | None, seed: int, umap_epochs: int | None, progress):
+    from piro_cli.viz.umap_plot import plot_umap, umap_panels
+
+    chosen = select_categories(loaded[0], categories, DEFAULT_CATEGORIES)
+    names = [loaded[0].categories[c] for c in chosen]
+    rows = []
+    for run in loaded:
+        # the same categories, by name, in every run
+        indices = select_categories(run, names) if run is not loaded[0] else chosen
+        rows.append(umap_panels(run, indices, seed, progress, umap_epochs))
+    count = sum(int((loaded[0].labels == c).sum()) for c in chosen)
+    subtitle = (
+        f"UMAP (seed {seed}) of the single-view embeddings of {count} test objects x {loaded[0].store.num_views} views, "
+        f"{len(names)} categories: {', '.join(names)}\ntest views: {loaded[0].test_source}"
+    )
+    return plot_umap(rows, subtitle)
