@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import typer
+from rich import box
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
@@ -87,9 +88,13 @@ def print_results_table(result) -> None:
 
     header, rows = table_rows(result)
     protocol = "strict" if result.strict else "default protocol"
-    table = Table(title=f"PICR tasks on {result.split} ({protocol}), percent", title_justify="left")
+    # A borderless table whose headers may wrap ("SV cat" / "acc"): all nine numbers fit in 80 columns.
+    table = Table(title=f"PICR tasks on {result.split} ({protocol}), percent", title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 0), pad_edge=False)
     for i, name in enumerate(header):
-        table.add_column(name, justify="left" if i == 0 else "right", no_wrap=True)
+        if i == 0:
+            table.add_column(name, justify="left", overflow="fold", min_width=4)
+        else:
+            table.add_column(name, justify="right", no_wrap=False, min_width=6)
     for i, row in enumerate(rows):
         table.add_row(*(escape(c) for c in row), end_section=i == len(result.runs) - 1 and len(rows) > len(result.runs))
     console.print(table)
