@@ -270,11 +270,17 @@ def _check_inputs(gallery: EmbeddingSet | None, probes: EmbeddingSet, tasks: Seq
                 raise DataError(f"the {owner} embeddings lack '{name}', which {', '.join(t for t in tasks if name in sum(TASK_FIELDS[t], ()))} need")
             if len(tensor) != len(es.labels):
                 raise DataError(f"the {owner} '{name}' embeddings have {len(tensor)} rows for {len(es.labels)} labels")
-            if not bool(torch.isfinite(tensor).all()):
+            if not _all_finite(tensor):
                 raise DataError(f"the {owner} '{name}' embeddings contain NaN or infinite values; the model diverged or the file is damaged")
     for name in gallery_fields:
         if getattr(gallery, name).shape[-1] != getattr(probes, name).shape[-1]:
             raise DataError(f"gallery and probe '{name}' embeddings have different dimensions")
+
+
+def _all_finite(tensor: torch.Tensor, block: int = 1 << 22) -> bool:
+    """No NaN or infinity; checked in blocks, since torch.isfinite of a whole gallery needs several copies of it."""
+    flat = tensor.reshape(-1)
+    return all(bool(torch.isfinite(flat[start : start + block]).all()) for start in range(0, len(flat), block))
 
 
 def object_space_spread(sv_obj: torch.Tensor, labels: torch.Tensor) -> tuple[float, float, float]:
