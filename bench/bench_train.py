@@ -21,22 +21,12 @@ import time
 import numpy as np
 import torch
 
+from piro_cli.evaluation.picr import SHORT_NAMES as SHORT
 from piro_cli.evaluation.picr import TASKS
 from piro_cli.losses import LossConfig, PiroLoss
 from piro_cli.models.pan import PAN, PANConfig
 from piro_cli.runs import load_checkpoint
 from piro_cli.train import TrainConfig, train
-
-SHORT = {
-    "sv-category-recognition": "SV cat acc",
-    "mv-category-recognition": "MV cat acc",
-    "sv-object-recognition": "SV obj acc",
-    "mv-object-recognition": "MV obj acc",
-    "sv-category-retrieval": "SV cat mAP",
-    "mv-category-retrieval": "MV cat mAP",
-    "sv-object-retrieval": "SV obj mAP",
-    "mv-object-retrieval": "MV obj mAP",
-}
 
 
 def compare(args: argparse.Namespace) -> None:
