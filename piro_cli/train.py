@@ -31,7 +31,8 @@ from piro_cli.data.store import SplitData, ViewSetStore, normalize_views
 from piro_cli.errors import DataError, PiroError
 from piro_cli.evaluation.picr import TASKS, evaluate_picr, object_space_spread
 from piro_cli.features import _autocast, compute_features, embed_features, load_feature_cache
-from piro_cli.losses import LOSS_TERMS, LossConfig, PiroLoss
+from piro_cli.losses import LOSS_TERMS, LossConfig, parse_object_loss
+from piro_cli.methods import build_criterion, get_method, loss_config_of, resolve_method
 from piro_cli.models.pan import PAN, PANConfig
 from piro_cli.runs import MetricsLog, atomic_torch_save, checkpoint_header, load_checkpoint, new_run_dir, write_json
 
@@ -44,9 +45,10 @@ class TrainConfig:
     project: str = "runs"
     name: str | None = None  # run folder name; default exp, exp2, ...
     # model
+    method: str | None = None  # piro_cli/methods.py; None: piro-dual, or piro-single with dual=False
     backbone: str = "efficientnet_lite0"
     pretrained: bool = True
-    dual: bool = True
+    dual: bool = True  # set from the method
     cat_dim: int = 2048
     obj_dim: int = 2048
     # losses
@@ -56,6 +58,13 @@ class TrainConfig:
     theta: float = 0.25
     gamma: float = 4.0
     lam: float = 1.0
+    obj_loss: str = "piro"  # the object term of piro-* methods: L_piobj or a metric-learning loss
+    dvml: bool = False
+    dvml_kl: float = 0.1
+    dvml_rec: float = 0.1
+    dvml_syn: float = 0.5
+    pi_alpha: float = 1.0  # PI- baselines: weight of d(g_s(x), g_m(X))
+    pi_beta: float = 1.0  # PI- baselines: weight of d(g_m(X), p_c)
     # optimisation
     lr: float = 1e-5
     lr_step: int = 5  # halve the learning rate every lr_step epochs
@@ -69,7 +78,16 @@ class TrainConfig:
     freeze_backbone: bool = False
     feature_passes: int = 2
     val_fraction: float | None = None
+    val_seed: int = 0  # seed of the carved validation split: fixed, so runs with other --seed see the same objects
     early_stop_rho: float = 1.5  # 0 disables
+
+    def __post_init__(self) -> None:
+        spec = resolve_method(self.method, self.dual, self.obj_loss, self.dvml)
+        self.method, self.dual = spec.name, spec.dual
+        try:
+            self.obj_loss = parse_object_loss(self.obj_loss)
+        except ValueError as exc:
+            raise PiroError(f"--obj-loss: {exc}") from None
 
     def to_dict(self) -> dict:
         out = asdict(self)
@@ -81,7 +99,12 @@ class TrainConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in values.items() if k in known}
         values["losses"] = tuple(values.get("losses", LOSS_TERMS))
+        if "val_seed" not in values:  # runs from before --val-seed carved their split with the training seed
+            values["val_seed"] = values.get("seed", 0)
         return cls(**values)
+
+
+FEATURE_CACHE_SEED = 2  # seed of the augmented feature passes (what `seed + 2` gave seed-0 runs before)
 
 
 class TrainReporter(Protocol):
@@ -173,7 +196,7 @@ class RunData:
         }
 
 
-def open_run_data(path: Path, val_fraction: float | None, seed: int, saved: dict | None = None) -> RunData:
+def open_run_data(path: Path, val_fraction: float | None, val_seed: int, saved: dict | None = None) -> RunData:
     store = ViewSetStore(path)
     train = store.split("train")
     if saved is not None:  # resuming: the exact objects of the interrupted run
@@ -188,7 +211,7 @@ def open_run_data(path: Path, val_fraction: float | None, seed: int, saved: dict
         val = store.split("val")
         return RunData(store, train, np.arange(len(train)), val, np.arange(len(val)))
     if val_fraction:
-        train_idx, val_idx = carve_validation(train.category, val_fraction, seed)
+        train_idx, val_idx = carve_validation(train.category, val_fraction, val_seed)
         return RunData(store, train, train_idx, train, val_idx)
     return RunData(store, train, np.arange(len(train)), None, None)
 
@@ -229,7 +252,7 @@ def train(
             "--freeze-backbone trains the heads from cached features in minutes"
         )
     _seed_everything(config.seed)
-    data = open_run_data(data_path, config.val_fraction, config.seed, checkpoint["data"] if checkpoint else None)
+    data = open_run_data(data_path, config.val_fraction, config.val_seed, checkpoint["data"] if checkpoint else None)
     plan = plan_pairs(data.train.category[data.train_indices])
     for category in plan.skipped_categories:
         reporter.info(f"warning: category '{data.store.categories[category]}' has one training object; it is skipped (no pair)")
@@ -237,16 +260,14 @@ def train(
         sample_views(data.store.num_views, config.views, 0, np.random.default_rng(0))  # validates --views early
 
     model_config = PANConfig(
-        backbone=config.backbone, pretrained=config.pretrained, dual=config.dual, cat_dim=config.cat_dim, obj_dim=config.obj_dim
+        backbone=config.backbone, pretrained=config.pretrained, dual=config.dual, cat_dim=config.cat_dim, obj_dim=config.obj_dim,
+        aggregation=get_method(config.method).aggregation,
     )
     model = PAN(model_config).to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
-    loss_config = LossConfig(
-        alpha=config.alpha, beta=config.beta, theta=config.theta, gamma=config.gamma, lam=config.lam, terms=tuple(config.losses)
-    )
-    embed_dim = config.cat_dim if config.dual else config.obj_dim
-    criterion = PiroLoss(loss_config, num_classes=len(data.store.categories), cat_dim=embed_dim).to(device)
+    loss_config = loss_config_of(config)
+    criterion = build_criterion(config, len(data.store.categories), len(data.train), model.feat_dim).to(device)
     if config.freeze_backbone:
         for parameter in model.backbone_parameters():
             parameter.requires_grad_(False)
@@ -334,7 +355,7 @@ def train(
 
 
 def _train_one_epoch(
-    epoch: int, config: TrainConfig, model: PAN, criterion: PiroLoss, optimizer, scaler, data: RunData, plan,
+    epoch: int, config: TrainConfig, model: PAN, criterion: torch.nn.Module, optimizer, scaler, data: RunData, plan,
     cache: dict | None, device: torch.device, augment, aug_generator: torch.Generator, rng: np.random.Generator, reporter,
     last_path: Path,
 ) -> dict[str, float]:
@@ -350,11 +371,15 @@ def _train_one_epoch(
         view_idx = sample_views(data.store.num_views, config.views, len(objects), rng)
         with _autocast(device):
             if cache is not None:
-                out = model.forward_features(_cached_batch(cache, objects, view_idx, rng).to(device))
+                feats = _cached_batch(cache, objects, view_idx, rng).to(device)
             else:
-                out = model(_image_batch(data.train, objects, view_idx, device, augment, aug_generator))
-            out_a, out_b = _split_pairs(out, len(batch))
-            losses = criterion(out_a, out_b, labels_all[batch[:, 0]].to(device))
+                feats = model.features(_image_batch(data.train, objects, view_idx, device, augment, aug_generator))
+            out_a, out_b = _split_pairs(model.forward_features(feats), len(batch))
+            ids = torch.as_tensor(batch, device=device)
+            losses = criterion(
+                out_a, out_b, labels_all[batch[:, 0]].to(device), object_ids=(ids[:, 0], ids[:, 1]),
+                feats=(feats[: len(batch)], feats[len(batch) :]),
+            )  # fmt: skip
         total = losses["total"]
         if not torch.isfinite(total):
             raise TrainingDiverged(
@@ -416,13 +441,15 @@ def _cached_batch(cache: dict, objects: np.ndarray, view_idx: np.ndarray, rng: n
 
 
 def _feature_cache(model: PAN, data: RunData, config: TrainConfig, device, augment, run_dir: Path, reporter) -> dict:
+    # The augmented passes use a fixed seed, not the run's: features are a function of the backbone and the data,
+    # so runs with different --seed (and any method or loss) share one cache; the seed still varies the heads'
+    # initialisation, the pairs, the views and which pass each object is read from.
     key = {
         "backbone": config.backbone,
         "pretrained": config.pretrained,
         "data_fingerprint": data.store.fingerprint,
         "passes": config.feature_passes,
         "augment": config.augment,
-        "seed": config.seed,
     }
     # Shared beside the run folders: runs that differ only in heads or losses (dual vs single, ablations) reuse it.
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
@@ -434,7 +461,7 @@ def _feature_cache(model: PAN, data: RunData, config: TrainConfig, device, augme
         return cached
     if config.feature_passes < 1:
         raise PiroError(f"--feature-passes {config.feature_passes}: must be at least 1")
-    generator = torch.Generator().manual_seed(config.seed + 2)
+    generator = torch.Generator().manual_seed(FEATURE_CACHE_SEED)
     all_train = np.arange(len(data.train))
     passes = []
     for k in range(config.feature_passes):

@@ -10,7 +10,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from piro_cli.cli.common import console, err_console, handle_errors
 from piro_cli.errors import PiroError
-from piro_cli.losses import parse_loss_terms
+from piro_cli.losses import OBJECT_LOSSES, parse_loss_terms
+from piro_cli.methods import METHODS, get_method
 from piro_cli.models.backbones import available_backbones
 from piro_cli.train import TrainConfig
 from piro_cli.train import train as run_training
@@ -40,7 +41,7 @@ class RichReporter:
 
     def epoch(self, row: dict) -> None:
         parts = [f"epoch {row['epoch']}", f"loss {row['loss']:.4f}"]
-        parts += [f"{k[5:]} {row[k]:.4f}" for k in ("loss_cat", "loss_piobj", "loss_picat") if k in row]
+        parts += [f"{k[5:]} {v:.4f}" for k, v in row.items() if k.startswith("loss_")]
         parts += [f"d_intra_max {row['d_intra_max']:.3f}", f"d_inter_min {row['d_inter_min']:.3f}", f"rho {row['rho']:.3f}"]
         if "val_mean" in row:
             parts.append(f"val mean {row['val_mean']:.2f}%")
@@ -55,7 +56,22 @@ def train(
     project: Path = typer.Option(Path("runs"), help="Folder holding the run folders."),
     backbone: str = typer.Option("efficientnet_lite0", help=f"Backbone: {', '.join(available_backbones())}, or timm:<model>."),
     pretrained: bool = typer.Option(True, "--pretrained/--no-pretrained", help="Start from ImageNet weights (or random init)."),
-    dual: bool = typer.Option(True, "--dual/--single", help="Dual space (category + object) or the single-space PiRO-SE."),
+    method: str = typer.Option(
+        None, help="What to train: " + "; ".join(f"{m.name} ({m.summary})" for m in METHODS.values()) + ". [default: piro-dual]"
+    ),
+    dual: bool = typer.Option(
+        None, "--dual/--single", help="Dual space (category + object; = --method piro-dual) or the single-space PiRO-SE "
+        "(= --method piro-single). The baselines have one space.", show_default=False,
+    ),
+    obj_loss: str = typer.Option(
+        "piro", help="Object-space loss of piro-dual/piro-single: " + "; ".join(f"{k} ({v})" for k, v in OBJECT_LOSSES.items()) + "."
+    ),
+    dvml: bool = typer.Option(False, "--dvml", help="Add deep variational metric learning (DVML) to the object-space loss."),
+    dvml_kl: float = typer.Option(0.1, min=0, help="With --dvml: weight of the KL term."),
+    dvml_rec: float = typer.Option(0.1, min=0, help="With --dvml: weight of the feature reconstruction term."),
+    dvml_syn: float = typer.Option(0.5, min=0, help="With --dvml: weight of the object loss on the synthetic embeddings."),
+    pi_alpha: float = typer.Option(1.0, min=0, help="PI- baselines: weight of the pull of each view toward its view-set embedding."),
+    pi_beta: float = typer.Option(1.0, min=0, help="PI- baselines: weight of the pull of the view-set embedding toward its category."),
     embed_dim: int = typer.Option(2048, help="Embedding dimension of both spaces (the paper's 2048)."),
     cat_dim: int = typer.Option(None, help="Category-space dimension (overrides --embed-dim)."),
     obj_dim: int = typer.Option(None, help="Object-space dimension (overrides --embed-dim; the single space uses it)."),
@@ -76,10 +92,11 @@ def train(
     freeze_backbone: bool = typer.Option(False, "--freeze-backbone", help="Cache backbone features once and train only the heads (fast on CPU)."),
     feature_passes: int = typer.Option(2, min=1, help="With --freeze-backbone: passes over the data (1 clean + K-1 augmented)."),
     val_fraction: float = typer.Option(None, help="Carve this fraction of train objects (per category, seeded) out as validation."),
+    val_seed: int = typer.Option(0, help="Seed of the --val-fraction split (kept apart from --seed so seeds share one split)."),
     early_stop_rho: float = typer.Option(1.5, help="Stop once rho = d_inter_min / d_intra_max exceeds this (0 disables)."),
     resume: Path = typer.Option(None, help="Continue an interrupted run: its folder or last.pt (its saved options are used)."),
 ) -> None:
-    """Train PAN (dual or single space) with the pose-invariant losses and write runs/<name>/.
+    """Train PAN (dual or single space) with the pose-invariant losses, or a baseline, and write runs/<name>/.
 
     The run folder holds config.json, metrics.csv (one row per epoch), last.pt and best.pt (best validation
     mean when there is a validation split, else last). Example: `piro train --dual --epochs 25`.
@@ -88,12 +105,14 @@ def train(
         terms = parse_loss_terms(losses)
     except ValueError as exc:
         raise PiroError(f"--losses: {exc}") from None
+    method = _method_from_flags(method, dual)
     config = TrainConfig(
-        data=str(data) if data else None, project=str(project), name=name, backbone=backbone, pretrained=pretrained, dual=dual,
+        data=str(data) if data else None, project=str(project), name=name, method=method, backbone=backbone, pretrained=pretrained,
         cat_dim=cat_dim or embed_dim, obj_dim=obj_dim or embed_dim, losses=terms, alpha=alpha, beta=beta, theta=theta,
         gamma=gamma, lam=lam, lr=lr, epochs=epochs or DEFAULT_EPOCHS, batch_pairs=batch_pairs, pairs_per_object=pairs_per_object, views=views,
         augment=augment, seed=seed, device=device, freeze_backbone=freeze_backbone, feature_passes=feature_passes,
-        val_fraction=val_fraction, early_stop_rho=early_stop_rho,
+        val_fraction=val_fraction, val_seed=val_seed, early_stop_rho=early_stop_rho, obj_loss=obj_loss, dvml=dvml, dvml_kl=dvml_kl,
+        dvml_rec=dvml_rec, dvml_syn=dvml_syn, pi_alpha=pi_alpha, pi_beta=pi_beta,
     )  # fmt: skip
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
     with Progress(*columns, console=err_console, transient=True) as progress:
@@ -104,3 +123,14 @@ def train(
         highlight=False,
     )
 
+
+
+def _method_from_flags(method: str | None, dual: bool | None) -> str:
+    """--method and --dual/--single together: the flag picks piro-dual/piro-single, and must agree with a method."""
+    if method is None:
+        return "piro-single" if dual is False else "piro-dual"
+    spec = get_method(method)
+    if dual is not None and spec.dual != dual:
+        flag = "--dual" if dual else "--single"
+        raise PiroError(f"{flag} contradicts --method {spec.name} ({'two spaces' if spec.dual else 'one space'}); drop one of them")
+    return spec.name

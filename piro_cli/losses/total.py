@@ -9,6 +9,8 @@ import torch
 from torch import Tensor
 
 from .category import CategoryLSoftmaxLoss, PoseInvariantCategoryLoss
+from .dvml import VariationalBranch
+from .metric import ObjectMetricLoss, parse_object_loss
 from .object import PoseInvariantObjectLoss
 
 LOSS_TERMS = ("cat", "piobj", "picat")
@@ -51,10 +53,21 @@ class LossConfig:
     lam: float = 1.0  # weight of the object separation part (2 for FG3D in the released code)
     terms: tuple[str, ...] = LOSS_TERMS  # subset, for the ablations of paper Table 4 (`--losses cat,piobj,picat`)
     mine_hard: bool = True  # BatchHardMiner before the L-Softmax
+    obj_loss: str = "piro"  # the object term: L_piobj ("piro") or a metric-learning loss (losses/metric.py)
+    dvml: bool = False  # add the DVML variational branch to the object term (losses/dvml.py)
+    dvml_kl: float = 0.1  # weight of DVML's KL term
+    dvml_rec: float = 0.1  # weight of DVML's feature reconstruction term
+    dvml_syn: float = 0.5  # weight of the object term on DVML's synthetic embeddings
 
     def __post_init__(self) -> None:
         # Accepts a comma-separated string too, and normalises to the canonical tuple so configs compare/serialise cleanly.
         self.terms = _canonical_terms(self.terms)
+        self.obj_loss = parse_object_loss(self.obj_loss)
+        if self.dvml and "piobj" not in self.terms:
+            raise ValueError("DVML works on the object term; keep 'piobj' in the loss terms to use it")
+        for name in ("dvml_kl", "dvml_rec", "dvml_syn"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         for name in ("alpha", "beta", "theta", "lam"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
@@ -65,14 +78,23 @@ class LossConfig:
 class PiroLoss(torch.nn.Module):
     """Total loss L = mean over pairs of L_cat^a + L_cat^b + L_picat + L_piobj (only the enabled terms).
 
+    The object term is L_piobj, or with `obj_loss` a metric-learning loss over object identities (part "obj";
+    needs `object_ids` in forward and `num_objects` here); with `dvml` the DVML branch adds the parts
+    "dvml_syn" (the object term on synthetic views), "dvml_kl" and "dvml_rec" (needs `feats` in forward and
+    `feat_dim` here). `obj_dim` is the object space's dimension (default: cat_dim).
+
     "cat" is CategoryLSoftmaxLoss on the a-views plus the same on the b-views (each a mean over its P*V views, so
     their sum is the mean over pairs of L_cat^a + L_cat^b); the miner runs separately on the a-views and on the
     b-views, as in the authors' released code. The L-Softmax class weights (learnable) exist only when "cat" is
     enabled; give `PiroLoss.parameters()` to the optimiser together with the model's.
     """
 
-    def __init__(self, config: LossConfig, num_classes: int, cat_dim: int) -> None:
+    def __init__(
+        self, config: LossConfig, num_classes: int, cat_dim: int, obj_dim: int | None = None, num_objects: int | None = None,
+        feat_dim: int | None = None,
+    ) -> None:  # fmt: skip
         super().__init__()
+        obj_dim = obj_dim or cat_dim
         self.config = config
         self.terms = _canonical_terms(config.terms)
         self.cat = (
@@ -80,22 +102,55 @@ class PiroLoss(torch.nn.Module):
             if "cat" in self.terms
             else None
         )
-        self.piobj = (
-            PoseInvariantObjectLoss(alpha=config.alpha, beta=config.beta, lam=config.lam) if "piobj" in self.terms else None
-        )
+        self.piobj = None
+        self.metric = None
+        if "piobj" in self.terms and config.obj_loss == "piro":
+            self.piobj = PoseInvariantObjectLoss(alpha=config.alpha, beta=config.beta, lam=config.lam)
+        elif "piobj" in self.terms:
+            if config.obj_loss.startswith("proxy") and not num_objects:
+                raise ValueError(f"obj_loss {config.obj_loss!r} keeps a proxy per object: give num_objects")
+            self.metric = ObjectMetricLoss(config.obj_loss, num_objects or 1, obj_dim)
+        self.dvml = None
+        if config.dvml:
+            if not feat_dim:
+                raise ValueError("DVML reconstructs backbone features: give feat_dim")
+            self.dvml = VariationalBranch(feat_dim, obj_dim, variance_scale=max(config.alpha, 1e-3))
         self.picat = PoseInvariantCategoryLoss(theta=config.theta) if "picat" in self.terms else None
 
-    def forward(self, out_a: Any, out_b: Any, labels: Tensor) -> dict[str, Tensor]:
+    def forward(
+        self, out_a: Any, out_b: Any, labels: Tensor, object_ids: tuple[Tensor, Tensor] | None = None,
+        feats: tuple[Tensor, Tensor] | None = None,
+    ) -> dict[str, Tensor]:  # fmt: skip
         """out_a / out_b: objects with attributes sv_cat (P,V,Dc), sv_obj (P,V,Do), mv_cat (P,Dc), mv_obj (P,Do) for
         objects a and b of each pair (in the single-space variant the cat and obj tensors are the same ones).
-        labels: (P,) category of each pair. Returns {"total", then the enabled terms among "cat", "piobj", "picat"}.
+        labels: (P,) category of each pair; object_ids: (ids of the a-objects, of the b-objects), each (P,), for
+        a metric object loss; feats: (features of the a-views, of the b-views), each (P, V, F), for DVML.
+        Returns {"total", then the enabled parts among "cat", "piobj" or "obj", "picat", "dvml_*"}.
         """
         parts: dict[str, Tensor] = {}
         if self.cat is not None:
             parts["cat"] = self.cat(out_a.sv_cat, labels) + self.cat(out_b.sv_cat, labels)
-        if self.piobj is not None:
-            parts["piobj"] = self.piobj(out_a.sv_obj, out_b.sv_obj, out_a.mv_obj, out_b.mv_obj)
+        if self.piobj is not None or self.metric is not None:
+            name = "piobj" if self.piobj is not None else "obj"
+            parts[name] = self._object_term(out_a.sv_obj, out_b.sv_obj, out_a, out_b, object_ids)
+            if self.dvml is not None:
+                if feats is None:
+                    raise ValueError("DVML needs the backbone features of the views (feats=)")
+                syn_a, kl_a, rec_a = self.dvml(feats[0], out_a.sv_obj)
+                syn_b, kl_b, rec_b = self.dvml(feats[1], out_b.sv_obj)
+                parts["dvml_syn"] = self.config.dvml_syn * self._object_term(syn_a, syn_b, out_a, out_b, object_ids)
+                parts["dvml_kl"] = self.config.dvml_kl * (kl_a + kl_b) / 2
+                parts["dvml_rec"] = self.config.dvml_rec * (rec_a + rec_b) / 2
         if self.picat is not None:
             parts["picat"] = self.picat(out_a.sv_cat, out_b.sv_cat, out_a.mv_cat, out_b.mv_cat)
         total = sum(parts.values())  # at least one term: LossConfig/_canonical_terms refuse an empty list
         return {"total": total, **parts}
+
+    def _object_term(self, sv_a: Tensor, sv_b: Tensor, out_a: Any, out_b: Any, object_ids) -> Tensor:
+        """The object term on the given single views (the real ones, or DVML's synthetic ones)."""
+        if self.piobj is not None:
+            return self.piobj(sv_a, sv_b, out_a.mv_obj, out_b.mv_obj)
+        if object_ids is None:
+            raise ValueError(f"the {self.config.obj_loss} object loss needs the object ids (object_ids=)")
+        ids = torch.cat(list(object_ids))
+        return self.metric(torch.cat([sv_a, sv_b]), torch.cat([out_a.mv_obj, out_b.mv_obj]), ids)

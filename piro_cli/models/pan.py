@@ -13,6 +13,10 @@ Where the normalisation sits (as in METHOD.md's diagram and the authors' release
 
 Single-space mode (PiRO-SE, `dual=False`): one head F_obj: Linear(F, obj_dim) and one attention layer A_obj; the
 same tensors serve both tasks (sv_cat is sv_obj, mv_cat is mv_obj, attn_cat is attn_obj); cat_dim is unused.
+
+Aggregation `mean` (the PIEs baselines, METHOD.md section 8): no attention layers; the multi-view embedding is
+L2norm(mean over views of F(feats)), i.e. average pooling of the view features followed by the (linear) head,
+and the reported attention weights are the uniform 1/V that pooling amounts to.
 """
 
 from __future__ import annotations
@@ -27,6 +31,9 @@ from piro_cli.models.attention import ViewSetAttention
 from piro_cli.models.backbones import build_backbone
 
 
+AGGREGATIONS = ("attention", "mean")
+
+
 @dataclass
 class PANConfig:
     backbone: str = "efficientnet_lite0"
@@ -35,6 +42,11 @@ class PANConfig:
     cat_dim: int = 2048
     obj_dim: int = 2048  # in single-space mode only obj_dim is used (cat_dim is ignored)
     dropout: float = 0.25
+    aggregation: str = "attention"  # or "mean": average pooling of the views (PIEs baselines)
+
+    def __post_init__(self) -> None:
+        if self.aggregation not in AGGREGATIONS:
+            raise PiroError(f"aggregation {self.aggregation!r}: choose one of {', '.join(AGGREGATIONS)}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -69,11 +81,12 @@ class PAN(nn.Module):
         backbone = build_backbone(config.backbone, pretrained=config.pretrained)
         self.backbone = backbone.module
         self.feat_dim = backbone.feat_dim
+        attend = config.aggregation == "attention"
         self.obj_head = nn.Linear(self.feat_dim, config.obj_dim)  # F_obj
-        self.obj_attention = ViewSetAttention(config.obj_dim, dropout=config.dropout)  # A_obj
+        self.obj_attention = ViewSetAttention(config.obj_dim, dropout=config.dropout) if attend else None  # A_obj
         if config.dual:
             self.cat_head = nn.Linear(self.feat_dim, config.cat_dim)  # F_cat
-            self.cat_attention = ViewSetAttention(config.cat_dim, dropout=config.dropout)  # A_cat
+            self.cat_attention = ViewSetAttention(config.cat_dim, dropout=config.dropout) if attend else None  # A_cat
         else:
             self.cat_head = None
             self.cat_attention = None
@@ -104,9 +117,12 @@ class PAN(nn.Module):
         return self.forward_features(self.features(views))
 
     @staticmethod
-    def _branch(feats: Tensor, head: nn.Linear, attention: ViewSetAttention) -> tuple[Tensor, Tensor, Tensor]:
+    def _branch(feats: Tensor, head: nn.Linear, attention: ViewSetAttention | None) -> tuple[Tensor, Tensor, Tensor]:
         emb = head(feats)  # (B, V, D): o_k / c_k before normalisation
         sv = F.normalize(emb, p=2, dim=-1)  # single-view embeddings: before attention (METHOD.md diagram)
+        if attention is None:  # average pooling
+            b, v = emb.shape[:2]
+            return sv, F.normalize(emb.mean(dim=1), p=2, dim=-1), emb.new_full((b, v, v), 1.0 / v)
         context, attn = attention(emb)  # attention on the unnormalised embeddings, as in the released code
         mv = F.normalize(context.mean(dim=1), p=2, dim=-1)
         return sv, mv, attn

@@ -1,0 +1,71 @@
+"""Classic deep-metric-learning losses for the object space (`piro train --obj-loss NAME`), from
+pytorch-metric-learning rather than rewritten.
+
+The labels are object identities: every single-view object embedding and the multi-view one of the same object
+share a label, so a loss pulls an object's views (and its view-set embedding) together and pushes other
+objects away, which is what L_piobj does with its confusers and margins. Proxy losses keep one proxy per
+training object.
+"""
+
+from __future__ import annotations
+
+import torch
+from pytorch_metric_learning import losses, miners
+from torch import Tensor
+
+# name -> one-line description; "piro" is PiRO's own L_piobj (losses/object.py), handled by PiroLoss.
+OBJECT_LOSSES: dict[str, str] = {
+    "piro": "L_piobj: confuser-based clustering and separation (PiRO)",
+    "contrastive": "contrastive loss (positive margin 0, negative margin 1)",
+    "triplet": "triplet margin loss (margin 0.2) on semi-hard triplets",
+    "npair": "N-pair loss (one positive pair per object)",
+    "multi-similarity": "multi-similarity loss with its miner",
+    "proxy-nca": "ProxyNCA, one proxy per training object",
+    "proxy-anchor": "Proxy-Anchor, one proxy per training object",
+}
+
+
+def parse_object_loss(name: str) -> str:
+    key = name.strip().lower()
+    if key not in OBJECT_LOSSES:
+        raise ValueError(f"unknown object loss {name!r}; choose one of {', '.join(OBJECT_LOSSES)}")
+    return key
+
+
+class ObjectMetricLoss(torch.nn.Module):
+    """A pytorch-metric-learning loss (and its miner, where the method has one) on object identities.
+
+    forward(sv (N, V, D), mv (N, D), object_ids (N,)) -> scalar, over the N*V single views and the N view sets.
+    `num_objects` sizes the proxies of proxy-nca / proxy-anchor (object ids must be < num_objects).
+    """
+
+    def __init__(self, name: str, num_objects: int, dim: int) -> None:
+        super().__init__()
+        self.name = parse_object_loss(name)
+        if self.name == "piro":
+            raise ValueError("'piro' is L_piobj, computed by PoseInvariantObjectLoss, not a metric-learning loss")
+        self.miner = None
+        if self.name == "contrastive":
+            self.loss = losses.ContrastiveLoss(pos_margin=0.0, neg_margin=1.0)
+        elif self.name == "triplet":
+            self.loss = losses.TripletMarginLoss(margin=0.2)
+            self.miner = miners.TripletMarginMiner(margin=0.2, type_of_triplets="semihard")
+        elif self.name == "npair":
+            self.loss = losses.NPairsLoss()
+        elif self.name == "multi-similarity":
+            self.loss = losses.MultiSimilarityLoss()
+            self.miner = miners.MultiSimilarityMiner()
+        elif self.name == "proxy-nca":
+            self.loss = losses.ProxyNCALoss(num_objects, dim, softmax_scale=3.0)  # see losses/pies.py on the scale
+        else:
+            self.loss = losses.ProxyAnchorLoss(num_objects, dim)
+
+    def extra_repr(self) -> str:
+        return f"name={self.name!r}"
+
+    def forward(self, sv: Tensor, mv: Tensor, object_ids: Tensor) -> Tensor:
+        embeddings = torch.cat([sv.flatten(0, 1), mv])
+        labels = torch.cat([object_ids.repeat_interleave(sv.shape[1]), object_ids])
+        if self.miner is None:
+            return self.loss(embeddings, labels)
+        return self.loss(embeddings, labels, self.miner(embeddings, labels))
