@@ -49,13 +49,19 @@ def _directions(generator: torch.Generator, *shape: int) -> torch.Tensor:
 
 def make_centres(num_categories: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     families = _directions(generator, 3)
-    cat_centres = torch.nn.functional.normalize(families[torch.arange(num_categories) % 3] + 0.48 * _directions(generator, num_categories), dim=-1)
+    cat_centres = torch.nn.functional.normalize(
+        families[torch.arange(num_categories) % 3] + 0.48 * _directions(generator, num_categories), dim=-1
+    )
     obj_centres = _directions(generator, num_categories)
     return cat_centres, obj_centres
 
 
 def make_split(
-    labels: torch.Tensor, views: int, centres: tuple[torch.Tensor, torch.Tensor], generator: torch.Generator, object_space: bool = True,
+    labels: torch.Tensor,
+    views: int,
+    centres: tuple[torch.Tensor, torch.Tensor],
+    generator: torch.Generator,
+    object_space: bool = True,
     block: int = 512,
 ) -> EmbeddingSet:
     """Embeddings of len(labels) objects, generated in blocks of objects so memory stays at the output's size."""
@@ -81,7 +87,9 @@ def make_split(
             noise = 4.3 * _directions(generator, b, views)
             sv_obj[start:stop] = normalize(obj_mean[:, None] + noise, dim=-1)
             first[start:stop] = normalize(obj_mean + noise[:, :half].mean(1) + 0.6 * 4.3 * _directions(generator, b), dim=-1)
-            last[start:stop] = normalize(obj_mean + noise[:, views - half :].mean(1) + 0.6 * 4.3 * _directions(generator, b), dim=-1)
+            last[start:stop] = normalize(
+                obj_mean + noise[:, views - half :].mean(1) + 0.6 * 4.3 * _directions(generator, b), dim=-1
+            )
     return EmbeddingSet(sv_cat, sv_obj, mv_cat, None, first, last, labels)
 
 
@@ -129,7 +137,9 @@ def fg3d(args: argparse.Namespace) -> None:
           f"{train_objects} x 12 ({train_objects * 12}), dim {DIM}, 66 categories", flush=True)  # fmt: skip
     started = time.perf_counter()
     gallery, probes = make_dataset(train_objects, test_objects, 12, 66, args.seed)
-    print(f"generated the embeddings in {time.perf_counter() - started:.1f} s; peak RSS so far {peak_rss_gb():.2f} GB", flush=True)
+    print(
+        f"generated the embeddings in {time.perf_counter() - started:.1f} s; peak RSS so far {peak_rss_gb():.2f} GB", flush=True
+    )
 
     def progress(stage: str, done: int, total: int) -> None:
         if args.verbose:
@@ -158,7 +168,9 @@ def fg3d(args: argparse.Namespace) -> None:
         print(f"  {' + '.join(names)}: {rows[-1][1]:.1f} s", flush=True)
     total, cpu_total = sum(r[1] for r in rows), sum(r[2] for r in rows)
     print()
-    print(f"load average (1 min) before {load_before[0]:.2f}, after {os.getloadavg()[0]:.2f} (2 cores: above ~2 means other processes shared them)")
+    print(
+        f"load average (1 min) before {load_before[0]:.2f}, after {os.getloadavg()[0]:.2f} (2 cores: above ~2 means other processes shared them)"
+    )
     print()
     print("| step | queries x items | wall s | CPU s (this process, all threads) |")
     print("|---|---|---|---|")
@@ -182,7 +194,9 @@ def released_average_precision(relevance: np.ndarray) -> float:
     return float(np.mean(out)) if out else 0.0
 
 
-def released_map(queries: np.ndarray, query_ids: np.ndarray, items: np.ndarray, item_ids: np.ndarray, exclude_self: bool) -> float:
+def released_map(
+    queries: np.ndarray, query_ids: np.ndarray, items: np.ndarray, item_ids: np.ndarray, exclude_self: bool
+) -> float:
     """Rank every item for every query (float32 squared distances as faiss's IndexFlatL2 computes them, stable
     argsort), then the Python precision-at-k loop."""
     aps = []
@@ -226,12 +240,20 @@ def speedup(args: argparse.Namespace) -> None:
             slow = released_map(q.numpy(), qid.numpy(), x.numpy(), xid.numpy(), exclude)
             slow_s = time.perf_counter() - started
             started = time.perf_counter()
-            fast = 100.0 * float(rank(q, None if x is q else x, query_ids=qid, item_ids=xid, exclude_self=exclude).average_precision.mean())
+            fast = 100.0 * float(
+                rank(q, None if x is q else x, query_ids=qid, item_ids=xid, exclude_self=exclude).average_precision.mean()
+            )
             fast_s = time.perf_counter() - started
             slow_total += slow_s
             fast_total += fast_s
-            print(f"| {label} | {name} | {slow_s:.3f} | {fast_s:.4f} | {slow_s / fast_s:.0f}x | {slow:.4f} | {fast:.4f} |", flush=True)
-        print(f"| {label} | **four retrievals** | **{slow_total:.2f}** | **{fast_total:.3f}** | **{slow_total / fast_total:.0f}x** | | |", flush=True)
+            print(
+                f"| {label} | {name} | {slow_s:.3f} | {fast_s:.4f} | {slow_s / fast_s:.0f}x | {slow:.4f} | {fast:.4f} |",
+                flush=True,
+            )
+        print(
+            f"| {label} | **four retrievals** | **{slow_total:.2f}** | **{fast_total:.3f}** | **{slow_total / fast_total:.0f}x** | | |",
+            flush=True,
+        )
 
 
 def main() -> None:

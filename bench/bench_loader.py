@@ -63,7 +63,9 @@ def main() -> None:
                 tensor = to_tensor(image.convert("RGB"))
             assert tensor.shape == (3, 224, 224)
 
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}, no GPU")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}, no GPU"
+    )
     print(f"objects: {len(records)} ObjectPI objects, {num_views} views; best of {args.repeats} interleaved passes")
 
     rng = np.random.default_rng(0)

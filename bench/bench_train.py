@@ -43,7 +43,10 @@ def compare(args: argparse.Namespace) -> None:
         best = load_checkpoint(result.best_path)
         metrics = best["metrics"]
         rows.append((("dual" if dual else "single"), wall, result.epochs_done, int(best["epoch"]), metrics, result.stop_reason))
-        print(f"{'dual' if dual else 'single'}: {wall:.0f} s, {result.epochs_done} epochs ({result.stop_reason}), run {result.run_dir}", flush=True)
+        print(
+            f"{'dual' if dual else 'single'}: {wall:.0f} s, {result.epochs_done} epochs ({result.stop_reason}), run {result.run_dir}",
+            flush=True,
+        )
     print()
     print("| space | wall time | epochs (best) | " + " | ".join(SHORT[t] for t in TASKS) + " | mean |")
     print("|---" * (len(TASKS) + 4) + "|")
@@ -74,7 +77,9 @@ def step(args: argparse.Namespace) -> None:
             if i > 0:  # the first step warms up allocators and kernels
                 times.append(time.perf_counter() - start)
         params = sum(p.numel() for p in model.parameters()) / 1e6
-        print(f"{backbone}: {params:.1f} M parameters, step {statistics.median(times):.2f} s (median of {len(times)}, min {min(times):.2f})")
+        print(
+            f"{backbone}: {params:.1f} M parameters, step {statistics.median(times):.2f} s (median of {len(times)}, min {min(times):.2f})"
+        )
 
 
 def main() -> None:

@@ -55,7 +55,9 @@ def run_demo(
     """Run the pipeline in `workdir`; the dataset is reused when already there with the same options."""
     data_path = workdir / "synthetic.h5"
     source_options = {"seed": seed, "categories": categories, "objects_per_category": objects_per_category}
-    progress = None if reporter is None else (lambda done, total: reporter.progress("preparing the synthetic dataset", done, total))
+    progress = (
+        None if reporter is None else (lambda done, total: reporter.progress("preparing the synthetic dataset", done, total))
+    )
     prepared = None
     if not _reusable(data_path, source_options, size):
         options = PrepareOptions(size=size, overwrite=True)

@@ -45,7 +45,9 @@ def compute_features(
 
 
 @torch.no_grad()
-def embed_features(model: torch.nn.Module, feats: torch.Tensor, labels: torch.Tensor, device: torch.device, batch: int = 256) -> EmbeddingSet:
+def embed_features(
+    model: torch.nn.Module, feats: torch.Tensor, labels: torch.Tensor, device: torch.device, batch: int = 256
+) -> EmbeddingSet:
     """All embeddings the PICR tasks need, from backbone features (N, V, F)."""
     model.eval()
     v = feats.shape[1]

@@ -112,7 +112,9 @@ def resolve_method(method: str | None, dual: bool, obj_loss: str, dvml: bool) ->
     """
     spec = get_method(method or ("piro-dual" if dual else "piro-single"))
     if spec.family == "pies" and (obj_loss or DEFAULT_OBJ_LOSS) != DEFAULT_OBJ_LOSS:
-        raise PiroError(f"--obj-loss {obj_loss}: the object-space loss is part of piro-dual / piro-single; {spec.name} has its own loss")
+        raise PiroError(
+            f"--obj-loss {obj_loss}: the object-space loss is part of piro-dual / piro-single; {spec.name} has its own loss"
+        )
     if spec.family == "pies" and dvml:
         raise PiroError(f"--dvml: DVML works on the object space of piro-dual / piro-single, not on {spec.name}")
     return spec

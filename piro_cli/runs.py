@@ -69,9 +69,13 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # pickles with code, truncated files, other formats
-        raise PiroError(f"{path}: not a loadable piro checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from exc
+        raise PiroError(
+            f"{path}: not a loadable piro checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
+        ) from exc
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        raise PiroError(f"{path}: not a piro checkpoint (no '{CHECKPOINT_FORMAT}' tag); pass a best.pt or last.pt from a piro run")
+        raise PiroError(
+            f"{path}: not a piro checkpoint (no '{CHECKPOINT_FORMAT}' tag); pass a best.pt or last.pt from a piro run"
+        )
     if int(payload.get("format_version", 0)) > CHECKPOINT_VERSION:
         raise PiroError(f"{path}: written by a newer piro ({payload.get('piro_version')}); upgrade piro to read it")
     payload["path"] = str(path)

@@ -88,6 +88,10 @@ class TrainConfig:
             self.obj_loss = parse_object_loss(self.obj_loss)
         except ValueError as exc:
             raise PiroError(f"--obj-loss: {exc}") from None
+        try:
+            loss_config_of(self)  # margins, loss terms and DVML options, checked before any work starts
+        except ValueError as exc:
+            raise PiroError(str(exc)) from None
 
     def to_dict(self) -> dict:
         out = asdict(self)
@@ -150,7 +154,9 @@ def resolve_data(data: str | Path | None) -> Path:
         return path
     candidates = sorted(Path("data").glob("*.h5"), key=lambda p: p.stat().st_mtime)
     if not candidates:
-        raise DataError("no dataset given and none in ./data/; run `piro prepare synthetic` (or another source) first, or pass --data FILE")
+        raise DataError(
+            "no dataset given and none in ./data/; run `piro prepare synthetic` (or another source) first, or pass --data FILE"
+        )
     return candidates[-1]
 
 
@@ -201,7 +207,9 @@ def open_run_data(path: Path, val_fraction: float | None, val_seed: int, saved: 
     train = store.split("train")
     if saved is not None:  # resuming: the exact objects of the interrupted run
         if saved["fingerprint"] != store.fingerprint:
-            raise DataError(f"{path}: is not the dataset this run was trained on (fingerprint differs); pass the original file with --data")
+            raise DataError(
+                f"{path}: is not the dataset this run was trained on (fingerprint differs); pass the original file with --data"
+            )
         val_info = saved.get("val")
         val = store.split(val_info["split"]) if val_info else None
         return RunData(
@@ -260,7 +268,11 @@ def train(
         sample_views(data.store.num_views, config.views, 0, np.random.default_rng(0))  # validates --views early
 
     model_config = PANConfig(
-        backbone=config.backbone, pretrained=config.pretrained, dual=config.dual, cat_dim=config.cat_dim, obj_dim=config.obj_dim,
+        backbone=config.backbone,
+        pretrained=config.pretrained,
+        dual=config.dual,
+        cat_dim=config.cat_dim,
+        obj_dim=config.obj_dim,
         aggregation=get_method(config.method).aggregation,
     )
     model = PAN(model_config).to(device)
@@ -285,7 +297,12 @@ def train(
         run_dir = new_run_dir(Path(config.project), config.name)
     reporter.info(f"run folder: {run_dir}")
     metrics_log = MetricsLog(run_dir / "metrics.csv")
-    config_record = {"train": config.to_dict(), "model": model_config.to_dict(), "loss": _loss_dict(loss_config), "data": data.describe()}
+    config_record = {
+        "train": config.to_dict(),
+        "model": model_config.to_dict(),
+        "loss": _loss_dict(loss_config),
+        "data": data.describe(),
+    }
     write_json(config_record, run_dir / "config.json")
 
     if checkpoint is not None:
@@ -311,8 +328,21 @@ def train(
             epoch_start = time.perf_counter()
             lr = optimizer.param_groups[0]["lr"]
             mean_losses = _train_one_epoch(
-                epoch, config, model, criterion, optimizer, scaler, data, plan, cache, device, augment, aug_generator, rng,
-                reporter, run_dir / "last.pt",
+                epoch,
+                config,
+                model,
+                criterion,
+                optimizer,
+                scaler,
+                data,
+                plan,
+                cache,
+                device,
+                augment,
+                aug_generator,
+                rng,
+                reporter,
+                run_dir / "last.pt",
             )
             scheduler.step()
 
@@ -355,8 +385,20 @@ def train(
 
 
 def _train_one_epoch(
-    epoch: int, config: TrainConfig, model: PAN, criterion: torch.nn.Module, optimizer, scaler, data: RunData, plan,
-    cache: dict | None, device: torch.device, augment, aug_generator: torch.Generator, rng: np.random.Generator, reporter,
+    epoch: int,
+    config: TrainConfig,
+    model: PAN,
+    criterion: torch.nn.Module,
+    optimizer,
+    scaler,
+    data: RunData,
+    plan,
+    cache: dict | None,
+    device: torch.device,
+    augment,
+    aug_generator: torch.Generator,
+    rng: np.random.Generator,
+    reporter,
     last_path: Path,
 ) -> dict[str, float]:
     """One pass over freshly sampled pairs; returns the mean of each loss term."""  # fmt: skip
@@ -469,14 +511,22 @@ def _feature_cache(model: PAN, data: RunData, config: TrainConfig, device, augme
         stage = f"backbone features, pass {k + 1}/{config.feature_passes}" + (" (augmented)" if pass_augment else "")
         passes.append(
             compute_features(
-                model, data.train, all_train, device, pass_augment, generator,
+                model,
+                data.train,
+                all_train,
+                device,
+                pass_augment,
+                generator,
                 progress=lambda done, total, stage=stage: reporter.progress(stage, done, total),
             )
         )
     payload = {"key": key, "train": torch.stack(passes)}
     if data.val is not None and data.val is not data.train:
         payload["val"] = compute_features(
-            model, data.val, np.arange(len(data.val)), device,
+            model,
+            data.val,
+            np.arange(len(data.val)),
+            device,
             progress=lambda done, total: reporter.progress("backbone features, validation split", done, total),
         )
     atomic_torch_save(payload, path)
@@ -508,4 +558,3 @@ def _epoch_evaluation(model: PAN, data: RunData, cache: dict | None, device, rep
         row.update({f"val_{task}": value for task, value in results.items()})
         row["val_mean"] = float(np.mean([results[t] for t in TASKS]))
     return row
-

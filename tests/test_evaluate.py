@@ -154,7 +154,9 @@ def test_split_val_uses_the_objects_the_run_carved_out(world):
     file = EmbeddingsFile("val.h5")
     assert file.source_split("val") == "train" and file.object_index("val").tolist() == val_rows
     assert evaluate(["val.h5"], split="val", save=False).runs[0].values == run.values
-    cli = invoke(["evaluate", ckpt_path, "--data", world["data"], "--split", "val", "--task", "mv-category-recognition", "--no-save"])
+    cli = invoke(
+        ["evaluate", ckpt_path, "--data", world["data"], "--split", "val", "--task", "mv-category-recognition", "--no-save"]
+    )
     assert cli.exit_code == 0, cli.output
 
 
@@ -164,7 +166,11 @@ def test_split_val_uses_the_objects_the_run_carved_out(world):
 def test_not_a_checkpoint(world):
     Path("junk.pt").write_bytes(b"not a checkpoint at all")
     torch.save({"state_dict": {}}, "other.pt")
-    for path, message in (("junk.pt", "not a loadable piro checkpoint"), ("other.pt", "not a piro checkpoint"), ("nope.pt", "no such checkpoint")):
+    for path, message in (
+        ("junk.pt", "not a loadable piro checkpoint"),
+        ("other.pt", "not a piro checkpoint"),
+        ("nope.pt", "no such checkpoint"),
+    ):
         result = invoke(["evaluate", path, "--data", world["data"]])
         assert result.exit_code == 1 and message in result.output and path in result.output, result.output
     result = invoke(["embed", "junk.pt", "--data", world["data"]])

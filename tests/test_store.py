@@ -16,8 +16,9 @@ from piro_cli.errors import DataError
 def write_store(path, objects=5, views=3, size=16, split="train", **kwargs):
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, size=(objects, views, size, size, 3), dtype=np.uint8)
-    with StoreWriter(path, categories=["a", "b"], num_views=views, image_size=size, source_dataset="test",
-                     creation_options={"k": 1}, **kwargs) as writer:
+    with StoreWriter(
+        path, categories=["a", "b"], num_views=views, image_size=size, source_dataset="test", creation_options={"k": 1}, **kwargs
+    ) as writer:
         for i in range(objects):
             writer.append(split, images[i], i % 2, f"obj{i}", f"/raw/obj{i}")
         writer.commit()
@@ -103,8 +104,9 @@ def test_exception_midway_leaves_old_file_and_no_temp(tmp_path):
     path = tmp_path / "d.h5"
     old = write_store(path)
     with pytest.raises(KeyboardInterrupt):
-        with StoreWriter(path, categories=["a"], num_views=3, image_size=16, source_dataset="t", creation_options={},
-                         overwrite=True) as writer:
+        with StoreWriter(
+            path, categories=["a"], num_views=3, image_size=16, source_dataset="t", creation_options={}, overwrite=True
+        ) as writer:
             writer.append("train", old[0], 0, "x", "x")
             raise KeyboardInterrupt
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d.h5"]

@@ -25,7 +25,11 @@ runner = CliRunner()
 def tiny_data(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("data") / "synthetic.h5"
     prepare_dataset(
-        "synthetic", None, path, PrepareOptions(size=32), {"seed": 0, "categories": 3, "objects_per_category": 5, "test_fraction": 0.2}
+        "synthetic",
+        None,
+        path,
+        PrepareOptions(size=32),
+        {"seed": 0, "categories": 3, "objects_per_category": 5, "test_fraction": 0.2},
     )
     return path
 
@@ -105,7 +109,9 @@ def test_resume_after_kill_matches_uninterrupted_run(tiny_data, freeze):
     config = tiny_config(tiny_data, epochs=3, freeze_backbone=freeze, val_fraction=0.25)
     reference = train(config)
     with pytest.raises(KeyboardInterrupt):
-        train(tiny_config(tiny_data, epochs=3, freeze_backbone=freeze, val_fraction=0.25, name="killed"), reporter=InterruptAt(2, 2))
+        train(
+            tiny_config(tiny_data, epochs=3, freeze_backbone=freeze, val_fraction=0.25, name="killed"), reporter=InterruptAt(2, 2)
+        )
     killed = Path("runs/killed")
     assert load_checkpoint(killed / "last.pt")["epoch"] == 1
     resumed = train(TrainConfig(), resume=killed)
@@ -169,7 +175,19 @@ def test_bad_options(tiny_data):
 def test_cli_train_as_typed(tiny_data):
     Path("data").mkdir()
     Path("data/synthetic.h5").symlink_to(tiny_data)
-    argv = ["train", "--dual", "--epochs", "1", "--backbone", "tiny", "--no-pretrained", "--embed-dim", "16", "--pairs-per-object", "1"]
+    argv = [
+        "train",
+        "--dual",
+        "--epochs",
+        "1",
+        "--backbone",
+        "tiny",
+        "--no-pretrained",
+        "--embed-dim",
+        "16",
+        "--pairs-per-object",
+        "1",
+    ]
     result = runner.invoke(app, argv)
     assert result.exit_code == 0, result.output
     assert "data: data/synthetic.h5" in result.output.splitlines()[0]

@@ -10,6 +10,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from piro_cli import __version__
 from piro_cli.cli.common import console, err_console, handle_errors
+from piro_cli.cli.compare import compare as compare_command
 from piro_cli.cli.embed import embed as embed_command
 from piro_cli.cli.evaluate import evaluate as evaluate_command
 from piro_cli.cli.prepare import prepare
@@ -46,6 +47,7 @@ app.command(help=train_command.__doc__, name="train")(train_command)
 
 app.command(help=embed_command.__doc__, name="embed")(embed_command)
 app.command(help=evaluate_command.__doc__, name="evaluate")(evaluate_command)
+app.command(help=compare_command.__doc__, name="compare")(compare_command)
 
 
 app.command(help=visualize_command.__doc__, name="visualize")(visualize_command)
@@ -68,7 +70,9 @@ def demo(
 
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
     with Progress(*columns, console=err_console, transient=True) as progress:
-        result = run_demo(workdir, seed, categories, objects_per_category, size, backbone, epochs, reporter=RichReporter(progress))
+        result = run_demo(
+            workdir, seed, categories, objects_per_category, size, backbone, epochs, reporter=RichReporter(progress)
+        )
     if result.prepared is None:
         console.print(f"reused the dataset {escape(str(result.data_path))}", highlight=False)
     console.print(

@@ -19,24 +19,33 @@ from piro_cli.errors import PiroError
 
 @handle_errors
 def embed(
-    checkpoint: Path = typer.Argument(..., show_default=False, help="A checkpoint (runs/<name>/best.pt or last.pt), or a run folder (its best.pt)."),
+    checkpoint: Path = typer.Argument(
+        ..., show_default=False, help="A checkpoint (runs/<name>/best.pt or last.pt), or a run folder (its best.pt)."
+    ),
     photos: list[Path] = typer.Argument(
         None, show_default=False, metavar="IMAGES", help="With --images: the photos of one new object (its views), in order."
     ),
     images: bool = typer.Option(
-        False, "--images", help="Embed the photos listed after the checkpoint as the view set of one new object, instead of a split."
+        False,
+        "--images",
+        help="Embed the photos listed after the checkpoint as the view set of one new object, instead of a split.",
     ),
     data: Path = typer.Option(
-        None, help="Split mode: the HDF5 file from `piro prepare` whose objects to embed (default: the file the checkpoint "
+        None,
+        help="Split mode: the HDF5 file from `piro prepare` whose objects to embed (default: the file the checkpoint "
         "was trained on if it still exists, else the most recently written ./data/*.h5). With --images: a gallery to find "
         "the nearest categories and objects in: a data file (its train split is embedded) or an embeddings file with train embeddings.",
     ),
     split: str = typer.Option(
-        "test", help="Split mode: which objects: train, val, test, several comma-separated, or all. val = the validation "
+        "test",
+        help="Split mode: which objects: train, val, test, several comma-separated, or all. val = the validation "
         "objects of the checkpoint's run (carved out of train with --val-fraction, or the data's val split).",
     ),
     out: Path = typer.Option(
-        None, "--out", "-o", help="Split mode: the embeddings file to write (.h5; default runs/<name>/embeddings_<split>.h5). "
+        None,
+        "--out",
+        "-o",
+        help="Split mode: the embeddings file to write (.h5; default runs/<name>/embeddings_<split>.h5). "
         "With --images: write the embeddings (and nearest lists) to a .json or .npz file.",
     ),
     top: int = typer.Option(5, min=1, help="With --images and --data: how many nearest categories and gallery objects to list."),
@@ -63,7 +72,9 @@ def embed(
         _embed_photos(checkpoint, photos, data, out, top, overwrite, device, embed_new_object)
         return
     with Progress(*progress_columns(), console=err_console, transient=True) as progress:
-        result = embed_split(checkpoint, out=out, data=data, splits=split, device=device, overwrite=overwrite, reporter=RichReporter(progress))
+        result = embed_split(
+            checkpoint, out=out, data=data, splits=split, device=device, overwrite=overwrite, reporter=RichReporter(progress)
+        )
     counts = ", ".join(f"{group} {n}" for group, n in result.groups.items())
     console.print(f"[green]wrote[/] {escape(str(result.path))} ({counts} objects) in {result.seconds:.0f} s", highlight=False)
 
@@ -105,4 +116,6 @@ def _embed_photos(checkpoint, photos, data, out, top, overwrite, device, embed_n
         for name in ("mv_cat", "mv_obj"):
             values = ", ".join(f"{v:.4f}" for v in getattr(result, name)[:8].tolist())
             console.print(f"{name}[:8] [{values}, ...]", highlight=False)
-        console.print("pass --out FILE.json (or .npz) for every value, --data FILE for the nearest categories and objects", highlight=False)
+        console.print(
+            "pass --out FILE.json (or .npz) for every value, --data FILE for the nearest categories and objects", highlight=False
+        )

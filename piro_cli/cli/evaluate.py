@@ -26,28 +26,37 @@ def progress_columns():
 @handle_errors
 def evaluate(
     sources: list[Path] = typer.Argument(
-        ..., show_default=False,
+        ...,
+        show_default=False,
         help="Checkpoints (runs/<name>/best.pt or last.pt; a run folder means its best.pt) and/or embeddings files "
         "from `piro embed`. Several give the mean and standard deviation of every task, like the paper's Table 1.",
     ),
     data: Path = typer.Option(
-        None, help="HDF5 file from `piro prepare`. Default: the file the checkpoint was trained on if it still exists, "
+        None,
+        help="HDF5 file from `piro prepare`. Default: the file the checkpoint was trained on if it still exists, "
         "else the most recently written ./data/*.h5. Not needed for embeddings files.",
     ),
     task: list[str] = typer.Option(["all"], "--task", "-t", help=TASK_HELP),
     split: str = typer.Option(
-        "test", help="test: probes = the test split, gallery = the train split. val: probes = the validation objects of "
+        "test",
+        help="test: probes = the test split, gallery = the train split. val: probes = the validation objects of "
         "the checkpoint's run (carved out of train with --val-fraction, or the data's val split), gallery = the train "
         "objects it trained on.",
     ),
     strict: bool = typer.Option(
-        False, "--strict", help="Leave the query out of every ranking. Default: the published protocol, where a category "
+        False,
+        "--strict",
+        help="Leave the query out of every ranking. Default: the published protocol, where a category "
         "retrieval ranks the query itself too (object retrievals always leave it out).",
     ),
-    output_format: str = typer.Option("table", "--format", "-f", help="What to print: table, json or csv (for scripts; progress goes to stderr)."),
+    output_format: str = typer.Option(
+        "table", "--format", "-f", help="What to print: table, json or csv (for scripts; progress goes to stderr)."
+    ),
     out: Path = typer.Option(None, "--out", "-o", help="Also write the results to this file, .json or .csv."),
     save: bool = typer.Option(
-        True, "--save/--no-save", help="Save eval_<split>.json and .csv into each checkpoint's run folder (beside an embeddings file)."
+        True,
+        "--save/--no-save",
+        help="Save eval_<split>.json and .csv into each checkpoint's run folder (beside an embeddings file).",
     ),
     device: str = typer.Option(None, help="cpu, cuda or cuda:N (default: cuda when available)."),
 ) -> None:
@@ -89,7 +98,13 @@ def print_results_table(result) -> None:
     header, rows = table_rows(result)
     protocol = "strict" if result.strict else "default protocol"
     # A borderless table whose headers may wrap ("SV cat" / "acc"): all nine numbers fit in 80 columns.
-    table = Table(title=f"PICR tasks on {result.split} ({protocol}), percent", title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 0), pad_edge=False)
+    table = Table(
+        title=f"PICR tasks on {result.split} ({protocol}), percent",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        padding=(0, 0),
+        pad_edge=False,
+    )
     for i, name in enumerate(header):
         if i == 0:
             table.add_column(name, justify="left", overflow="fold", min_width=4)

@@ -40,7 +40,9 @@ def prepare(
     seed: int = typer.Option(0, help="synthetic: random seed; the same seed gives the same dataset."),
     categories: int = typer.Option(synthetic.DEFAULT_CATEGORIES, help="synthetic: number of categories (shape families)."),
     objects_per_category: int = typer.Option(synthetic.DEFAULT_OBJECTS_PER_CATEGORY, help="synthetic: objects per category."),
-    test_fraction: float = typer.Option(synthetic.DEFAULT_TEST_FRACTION, help="synthetic: fraction of each category's objects in the test split."),
+    test_fraction: float = typer.Option(
+        synthetic.DEFAULT_TEST_FRACTION, help="synthetic: fraction of each category's objects in the test split."
+    ),
     info: Path = typer.Option(None, "--info", help="Print a summary of an existing piro HDF5 file and exit."),
 ) -> None:
     """Turn a raw dataset (view images, or 3-D meshes rendered to 12 views) into one HDF5 file.
@@ -71,7 +73,9 @@ def prepare(
         source_options.update(
             seed=seed, categories=categories, objects_per_category=objects_per_category, test_fraction=test_fraction
         )
-    options = PrepareOptions(size=size, views=views, skip_bad=skip_bad, overwrite=overwrite, compression=compression, workers=workers)
+    options = PrepareOptions(
+        size=size, views=views, skip_bad=skip_bad, overwrite=overwrite, compression=compression, workers=workers
+    )
     with progress_bar(f"preparing {source}") as update:
         summary = prepare_dataset(source, raw_dir, out, options, source_options, progress=update)
     print_summary(summary)

@@ -60,22 +60,32 @@ def train(
         None, help="What to train: " + "; ".join(f"{m.name} ({m.summary})" for m in METHODS.values()) + ". [default: piro-dual]"
     ),
     dual: bool = typer.Option(
-        None, "--dual/--single", help="Dual space (category + object; = --method piro-dual) or the single-space PiRO-SE "
-        "(= --method piro-single). The baselines have one space.", show_default=False,
+        None,
+        "--dual/--single",
+        help="Dual space (category + object; = --method piro-dual) or the single-space PiRO-SE "
+        "(= --method piro-single). The baselines have one space.",
+        show_default=False,
     ),
     obj_loss: str = typer.Option(
-        "piro", help="Object-space loss of piro-dual/piro-single: " + "; ".join(f"{k} ({v})" for k, v in OBJECT_LOSSES.items()) + "."
+        "piro",
+        help="Object-space loss of piro-dual/piro-single: " + "; ".join(f"{k} ({v})" for k, v in OBJECT_LOSSES.items()) + ".",
     ),
     dvml: bool = typer.Option(False, "--dvml", help="Add deep variational metric learning (DVML) to the object-space loss."),
     dvml_kl: float = typer.Option(0.1, min=0, help="With --dvml: weight of the KL term."),
     dvml_rec: float = typer.Option(0.1, min=0, help="With --dvml: weight of the feature reconstruction term."),
     dvml_syn: float = typer.Option(0.5, min=0, help="With --dvml: weight of the object loss on the synthetic embeddings."),
-    pi_alpha: float = typer.Option(1.0, min=0, help="PI- baselines: weight of the pull of each view toward its view-set embedding."),
-    pi_beta: float = typer.Option(1.0, min=0, help="PI- baselines: weight of the pull of the view-set embedding toward its category."),
+    pi_alpha: float = typer.Option(
+        1.0, min=0, help="PI- baselines: weight of the pull of each view toward its view-set embedding."
+    ),
+    pi_beta: float = typer.Option(
+        1.0, min=0, help="PI- baselines: weight of the pull of the view-set embedding toward its category."
+    ),
     embed_dim: int = typer.Option(2048, help="Embedding dimension of both spaces (the paper's 2048)."),
     cat_dim: int = typer.Option(None, help="Category-space dimension (overrides --embed-dim)."),
     obj_dim: int = typer.Option(None, help="Object-space dimension (overrides --embed-dim; the single space uses it)."),
-    losses: str = typer.Option("cat,piobj,picat", help="Loss terms, for the ablations of paper Table 4: any of cat, piobj, picat."),
+    losses: str = typer.Option(
+        "cat,piobj,picat", help="Loss terms, for the ablations of paper Table 4: any of cat, piobj, picat."
+    ),
     alpha: float = typer.Option(0.25, help="Object clustering margin alpha."),
     beta: float = typer.Option(1.0, help="Object separation margin beta."),
     theta: float = typer.Option(0.25, help="Category margin theta."),
@@ -89,9 +99,13 @@ def train(
     augment: bool = typer.Option(True, "--augment/--no-augment", help="Random flip and small affine on training views."),
     seed: int = typer.Option(0, help="Random seed; CPU runs with the same seed are reproducible."),
     device: str = typer.Option(None, help="cpu, cuda or cuda:N (default: cuda when available)."),
-    freeze_backbone: bool = typer.Option(False, "--freeze-backbone", help="Cache backbone features once and train only the heads (fast on CPU)."),
+    freeze_backbone: bool = typer.Option(
+        False, "--freeze-backbone", help="Cache backbone features once and train only the heads (fast on CPU)."
+    ),
     feature_passes: int = typer.Option(2, min=1, help="With --freeze-backbone: passes over the data (1 clean + K-1 augmented)."),
-    val_fraction: float = typer.Option(None, help="Carve this fraction of train objects (per category, seeded) out as validation."),
+    val_fraction: float = typer.Option(
+        None, help="Carve this fraction of train objects (per category, seeded) out as validation."
+    ),
     val_seed: int = typer.Option(0, help="Seed of the --val-fraction split (kept apart from --seed so seeds share one split)."),
     early_stop_rho: float = typer.Option(1.5, help="Stop once rho = d_inter_min / d_intra_max exceeds this (0 disables)."),
     resume: Path = typer.Option(None, help="Continue an interrupted run: its folder or last.pt (its saved options are used)."),
@@ -124,7 +138,6 @@ def train(
     )
 
 
-
 def _method_from_flags(method: str | None, dual: bool | None) -> str:
     """--method and --dual/--single together: the flag picks piro-dual/piro-single, and must agree with a method."""
     if method is None:
@@ -132,5 +145,7 @@ def _method_from_flags(method: str | None, dual: bool | None) -> str:
     spec = get_method(method)
     if dual is not None and spec.dual != dual:
         flag = "--dual" if dual else "--single"
-        raise PiroError(f"{flag} contradicts --method {spec.name} ({'two spaces' if spec.dual else 'one space'}); drop one of them")
+        raise PiroError(
+            f"{flag} contradicts --method {spec.name} ({'two spaces' if spec.dual else 'one space'}); drop one of them"
+        )
     return spec.name

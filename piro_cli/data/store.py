@@ -260,7 +260,6 @@ class SplitData:
             yield np.arange(start, stop), out
 
 
-
 @dataclass
 class SplitInfo:
     name: str
@@ -297,10 +296,14 @@ class ViewSetStore:
         self._pid = -1
         root = self._h5()
         if root.attrs.get("format") != FORMAT_NAME:
-            raise DataError(f"{self.path}: not a piro view-set file (no '{FORMAT_NAME}' format tag); create one with `piro prepare`")
+            raise DataError(
+                f"{self.path}: not a piro view-set file (no '{FORMAT_NAME}' format tag); create one with `piro prepare`"
+            )
         version = int(root.attrs.get("format_version", 0))
         if version > FORMAT_VERSION:
-            raise DataError(f"{self.path}: format version {version} is newer than this piro understands ({FORMAT_VERSION}); upgrade piro")
+            raise DataError(
+                f"{self.path}: format version {version} is newer than this piro understands ({FORMAT_VERSION}); upgrade piro"
+            )
         self.categories = _strings(root["categories"])
         self.num_views = int(root.attrs["num_views"])
         self.image_size = int(root.attrs["image_size"])

@@ -74,7 +74,9 @@ def load_model(checkpoint: dict, device: torch.device) -> PAN:
         model = PAN(config)
         model.load_state_dict(checkpoint["model_state"])
     except (KeyError, RuntimeError, TypeError) as exc:
-        raise PiroError(f"{checkpoint.get('path', 'checkpoint')}: the model in it cannot be rebuilt ({exc}); is it from this piro version?") from exc
+        raise PiroError(
+            f"{checkpoint.get('path', 'checkpoint')}: the model in it cannot be rebuilt ({exc}); is it from this piro version?"
+        ) from exc
     model = model.to(device).eval()
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
@@ -110,7 +112,12 @@ def batch_views_for(device: torch.device, image_size: int) -> int:
 
 @torch.no_grad()
 def embed_objects(
-    model: PAN, store: ViewSetStore, split: str, indices: Sequence[int] | None, device: torch.device, progress: Progress | None = None
+    model: PAN,
+    store: ViewSetStore,
+    split: str,
+    indices: Sequence[int] | None,
+    device: torch.device,
+    progress: Progress | None = None,
 ) -> EmbeddedGroup:
     """Embeddings of the given objects (default: all) of one split, streamed in batches sized to the device."""
     data = store.split(split)
@@ -171,7 +178,9 @@ def check_same_data(checkpoint: dict, store: ViewSetStore) -> None:
 # ----------------------------------------------------------------------------- the embeddings file
 
 
-def write_embeddings(path: Path, groups: dict[str, EmbeddedGroup], categories: Sequence[str], meta: dict, overwrite: bool = False) -> Path:
+def write_embeddings(
+    path: Path, groups: dict[str, EmbeddedGroup], categories: Sequence[str], meta: dict, overwrite: bool = False
+) -> Path:
     """Write an embeddings file atomically (temporary file renamed into place)."""
     path = Path(path)
     if path.exists() and not overwrite:

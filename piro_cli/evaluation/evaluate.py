@@ -131,7 +131,9 @@ class EvaluationResult:
         if len(self.runs) > 1:
             means, stds = self.mean, self.std
             writer.writerow(["mean", *(_fmt(means[t]) for t in self.tasks), _fmt(float(np.mean([r.mean for r in self.runs])))])
-            writer.writerow(["std", *(_fmt(stds[t]) for t in self.tasks), _fmt(float(np.std([r.mean for r in self.runs], ddof=1)))])
+            writer.writerow(
+                ["std", *(_fmt(stds[t]) for t in self.tasks), _fmt(float(np.std([r.mean for r in self.runs], ddof=1)))]
+            )
         return buffer.getvalue()
 
 
@@ -200,7 +202,9 @@ def evaluate(
         if categories is not None and names != categories:
             raise DataError(f"{source}: has other categories than {sources[0]}; only runs on the same categories can be averaged")
         categories = names
-        reporter.info(f"{run.name}: {len(probes)} {split} objects" + (f" against {len(gallery)} gallery objects" if gallery else ""))
+        reporter.info(
+            f"{run.name}: {len(probes)} {split} objects" + (f" against {len(gallery)} gallery objects" if gallery else "")
+        )
         picr = run_picr(
             gallery, probes, chosen, strict=strict, device=torch_device,
             progress=lambda stage, done, total, name=run.name: reporter.progress(f"{name}: {stage}", done, total),
@@ -239,8 +243,12 @@ def _from_checkpoint(path: Path, data: str | Path | None, tasks, split: str, dev
     reporter.info(f"{ckpt_path}: epoch {checkpoint.get('epoch', '?')}, data {data_path}")
     gallery = None
     if needs_gallery(tasks):
-        gallery = embed_objects(model, store, "train", gallery_rows, device, _stage(reporter, f"{name}: embedding the gallery (train)"))
-    probes = embed_objects(model, store, probe_split, probe_rows, device, _stage(reporter, f"{name}: embedding the {split} objects"))
+        gallery = embed_objects(
+            model, store, "train", gallery_rows, device, _stage(reporter, f"{name}: embedding the gallery (train)")
+        )
+    probes = embed_objects(
+        model, store, probe_split, probe_rows, device, _stage(reporter, f"{name}: embedding the {split} objects")
+    )
     run = SourceResult(
         source=str(path), kind="checkpoint", name=name, values={}, num_queries={}, seconds=0.0,
         data={"path": str(data_path), "fingerprint": store.fingerprint}, epoch=checkpoint.get("epoch"),
@@ -251,7 +259,9 @@ def _from_checkpoint(path: Path, data: str | Path | None, tasks, split: str, dev
 def _require_split(store: ViewSetStore, split: str, role: str, hint: str = "") -> None:
     if split not in store.splits:
         have = ", ".join(store.splits) or "none"
-        raise DataError(f"{store.path}: has no '{split}' split for {role} (it has: {have}){hint or '; prepare a file with train and test splits'}")
+        raise DataError(
+            f"{store.path}: has no '{split}' split for {role} (it has: {have}){hint or '; prepare a file with train and test splits'}"
+        )
 
 
 def _stage(reporter: Reporter, stage: str):
@@ -337,12 +347,20 @@ def table_rows(result: EvaluationResult) -> tuple[list[str], list[list[str]]]:
     """Header and rows of the results table: paper column order, then the mean of the tasks shown."""
     average = len(result.tasks) > 1
     header = ["source", *(SHORT_NAMES[t] for t in result.tasks)] + (["mean"] if average else [])
-    rows = [[run.name, *(f"{run.values[t]:.2f}" for t in result.tasks)] + ([f"{run.mean:.2f}"] if average else []) for run in result.runs]
+    rows = [
+        [run.name, *(f"{run.values[t]:.2f}" for t in result.tasks)] + ([f"{run.mean:.2f}"] if average else [])
+        for run in result.runs
+    ]
     if len(result.runs) > 1:
         means, stds = result.mean, result.std
         run_means = [r.mean for r in result.runs]
-        rows.append([f"mean of {len(result.runs)}", *(f"{means[t]:.2f}" for t in result.tasks)] + ([f"{np.mean(run_means):.2f}"] if average else []))
-        rows.append(["std", *(f"{stds[t]:.2f}" for t in result.tasks)] + ([f"{np.std(run_means, ddof=1):.2f}"] if average else []))
+        rows.append(
+            [f"mean of {len(result.runs)}", *(f"{means[t]:.2f}" for t in result.tasks)]
+            + ([f"{np.mean(run_means):.2f}"] if average else [])
+        )
+        rows.append(
+            ["std", *(f"{stds[t]:.2f}" for t in result.tasks)] + ([f"{np.std(run_means, ddof=1):.2f}"] if average else [])
+        )
     return header, rows
 
 

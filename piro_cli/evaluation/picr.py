@@ -178,6 +178,7 @@ def run_picr(
 
     wanted = set(tasks)
     if "sv-category-recognition" in wanted:
+
         def sv_cat_rec(report):
             v, g = probes.sv_cat.shape[1], gallery.sv_cat.shape[1]
             q_labels = labels.repeat_interleave(v)
@@ -187,6 +188,7 @@ def run_picr(
 
         step(("sv-category-recognition",), "SV category recognition", sv_cat_rec)
     if "mv-category-recognition" in wanted:
+
         def mv_cat_rec(report):
             result = rank(on(probes.mv_cat), on(gallery.mv_cat), k=KNN_VOTES, backend=backend, progress=report)
             return [_vote_accuracy(result.neighbours, gallery.labels.long().cpu(), labels)]
@@ -194,6 +196,7 @@ def run_picr(
         step(("mv-category-recognition",), "MV category recognition", mv_cat_rec)
     sv_obj_tasks = tuple(t for t in ("sv-object-recognition", "sv-object-retrieval") if t in wanted)
     if sv_obj_tasks:
+
         def sv_obj(report):
             v = probes.sv_obj.shape[1]
             ids = objects.repeat_interleave(v)
@@ -205,6 +208,7 @@ def run_picr(
         step(sv_obj_tasks, "SV object " + " + ".join(t.split("-")[-1] for t in sv_obj_tasks), sv_obj)
     mv_obj_tasks = tuple(t for t in ("mv-object-recognition", "mv-object-retrieval") if t in wanted)
     if mv_obj_tasks:
+
         def mv_obj(report):
             result = rank(on(probes.mv_obj_first), on(probes.mv_obj_last),
                           k=1 if "mv-object-recognition" in wanted else 0,
@@ -214,6 +218,7 @@ def run_picr(
 
         step(mv_obj_tasks, "MV object " + " + ".join(t.split("-")[-1] for t in mv_obj_tasks), mv_obj)
     if "sv-category-retrieval" in wanted:
+
         def sv_cat_ret(report):
             v = probes.sv_cat.shape[1]
             q_labels = labels.repeat_interleave(v)
@@ -223,6 +228,7 @@ def run_picr(
 
         step(("sv-category-retrieval",), "SV category retrieval", sv_cat_ret)
     if "mv-category-retrieval" in wanted:
+
         def mv_cat_ret(report):
             result = rank(on(probes.mv_cat), None, query_ids=labels, exclude_self=strict, backend=backend, progress=report)
             return [_map(result.average_precision)]
@@ -267,11 +273,15 @@ def _check_inputs(gallery: EmbeddingSet | None, probes: EmbeddingSet, tasks: Seq
         for name in sorted(names):
             tensor = getattr(es, name)
             if tensor is None:
-                raise DataError(f"the {owner} embeddings lack '{name}', which {', '.join(t for t in tasks if name in sum(TASK_FIELDS[t], ()))} need")
+                raise DataError(
+                    f"the {owner} embeddings lack '{name}', which {', '.join(t for t in tasks if name in sum(TASK_FIELDS[t], ()))} need"
+                )
             if len(tensor) != len(es.labels):
                 raise DataError(f"the {owner} '{name}' embeddings have {len(tensor)} rows for {len(es.labels)} labels")
             if not _all_finite(tensor):
-                raise DataError(f"the {owner} '{name}' embeddings contain NaN or infinite values; the model diverged or the file is damaged")
+                raise DataError(
+                    f"the {owner} '{name}' embeddings contain NaN or infinite values; the model diverged or the file is damaged"
+                )
     for name in gallery_fields:
         if getattr(gallery, name).shape[-1] != getattr(probes, name).shape[-1]:
             raise DataError(f"gallery and probe '{name}' embeddings have different dimensions")

@@ -30,7 +30,6 @@ from piro_cli.errors import PiroError
 from piro_cli.models.attention import ViewSetAttention
 from piro_cli.models.backbones import build_backbone
 
-
 AGGREGATIONS = ("attention", "mean")
 
 

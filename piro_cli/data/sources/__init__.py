@@ -6,9 +6,7 @@ from piro_cli.data.sources import fg3d, folder, modelnet40, objectpi, synthetic
 from piro_cli.data.sources.base import ObjectRecord, Source, SourceScan
 from piro_cli.errors import DataError
 
-SOURCES: dict[str, Source] = {
-    module.SOURCE.name: module.SOURCE for module in (objectpi, modelnet40, fg3d, folder, synthetic)
-}
+SOURCES: dict[str, Source] = {module.SOURCE.name: module.SOURCE for module in (objectpi, modelnet40, fg3d, folder, synthetic)}
 
 
 def get_source(name: str) -> Source:

@@ -10,7 +10,9 @@ from pathlib import Path
 from piro_cli.data.sources.base import Source, SourceScan
 from piro_cli.data.sources.image_tree import scan_image_tree
 
-EXPECTED_LAYOUT = "  RAW/{train,test,val}/<category>/<object>/*.{jpg,jpeg,png}   (views in file-name order; any split may be missing)"
+EXPECTED_LAYOUT = (
+    "  RAW/{train,test,val}/<category>/<object>/*.{jpg,jpeg,png}   (views in file-name order; any split may be missing)"
+)
 
 
 def scan(raw_dir: Path | None) -> SourceScan:

@@ -54,5 +54,9 @@ def scan_image_tree(
                     )
                 )
     if not records:
-        raise DataError(f"{root}: no object folders with .jpg/.jpeg/.png images found. `piro prepare {source}` expects:\n{expected_layout}")
-    return SourceScan(records=records, categories=sorted(categories), description=f"image tree ({', '.join(p.name for p in split_dirs)})")
+        raise DataError(
+            f"{root}: no object folders with .jpg/.jpeg/.png images found. `piro prepare {source}` expects:\n{expected_layout}"
+        )
+    return SourceScan(
+        records=records, categories=sorted(categories), description=f"image tree ({', '.join(p.name for p in split_dirs)})"
+    )

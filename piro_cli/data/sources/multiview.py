@@ -50,9 +50,7 @@ def objects_in_dir(folder: Path, split: str, category: str, up_axis: str) -> lis
     records: list[ObjectRecord] = []
     files = sorted((p for p in folder.iterdir() if p.is_file()), key=lambda p: natural_key(p.name))
     for mesh in (p for p in files if p.suffix.lower() in MESH_SUFFIXES):
-        records.append(
-            ObjectRecord(split, category, mesh.stem, str(mesh), partial(render_mesh, mesh, up_axis), num_views=None)
-        )
+        records.append(ObjectRecord(split, category, mesh.stem, str(mesh), partial(render_mesh, mesh, up_axis), num_views=None))
     for object_dir in subdirs(folder):
         views = list_images(object_dir)
         if views:
@@ -68,9 +66,7 @@ def objects_in_dir(folder: Path, split: str, category: str, up_axis: str) -> lis
         groups[match.group("model")].append((int(match.group("view")), image))
     for model in sorted(groups, key=natural_key):
         views = [path for _, path in sorted(groups[model])]
-        records.append(
-            ObjectRecord(split, category, model, str(folder / model), image_loader(views), num_views=len(views))
-        )
+        records.append(ObjectRecord(split, category, model, str(folder / model), image_loader(views), num_views=len(views)))
     return records
 
 

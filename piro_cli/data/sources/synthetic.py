@@ -46,7 +46,9 @@ def scan(
 
     families = list(SHAPE_FAMILIES)
     if not 1 <= categories <= len(families):
-        raise DataError(f"--categories {categories}: the synthetic set has 1 to {len(families)} categories ({', '.join(families)})")
+        raise DataError(
+            f"--categories {categories}: the synthetic set has 1 to {len(families)} categories ({', '.join(families)})"
+        )
     if objects_per_category < 2:
         raise DataError(f"--objects-per-category {objects_per_category}: need at least 2 (training pairs objects of a category)")
     if not 0.0 <= test_fraction < 1.0:
@@ -60,7 +62,9 @@ def scan(
             object_id = object_seed(seed, category_index, instance)
             name = f"{category}_{instance:03d}"
             records.append(
-                ObjectRecord(split, category, name, f"synthetic:{category}:{object_id}", partial(render_object, category, object_id))
+                ObjectRecord(
+                    split, category, name, f"synthetic:{category}:{object_id}", partial(render_object, category, object_id)
+                )
             )
     return SourceScan(records, families[:categories], description=f"procedural shapes, seed {seed}")
 

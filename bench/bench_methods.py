@@ -1,0 +1,77 @@
+"""The paper's comparison on this machine: piro-dual, piro-single and the six PIEs baselines, 3 seeds each.
+
+ObjectPI train with a 20% validation split carved out (the same objects for every run: --val-seed 0),
+efficientnet_lite0 with a frozen backbone (one shared feature cache), embedding sizes 256 (category) / 512
+(object; single-space methods use 512), Adam lr 1e-4 halved every 5 epochs, 10 epochs, the paper's sampler
+(4 pairs a batch, 10 partners per object), no early stop. Each run is a real `piro train` process; `--jobs`
+of them run at once (head training is single-threaded on a CPU, so 2 fit the 2 cores). The table is
+`piro compare` over all runs (validation numbers at each run's best epoch).
+
+    python bench/bench_methods.py --data data/objectpi.h5 --project bench-runs/methods --jobs 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from piro_cli.methods import METHODS
+
+
+def train_command(args: argparse.Namespace, method: str, seed: int) -> list[str]:
+    return [
+        sys.executable, "-m", "piro_cli", "train", "--data", args.data, "--project", args.project, "--name", f"{method}-s{seed}",
+        "--method", method, "--backbone", "efficientnet_lite0", "--freeze-backbone", "--val-fraction", "0.2", "--val-seed", "0",
+        "--seed", str(seed), "--epochs", str(args.epochs), "--lr", str(args.lr), "--cat-dim", "256", "--obj-dim", "512",
+        "--early-stop-rho", "0",
+    ]  # fmt: skip
+
+
+def run_one(args: argparse.Namespace, method: str, seed: int) -> tuple[str, int, float, int]:
+    run_dir = Path(args.project) / f"{method}-s{seed}"
+    if (run_dir / "best.pt").exists() and not args.force:
+        return method, seed, float("nan"), 0  # already done (the bench can be re-run to fill gaps)
+    if run_dir.exists():
+        subprocess.run(["rm", "-rf", str(run_dir)], check=True)
+    started = time.perf_counter()
+    done = subprocess.run(train_command(args, method, seed), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    wall = time.perf_counter() - started
+    if done.returncode != 0:
+        print(f"{method} seed {seed} FAILED:\n{done.stderr[-2000:]}", flush=True)
+    else:
+        print(f"{method} seed {seed}: {wall:.0f} s", flush=True)
+    return method, seed, wall, done.returncode
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default="data/objectpi.h5")
+    parser.add_argument("--project", default="bench-runs/methods")
+    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--force", action="store_true", help="retrain runs that already have a best.pt")
+    args = parser.parse_args()
+    methods = args.methods.split(",")
+    seeds = [int(s) for s in args.seeds.split(",")]
+    # One run first, alone: it builds the shared feature cache that all the others read.
+    jobs = [(m, s) for s in seeds for m in methods]
+    started = time.perf_counter()
+    results = [run_one(args, *jobs[0])]
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        results += list(pool.map(lambda job: run_one(args, *job), jobs[1:]))
+    print(f"all runs: {time.perf_counter() - started:.0f} s wall, {args.jobs} at a time", flush=True)
+    if any(code != 0 for *_, code in results):
+        sys.exit(1)
+    runs = [str(Path(args.project) / f"{m}-s{s}") for m, s in jobs]
+    subprocess.run([sys.executable, "-m", "piro_cli", "compare", *runs, "--format", "markdown"], check=True)
+
+
+if __name__ == "__main__":
+    main()

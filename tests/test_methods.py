@@ -1,0 +1,248 @@
+"""Every training method (PiRO, the PIEs baselines, the metric-learning object losses, DVML) on the synthetic set."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from piro_cli.cli import app
+from piro_cli.data.prepare import PrepareOptions, prepare_dataset
+from piro_cli.data.samplers import plan_pairs, sample_pairs
+from piro_cli.data.store import ViewSetStore, normalize_views
+from piro_cli.errors import PiroError
+from piro_cli.evaluation.evaluate import evaluate
+from piro_cli.evaluation.picr import TASKS
+from piro_cli.losses import OBJECT_LOSSES, PIEsLoss, TripletCenterLoss
+from piro_cli.methods import METHODS, build_criterion, get_method, method_label
+from piro_cli.models.pan import PAN, PANConfig
+from piro_cli.runs import load_checkpoint
+from piro_cli.train import TrainConfig, _split_pairs, train
+
+runner = CliRunner()
+METRIC_LOSSES = [name for name in OBJECT_LOSSES if name != "piro"]
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("data") / "synthetic.h5"
+    prepare_dataset(
+        "synthetic",
+        None,
+        path,
+        PrepareOptions(size=32),
+        {"seed": 0, "categories": 3, "objects_per_category": 5, "test_fraction": 0.2},
+    )
+    return path
+
+
+def tiny_config(data: Path | None, **overrides) -> TrainConfig:
+    values = dict(
+        data=str(data) if data else None, backbone="tiny", pretrained=False, cat_dim=16, obj_dim=16, epochs=2, batch_pairs=4,
+        pairs_per_object=2, lr=1e-3, seed=0, device="cpu", early_stop_rho=0.0, freeze_backbone=True, val_fraction=0.25,
+    )  # fmt: skip
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+VARIANTS = (
+    [{"method": name} for name in METHODS]
+    + [{"method": m, "obj_loss": loss} for loss in METRIC_LOSSES for m in ("piro-dual", "piro-single")]
+    + [{"method": "piro-dual", "dvml": True}, {"method": "piro-single", "obj_loss": "triplet", "dvml": True}]
+)
+
+
+def _variant_id(variant: dict) -> str:
+    return method_label({"method": variant["method"], "obj_loss": variant.get("obj_loss"), "dvml": variant.get("dvml")})
+
+
+# The part of the loss each variant adds (besides "total"): what must go down, not only the sum.
+def _own_part(variant: dict) -> str:
+    if variant.get("dvml"):
+        return "dvml_syn"
+    if variant.get("obj_loss"):
+        return "obj"
+    return "mv" if get_method(variant["method"]).family == "pies" else "piobj"
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=_variant_id)
+def test_loss_decreases_over_a_few_steps_on_synthetic_views(tiny_data, variant):
+    """A few optimiser steps on one batch of real synthetic view sets: the total and the variant's own term fall.
+
+    An object-loss or DVML variant is trained on its object term alone here: with L_cat in the same (single) space
+    the two compete, and a mined loss (semi-hard triplets) may rise while the sum falls.
+    """
+    torch.manual_seed(0)
+    alone = {"losses": ("piobj",)} if variant.get("obj_loss") or variant.get("dvml") else {}
+    config = tiny_config(tiny_data, **variant, **alone)
+    store = ViewSetStore(tiny_data)
+    split = store.split("train")
+    pairs = sample_pairs(plan_pairs(split.category), 1, np.random.default_rng(0))[:4]
+    objects = np.concatenate([pairs[:, 0], pairs[:, 1]])
+    views = normalize_views(
+        np.stack([split.views_uint8(int(o), np.arange(store.num_views)) for o in objects]), torch.device("cpu")
+    )
+    model = PAN(PANConfig(backbone="tiny", pretrained=False, dual=config.dual, cat_dim=16, obj_dim=16,
+                          aggregation=get_method(config.method).aggregation))  # fmt: skip
+    criterion = build_criterion(config, len(store.categories), len(split), model.feat_dim)
+    with torch.no_grad():
+        feats = model.features(views)  # frozen backbone, as with --freeze-backbone
+    optimizer = torch.optim.Adam(model.head_parameters() + list(criterion.parameters()), lr=1e-2)
+    labels = torch.as_tensor(split.category[pairs[:, 0]])
+    ids = torch.as_tensor(pairs)
+    history = []
+    for _ in range(25):
+        out_a, out_b = _split_pairs(model.forward_features(feats), len(pairs))
+        losses = criterion(out_a, out_b, labels, object_ids=(ids[:, 0], ids[:, 1]), feats=(feats[:4], feats[4:]))
+        optimizer.zero_grad()
+        losses["total"].backward()
+        optimizer.step()
+        history.append({k: float(v.detach()) for k, v in losses.items()})
+    part = _own_part(variant)
+    assert part in history[0], sorted(history[0])
+    assert history[-1]["total"] < 0.8 * history[0]["total"], [h["total"] for h in history]
+    assert history[-1][part] < history[0][part], [h[part] for h in history]
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=_variant_id)
+def test_every_method_trains_and_evaluates(tiny_data, variant):
+    result = train(tiny_config(tiny_data, **variant))
+    rows = result.history
+    assert [r["epoch"] for r in rows] == [1, 2] and all(math.isfinite(r["loss"]) for r in rows)
+    assert f"loss_{_own_part(variant)}" in rows[-1]
+    config = json.loads((result.run_dir / "config.json").read_text())
+    assert config["train"]["method"] == variant["method"]
+    assert config["model"]["aggregation"] == get_method(variant["method"]).aggregation
+    evaluation = evaluate([result.best_path], split="test", save=False)
+    values = evaluation.runs[0].values
+    assert set(values) == set(TASKS) and all(0.0 <= v <= 100.0 for v in values.values())
+
+
+def test_baselines_have_one_space_and_average_pooling(tiny_data):
+    result = train(tiny_config(tiny_data, method="pi-proxy", epochs=1))
+    ckpt = load_checkpoint(result.last_path)
+    assert ckpt["model_config"]["dual"] is False and ckpt["model_config"]["aggregation"] == "mean"
+    assert not any("attention" in key for key in ckpt["model_state"])
+    assert "category_loss.loss.proxies" in ckpt["loss_state"]
+
+
+def test_mean_aggregation_is_normalised_average_of_the_head_and_order_invariant():
+    torch.manual_seed(0)
+    model = PAN(PANConfig(backbone="tiny", pretrained=False, dual=False, obj_dim=8, aggregation="mean")).eval()
+    feats = torch.randn(2, 5, model.feat_dim)
+    out = model.forward_features(feats)
+    expected = torch.nn.functional.normalize(model.obj_head(feats).mean(dim=1), dim=-1)
+    assert torch.allclose(out.mv_obj, expected, atol=1e-6)
+    assert out.mv_cat is out.mv_obj
+    assert torch.allclose(out.attn_obj, torch.full((2, 5, 5), 0.2))
+    shuffled = model.forward_features(feats[:, torch.randperm(5)])
+    assert torch.allclose(shuffled.mv_obj, out.mv_obj, atol=1e-6)
+
+
+def test_unknown_aggregation_is_refused():
+    with pytest.raises(PiroError, match="aggregation 'max'"):
+        PANConfig(aggregation="max")
+
+
+def test_dvml_branch_is_training_only(tiny_data):
+    result = train(tiny_config(tiny_data, dvml=True, epochs=1))
+    ckpt = load_checkpoint(result.last_path)
+    assert any(key.startswith("dvml.") for key in ckpt["loss_state"])
+    assert not any("dvml" in key for key in ckpt["model_state"])
+    assert {"loss_dvml_syn", "loss_dvml_kl", "loss_dvml_rec"} <= set(result.history[-1])
+
+
+def test_resume_of_a_proxy_baseline_restores_its_proxies(tiny_data):
+    first = train(tiny_config(tiny_data, method="mv-proxy", epochs=1, name="proxy"))
+    resumed = train(TrainConfig(), resume=first.run_dir, resume_epochs=2)
+    assert resumed.epochs_done == 2
+    assert load_checkpoint(resumed.last_path)["train_config"]["method"] == "mv-proxy"
+
+
+def test_triplet_center_loss_by_hand():
+    loss = TripletCenterLoss(num_classes=3, embedding_size=2, margin=0.5)
+    with torch.no_grad():
+        loss.centers.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]]))
+    x = torch.tensor([[1.0, 0.0], [0.6, 0.8]])
+    labels = torch.tensor([0, 0])
+    # sample 1: own 0, nearest other sqrt(2): [0 + 0.5 - 1.414]+ = 0.
+    # sample 2: own |(0.4, 0.8)| = 0.894, nearest other |(0.6, -0.2)| = 0.632: 0.894 + 0.5 - 0.632 = 0.762.
+    expected = (0.0 + (math.hypot(0.4, 0.8) + 0.5 - math.hypot(0.6, -0.2))) / 2
+    assert float(loss(x, labels)) == pytest.approx(expected, abs=1e-5)
+
+
+def test_pies_mv_and_pi_parts():
+    torch.manual_seed(0)
+
+    class Out:
+        def __init__(self, sv, mv):
+            self.sv_cat, self.mv_cat = sv, mv
+
+    sv = torch.nn.functional.normalize(torch.randn(2, 3, 4), dim=-1)
+    mv = torch.nn.functional.normalize(sv.mean(1), dim=-1)
+    labels = torch.tensor([0, 1])
+    mv_only = PIEsLoss("tc", False, num_classes=2, dim=4)
+    assert set(mv_only(Out(sv, mv), Out(sv, mv), labels)) == {"total", "mv"}
+    pi = PIEsLoss("tc", True, num_classes=2, dim=4, alpha=2.0, beta=0.0)
+    parts = pi(Out(sv, mv), Out(sv, mv), labels)
+    view_pull = torch.linalg.vector_norm(sv - mv[:, None], dim=-1).mean()
+    assert float(parts["pi"]) == pytest.approx(2.0 * float(view_pull), rel=1e-5)
+    assert float(parts["total"]) == pytest.approx(float(parts["mv"] + parts["sv"] + parts["pi"]), rel=1e-6)
+
+
+def test_method_labels():
+    assert method_label({"dual": True}) == "piro-dual"
+    assert method_label({"dual": False}) == "piro-single"
+    assert method_label({"method": "mv-cnn"}) == "mv-cnn"
+    assert method_label({"method": "piro-single", "obj_loss": "triplet", "dvml": True}) == "piro-single+triplet+dvml"
+    assert method_label({"method": "piro-dual", "losses": ["cat", "piobj"]}) == "piro-dual+losses=cat,piobj"
+
+
+def test_configs_from_before_methods_load():
+    old = tiny_config(None).to_dict()
+    for key in ("method", "obj_loss", "dvml", "dvml_kl", "dvml_rec", "dvml_syn", "pi_alpha", "pi_beta", "val_seed"):
+        old.pop(key)
+    old.update(dual=False, seed=3)
+    config = TrainConfig.from_dict(old)
+    assert config.method == "piro-single" and config.val_seed == 3 and config.obj_loss == "piro"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--method", "mv-cnn", "--dual"], "--dual contradicts --method mv-cnn"),
+        (["--method", "piro-dual", "--single"], "--single contradicts --method piro-dual"),
+        (["--method", "nonsense"], "unknown method 'nonsense'; choose one of piro-dual"),
+        (["--obj-loss", "arcface"], "unknown object loss 'arcface'; choose one of piro, contrastive"),
+        (["--method", "pi-tc", "--obj-loss", "triplet"], "pi-tc has its own loss"),
+        (["--method", "mv-proxy", "--dvml"], "DVML works on the object space"),
+        (["--dvml", "--losses", "cat,picat"], "keep 'piobj'"),
+    ],
+)
+def test_cli_refuses_contradictory_method_options(tiny_data, args, message):
+    result = runner.invoke(app, ["train", "--data", str(tiny_data), "--backbone", "tiny", *args])
+    assert result.exit_code != 0
+    assert message in " ".join(result.output.split()), result.output
+    assert not Path("runs").exists() or not any(Path("runs").iterdir())
+
+
+def test_cli_single_flag_and_method_agree(tiny_data):
+    args = ["train", "--data", str(tiny_data), "--backbone", "tiny", "--no-pretrained", "--embed-dim", "16", "--epochs", "1",
+            "--pairs-per-object", "1", "--freeze-backbone", "--early-stop-rho", "0"]  # fmt: skip
+    result = runner.invoke(app, [*args, "--method", "mv-tc", "--single", "--name", "tc"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(Path("runs/tc/config.json").read_text())["train"]["method"] == "mv-tc"
+    result = runner.invoke(app, [*args, "--single", "--obj-loss", "npair", "--name", "np"])
+    assert result.exit_code == 0, result.output
+    assert method_label(json.loads(Path("runs/np/config.json").read_text())["train"]) == "piro-single+npair"
+
+
+def test_help_lists_every_method_and_object_loss():
+    text = " ".join(runner.invoke(app, ["train", "--help"], terminal_width=200).output.split())
+    for name in [*METHODS, *OBJECT_LOSSES]:
+        assert name in text, name
