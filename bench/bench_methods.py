@@ -8,6 +8,9 @@ of them run at once (head training is single-threaded on a CPU, so 2 fit the 2 c
 `piro compare` over all runs (validation numbers at each run's best epoch).
 
     python bench/bench_methods.py --data data/objectpi.h5 --project bench-runs/methods --jobs 2
+    python bench/bench_methods.py --methods piro-dual+dvml,piro-dual+triplet --seeds 0   # zoo variants
+
+A method may carry the options that make a variant, as `piro compare` labels them: `+<obj-loss>`, `+dvml`.
 """
 
 from __future__ import annotations
@@ -22,10 +25,19 @@ from pathlib import Path
 from piro_cli.methods import METHODS
 
 
+def variant_options(variant: str) -> list[str]:
+    """'piro-dual+triplet+dvml' -> ['--method', 'piro-dual', '--obj-loss', 'triplet', '--dvml']."""
+    method, *extras = variant.split("+")
+    options = ["--method", method]
+    for extra in extras:
+        options += ["--dvml"] if extra == "dvml" else ["--obj-loss", extra]
+    return options
+
+
 def train_command(args: argparse.Namespace, method: str, seed: int) -> list[str]:
     return [
         sys.executable, "-m", "piro_cli", "train", "--data", args.data, "--project", args.project, "--name", f"{method}-s{seed}",
-        "--method", method, "--backbone", "efficientnet_lite0", "--freeze-backbone", "--val-fraction", "0.2", "--val-seed", "0",
+        *variant_options(method), "--backbone", "efficientnet_lite0", "--freeze-backbone", "--val-fraction", "0.2", "--val-seed", "0",
         "--seed", str(seed), "--epochs", str(args.epochs), "--lr", str(args.lr), "--cat-dim", "256", "--obj-dim", "512",
         "--early-stop-rho", "0",
     ]  # fmt: skip
