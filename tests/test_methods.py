@@ -246,3 +246,14 @@ def test_help_lists_every_method_and_object_loss():
     text = " ".join(runner.invoke(app, ["train", "--help"], terminal_width=200).output.split())
     for name in [*METHODS, *OBJECT_LOSSES]:
         assert name in text, name
+
+
+def test_attention_figure_of_a_baseline_says_average_pooling(tiny_data):
+    from piro_cli.viz.attention import panels_of
+    from piro_cli.viz.embeddings import open_run, resolve_runs
+
+    result = train(tiny_config(tiny_data, method="mv-cnn", epochs=1, name="pool"))
+    run = open_run(resolve_runs([result.run_dir])[0])
+    [(title, weights)] = panels_of(run, 0)
+    assert "average pooling" in title
+    assert np.allclose(weights, 1.0 / weights.shape[0])

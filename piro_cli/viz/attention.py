@@ -33,6 +33,8 @@ def panels_of(run: LoadedRun, row: int, progress: StageProgress | None = None) -
             (f"{run.name} (dual): object attention A_obj", emb.attn_obj[0]),
             (f"{run.name} (dual): category attention A_cat", emb.attn_cat[0]),
         ]
+    if run.model.config.aggregation == "mean":  # the PIEs baselines: no attention layer, uniform by construction
+        return [(f"{run.name} (single space): average pooling, no attention layer", emb.attn_obj[0])]
     return [(f"{run.name} (single space): attention A", emb.attn_obj[0])]
 
 
