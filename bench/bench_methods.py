@@ -34,9 +34,13 @@ def variant_options(variant: str) -> list[str]:
     return options
 
 
+def run_name(method: str, seed: int) -> str:
+    return f"{method.replace('+', '_')}-s{seed}"  # run folder names take no '+'
+
+
 def train_command(args: argparse.Namespace, method: str, seed: int) -> list[str]:
     return [
-        sys.executable, "-m", "piro_cli", "train", "--data", args.data, "--project", args.project, "--name", f"{method}-s{seed}",
+        sys.executable, "-m", "piro_cli", "train", "--data", args.data, "--project", args.project, "--name", run_name(method, seed),
         *variant_options(method), "--backbone", "efficientnet_lite0", "--freeze-backbone", "--val-fraction", "0.2", "--val-seed", "0",
         "--seed", str(seed), "--epochs", str(args.epochs), "--lr", str(args.lr), "--cat-dim", "256", "--obj-dim", "512",
         "--early-stop-rho", "0",
@@ -44,7 +48,7 @@ def train_command(args: argparse.Namespace, method: str, seed: int) -> list[str]
 
 
 def run_one(args: argparse.Namespace, method: str, seed: int) -> tuple[str, int, float, int]:
-    run_dir = Path(args.project) / f"{method}-s{seed}"
+    run_dir = Path(args.project) / run_name(method, seed)
     if (run_dir / "best.pt").exists() and not args.force:
         return method, seed, float("nan"), 0  # already done (the bench can be re-run to fill gaps)
     if run_dir.exists():
@@ -81,7 +85,7 @@ def main() -> None:
     print(f"all runs: {time.perf_counter() - started:.0f} s wall, {args.jobs} at a time", flush=True)
     if any(code != 0 for *_, code in results):
         sys.exit(1)
-    runs = [str(Path(args.project) / f"{m}-s{s}") for m, s in jobs]
+    runs = [str(Path(args.project) / run_name(m, s)) for m, s in jobs]
     subprocess.run([sys.executable, "-m", "piro_cli", "compare", *runs, "--format", "markdown"], check=True)
 
 
