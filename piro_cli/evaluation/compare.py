@@ -35,7 +35,7 @@ import numpy as np
 
 from piro_cli import __version__
 from piro_cli.errors import DataError, PiroError
-from piro_cli.evaluation.evaluate import SPLITS, Reporter, SilentReporter
+from piro_cli.evaluation.evaluate import SPLITS, Reporter, SilentReporter, json_safe
 from piro_cli.evaluation.picr import SHORT_NAMES, TASKS
 from piro_cli.methods import method_label
 from piro_cli.runs import MetricsLog, load_checkpoint
@@ -229,7 +229,7 @@ class Comparison:
             ],
             "best": self.best(),
         }
-        return _finite(out)
+        return json_safe(out)
 
     def render(self, fmt: str) -> str:
         """The text of a format: markdown, csv or json."""
@@ -264,16 +264,6 @@ def _time_unit(seconds: Sequence[float]) -> tuple[str, float]:
     if largest < 7200:
         return "min", 60.0
     return "h", 3600.0
-
-
-def _finite(value):
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_finite(v) for v in value]
-    return value
 
 
 def out_format(out: str | Path | None, fmt: str) -> str | None:

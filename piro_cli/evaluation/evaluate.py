@@ -119,7 +119,7 @@ class EvaluationResult:
         }
         if len(self.runs) > 1:
             out["std"] = {**self.std, "mean": float(np.std([r.mean for r in self.runs], ddof=1))}
-        return _finite(out)
+        return json_safe(out)
 
     def csv(self) -> str:
         """One row per source (plus mean and std rows for several), columns in TASKS order, then their mean."""
@@ -141,13 +141,14 @@ def _fmt(value: float) -> str:
     return "" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.4f}"
 
 
-def _finite(value):
+def json_safe(value):
+    """NaN and infinities -> None, through dicts and lists: JSON has no NaN."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
+        return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_finite(v) for v in value]
+        return [json_safe(v) for v in value]
     return value
 
 
