@@ -173,7 +173,7 @@ def test_triplet_center_loss_by_hand():
     # sample 1: own 0, nearest other sqrt(2): [0 + 0.5 - 1.414]+ = 0.
     # sample 2: own |(0.4, 0.8)| = 0.894, nearest other |(0.6, -0.2)| = 0.632: 0.894 + 0.5 - 0.632 = 0.762.
     expected = (0.0 + (math.hypot(0.4, 0.8) + 0.5 - math.hypot(0.6, -0.2))) / 2
-    assert float(loss(x, labels)) == pytest.approx(expected, abs=1e-5)
+    assert float(loss(x, labels).detach()) == pytest.approx(expected, abs=1e-5)
 
 
 def test_pies_mv_and_pi_parts():
@@ -189,7 +189,7 @@ def test_pies_mv_and_pi_parts():
     mv_only = PIEsLoss("tc", False, num_classes=2, dim=4)
     assert set(mv_only(Out(sv, mv), Out(sv, mv), labels)) == {"total", "mv"}
     pi = PIEsLoss("tc", True, num_classes=2, dim=4, alpha=2.0, beta=0.0)
-    parts = pi(Out(sv, mv), Out(sv, mv), labels)
+    parts = {k: v.detach() for k, v in pi(Out(sv, mv), Out(sv, mv), labels).items()}
     view_pull = torch.linalg.vector_norm(sv - mv[:, None], dim=-1).mean()
     assert float(parts["pi"]) == pytest.approx(2.0 * float(view_pull), rel=1e-5)
     assert float(parts["total"]) == pytest.approx(float(parts["mv"] + parts["sv"] + parts["pi"]), rel=1e-6)
