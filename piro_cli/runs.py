@@ -59,6 +59,29 @@ def write_json(payload: dict, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def checkpoint_file(run: str | Path) -> Path:
+    """A RUN as commands take it (a run folder, meaning its `best.pt`, or a checkpoint file) -> the checkpoint file."""
+    path = Path(run)
+    if path.is_dir():
+        best = path / "best.pt"
+        if not best.is_file():
+            hint = f"; its last epoch is {path / 'last.pt'}" if (path / "last.pt").is_file() else ""
+            raise PiroError(
+                f"{path}: no best.pt in this folder (not a run folder written by `piro train`, or a run that has not "
+                f"finished an epoch){hint}"
+            )
+        return best
+    if not path.is_file():
+        raise PiroError(f"{path}: no such run folder or checkpoint; pass a run folder (runs/<name>) or a .pt checkpoint")
+    return path
+
+
+def run_name(checkpoint: str | Path) -> str:
+    """How tables name a checkpoint: its run folder's name, plus the file name for any file but best.pt."""
+    path = Path(checkpoint)
+    return path.parent.name if path.name == "best.pt" else f"{path.parent.name}/{path.name}"
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
     """Load and check a piro checkpoint; a run folder means its `best.pt`."""
     path = Path(path)

@@ -38,7 +38,7 @@ from piro_cli.errors import DataError, PiroError
 from piro_cli.evaluation.evaluate import SPLITS, Reporter, SilentReporter, json_safe
 from piro_cli.evaluation.picr import SHORT_NAMES, TASKS
 from piro_cli.methods import method_label
-from piro_cli.runs import MetricsLog, load_checkpoint
+from piro_cli.runs import MetricsLog, checkpoint_file, load_checkpoint, run_name
 
 FORMATS = ("table", "markdown", "csv", "json")
 TEXT_SUFFIXES = {".md": "markdown", ".markdown": "markdown", ".csv": "csv", ".json": "json"}
@@ -323,7 +323,7 @@ def compare_runs(
     runs = [run for run in runs if run not in skipped]
     if not runs:
         raise PiroError("no runs to compare: give run folders (runs/<name>) or checkpoints (runs/<name>/best.pt)")
-    paths = [_checkpoint_path(run) for run in runs]
+    paths = [checkpoint_file(run) for run in runs]
     seen: dict[Path, str] = {}
     for run, path in zip(runs, paths, strict=True):
         key = path.resolve()
@@ -362,26 +362,6 @@ def compare_runs(
 
 def _is_feature_cache(path: Path) -> bool:
     return path.is_dir() and path.name == FEATURE_CACHE and not (path / "best.pt").exists()
-
-
-def _checkpoint_path(run: str | Path) -> Path:
-    path = Path(run)
-    if path.is_dir():
-        best = path / "best.pt"
-        if not best.is_file():
-            hint = f"; compare its last epoch with {path / 'last.pt'}" if (path / "last.pt").is_file() else ""
-            raise PiroError(
-                f"{path}: no best.pt in this folder (not a run folder, or a run that has not finished an epoch){hint}"
-            )
-        return best
-    if not path.exists():
-        raise PiroError(f"{path}: no such run folder or checkpoint; pass runs/<name> or runs/<name>/best.pt")
-    return path
-
-
-def _run_name(checkpoint: dict) -> str:
-    path = Path(checkpoint["path"])
-    return path.parent.name if path.name == "best.pt" else f"{path.parent.name}/{path.name}"
 
 
 def _check_same_data(runs: Sequence[str | Path], checkpoints: list[dict]) -> None:
@@ -446,7 +426,7 @@ def _run_values(run: str | Path, ckpt: dict, values: dict[str, float]) -> RunVal
     seed = train_config.get("seed")
     epoch = ckpt.get("epoch")
     return RunValues(
-        source=str(run), checkpoint=str(ckpt["path"]), name=_run_name(ckpt), method=method_label(train_config),
+        source=str(run), checkpoint=str(ckpt["path"]), name=run_name(ckpt["path"]), method=method_label(train_config),
         seed=None if seed is None else int(seed), epoch=None if epoch is None else int(epoch),
         epochs_trained=len(rows) if rows else None, train_seconds=seconds, values=values,
     )  # fmt: skip

@@ -51,7 +51,7 @@ from piro_cli.evaluation.embeddings import (
     write_embeddings,
 )
 from piro_cli.evaluation.picr import SHORT_NAMES, needs_gallery, parse_tasks, required_fields, run_picr
-from piro_cli.runs import load_checkpoint
+from piro_cli.runs import load_checkpoint, run_name
 from piro_cli.train import pick_device, resolve_data
 
 SPLITS = ("test", "val")
@@ -226,7 +226,7 @@ def _from_checkpoint(path: Path, data: str | Path | None, tasks, split: str, dev
     store = ViewSetStore(data_path)
     check_categories(checkpoint, store)
     ckpt_path = Path(checkpoint["path"])
-    name = ckpt_path.parent.name if ckpt_path.name == "best.pt" else f"{ckpt_path.parent.name}/{ckpt_path.name}"
+    name = run_name(ckpt_path)
     recorded_val = (checkpoint.get("data") or {}).get("val")
     if split == "test":
         probe_split, probe_rows = "test", None

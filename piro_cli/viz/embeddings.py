@@ -34,7 +34,7 @@ from piro_cli.data.store import SplitData, ViewSetStore
 from piro_cli.errors import PiroError
 from piro_cli.features import compute_features
 from piro_cli.models.pan import PAN, PANConfig
-from piro_cli.runs import latest_run_dir, load_checkpoint
+from piro_cli.runs import checkpoint_file, latest_run_dir, load_checkpoint
 
 StageProgress = Callable[[str, int, int], None]
 
@@ -68,16 +68,7 @@ def resolve_runs(runs: Sequence[str | Path] | None, project: Path = Path("runs")
     paths = [Path(r) for r in runs] if runs else [latest_run_dir(project)]
     refs: list[RunRef] = []
     for path in paths:
-        if path.is_dir():
-            checkpoint = path / "best.pt"
-            if not checkpoint.exists():
-                raise PiroError(
-                    f"{path}: no best.pt in this folder; pass a run folder written by `piro train`, or a .pt checkpoint"
-                )
-        elif path.is_file():
-            checkpoint = path
-        else:
-            raise PiroError(f"{path}: no such run folder or checkpoint; pass a run folder (runs/<name>) or a .pt file")
+        checkpoint = checkpoint_file(path)
         folder = checkpoint.parent
         name = folder.resolve().name if checkpoint.stem == "best" else f"{folder.resolve().name}-{checkpoint.stem}"
         name = re.sub(r"[^\w.-]", "_", name) or "run"
