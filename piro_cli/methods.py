@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from piro_cli.errors import PiroError
+from piro_cli.losses import LOSS_TERMS, LossConfig, PIEsLoss, PiroLoss
 
 DEFAULT_METHOD = "piro-dual"
 DEFAULT_OBJ_LOSS = "piro"
@@ -48,6 +49,11 @@ METHODS: dict[str, MethodSpec] = {
 }
 
 
+def method_for_space(dual: bool) -> str:
+    """The PiRO method a bare `--dual` / `--single` (or a config from before `--method`) means."""
+    return "piro-dual" if dual else "piro-single"
+
+
 def get_method(name: str) -> MethodSpec:
     """The spec of a method name; a PiroError naming the valid ones otherwise."""
     key = name.strip().lower()
@@ -63,28 +69,26 @@ def method_label(train: dict[str, Any]) -> str:
     '+losses=...' for a loss-term ablation; e.g. 'piro-dual', 'piro-single+triplet', 'piro-dual+contrastive+dvml'.
     Runs written before `--method` existed have no "method" key: their `dual` flag decides.
     """
-    method = train.get("method") or ("piro-dual" if train.get("dual", True) else "piro-single")
+    method = train.get("method") or method_for_space(train.get("dual", True))
     parts = [method]
     if METHODS.get(method, METHODS[DEFAULT_METHOD]).family == "piro":
         obj_loss = train.get("obj_loss") or DEFAULT_OBJ_LOSS
         if obj_loss != DEFAULT_OBJ_LOSS:
             parts.append(obj_loss)
-        terms = list(train.get("losses") or ["cat", "piobj", "picat"])
-        if terms != ["cat", "piobj", "picat"]:
+        terms = list(train.get("losses") or LOSS_TERMS)
+        if terms != list(LOSS_TERMS):
             parts.append("losses=" + ",".join(terms))
     if train.get("dvml"):
         parts.append("dvml")
     return "+".join(parts)
 
 
-def build_criterion(config: Any, num_classes: int, num_objects: int, feat_dim: int):
+def build_criterion(config: Any, num_classes: int, num_objects: int, feat_dim: int) -> PiroLoss | PIEsLoss:
     """The loss module of a TrainConfig's method: PiroLoss for piro-*, PIEsLoss for the baselines.
 
     `num_objects` sizes per-object proxies (object ids are rows of the training split); `feat_dim` is the
     backbone's feature size (DVML reconstructs features).
     """
-    from piro_cli.losses import PIEsLoss, PiroLoss
-
     spec = get_method(config.method)
     if spec.family == "pies":
         return PIEsLoss(
@@ -95,10 +99,8 @@ def build_criterion(config: Any, num_classes: int, num_objects: int, feat_dim: i
     return PiroLoss(loss_config, num_classes, cat_dim=cat_dim, obj_dim=config.obj_dim, num_objects=num_objects, feat_dim=feat_dim)
 
 
-def loss_config_of(config: Any):
+def loss_config_of(config: Any) -> LossConfig:
     """The LossConfig of a TrainConfig (what a PiRO run's losses are; recorded in config.json for every run)."""
-    from piro_cli.losses import LossConfig
-
     return LossConfig(
         alpha=config.alpha, beta=config.beta, theta=config.theta, gamma=config.gamma, lam=config.lam, terms=tuple(config.losses),
         obj_loss=config.obj_loss, dvml=config.dvml, dvml_kl=config.dvml_kl, dvml_rec=config.dvml_rec, dvml_syn=config.dvml_syn,
@@ -110,7 +112,7 @@ def resolve_method(method: str | None, dual: bool, obj_loss: str, dvml: bool) ->
 
     `method=None` (configs written before `--method`) means piro-dual or piro-single by `dual`.
     """
-    spec = get_method(method or ("piro-dual" if dual else "piro-single"))
+    spec = get_method(method or method_for_space(dual))
     if spec.family == "pies" and (obj_loss or DEFAULT_OBJ_LOSS) != DEFAULT_OBJ_LOSS:
         raise PiroError(
             f"--obj-loss {obj_loss}: the object-space loss is part of piro-dual / piro-single; {spec.name} has its own loss"

@@ -82,12 +82,12 @@ class TrainConfig:
     early_stop_rho: float = 1.5  # 0 disables
 
     def __post_init__(self) -> None:
-        spec = resolve_method(self.method, self.dual, self.obj_loss, self.dvml)
-        self.method, self.dual = spec.name, spec.dual
         try:
             self.obj_loss = parse_object_loss(self.obj_loss)
         except ValueError as exc:
             raise PiroError(f"--obj-loss: {exc}") from None
+        spec = resolve_method(self.method, self.dual, self.obj_loss, self.dvml)
+        self.method, self.dual = spec.name, spec.dual
         try:
             loss_config_of(self)  # margins, loss terms and DVML options, checked before any work starts
         except ValueError as exc:

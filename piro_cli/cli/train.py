@@ -11,7 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from piro_cli.cli.common import console, err_console, handle_errors
 from piro_cli.errors import PiroError
 from piro_cli.losses import OBJECT_LOSSES, parse_loss_terms
-from piro_cli.methods import METHODS, get_method
+from piro_cli.methods import METHODS, get_method, method_for_space
 from piro_cli.models.backbones import available_backbones
 from piro_cli.train import TrainConfig
 from piro_cli.train import train as run_training
@@ -141,7 +141,7 @@ def train(
 def _method_from_flags(method: str | None, dual: bool | None) -> str:
     """--method and --dual/--single together: the flag picks piro-dual/piro-single, and must agree with a method."""
     if method is None:
-        return "piro-single" if dual is False else "piro-dual"
+        return method_for_space(dual is not False)
     spec = get_method(method)
     if dual is not None and spec.dual != dual:
         flag = "--dual" if dual else "--single"
