@@ -8,6 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from piro_cli.data.prepare import PrepareOptions, prepare_dataset
+from piro_cli.train import TrainConfig
+
 OBJECTPI_RAW = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "objectpi"
 
 
@@ -36,6 +39,30 @@ def make_image_tree(
                     seed += 1
                     write_image(root / split / category / obj / name_view(obj, k), seed)
     return root
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory) -> Path:
+    """A synthetic set of 3 categories x 5 objects (1 per category in test), 32 px views; one per test module."""
+    path = tmp_path_factory.mktemp("data") / "synthetic.h5"
+    prepare_dataset(
+        "synthetic",
+        None,
+        path,
+        PrepareOptions(size=32),
+        {"seed": 0, "categories": 3, "objects_per_category": 5, "test_fraction": 0.2},
+    )
+    return path
+
+
+def tiny_config(data: Path | None, **overrides) -> TrainConfig:
+    """A seconds-long CPU training config on `data` with the tiny backbone; `overrides` replace any option."""
+    values = dict(
+        data=str(data) if data else None, backbone="tiny", pretrained=False, cat_dim=16, obj_dim=16, epochs=2, batch_pairs=4,
+        pairs_per_object=2, lr=1e-3, seed=0, device="cpu", early_stop_rho=0.0,
+    )  # fmt: skip
+    values.update(overrides)
+    return TrainConfig(**values)
 
 
 @pytest.fixture

@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_config
 from typer.testing import CliRunner
 
 from piro_cli.cli import app
-from piro_cli.data.prepare import PrepareOptions, prepare_dataset
 from piro_cli.data.samplers import plan_pairs, sample_pairs
 from piro_cli.data.store import ViewSetStore, normalize_views
 from piro_cli.errors import PiroError
@@ -28,26 +28,9 @@ runner = CliRunner()
 METRIC_LOSSES = [name for name in OBJECT_LOSSES if name != "piro"]
 
 
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("data") / "synthetic.h5"
-    prepare_dataset(
-        "synthetic",
-        None,
-        path,
-        PrepareOptions(size=32),
-        {"seed": 0, "categories": 3, "objects_per_category": 5, "test_fraction": 0.2},
-    )
-    return path
-
-
-def tiny_config(data: Path | None, **overrides) -> TrainConfig:
-    values = dict(
-        data=str(data) if data else None, backbone="tiny", pretrained=False, cat_dim=16, obj_dim=16, epochs=2, batch_pairs=4,
-        pairs_per_object=2, lr=1e-3, seed=0, device="cpu", early_stop_rho=0.0, freeze_backbone=True, val_fraction=0.25,
-    )  # fmt: skip
-    values.update(overrides)
-    return TrainConfig(**values)
+def method_config(data: Path | None, **overrides) -> TrainConfig:
+    """The tests' tiny config, with frozen backbone features and validation objects (every epoch is evaluated)."""
+    return tiny_config(data, **{"freeze_backbone": True, "val_fraction": 0.25, **overrides})
 
 
 VARIANTS = (
@@ -79,7 +62,7 @@ def test_loss_decreases_over_a_few_steps_on_synthetic_views(tiny_data, variant):
     """
     torch.manual_seed(0)
     alone = {"losses": ("piobj",)} if variant.get("obj_loss") or variant.get("dvml") else {}
-    config = tiny_config(tiny_data, **variant, **alone)
+    config = method_config(tiny_data, **variant, **alone)
     store = ViewSetStore(tiny_data)
     split = store.split("train")
     pairs = sample_pairs(plan_pairs(split.category), 1, np.random.default_rng(0))[:4]
@@ -111,7 +94,7 @@ def test_loss_decreases_over_a_few_steps_on_synthetic_views(tiny_data, variant):
 
 @pytest.mark.parametrize("variant", VARIANTS, ids=_variant_id)
 def test_every_method_trains_and_evaluates(tiny_data, variant):
-    result = train(tiny_config(tiny_data, **variant))
+    result = train(method_config(tiny_data, **variant))
     rows = result.history
     assert [r["epoch"] for r in rows] == [1, 2] and all(math.isfinite(r["loss"]) for r in rows)
     assert f"loss_{_own_part(variant)}" in rows[-1]
@@ -124,7 +107,7 @@ def test_every_method_trains_and_evaluates(tiny_data, variant):
 
 
 def test_baselines_have_one_space_and_average_pooling(tiny_data):
-    result = train(tiny_config(tiny_data, method="pi-proxy", epochs=1))
+    result = train(method_config(tiny_data, method="pi-proxy", epochs=1))
     ckpt = load_checkpoint(result.last_path)
     assert ckpt["model_config"]["dual"] is False and ckpt["model_config"]["aggregation"] == "mean"
     assert not any("attention" in key for key in ckpt["model_state"])
@@ -150,7 +133,7 @@ def test_unknown_aggregation_is_refused():
 
 
 def test_dvml_branch_is_training_only(tiny_data):
-    result = train(tiny_config(tiny_data, dvml=True, epochs=1))
+    result = train(method_config(tiny_data, dvml=True, epochs=1))
     ckpt = load_checkpoint(result.last_path)
     assert any(key.startswith("dvml.") for key in ckpt["loss_state"])
     assert not any("dvml" in key for key in ckpt["model_state"])
@@ -158,7 +141,7 @@ def test_dvml_branch_is_training_only(tiny_data):
 
 
 def test_resume_of_a_proxy_baseline_restores_its_proxies(tiny_data):
-    first = train(tiny_config(tiny_data, method="mv-proxy", epochs=1, name="proxy"))
+    first = train(method_config(tiny_data, method="mv-proxy", epochs=1, name="proxy"))
     resumed = train(TrainConfig(), resume=first.run_dir, resume_epochs=2)
     assert resumed.epochs_done == 2
     assert load_checkpoint(resumed.last_path)["train_config"]["method"] == "mv-proxy"
@@ -204,7 +187,7 @@ def test_method_labels():
 
 
 def test_configs_from_before_methods_load():
-    old = tiny_config(None).to_dict()
+    old = method_config(None).to_dict()
     for key in ("method", "obj_loss", "dvml", "dvml_kl", "dvml_rec", "dvml_syn", "pi_alpha", "pi_beta", "val_seed"):
         old.pop(key)
     old.update(dual=False, seed=3)
@@ -252,7 +235,7 @@ def test_attention_figure_of_a_baseline_says_average_pooling(tiny_data):
     from piro_cli.viz.attention import panels_of
     from piro_cli.viz.embeddings import open_run, resolve_runs
 
-    result = train(tiny_config(tiny_data, method="mv-cnn", epochs=1, name="pool"))
+    result = train(method_config(tiny_data, method="mv-cnn", epochs=1, name="pool"))
     run = open_run(resolve_runs([result.run_dir])[0])
     [(title, weights)] = panels_of(run, 0)
     assert "average pooling" in title

@@ -9,38 +9,16 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import tiny_config
 from typer.testing import CliRunner
 
 from piro_cli.cli import app
-from piro_cli.data.prepare import PrepareOptions, prepare_dataset
 from piro_cli.errors import DataError, PiroError
 from piro_cli.evaluation.picr import TASKS
 from piro_cli.runs import load_checkpoint
 from piro_cli.train import TrainConfig, TrainingDiverged, train
 
 runner = CliRunner()
-
-
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("data") / "synthetic.h5"
-    prepare_dataset(
-        "synthetic",
-        None,
-        path,
-        PrepareOptions(size=32),
-        {"seed": 0, "categories": 3, "objects_per_category": 5, "test_fraction": 0.2},
-    )
-    return path
-
-
-def tiny_config(data: Path, **overrides) -> TrainConfig:
-    values = dict(
-        data=str(data) if data else None, backbone="tiny", pretrained=False, cat_dim=16, obj_dim=16, epochs=2, batch_pairs=4,
-        pairs_per_object=2, lr=1e-3, seed=0, device="cpu", early_stop_rho=0.0,
-    )  # fmt: skip
-    values.update(overrides)
-    return TrainConfig(**values)
 
 
 def read_metrics(run: Path) -> list[dict]:
