@@ -51,7 +51,6 @@ def embed_features(
     """All embeddings the PICR tasks need, from backbone features (N, V, F)."""
     model.eval()
     v = feats.shape[1]
-    half = max(1, v // 2)
     parts: dict[str, list[torch.Tensor]] = {k: [] for k in ("sv_cat", "sv_obj", "mv_cat", "mv_obj", "first", "last")}
     for start in range(0, len(feats), batch):
         f = feats[start : start + batch].to(device)
@@ -60,9 +59,11 @@ def embed_features(
         parts["sv_obj"].append(out.sv_obj.float().cpu())
         parts["mv_cat"].append(out.mv_cat.float().cpu())
         parts["mv_obj"].append(out.mv_obj.float().cpu())
-        # MV object tasks: o_mv of the first V/2 views against o_mv of the last V/2 (METHOD.md section 5).
-        parts["first"].append(model.forward_features(f[:, :half]).mv_obj.float().cpu())
-        parts["last"].append(model.forward_features(f[:, v - half :]).mv_obj.float().cpu())
+        # MV object tasks (METHOD.md section 5): gallery o_mv of views [:V//2], queries o_mv of views [V//2:],
+        # the released split (for an odd V the queries have the extra view); one view serves as both
+        first, last = (f, f) if v == 1 else (f[:, : v // 2], f[:, v // 2 :])
+        parts["first"].append(model.forward_features(first).mv_obj.float().cpu())
+        parts["last"].append(model.forward_features(last).mv_obj.float().cpu())
     cat = {k: torch.cat(p) for k, p in parts.items()}
     return EmbeddingSet(cat["sv_cat"], cat["sv_obj"], cat["mv_cat"], cat["mv_obj"], cat["first"], cat["last"], labels.cpu())
 

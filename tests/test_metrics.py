@@ -1,7 +1,8 @@
 """The PICR kernels and tasks against brute force written the obvious way: explicit loops over every pair,
 Python's `sorted` with the documented tie rule (distance, then item index), and scikit-learn's
 `average_precision_score`. Small random cases with exact ties (integer-valued and duplicated embeddings),
-a category with a single object, 1-view objects, default and strict protocols."""
+a category with a single object, 1-view objects, default and strict protocols, both vote tie rules.
+(tests/test_released_protocol.py checks the default protocol against the released code's procedure.)"""
 
 from __future__ import annotations
 
@@ -27,16 +28,19 @@ def distance(a, b) -> float:
     return math.sqrt(sum((float(x) - float(y)) ** 2 for x, y in zip(a, b, strict=True)))
 
 
-def ranking(query, items, exclude: int | None = None) -> list[int]:
-    """Every item index, nearest first; equal distances by index."""
+def ranking(query, items, exclude: int | None = None, drop_first: bool = False) -> list[int]:
+    """Every item index, nearest first; equal distances by index; `exclude` left out, or the first item dropped."""
     candidates = [j for j in range(len(items)) if j != exclude]
-    return sorted(candidates, key=lambda j: (distance(query, items[j]), j))
+    order = sorted(candidates, key=lambda j: (distance(query, items[j]), j))
+    return order[1:] if drop_first else order
 
 
-def majority(labels_in_rank_order: list[int]) -> int:
+def majority(labels_in_rank_order: list[int], tie_break: str = "smallest") -> int:
+    """The most frequent label; a tie to the smallest label, or ("nearest") to the tied label seen first."""
     counts = Counter(labels_in_rank_order)
     best = max(counts.values())
-    return next(label for label in labels_in_rank_order if counts[label] == best)
+    tied = [label for label in labels_in_rank_order if counts[label] == best]
+    return min(tied) if tie_break == "smallest" else tied[0]
 
 
 def loop_ap(relevance: list[bool]) -> float:
@@ -59,7 +63,7 @@ def as_lists(t: torch.Tensor) -> list[list[float]]:
     return t.double().tolist()
 
 
-def brute_picr(gallery: EmbeddingSet, probes: EmbeddingSet, strict: bool) -> dict[str, float]:
+def brute_picr(gallery: EmbeddingSet, probes: EmbeddingSet, strict: bool, tie_break: str = "smallest") -> dict[str, float]:
     n, v = probes.sv_cat.shape[:2]
     g, gv = gallery.sv_cat.shape[:2]
     labels = probes.labels.tolist()
@@ -75,19 +79,20 @@ def brute_picr(gallery: EmbeddingSet, probes: EmbeddingSet, strict: bool) -> dic
     out: dict[str, list[float]] = {t: [] for t in TASKS}
     for a, query in enumerate(sv_cat):
         order = ranking(query, g_sv_cat)[:10]
-        out["sv-category-recognition"].append(majority([g_view_label[j] for j in order]) == view_label[a])
+        out["sv-category-recognition"].append(majority([g_view_label[j] for j in order], tie_break) == view_label[a])
         order = ranking(query, sv_cat, exclude=a if strict else None)
         out["sv-category-retrieval"].append(check_ap([view_label[j] == view_label[a] for j in order]))
     for a, query in enumerate(sv_obj):
-        order = ranking(query, sv_obj, exclude=a)
+        # default: the full ranking with its first hit dropped (the released code's); strict: the query left out
+        order = ranking(query, sv_obj, exclude=a) if strict else ranking(query, sv_obj, drop_first=True)
         out["sv-object-recognition"].append(bool(order) and view_object[order[0]] == view_object[a])
         out["sv-object-retrieval"].append(check_ap([view_object[j] == view_object[a] for j in order]))
     for i in range(n):
         order = ranking(mv_cat[i], g_mv_cat)[:10]
-        out["mv-category-recognition"].append(majority([g_labels[j] for j in order]) == labels[i])
+        out["mv-category-recognition"].append(majority([g_labels[j] for j in order], tie_break) == labels[i])
         order = ranking(mv_cat[i], mv_cat, exclude=i if strict else None)
         out["mv-category-retrieval"].append(check_ap([labels[j] == labels[i] for j in order]))
-        order = ranking(first[i], last)
+        order = ranking(last[i], first)  # queries: o_mv of views [V//2:]; gallery: o_mv of views [:V//2]
         out["mv-object-recognition"].append(order[0] == i)
         out["mv-object-retrieval"].append(check_ap([j == i for j in order]))
     return {t: 100.0 * sum(map(float, values)) / len(values) for t, values in out.items()}
@@ -138,14 +143,20 @@ def make_set(rng, labels: list[int], views: int, dim: int, kind: str) -> Embeddi
 # ----------------------------------------------------------------------------- kernels
 
 
-MODES = ["other items", "self", "self excluded"]  # queries vs other items; queries ranked against themselves
+# queries vs other items; queries ranked against themselves: all of them, the query left out, the first hit dropped
+MODES = ["other items", "self", "self excluded", "first dropped"]
 
 
 def setup(mode, kind, rng, n_items, n_queries, dim):
+    """queries, items (None: the queries), and the rank() options of the mode."""
     items = make_points(kind, rng, n_items, dim)
     if mode == "other items":
-        return make_points(kind, rng, n_queries, dim), items, False
-    return items, None, mode == "self excluded"
+        return make_points(kind, rng, n_queries, dim), items, {}
+    return items, None, {"exclude_self": mode == "self excluded", "drop_first": mode == "first dropped"}
+
+
+def expected_order(mode, i, query, everything) -> list[int]:
+    return ranking(query, everything, exclude=i if mode == "self excluded" else None, drop_first=mode == "first dropped")
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -154,13 +165,13 @@ def setup(mode, kind, rng, n_items, n_queries, dim):
 def test_neighbours_match_brute_force(backend, kind, mode):
     rng = np.random.default_rng(1)
     for trial in range(3):
-        queries, items, exclude_self = setup(mode, kind, rng, 40, 17, 3 if kind == "integer" else 5)
+        queries, items, options = setup(mode, kind, rng, 40, 17, 3 if kind == "integer" else 5)
         everything = (queries if items is None else items).tolist()
         for k in (1, 4, 10):
             # small chunks / blocks: several chunks, and off-diagonal (transposed) blocks in the symmetric path
-            got = rank(queries, items, k=k, exclude_self=exclude_self, backend=backend, chunk_rows=1 + trial * 3)
+            got = rank(queries, items, k=k, backend=backend, chunk_rows=1 + trial * 3, **options)
             for i, q in enumerate(queries.tolist()):
-                expected = ranking(q, everything, exclude=i if exclude_self else None)[:k]
+                expected = expected_order(mode, i, q, everything)[:k]
                 assert got.neighbours[i].tolist() == expected, (trial, k, i)
 
 
@@ -170,17 +181,17 @@ def test_neighbours_match_brute_force(backend, kind, mode):
 def test_average_precision_matches_brute_force_and_sklearn(backend, kind, mode):
     rng = np.random.default_rng(2)
     for trial in range(3):
-        queries, items, exclude_self = setup(mode, kind, rng, 45, 13, 3 if kind == "integer" else 4)
+        queries, items, options = setup(mode, kind, rng, 45, 13, 3 if kind == "integer" else 4)
         everything = queries if items is None else items
         item_ids = torch.from_numpy(rng.integers(0, 2 + 3 * trial, size=len(everything)))
         if items is None:
             query_ids = item_ids
         else:
             query_ids = torch.from_numpy(rng.integers(0, 2 + 3 * trial + 2, size=len(queries)))  # some ids have no item
-        got = rank(queries, items, query_ids=query_ids, item_ids=item_ids, exclude_self=exclude_self, backend=backend,
-                   chunk_rows=2 + 3 * trial)  # fmt: skip
+        got = rank(queries, items, query_ids=query_ids, item_ids=item_ids, backend=backend, chunk_rows=2 + 3 * trial,
+                   **options)  # fmt: skip
         for i, q in enumerate(queries.tolist()):
-            order = ranking(q, everything.tolist(), exclude=i if exclude_self else None)
+            order = expected_order(mode, i, q, everything.tolist())
             relevance = [int(item_ids[j]) == int(query_ids[i]) for j in order]
             assert float(got.average_precision[i]) == pytest.approx(check_ap(relevance), abs=1e-12), (trial, i)
 
@@ -197,16 +208,44 @@ def test_all_keys_equal_and_long_tie_runs():
             assert float(got.average_precision[i]) == pytest.approx(loop_ap([int(ids[j]) == int(ids[i]) for j in order]))
 
 
-def test_vote_tie_goes_to_the_label_ranked_first():
-    labels = torch.tensor([[3, 1, 1, 3, 2], [0, 2, 2, 0, 0], [5, 4, 4, 5, 6], [7, 7, 7, 7, 7]])
-    assert vote(labels).tolist() == [3, 0, 5, 7]
+def test_vote_tie_rules():
+    labels = torch.tensor([[3, 1, 1, 3, 2], [0, 2, 2, 0, 0], [5, 4, 4, 5, 6], [7, 7, 7, 7, 7], [2, 1, 2, 1, 0]])
+    # the released argmax(bincount): the smallest tied label; "nearest": the tied label ranked first
+    assert vote(labels).tolist() == [1, 0, 4, 7, 1]
+    assert [int(np.argmax(np.bincount(row))) for row in labels.tolist()] == [1, 0, 4, 7, 1]
+    assert vote(labels, "nearest").tolist() == [3, 0, 5, 7, 2]
     for row in labels.tolist():
-        assert majority(row) == vote(torch.tensor([row]))[0]
+        for rule in ("smallest", "nearest"):
+            assert majority(row, rule) == vote(torch.tensor([row]), rule)[0]
+    with pytest.raises(ValueError, match="tie break"):
+        vote(labels, "largest")
+
+
+def test_nearest_rule_does_not_depend_on_the_label_numbering():
+    rng = np.random.default_rng(4)
+    labels = torch.from_numpy(rng.integers(0, 3, size=(200, 10)))
+    renumbered = torch.tensor([2, 0, 1])[labels]  # 0 -> 2, 1 -> 0, 2 -> 1
+    assert torch.equal(torch.tensor([2, 0, 1])[vote(labels, "nearest")], vote(renumbered, "nearest"))
+    assert not torch.equal(torch.tensor([2, 0, 1])[vote(labels)], vote(renumbered))  # ties among 200 rows of 10
+
+
+def test_first_dropped_is_the_query_unless_a_duplicate_ranks_first():
+    x = torch.tensor([[0.0, 0], [3, 0], [0, 0], [3, 1], [0, 0]])  # 0, 2 and 4 coincide
+    ids = torch.tensor([0, 1, 1, 0, 2])
+    for backend in BACKENDS:
+        got = rank(x, None, k=2, query_ids=ids, drop_first=True, backend=backend)
+        # queries 2 and 4 rank 0, 2, 4, 1, 3 like query 0: item 0 is dropped and they themselves stay in
+        assert got.neighbours.tolist() == [[2, 4], [3, 0], [2, 4], [1, 0], [2, 4]]
+        # relevance after the drop: [0 0 0 1], [0 0 1 0], [1 0 1 0], [0 1 0 0], [0 1 0 0]
+        assert got.average_precision.tolist() == pytest.approx([1 / 4, 1 / 3, 5 / 6, 1 / 2, 1 / 2])
+        # leaving the query itself out instead: query 2 ranks 0, 4, 1, 3 and query 4 has no relevant item
+        excluded = rank(x, None, query_ids=ids, exclude_self=True, backend=backend).average_precision
+        assert excluded.tolist() == pytest.approx([1 / 4, 1 / 3, 1 / 3, 1 / 2, 0.0])
 
 
 def test_k_larger_than_items_and_empty_queries():
     items = torch.eye(3)
-    got = rank(items, items, k=10, exclude_self=True)
+    got = rank(items, None, k=10, exclude_self=True)
     assert got.neighbours.shape == (3, 2)
     assert rank(torch.empty(0, 3), items, k=2).neighbours.shape == (0, 2)
     single = rank(items[:1], None, k=1, query_ids=torch.tensor([0]), exclude_self=True)
@@ -223,6 +262,10 @@ def test_wrappers_and_bad_arguments():
     assert 0.0 <= mean_average_precision(x, ids, x, ids, exclude_self=False) <= 100.0
     with pytest.raises(ValueError, match="exclude_self"):
         rank(x[:3], x, k=1, exclude_self=True)
+    with pytest.raises(ValueError, match="drop_first"):
+        rank(x[:3], x, k=1, drop_first=True)
+    with pytest.raises(ValueError, match="pass one"):
+        rank(x, None, k=1, exclude_self=True, drop_first=True)
     with pytest.raises(ValueError, match="backend"):
         rank(x, x, k=1, backend="faiss")
 
@@ -245,20 +288,21 @@ def backend(request):
 
 
 @pytest.mark.parametrize("case", list(CASES))
-@pytest.mark.parametrize("strict", [False, True])
-def test_every_task_matches_brute_force(case, strict, backend):
+@pytest.mark.parametrize(("strict", "tie_break"), [(False, "smallest"), (True, "smallest"), (False, "nearest")])
+def test_every_task_matches_brute_force(case, strict, tie_break, backend):
     g_labels, p_labels, views, dim, kind = CASES[case]
     rng = np.random.default_rng(len(case))
     gallery = make_set(rng, g_labels, views, dim, kind)
     probes = make_set(rng, p_labels, views, dim, kind)
-    got = evaluate_picr(gallery, probes, strict=strict, device="cpu", backend=backend)
-    expected = brute_picr(gallery, probes, strict)
+    got = evaluate_picr(gallery, probes, strict=strict, tie_break=tie_break, device="cpu", backend=backend)
+    expected = brute_picr(gallery, probes, strict, tie_break)
     assert list(got) == list(TASKS)
     for task in TASKS:
         assert got[task] == pytest.approx(expected[task], abs=1e-9), task
 
 
 def test_strict_changes_only_category_retrieval():
+    # without duplicate views the first hit of an SV object ranking is the query itself: strict changes nothing there
     rng = np.random.default_rng(5)
     gallery = make_set(rng, [0, 1, 2] * 4, 3, 4, "unit")
     probes = make_set(rng, [0, 0, 1, 2, 2, 3], 3, 4, "unit")

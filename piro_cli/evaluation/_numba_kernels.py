@@ -87,14 +87,25 @@ def ahead_of(v, j, b, sorted_key, sorted_index, R, start_of, count):
 
 
 @njit
-def finish(before, R):
-    # AP = mean over the relevant items of (m relevant up to here) / (rank), rank = m + other items ahead
-    total = 0.0
+def finish(before, R, drop_first):
+    # AP = mean over the relevant items of (m relevant up to here) / (rank), rank = m + other items ahead.
+    # drop_first: the ranking's first item is left out: an irrelevant one when some lead (one fewer ahead
+    # of every relevant item), else the first relevant one.
     ahead = 0
+    skip = 0
+    if drop_first:
+        if before[0] > 0:
+            ahead = -1
+        else:
+            skip = 1
+    if R <= skip:
+        return 0.0
+    total = 0.0
     for m in range(1, R + 1):
         ahead += before[m - 1]
-        total += m / (m + ahead)
-    return total / R
+        if m > skip:
+            total += (m - skip) / (m - skip + ahead)
+    return total / (R - skip)
 
 
 @njit
@@ -133,7 +144,7 @@ def ap_rows(products, xx, item_ids, query_ids, out, r0, r1):
         for j in range(n):
             if item_ids[j] != qid:
                 before[ahead_of(keys[j], j, bucket[j], sorted_key, sorted_index, R, start_of, count)] += 1
-        out[i] = finish(before, R)
+        out[i] = finish(before, R, False)
 
 
 @njit
@@ -186,8 +197,8 @@ def self_update(products, row0, col0, xx, k, exclude_self, best_key, best_index,
 
 
 @njit
-def finish_ap(offsets, before, out):
+def finish_ap(offsets, before, out, drop_first):
     for i in range(len(out)):
         a = offsets[i]
         R = offsets[i + 1] - a
-        out[i] = finish(before[a + i : a + i + R + 1], R) if R > 0 else 0.0
+        out[i] = finish(before[a + i : a + i + R + 1], R, drop_first) if R > 0 else 0.0

@@ -11,8 +11,8 @@ Embeddings file (`piro embed CKPT --out FILE.h5`), HDF5, float32, every embeddin
     /<group>/sv_obj        (N, V, Do) float32 single-view object embeddings
     /<group>/mv_cat        (N, Dc) float32    multi-view category embedding c_mv (all V views)
     /<group>/mv_obj        (N, Do) float32    multi-view object embedding o_mv (all V views)
-    /<group>/mv_obj_first  (N, Do) float32    o_mv of the first V/2 views (MV object tasks)
-    /<group>/mv_obj_last   (N, Do) float32    o_mv of the last V/2 views
+    /<group>/mv_obj_first  (N, Do) float32    o_mv of views [:V//2] (MV object tasks: the gallery)
+    /<group>/mv_obj_last   (N, Do) float32    o_mv of views [V//2:] (MV object tasks: the queries)
     /<group>/category      (N,) int32         category index of each object
     /<group>/object_name   (N,) utf-8 str
     /<group>/object_index  (N,) int64         row of the object in the data file's `source_split`
@@ -343,7 +343,7 @@ def nearest_in_gallery(result: AdhocResult, gallery: EmbeddedGroup, categories: 
     for position, (item, distance) in enumerate(zip(found.tolist(), distances.tolist(), strict=True)):
         entry = votes.setdefault(int(labels[item]), [0, position, distance])
         entry[0] += 1
-    ordered = sorted(votes.items(), key=lambda kv: (-kv[1][0], kv[1][1]))  # the order `vote` decides by
+    ordered = sorted(votes.items(), key=lambda kv: (-kv[1][0], kv[0]))  # as `vote` decides: ties to the smaller index
     result.categories = [
         {"category": categories[c], "votes": v[0], "of": len(found), "distance": round(v[2], 4)} for c, v in ordered[:top]
     ]

@@ -20,8 +20,11 @@ What is computed
   the full ranking, an item being relevant when its id equals the query's. AP is the mean, over the
   relevant items, of the precision at each one's rank (the released code's `average_precision`); a query
   without relevant items scores 0. `items=None` ranks the queries against each other; `exclude_self`
-  then leaves query i out of its own ranking.
-- `vote(...)`: the majority label of each query's neighbours; a tie goes to the tied label whose nearest
+  then leaves query i out of its own ranking, `drop_first` leaves out the first item of it instead (the
+  query itself unless an item at the same distance has a lower index: the released code's way, which
+  searches the full ranking and drops its first hit).
+- `vote(...)`: the majority label of each query's neighbours; a tie goes to the smallest tied label (the
+  released code's `argmax(bincount)`), or with `tie_break="nearest"` to the tied label whose nearest
   member ranks first.
 
 No approximate search and no reduced precision: every neighbour list and every AP is the one a full sort
@@ -61,6 +64,7 @@ Progress = Callable[[int, int], None]
 
 KNN_VOTES = 10
 BACKENDS = ("torch", "numba")
+TIE_BREAKS = ("smallest", "nearest")
 CPU_CHUNK_BYTES = 256 * 2**20  # keys of one chunk of queries on the CPU
 SELF_BLOCK = 4096  # side of the square blocks of the symmetric CPU path
 
@@ -84,6 +88,7 @@ def rank(
     query_ids: torch.Tensor | None = None,
     item_ids: torch.Tensor | None = None,
     exclude_self: bool = False,
+    drop_first: bool = False,
     backend: str | None = None,
     chunk_rows: int | None = None,
     progress: Progress | None = None,
@@ -95,6 +100,8 @@ def rank(
     query_ids / item_ids: when given, the AP of every query (relevant = same id); item_ids defaults to
         query_ids when the queries are the items.
     exclude_self: leave query i out of its own ranking (the queries must be the items).
+    drop_first: leave out the first item of query i's ranking instead (the queries must be the items): the
+        query itself, or an item at the same distance with a lower index (an exact duplicate).
     backend: "torch" or "numba" (CPU only); default numba on a CPU when installed, else torch.
     chunk_rows: queries per chunk (CPU symmetric path: block side); default sized to the device.
     progress: callback(done, total) in units of work.
@@ -103,8 +110,10 @@ def rank(
     items = queries if self_mode else items
     if queries.dim() != 2 or items.dim() != 2 or queries.shape[1] != items.shape[1]:
         raise ValueError(f"queries {tuple(queries.shape)} and items {tuple(items.shape)} must be (q, D) and (n, D)")
-    if exclude_self and not self_mode:
-        raise ValueError("exclude_self needs the queries to be the items (pass items=None)")
+    if (exclude_self or drop_first) and not self_mode:
+        raise ValueError("exclude_self and drop_first need the queries to be the items (pass items=None)")
+    if exclude_self and drop_first:
+        raise ValueError("exclude_self and drop_first each leave one item out of a ranking; pass one of them")
     device = queries.device
     items = items.to(device)
     num_q, num_items = len(queries), len(items)
@@ -113,13 +122,16 @@ def rank(
         item_ids = query_ids if (item_ids is None and self_mode) else item_ids
         if item_ids is None or len(query_ids) != num_q or len(item_ids) != num_items:
             raise ValueError("query_ids and item_ids must give one id per query and per item")
-    available = num_items - (1 if exclude_self else 0)
-    neighbours = None
+    available = num_items - (1 if exclude_self or drop_first else 0)
+    neighbours = found = None
     if k > 0:
         k = min(int(k), available)
-        neighbours = torch.empty((num_q, k), dtype=torch.int64)
+        # drop_first: the k + 1 nearest, the first of them dropped below
+        found = torch.empty((num_q, k + (1 if drop_first and k else 0)), dtype=torch.int64)
+        neighbours = found[:, 1:] if drop_first and k else found
     else:
         k = 0
+    search_k = found.shape[1] if found is not None else 0
     ap = torch.empty(num_q, dtype=torch.float64) if want_ap else None
     if num_q == 0 or (not k and not want_ap):
         return RankResult(neighbours, ap)
@@ -129,16 +141,22 @@ def rank(
     x32 = q32 if self_mode else items.float().contiguous()
     with _full_fp32():
         if backend == "numba" and self_mode:
-            _rank_self_numba(q32, k, _ids(query_ids), exclude_self, neighbours, ap, progress, chunk_rows)
+            _rank_self_numba(q32, search_k, _ids(query_ids), exclude_self, drop_first, found, ap, progress, chunk_rows)
         elif backend == "numba":
-            _rank_numba(q32, x32, k, _ids(query_ids), _ids(item_ids), neighbours, ap, progress, chunk_rows)
+            _rank_numba(q32, x32, search_k, _ids(query_ids), _ids(item_ids), found, ap, progress, chunk_rows)
         else:
-            _rank_torch(q32, x32, k, query_ids, item_ids, exclude_self, neighbours, ap, progress, chunk_rows)
-    return RankResult(neighbours, ap)
+            _rank_torch(q32, x32, search_k, query_ids, item_ids, exclude_self, drop_first, found, ap, progress, chunk_rows)
+    return RankResult(neighbours.contiguous() if neighbours is not None else None, ap)
 
 
-def vote(neighbour_labels: torch.Tensor) -> torch.Tensor:
-    """Majority label of each row of (q, k) labels in rank order; a tie goes to the tied label that ranks first."""
+def vote(neighbour_labels: torch.Tensor, tie_break: str = "smallest") -> torch.Tensor:
+    """Majority label of each row of (q, k) labels in rank order.
+
+    tie_break: "smallest": a tie goes to the smallest tied label, as the released code's
+    `argmax(bincount(...))` decides; "nearest": to the tied label whose nearest member ranks first (it
+    depends on the ranking only, not on how the labels are numbered)."""
+    if tie_break not in TIE_BREAKS:
+        raise ValueError(f"unknown tie break {tie_break!r}; choose one of {', '.join(TIE_BREAKS)}")
     q, k = neighbour_labels.shape
     if k == 0:
         return torch.full((q,), -1, dtype=torch.int64)
@@ -146,6 +164,8 @@ def vote(neighbour_labels: torch.Tensor) -> torch.Tensor:
     num = int(labels.max()) + 1
     votes = torch.zeros(q, num, dtype=torch.int64, device=labels.device)
     votes.scatter_add_(1, labels, torch.ones_like(labels))
+    if tie_break == "smallest":
+        return votes.argmax(dim=1)  # the first of equal maxima: the smallest label
     first = torch.full((q, num), k, dtype=torch.int64, device=labels.device)
     ranks = torch.arange(k, device=labels.device).expand_as(labels)
     first.scatter_reduce_(1, labels, ranks, reduce="amin")
@@ -154,11 +174,17 @@ def vote(neighbour_labels: torch.Tensor) -> torch.Tensor:
 
 
 def knn_vote_accuracy(
-    queries: torch.Tensor, q_labels: torch.Tensor, items: torch.Tensor, i_labels: torch.Tensor, k: int = KNN_VOTES, **kwargs
+    queries: torch.Tensor,
+    q_labels: torch.Tensor,
+    items: torch.Tensor,
+    i_labels: torch.Tensor,
+    k: int = KNN_VOTES,
+    tie_break: str = "smallest",
+    **kwargs,
 ) -> float:
     """Percent of queries whose k-NN majority vote (see `vote`) is their label."""
     result = rank(queries, items, k=k, **kwargs)
-    predicted = vote(i_labels.cpu()[result.neighbours])
+    predicted = vote(i_labels.cpu()[result.neighbours], tie_break)
     return 100.0 * float((predicted == q_labels.cpu()).double().mean()) if len(queries) else float("nan")
 
 
@@ -247,7 +273,7 @@ def _in_threads(kernel, num_rows: int, *args) -> None:
 # ----------------------------------------------------------------------------- torch path (GPU, or no numba)
 
 
-def _rank_torch(q32, x32, k, query_ids, item_ids, exclude_self, neighbours, ap, progress, chunk_rows) -> None:
+def _rank_torch(q32, x32, k, query_ids, item_ids, exclude_self, drop_first, neighbours, ap, progress, chunk_rows) -> None:
     device = q32.device
     num_q, num_items = len(q32), len(x32)
     rows = _rows_per_chunk(num_items, device, 40 if ap is not None else 16, chunk_rows)
@@ -271,7 +297,7 @@ def _rank_torch(q32, x32, k, query_ids, item_ids, exclude_self, neighbours, ap, 
             relevant = iids.unsqueeze(0) == qids[start:stop].unsqueeze(1)
             if exclude_self:
                 relevant[local, local + start] = False
-            ap[start:stop] = _ap_torch(keys, relevant).cpu()
+            ap[start:stop] = _ap_torch(keys, relevant, drop_first).cpu()
         if progress is not None:
             progress(stop, num_q)
 
@@ -292,10 +318,12 @@ def _topk_torch(keys: torch.Tensor, k: int) -> torch.Tensor:
     return index
 
 
-def _ap_torch(keys: torch.Tensor, relevant: torch.Tensor) -> torch.Tensor:
+def _ap_torch(keys: torch.Tensor, relevant: torch.Tensor, drop_first: bool = False) -> torch.Tensor:
     order = torch.sort(keys, dim=1, stable=True).indices  # equal keys keep index order
     hits = relevant.gather(1, order)
     del order
+    if drop_first:
+        hits = hits[:, 1:]
     found = hits.cumsum(1, dtype=torch.float64)
     positions = torch.arange(1, hits.shape[1] + 1, device=keys.device, dtype=torch.float64)
     precision_sum = ((found / positions) * hits).sum(1)
@@ -361,7 +389,7 @@ def _relevant_keys(xn: np.ndarray, xx: np.ndarray, ids: np.ndarray, exclude_self
     return offsets, keys, index
 
 
-def _rank_self_numba(x32, k, ids, exclude_self, neighbours, ap, progress, block) -> None:
+def _rank_self_numba(x32, k, ids, exclude_self, drop_first, neighbours, ap, progress, block) -> None:
     """Queries against themselves: only the blocks on and above the diagonal are multiplied."""
     kernels = _numba_kernels()
     xn = x32.numpy()
@@ -408,7 +436,7 @@ def _rank_self_numba(x32, k, ids, exclude_self, neighbours, ap, progress, block)
     if k:
         neighbours.copy_(torch.from_numpy(best_index[:, :k]))
     if want_ap:
-        kernels.finish_ap(offsets, before, ap.numpy())
+        kernels.finish_ap(offsets, before, ap.numpy(), drop_first)
 
 
 def _view(buffer: np.ndarray, rows: int, cols: int) -> np.ndarray:

@@ -8,23 +8,28 @@ single-view embeddings, "c_mv" / "o_mv" the multi-view ones.
 |---|---|---|---|
 | sv-category-recognition | every probe view (category space) | every gallery view | majority of the 10 nearest |
 | mv-category-recognition | every probe c_mv | every gallery c_mv | majority of the 10 nearest |
-| sv-object-recognition | every probe view (object space) | every other probe view | nearest is a view of the same object |
-| mv-object-recognition | o_mv of each probe's first V/2 views | o_mv of each probe's last V/2 views | nearest is the same object |
+| sv-object-recognition | every probe view (object space) | every probe view, first hit dropped | nearest left is a view of the same object |
+| mv-object-recognition | o_mv of each probe's views [V//2:] | o_mv of each probe's views [:V//2] | nearest is the same object |
 | sv-category-retrieval | every probe view | every probe view | same category |
 | mv-category-retrieval | every probe c_mv | every probe c_mv | same category |
-| sv-object-retrieval | every probe view | every other probe view | the other views of the same object |
+| sv-object-retrieval | every probe view | every probe view, first hit dropped | the other views of the same object |
 | mv-object-retrieval | as mv-object-recognition | as mv-object-recognition | the same object |
 
-Protocols. The default is the one behind the published numbers (the authors' released code): category
-retrievals rank the query itself too (it is one of its own relevant items, normally at rank 1); object
-retrievals and SV object recognition leave it out. `strict=True` leaves the query out of every ranking,
-which changes only the two category retrievals (the other tasks never rank a query against itself).
+Protocols. The default is the authors' released evaluation (utils/InferenceUtility_large.py), exactly:
+category retrievals rank the query itself too (it is one of its own relevant items, normally at rank 1);
+the SV object tasks rank every probe view, the query included, and drop the first hit (`predict_sv`,
+`'other_view'`): that is the query itself unless another view lies at the same distance with a lower index
+(an exact duplicate); the MV object tasks use views [:V//2] as the gallery and [V//2:] as the queries (for
+an odd V the queries have one view more). `strict=True` leaves the query itself out of every ranking
+instead, which changes the two category retrievals, and the SV object tasks where duplicates are concerned.
 
 Rules shared by every task (piro_cli.evaluation.metrics): Euclidean distance; equal distances ranked by
-item index (gallery/probe order, views in capture order); a 10-NN vote tie goes to the tied category
-whose nearest member ranks first (the released code's `argmax(bincount)` takes the smaller category
-index instead; the two differ only on exact vote ties); a query with no relevant item (an object with one
-view, or with `strict` a category with one object) has AP 0 and still counts in the mean.
+item index (gallery/probe order, views in capture order), as faiss's exact index orders them; a query with
+no relevant item (an object with one view, or with `strict` a category with one object) has AP 0 and still
+counts in the mean. A 10-NN vote tie goes to the smallest tied category index, as the released
+`argmax(bincount(...))` decides; `tie_break="nearest"` gives it to the tied category whose nearest member
+ranks first, which depends on the ranking only, so the result does not change when the categories are
+renumbered. The two differ only on exact vote ties.
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ from dataclasses import dataclass, field
 import torch
 
 from piro_cli.errors import DataError
-from piro_cli.evaluation.metrics import KNN_VOTES, rank, vote
+from piro_cli.evaluation.metrics import KNN_VOTES, TIE_BREAKS, rank, vote
 
 TASKS = (
     "sv-category-recognition",
@@ -84,8 +89,8 @@ class EmbeddingSet:
     sv_obj: torch.Tensor | None  # (N, V, Do)
     mv_cat: torch.Tensor | None  # (N, Dc)
     mv_obj: torch.Tensor | None  # (N, Do)
-    mv_obj_first: torch.Tensor | None  # (N, Do) o_mv of the first V/2 views
-    mv_obj_last: torch.Tensor | None  # (N, Do) o_mv of the last V/2 views
+    mv_obj_first: torch.Tensor | None  # (N, Do) o_mv of views [:V//2]: the MV object tasks' gallery
+    mv_obj_last: torch.Tensor | None  # (N, Do) o_mv of views [V//2:]: their queries
     labels: torch.Tensor  # (N,) category indices
 
     def __len__(self) -> int:
@@ -138,12 +143,15 @@ def evaluate_picr(
     tasks: Sequence[str] = TASKS,
     *,
     strict: bool = False,
+    tie_break: str = "smallest",
     device: str | torch.device | None = None,
     progress: StageProgress | None = None,
     backend: str | None = None,
 ) -> dict[str, float]:
     """The requested PICR tasks, in percent, in `TASKS` order (see the module docstring for the protocol)."""
-    return run_picr(gallery, probes, tasks, strict=strict, device=device, progress=progress, backend=backend).values
+    return run_picr(
+        gallery, probes, tasks, strict=strict, tie_break=tie_break, device=device, progress=progress, backend=backend
+    ).values
 
 
 def run_picr(
@@ -152,12 +160,15 @@ def run_picr(
     tasks: Sequence[str] = TASKS,
     *,
     strict: bool = False,
+    tie_break: str = "smallest",
     device: str | torch.device | None = None,
     progress: StageProgress | None = None,
     backend: str | None = None,
 ) -> PicrRun:
     """Like `evaluate_picr`, with the number of queries per task and the wall time of each step."""
     tasks = parse_tasks(list(tasks))
+    if tie_break not in TIE_BREAKS:
+        raise ValueError(f"unknown tie break {tie_break!r}; choose one of {', '.join(TIE_BREAKS)}")
     device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     _check_inputs(gallery, probes, tasks)
     run = PicrRun()
@@ -184,14 +195,14 @@ def run_picr(
             q_labels = labels.repeat_interleave(v)
             result = rank(on(probes.sv_cat.flatten(0, 1)), on(gallery.sv_cat.flatten(0, 1)), k=KNN_VOTES, backend=backend,
                           progress=report)  # fmt: skip
-            return [_vote_accuracy(result.neighbours, gallery.labels.long().cpu().repeat_interleave(g), q_labels)]
+            return [_vote_accuracy(result.neighbours, gallery.labels.long().cpu().repeat_interleave(g), q_labels, tie_break)]
 
         step(("sv-category-recognition",), "SV category recognition", sv_cat_rec)
     if "mv-category-recognition" in wanted:
 
         def mv_cat_rec(report):
             result = rank(on(probes.mv_cat), on(gallery.mv_cat), k=KNN_VOTES, backend=backend, progress=report)
-            return [_vote_accuracy(result.neighbours, gallery.labels.long().cpu(), labels)]
+            return [_vote_accuracy(result.neighbours, gallery.labels.long().cpu(), labels, tie_break)]
 
         step(("mv-category-recognition",), "MV category recognition", mv_cat_rec)
     sv_obj_tasks = tuple(t for t in ("sv-object-recognition", "sv-object-retrieval") if t in wanted)
@@ -201,8 +212,9 @@ def run_picr(
             v = probes.sv_obj.shape[1]
             ids = objects.repeat_interleave(v)
             result = rank(on(probes.sv_obj.flatten(0, 1)), None, k=1 if "sv-object-recognition" in wanted else 0,
-                          exclude_self=True, query_ids=ids if "sv-object-retrieval" in wanted else None,
-                          backend=backend, progress=report)  # fmt: skip
+                          exclude_self=strict, drop_first=not strict,
+                          query_ids=ids if "sv-object-retrieval" in wanted else None, backend=backend,
+                          progress=report)  # fmt: skip
             return _object_outputs(sv_obj_tasks, result, ids, ids)
 
         step(sv_obj_tasks, "SV object " + " + ".join(t.split("-")[-1] for t in sv_obj_tasks), sv_obj)
@@ -210,7 +222,7 @@ def run_picr(
     if mv_obj_tasks:
 
         def mv_obj(report):
-            result = rank(on(probes.mv_obj_first), on(probes.mv_obj_last),
+            result = rank(on(probes.mv_obj_last), on(probes.mv_obj_first),
                           k=1 if "mv-object-recognition" in wanted else 0,
                           query_ids=objects if "mv-object-retrieval" in wanted else None, item_ids=objects,
                           backend=backend, progress=report)  # fmt: skip
@@ -239,8 +251,10 @@ def run_picr(
     return run
 
 
-def _vote_accuracy(neighbours: torch.Tensor, item_labels: torch.Tensor, query_labels: torch.Tensor) -> tuple[float, int]:
-    predicted = vote(item_labels[neighbours])
+def _vote_accuracy(
+    neighbours: torch.Tensor, item_labels: torch.Tensor, query_labels: torch.Tensor, tie_break: str
+) -> tuple[float, int]:
+    predicted = vote(item_labels[neighbours], tie_break)
     return _percent((predicted == query_labels).double()), len(query_labels)
 
 
