@@ -72,6 +72,7 @@ def test_cli_evaluate_as_typed(world):
         assert short in result.output
     saved = json.loads((run_dir / "eval_test.json").read_text())
     assert saved["protocol"] == "default" and list(saved["runs"][0]["tasks"]) == list(TASKS)
+    assert saved["tie_break"] == "smallest" and saved["runs"][0]["tie_break"] == "smallest"
     assert (run_dir / "eval_test.csv").read_text().startswith("source," + ",".join(TASKS))
 
 
@@ -89,6 +90,26 @@ def test_library_matches_the_tasks_on_the_same_embeddings(world):
     assert strict == evaluate_picr(gallery, probes, strict=True, device="cpu")
     for value in strict.values():
         assert 0.0 <= value <= 100.0
+
+
+def test_tie_break_option(world):
+    ckpt_path = world["runs"][0]
+    result = evaluate([ckpt_path], data=world["data"], tie_break="nearest", save=False)
+    ckpt = load_checkpoint(ckpt_path)
+    model = load_model(ckpt, torch.device("cpu"))
+    store = ViewSetStore(world["data"])
+    gallery = embed_objects(model, store, "train", None, torch.device("cpu")).embeddings
+    probes = embed_objects(model, store, "test", None, torch.device("cpu")).embeddings
+    assert result.runs[0].values == evaluate_picr(gallery, probes, tie_break="nearest", device="cpu")
+    assert result.to_dict()["tie_break"] == "nearest" and result.to_dict()["protocol"] == "default"
+    cli = invoke(["evaluate", ckpt_path, "--data", world["data"], "--tie-break", "nearest", "-t", "mv-category-recognition"])
+    assert cli.exit_code == 0, cli.output
+    assert "vote ties to the nearest" in " ".join(cli.output.split())
+    saved = json.loads((ckpt_path.parent / "eval_test_nearest.json").read_text())
+    assert saved["tie_break"] == "nearest" and saved["runs"][0]["tie_break"] == "nearest"
+    bad = invoke(["evaluate", ckpt_path, "--data", world["data"], "--tie-break", "largest", "--no-save"])
+    assert bad.exit_code == 1 and "--tie-break 'largest'" in bad.output
+    assert "renumbering" in invoke(["evaluate", "--help"]).output
 
 
 def test_several_checkpoints_give_mean_and_std(world):

@@ -46,8 +46,17 @@ def evaluate(
     strict: bool = typer.Option(
         False,
         "--strict",
-        help="Leave the query out of every ranking. Default: the published protocol, where a category "
-        "retrieval ranks the query itself too (object retrievals always leave it out).",
+        help="Leave the query itself out of every ranking. Default: the authors' released protocol, where a "
+        "category retrieval ranks the query itself too and the SV object tasks drop the first hit of the full "
+        "ranking (the query, unless an exact duplicate view has a lower index).",
+    ),
+    tie_break: str = typer.Option(
+        "smallest",
+        "--tie-break",
+        help="Who wins a tie in a 10-NN category vote. smallest: the smallest tied category index, as the "
+        "authors' released code (argmax of bincount) decides, behind the published numbers. nearest: the tied "
+        "category whose nearest neighbour ranks first; it depends on the ranking only, not on how the categories "
+        "are numbered, so renumbering them cannot change the result.",
     ),
     output_format: str = typer.Option(
         "table", "--format", "-f", help="What to print: table, json or csv (for scripts; progress goes to stderr)."
@@ -75,8 +84,8 @@ def evaluate(
         raise PiroError(f"--out {out}: use a .json or .csv file name")
     with Progress(*progress_columns(), console=err_console, transient=True) as progress:
         result = run_evaluation(
-            [str(s) for s in sources], data=data, tasks=task, split=split, strict=strict, device=device, save=save,
-            reporter=RichReporter(progress),
+            [str(s) for s in sources], data=data, tasks=task, split=split, strict=strict, tie_break=tie_break,
+            device=device, save=save, reporter=RichReporter(progress),
         )  # fmt: skip
     if output_format == "json":
         console.print_json(json.dumps(result.to_dict()))
@@ -96,7 +105,9 @@ def print_results_table(result) -> None:
     from piro_cli.evaluation.evaluate import table_rows
 
     header, rows = table_rows(result)
-    protocol = "strict" if result.strict else "default protocol"
+    protocol = ("strict" if result.strict else "default protocol") + (
+        ", vote ties to the nearest" if result.tie_break == "nearest" else ""
+    )
     # A borderless table whose headers may wrap ("SV cat" / "acc"): all nine numbers fit in 80 columns.
     table = Table(
         title=f"PICR tasks on {result.split} ({protocol}), percent",

@@ -199,6 +199,7 @@ class Comparison:
             "split": self.split,
             "numbers": "recorded" if self.recorded else "evaluated",
             "protocol": "default",
+            "tie_break": "smallest",
             "tasks": list(TASKS),
             "columns": list(COLUMNS),
             "groups": [

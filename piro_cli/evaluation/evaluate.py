@@ -14,8 +14,9 @@ it still exists at the recorded path; else the newest ./data/*.h5, as `piro trai
 categories must be the checkpoint's. Embeddings files carry their own labels and need no data file.
 
 Results are saved beside each source: `<run folder>/eval_<split>.json` and `.csv` for a `best.pt`
-(`eval_<checkpoint stem>_<split>` for other checkpoint files, `_strict` appended with `strict`), and
-`<file stem>.eval_<split>.json` / `.csv` beside an embeddings file.
+(`eval_<checkpoint stem>_<split>` for other checkpoint files; `_strict` appended with `strict`, `_nearest`
+with `tie_break="nearest"`), and `<file stem>.eval_<split>.json` / `.csv` beside an embeddings file. The
+protocol (piro_cli.evaluation.picr) is recorded in them: `protocol` (default or strict) and `tie_break`.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ from piro_cli.evaluation.embeddings import (
     nearest_in_gallery,
     write_embeddings,
 )
+from piro_cli.evaluation.metrics import TIE_BREAKS
 from piro_cli.evaluation.picr import SHORT_NAMES, needs_gallery, parse_tasks, required_fields, run_picr
 from piro_cli.runs import load_checkpoint, run_name
 from piro_cli.train import pick_device, resolve_data
@@ -96,6 +98,11 @@ class EvaluationResult:
     split: str
     strict: bool
     runs: list[SourceResult]
+    tie_break: str = "smallest"
+
+    @property
+    def protocol(self) -> dict[str, str]:
+        return {"protocol": "strict" if self.strict else "default", "tie_break": self.tie_break}
 
     @property
     def mean(self) -> dict[str, float]:
@@ -112,7 +119,7 @@ class EvaluationResult:
         out = {
             "piro_version": __version__,
             "split": self.split,
-            "protocol": "strict" if self.strict else "default",
+            **self.protocol,
             "tasks": list(self.tasks),
             "runs": [_run_dict(r, self) for r in self.runs],
             "mean": {**self.mean, "mean": float(np.mean(list(self.mean.values())))},
@@ -159,7 +166,7 @@ def _run_dict(run: SourceResult, result: EvaluationResult) -> dict:
         "epoch": run.epoch,
         "data": run.data,
         "split": result.split,
-        "protocol": "strict" if result.strict else "default",
+        **result.protocol,
         "tasks": dict(run.values),
         "mean": run.mean,
         "num_queries": dict(run.num_queries),
@@ -177,16 +184,20 @@ def evaluate(
     tasks: str | Sequence[str] | None = None,
     split: str = "test",
     strict: bool = False,
+    tie_break: str = "smallest",
     device: str | None = None,
     save: bool = True,
     reporter: Reporter | None = None,
 ) -> EvaluationResult:
-    """The PICR tasks for every source; see the module docstring for which objects, data file and outputs."""
+    """The PICR tasks for every source; see the module docstring for which objects, data file and outputs,
+    and piro_cli.evaluation.picr for the protocol (`strict`, `tie_break`)."""
     reporter = reporter or SilentReporter()
     if not sources:
         raise PiroError("give at least one checkpoint (runs/<name>/best.pt) or embeddings file (from `piro embed`)")
     if split not in SPLITS:
         raise PiroError(f"--split {split!r}: choose one of {', '.join(SPLITS)}")
+    if tie_break not in TIE_BREAKS:
+        raise PiroError(f"--tie-break {tie_break!r}: choose one of {', '.join(TIE_BREAKS)}")
     try:
         chosen = parse_tasks(tasks)
     except ValueError as exc:
@@ -207,13 +218,13 @@ def evaluate(
             f"{run.name}: {len(probes)} {split} objects" + (f" against {len(gallery)} gallery objects" if gallery else "")
         )
         picr = run_picr(
-            gallery, probes, chosen, strict=strict, device=torch_device,
+            gallery, probes, chosen, strict=strict, tie_break=tie_break, device=torch_device,
             progress=lambda stage, done, total, name=run.name: reporter.progress(f"{name}: {stage}", done, total),
         )  # fmt: skip
         run.values, run.num_queries = picr.values, picr.num_queries
         run.seconds = time.perf_counter() - started
         runs.append(run)
-    result = EvaluationResult(chosen, split, strict, runs)
+    result = EvaluationResult(chosen, split, strict, runs, tie_break)
     if save:
         for run in runs:
             run.saved = _save_beside(run, result)
@@ -306,14 +317,14 @@ def _from_embeddings(path: Path, tasks, split: str):
 
 def _save_beside(run: SourceResult, result: EvaluationResult) -> list[Path]:
     source = Path(run.source)
-    suffix = f"{result.split}{'_strict' if result.strict else ''}"
+    suffix = f"{result.split}{'_strict' if result.strict else ''}{'_nearest' if result.tie_break == 'nearest' else ''}"
     if run.kind == "checkpoint":
         ckpt = source / "best.pt" if source.is_dir() else source
         stem = f"eval_{suffix}" if ckpt.name == "best.pt" else f"eval_{ckpt.stem}_{suffix}"
         base = ckpt.parent / stem
     else:
         base = source.with_name(f"{source.stem}.eval_{suffix}")
-    single = EvaluationResult(result.tasks, result.split, result.strict, [run])
+    single = EvaluationResult(result.tasks, result.split, result.strict, [run], result.tie_break)
     json_path, csv_path = base.with_name(base.name + ".json"), base.with_name(base.name + ".csv")
     try:
         _atomic_write(json_path, json.dumps(single.to_dict(), indent=2) + "\n")
