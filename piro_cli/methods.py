@@ -66,7 +66,8 @@ def method_label(train: dict[str, Any]) -> str:
     """A run's method as `piro compare` groups it, from its saved train config (config.json "train").
 
     The method name, then what changes it: '+<obj-loss>' for a classic object loss, '+dvml', and
-    '+losses=...' for a loss-term ablation; e.g. 'piro-dual', 'piro-single+triplet', 'piro-dual+contrastive+dvml'.
+    '+losses=...' for a loss-term ablation, '+released' for imported released weights; e.g. 'piro-dual',
+    'piro-single+triplet', 'piro-dual+contrastive+dvml', 'piro-dual+released'.
     Runs written before `--method` existed have no "method" key: their `dual` flag decides.
     """
     method = train.get("method") or method_for_space(train.get("dual", True))
@@ -80,6 +81,8 @@ def method_label(train: dict[str, Any]) -> str:
             parts.append("losses=" + ",".join(terms))
     if train.get("dvml"):
         parts.append("dvml")
+    if train.get("imported_from"):  # the authors' released weights (`piro import-weights`), never averaged with piro's runs
+        parts.append("released")
     return "+".join(parts)
 
 

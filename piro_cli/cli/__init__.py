@@ -13,6 +13,7 @@ from piro_cli.cli.common import console, err_console, handle_errors
 from piro_cli.cli.compare import compare as compare_command
 from piro_cli.cli.embed import embed as embed_command
 from piro_cli.cli.evaluate import evaluate as evaluate_command
+from piro_cli.cli.import_weights import import_weights as import_weights_command
 from piro_cli.cli.prepare import prepare
 from piro_cli.cli.train import RichReporter
 from piro_cli.cli.train import train as train_command
@@ -48,6 +49,7 @@ app.command(help=train_command.__doc__, name="train")(train_command)
 app.command(help=embed_command.__doc__, name="embed")(embed_command)
 app.command(help=evaluate_command.__doc__, name="evaluate")(evaluate_command)
 app.command(help=compare_command.__doc__, name="compare")(compare_command)
+app.command(help=import_weights_command.__doc__, name="import-weights")(import_weights_command)
 
 
 app.command(help=visualize_command.__doc__, name="visualize")(visualize_command)
