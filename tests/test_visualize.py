@@ -158,3 +158,11 @@ def test_missing_run_or_metrics_is_a_clear_error(runs, tmp_path):
     lone = Path(shutil.copy(runs["dual"] / "best.pt", tmp_path / "lone.pt"))
     with pytest.raises(PiroError, match="metrics.csv: no such file"):
         draw_figures([lone], ["distances"])
+
+
+def test_every_figure_leaves_out_the_distances_of_a_run_without_history(runs, tmp_path):
+    """A checkpoint without metrics.csv (e.g. `piro import-weights`) still gets the figures that need no history."""
+    lone = Path(shutil.copy(runs["dual"] / "best.pt", tmp_path / "lone.pt"))
+    written = draw_figures([lone], ["umap", "distances", "retrieval", "attention"], umap_epochs=UMAP_EPOCHS,
+                           skip_missing_history=True)  # fmt: skip
+    assert sorted(p.name for p in written) == ["attention.png", "retrieval.png", "umap.png"]

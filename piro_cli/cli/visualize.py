@@ -79,13 +79,14 @@ def visualize(
     from piro_cli.viz import draw_figures
 
     flags = {"umap": umap, "distances": distances, "retrieval": retrieval, "attention": attention}
-    kinds = list(KINDS) if all_figures or not any(flags.values()) else [k for k, on in flags.items() if on]
+    every = all_figures or not any(flags.values())
+    kinds = list(KINDS) if every else [k for k, on in flags.items() if on]
     names = [c.strip() for c in categories.split(",") if c.strip()] if categories else None
     columns = (TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=err_console, transient=False) as progress:
         written = draw_figures(
             runs or None, kinds, categories=names, queries=queries, top_k=top_k, seed=seed, pdf=pdf, data=data,
-            device=pick_device(device), progress=StageBars(progress),
+            device=pick_device(device), progress=StageBars(progress), skip_missing_history=every,
         )  # fmt: skip
     for path in written:
         console.print(f"wrote {escape(str(path))}", highlight=False)

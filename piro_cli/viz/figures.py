@@ -43,6 +43,7 @@ def draw_figures(
     project: Path = Path("runs"),
     umap_epochs: int | None = None,
     progress: StageProgress | None = None,
+    skip_missing_history: bool = False,
 ) -> list[Path]:
     """Draw the requested figure kinds (KINDS) for the given runs (None or empty: the latest run under `project`).
 
@@ -50,7 +51,9 @@ def draw_figures(
     UMAP (default: the DEFAULT_CATEGORIES with the most test objects). `queries`/`top_k`: retrieval
     queries and hits per row. `seed`: UMAP, query and attention-object choice. `data`: the HDF5 file to
     use instead of each checkpoint's recorded one. `umap_epochs`: UMAP optimisation epochs (None: UMAP's
-    default; small values make tests fast). Returns the paths written (PNG, and PDF with `pdf`).
+    default; small values make tests fast). `skip_missing_history`: leave the distance figure out, instead of
+    refusing, when a run has no training history (an imported checkpoint has no metrics.csv); for "every figure".
+    Returns the paths written (PNG, and PDF with `pdf`).
     """
     unknown = [k for k in kinds if k not in KINDS]
     if unknown:
@@ -63,6 +66,8 @@ def draw_figures(
         raise PiroError(f"--top-k {top_k}: must be at least 1")
     refs = resolve_runs(runs, project)
     wanted = [k for k in KINDS if k in kinds]
+    if skip_missing_history and any(not ref.metrics_path.exists() for ref in refs):
+        wanted = [k for k in wanted if k != "distances"]
     written: list[Path] = []
     if "distances" in wanted:  # needs only metrics.csv: drawn (and its errors raised) before any model loads
         from piro_cli.viz.distances import plot_distances
