@@ -540,3 +540,13 @@ def test_loss_config_passes_the_released_options_to_the_terms():
     assert other.piobj.separation == "plain" and other.cat.lsoftmax.W.requires_grad is True
     with pytest.raises(ValueError, match="--separation"):
         LossConfig(separation="euclid")
+
+
+def test_lsoftmax_keeps_its_weights_in_fp32_for_half_precision_embeddings():
+    torch.manual_seed(0)
+    loss = CategoryLSoftmaxLoss(num_classes=3, embedding_size=4)
+    initial = loss.lsoftmax.W.detach().clone()
+    sv, labels = clustered()
+    value = loss(sv.to(torch.bfloat16), labels)
+    assert torch.isfinite(value) and value.dtype == torch.float32
+    assert loss.lsoftmax.W.dtype == torch.float32 and torch.equal(loss.lsoftmax.W.detach(), initial)

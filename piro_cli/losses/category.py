@@ -99,6 +99,9 @@ class CategoryLSoftmaxLoss(torch.nn.Module):
         """sv: (N, V, D) or (M, D) single-view category embeddings; labels: (N,) per object (repeated for each of its
         V views) or (M,) per view. Returns the scalar mean over views (see the class docstring)."""
         emb, lab = self._flatten(sv, labels)
+        # In fp32 even under mixed precision, as the released code ran: pml casts W.data in place to the embeddings'
+        # dtype on every call, which would store the (frozen) class weights in bf16/fp16 for good.
+        emb = emb.float()
         indices_tuple = self.miner(emb, lab) if self.miner is not None else None
         return self.lsoftmax(emb, lab, indices_tuple)
 
