@@ -21,6 +21,10 @@ from piro_cli.losses import LOSS_TERMS, LossConfig, PIEsLoss, PiroLoss
 
 DEFAULT_METHOD = "piro-dual"
 DEFAULT_OBJ_LOSS = "piro"
+DEFAULT_SEPARATION = LossConfig.separation  # the released squared distance
+# What runs written before an option existed trained with, for config.json "train" without its key: the plain
+# distance in the confuser separation and an optimised L-Softmax weight matrix. Resumes and labels keep it.
+PRE_OPTION_VALUES = {"separation": "plain", "train_lsoftmax_weights": True}
 
 
 @dataclass(frozen=True)
@@ -32,13 +36,22 @@ class MethodSpec:
     pies_loss: str | None = None  # "cnn", "proxy" or "tc" for the PIEs baselines
     pose_invariant: bool = False  # PI- (single views + d_pi) rather than MV- (multi-view embedding only)
     summary: str = ""
+    default_losses: tuple[str, ...] = LOSS_TERMS  # PiRO loss terms without --losses (the released training script's)
 
 
 METHODS: dict[str, MethodSpec] = {
     spec.name: spec
     for spec in (
         MethodSpec("piro-dual", "piro", True, "attention", summary="PiRO: PAN with a category and an object space"),
-        MethodSpec("piro-single", "piro", False, "attention", summary="PiRO-SE: PAN with one space for both"),
+        # trainPiRO_Single.py sums L_cat + L_piobj only: the paper's Table 1 single rows are that model.
+        MethodSpec(
+            "piro-single",
+            "piro",
+            False,
+            "attention",
+            summary="PiRO-SE: PAN with one space for both",
+            default_losses=("cat", "piobj"),
+        ),
         MethodSpec("mv-cnn", "pies", False, "mean", "cnn", False, "softmax classifier on the multi-view embedding"),
         MethodSpec("pi-cnn", "pies", False, "mean", "cnn", True, "softmax on views and view set + pose-invariant pull"),
         MethodSpec("mv-proxy", "pies", False, "mean", "proxy", False, "ProxyNCA on the multi-view embedding"),
@@ -65,20 +78,29 @@ def get_method(name: str) -> MethodSpec:
 def method_label(train: dict[str, Any]) -> str:
     """A run's method as `piro compare` groups it, from its saved train config (config.json "train").
 
-    The method name, then what changes it: '+<obj-loss>' for a classic object loss, '+dvml', and
-    '+losses=...' for a loss-term ablation, '+released' for imported released weights; e.g. 'piro-dual',
-    'piro-single+triplet', 'piro-dual+contrastive+dvml', 'piro-dual+released'.
-    Runs written before `--method` existed have no "method" key: their `dual` flag decides.
+    The method name, then what changes it from the released method: '+<obj-loss>' for a classic object loss,
+    '+dvml', '+losses=...' for loss terms other than the method's default (a Table 4 ablation),
+    '+separation=plain' for the paper's Eq. 7 confuser term and '+lsoftmax-trained' for an optimised L-Softmax
+    weight matrix, '+released' for imported released weights; e.g. 'piro-dual', 'piro-single+triplet',
+    'piro-dual+contrastive+dvml', 'piro-dual+released'.
+    Runs written before `--method` existed have no "method" key: their `dual` flag decides; keys missing from
+    older runs read as what those runs trained with (all three terms, PRE_OPTION_VALUES).
     """
     method = train.get("method") or method_for_space(train.get("dual", True))
     parts = [method]
-    if METHODS.get(method, METHODS[DEFAULT_METHOD]).family == "piro":
+    spec = METHODS.get(method, METHODS[DEFAULT_METHOD])
+    if spec.family == "piro":
         obj_loss = train.get("obj_loss") or DEFAULT_OBJ_LOSS
         if obj_loss != DEFAULT_OBJ_LOSS:
             parts.append(obj_loss)
-        terms = list(train.get("losses") or LOSS_TERMS)
-        if terms != list(LOSS_TERMS):
+        terms = [t for t in LOSS_TERMS if t in (train.get("losses") or LOSS_TERMS)]
+        if terms != list(spec.default_losses):
             parts.append("losses=" + ",".join(terms))
+        separation = train.get("separation", PRE_OPTION_VALUES["separation"])
+        if obj_loss == DEFAULT_OBJ_LOSS and "piobj" in terms and separation != DEFAULT_SEPARATION:
+            parts.append(f"separation={separation}")
+        if "cat" in terms and train.get("train_lsoftmax_weights", PRE_OPTION_VALUES["train_lsoftmax_weights"]):
+            parts.append("lsoftmax-trained")
     if train.get("dvml"):
         parts.append("dvml")
     if train.get("imported_from"):  # the authors' released weights (`piro import-weights`), never averaged with piro's runs
@@ -106,7 +128,8 @@ def loss_config_of(config: Any) -> LossConfig:
     """The LossConfig of a TrainConfig (what a PiRO run's losses are; recorded in config.json for every run)."""
     return LossConfig(
         alpha=config.alpha, beta=config.beta, theta=config.theta, gamma=config.gamma, lam=config.lam, terms=tuple(config.losses),
-        obj_loss=config.obj_loss, dvml=config.dvml, dvml_kl=config.dvml_kl, dvml_rec=config.dvml_rec, dvml_syn=config.dvml_syn,
+        train_lsoftmax_weights=config.train_lsoftmax_weights, separation=config.separation, obj_loss=config.obj_loss,
+        dvml=config.dvml, dvml_kl=config.dvml_kl, dvml_rec=config.dvml_rec, dvml_syn=config.dvml_syn,
     )  # fmt: skip
 
 

@@ -32,7 +32,7 @@ from piro_cli.errors import DataError, PiroError
 from piro_cli.evaluation.picr import TASKS, evaluate_picr, object_space_spread
 from piro_cli.features import _autocast, compute_features, embed_features, load_feature_cache
 from piro_cli.losses import LOSS_TERMS, LossConfig, parse_object_loss
-from piro_cli.methods import build_criterion, get_method, loss_config_of, resolve_method
+from piro_cli.methods import PRE_OPTION_VALUES, build_criterion, get_method, loss_config_of, resolve_method
 from piro_cli.models.pan import PAN, PANConfig
 from piro_cli.runs import MetricsLog, atomic_torch_save, checkpoint_header, load_checkpoint, new_run_dir, write_json
 
@@ -52,12 +52,14 @@ class TrainConfig:
     cat_dim: int = 2048
     obj_dim: int = 2048
     # losses
-    losses: tuple[str, ...] = LOSS_TERMS
+    losses: tuple[str, ...] | None = None  # None: the method's released terms (piro-single: cat, piobj; else all three)
     alpha: float = 0.25
     beta: float = 1.0
     theta: float = 0.25
     gamma: float = 4.0
     lam: float = 1.0
+    separation: str = "squared"  # L_piobj's confuser term: [beta - d^2]+ as released, or "plain" [beta - d]+ (Eq. 7)
+    train_lsoftmax_weights: bool = False  # the released optimiser leaves the L-Softmax class weights at their init
     obj_loss: str = "piro"  # the object term of piro-* methods: L_piobj or a metric-learning loss
     dvml: bool = False
     dvml_kl: float = 0.1
@@ -88,6 +90,8 @@ class TrainConfig:
             raise PiroError(f"--obj-loss: {exc}") from None
         spec = resolve_method(self.method, self.dual, self.obj_loss, self.dvml)
         self.method, self.dual = spec.name, spec.dual
+        if self.losses is None:
+            self.losses = spec.default_losses
         try:
             loss_config_of(self)  # margins, loss terms and DVML options, checked before any work starts
         except ValueError as exc:
@@ -102,7 +106,10 @@ class TrainConfig:
     def from_dict(cls, values: dict) -> TrainConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in values.items() if k in known}
-        values["losses"] = tuple(values.get("losses", LOSS_TERMS))
+        losses = values.get("losses", LOSS_TERMS)  # runs from before --losses trained all three terms
+        values["losses"] = None if losses is None else tuple(losses)
+        for key, value in PRE_OPTION_VALUES.items():  # what runs from before these options trained with
+            values.setdefault(key, value)
         if "val_seed" not in values:  # runs from before --val-seed carved their split with the training seed
             values["val_seed"] = values.get("seed", 0)
         return cls(**values)

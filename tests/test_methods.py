@@ -179,11 +179,15 @@ def test_pies_mv_and_pi_parts():
 
 
 def test_method_labels():
-    assert method_label({"dual": True}) == "piro-dual"
-    assert method_label({"dual": False}) == "piro-single"
+    released = {"separation": "squared", "train_lsoftmax_weights": False}
+    assert method_label({"dual": True, **released}) == "piro-dual"
+    assert method_label({"dual": False, "losses": ["cat", "piobj"], **released}) == "piro-single"
     assert method_label({"method": "mv-cnn"}) == "mv-cnn"
-    assert method_label({"method": "piro-single", "obj_loss": "triplet", "dvml": True}) == "piro-single+triplet+dvml"
-    assert method_label({"method": "piro-dual", "losses": ["cat", "piobj"]}) == "piro-dual+losses=cat,piobj"
+    triplet = {"method": "piro-single", "obj_loss": "triplet", "dvml": True, "losses": ["cat", "piobj"], **released}
+    assert method_label(triplet) == "piro-single+triplet+dvml"
+    assert method_label({"method": "piro-dual", "losses": ["cat", "piobj"], **released}) == "piro-dual+losses=cat,piobj"
+    # runs written before --separation / --train-lsoftmax-weights trained with the plain distance and a trained W
+    assert method_label({"dual": True}) == "piro-dual+separation=plain+lsoftmax-trained"
 
 
 def test_configs_from_before_methods_load():
@@ -193,6 +197,7 @@ def test_configs_from_before_methods_load():
     old.update(dual=False, seed=3)
     config = TrainConfig.from_dict(old)
     assert config.method == "piro-single" and config.val_seed == 3 and config.obj_loss == "piro"
+    assert config.losses == ("cat", "piobj", "picat")  # the recorded terms, not piro-single's default
 
 
 @pytest.mark.parametrize(

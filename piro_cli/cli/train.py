@@ -84,13 +84,27 @@ def train(
     cat_dim: int = typer.Option(None, help="Category-space dimension (overrides --embed-dim)."),
     obj_dim: int = typer.Option(None, help="Object-space dimension (overrides --embed-dim; the single space uses it)."),
     losses: str = typer.Option(
-        "cat,piobj,picat", help="Loss terms, for the ablations of paper Table 4: any of cat, piobj, picat."
+        None,
+        help="Loss terms, for the ablations of paper Table 4: any of cat, piobj, picat. [default: the released ones: "
+        "cat,piobj,picat for piro-dual; cat,piobj for piro-single (PiRO-SE)]",
+        show_default=False,
     ),
     alpha: float = typer.Option(0.25, help="Object clustering margin alpha."),
     beta: float = typer.Option(1.0, help="Object separation margin beta."),
     theta: float = typer.Option(0.25, help="Category margin theta."),
     gamma: float = typer.Option(4.0, help="L-Softmax margin gamma."),
     lam: float = typer.Option(1.0, help="Weight lambda of the object separation term (released code: 1, FG3D 2)."),
+    separation: str = typer.Option(
+        "squared",
+        help="Distance in L_piobj's confuser separation [beta - s(o_con^a, o_con^b)]+: squared (s = d^2, the released "
+        "code behind the published numbers) or plain (s = d, the paper's Eq. 7).",
+    ),
+    train_lsoftmax_weights: bool = typer.Option(
+        False,
+        "--train-lsoftmax-weights",
+        help="Also optimise the L-Softmax class-weight matrix of L_cat (the released code leaves it at its random "
+        "initialisation).",
+    ),
     lr: float = typer.Option(1e-5, help="Adam learning rate (paper: 1e-5; FG3D 5e-5); halved every 5 epochs."),
     epochs: int = typer.Option(None, min=1, help="Epochs to train [default: 25]; with --resume, extend the run to this many."),
     batch_pairs: int = typer.Option(4, min=1, help="Pairs per batch (paper: 4 ObjectPI, 3 ModelNet-40, 9 FG3D)."),
@@ -116,14 +130,15 @@ def train(
     mean when there is a validation split, else last). Example: `piro train --dual --epochs 25`.
     """
     try:
-        terms = parse_loss_terms(losses)
+        terms = parse_loss_terms(losses) if losses is not None else None
     except ValueError as exc:
         raise PiroError(f"--losses: {exc}") from None
     method = _method_from_flags(method, dual)
     config = TrainConfig(
         data=str(data) if data else None, project=str(project), name=name, method=method, backbone=backbone, pretrained=pretrained,
         cat_dim=cat_dim or embed_dim, obj_dim=obj_dim or embed_dim, losses=terms, alpha=alpha, beta=beta, theta=theta,
-        gamma=gamma, lam=lam, lr=lr, epochs=epochs or DEFAULT_EPOCHS, batch_pairs=batch_pairs, pairs_per_object=pairs_per_object, views=views,
+        gamma=gamma, lam=lam, separation=separation.strip().lower(), train_lsoftmax_weights=train_lsoftmax_weights, lr=lr,
+        epochs=epochs or DEFAULT_EPOCHS, batch_pairs=batch_pairs, pairs_per_object=pairs_per_object, views=views,
         augment=augment, seed=seed, device=device, freeze_backbone=freeze_backbone, feature_passes=feature_passes,
         val_fraction=val_fraction, val_seed=val_seed, early_stop_rho=early_stop_rho, obj_loss=obj_loss, dvml=dvml, dvml_kl=dvml_kl,
         dvml_rec=dvml_rec, dvml_syn=dvml_syn, pi_alpha=pi_alpha, pi_beta=pi_beta,

@@ -4,7 +4,7 @@ for the object space and DVML; one small module per loss, and their sums (PiroLo
 from .category import CategoryLSoftmaxLoss, PoseInvariantCategoryLoss
 from .dvml import VariationalBranch
 from .metric import OBJECT_LOSSES, ObjectMetricLoss, parse_object_loss
-from .object import PoseInvariantObjectLoss
+from .object import SEPARATIONS, PoseInvariantObjectLoss
 from .pies import PIES_LOSSES, PIEsLoss, TripletCenterLoss
 from .total import LOSS_TERMS, LossConfig, PiroLoss, parse_loss_terms
 
@@ -12,6 +12,7 @@ __all__ = [
     "LOSS_TERMS",
     "OBJECT_LOSSES",
     "PIES_LOSSES",
+    "SEPARATIONS",
     "CategoryLSoftmaxLoss",
     "LossConfig",
     "ObjectMetricLoss",

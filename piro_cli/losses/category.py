@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 from pytorch_metric_learning.losses import LargeMarginSoftmaxLoss
-from pytorch_metric_learning.miners import BatchHardMiner
+from pytorch_metric_learning.miners import BatchEasyHardMiner
 from torch import Tensor
 
 from .object import _check_pair_shapes, _distance
@@ -12,7 +12,8 @@ from .object import _check_pair_shapes, _distance
 
 class PoseInvariantCategoryLoss(torch.nn.Module):
     """L_picat = [d_sm^a - theta]+ + [d_sm^b - theta]+ + [d(c_mv^a, c_mv^b) - theta]+, averaged over the P pairs,
-    where d_sm^x = mean over the views k of x of d(c_k^x, c_mv^x).
+    where d_sm^x = mean over the views k of x of d(c_k^x, c_mv^x); plain distances throughout, as in the released
+    losses/PILosses.py (its PILossCAT takes a lamda but never uses it: lambda weighs only L_piobj's separation).
     """
 
     def __init__(self, theta: float = 0.25) -> None:
@@ -44,24 +45,32 @@ class PoseInvariantCategoryLoss(torch.nn.Module):
 
 class CategoryLSoftmaxLoss(torch.nn.Module):
     """L_cat: large-margin softmax (L-Softmax, Liu et al. 2016; pytorch-metric-learning's LargeMarginSoftmaxLoss,
-    margin gamma) on single-view category embeddings, after pml's BatchHardMiner has mined the hardest positive and
-    hardest negative of every view in the batch (as the authors' released code does).
+    margin gamma) on single-view category embeddings, weighted by pml's
+    BatchEasyHardMiner(pos_strategy="hard", neg_strategy="hard"), as the authors' released code
+    (losses/CategoryLoss.py) does.
 
-    Learnable weights: the class weight matrix `self.lsoftmax.W`, stored by pml as (embedding_size x num_classes),
-    i.e. one weight vector per class. The trainer must give this module's parameters to its optimiser.
+    The miner returns pairs, not triplets: (anchors, hardest positives, anchors, hardest negatives), one entry per
+    view that has both a positive (another view with its label) and a negative in the batch. pml classification
+    losses use a miner's tuple only as per-view weights (`lmu.convert_to_weights`): the number of times a view
+    appears in the four index tensors, divided by the largest such count. A kept anchor therefore counts twice,
+    and views that are no anchor, hardest positive or hardest negative weigh 0. (pml's BatchHardMiner returns the
+    triplets (anchors, positives, negatives) of the same mining, which counts each anchor once: other weights.) A
+    batch without any pair (one category only) mines nothing, and pml then weighs every view 1.
 
-    How mining enters: pml classification losses use a miner's indices_tuple only as per-sample weights
-    (`lmu.convert_to_weights`): each view is weighted by how often it appears in the mined triplets, divided by the
-    largest such count, so views that are nobody's hardest positive/negative and no anchor get weight 0.
+    Class weights: the matrix `self.lsoftmax.W` (embedding_size x num_classes, drawn from N(0, 1) when the module
+    is built). The released optimiser holds only the model's parameters, so by default W keeps its random
+    initialisation: it is built with requires_grad False (no gradient, no optimiser step), yet it stays in the
+    state dict, so checkpoints restore it exactly. `train_weights=True` lets the optimiser train it.
 
     Scaling: one call returns the (miner-weighted) L-Softmax averaged over all the single views it is given
-    (pml's MeanReducer divides by the number of views, weighted or not). For objects with V views each this is the
-    mean over objects of "mean over the views of x of the L-Softmax", i.e. the mean over pairs of L_cat^x.
-    `PiroLoss` calls it once for the a-objects and once for the b-objects and adds the two, which is exactly
-    mean over pairs of (L_cat^a + L_cat^b), i.e. 2x the mean over all the batch's single views.
+    (pml's MeanReducer divides by the number of views, weighted or not). `PiroLoss` calls it once for the
+    a-objects and once for the b-objects of the pair batch, each half mined on its own, and adds the two values,
+    as the released code does.
     """
 
-    def __init__(self, num_classes: int, embedding_size: int, gamma: float = 4.0, use_miner: bool = True) -> None:
+    def __init__(
+        self, num_classes: int, embedding_size: int, gamma: float = 4.0, use_miner: bool = True, train_weights: bool = False
+    ) -> None:
         super().__init__()
         if num_classes < 1 or embedding_size < 1:
             raise ValueError(f"num_classes and embedding_size must be >= 1, got {num_classes} and {embedding_size}")
@@ -73,26 +82,27 @@ class CategoryLSoftmaxLoss(torch.nn.Module):
         self.embedding_size = int(embedding_size)
         self.gamma = int(gamma)
         self.use_miner = bool(use_miner)
+        self.train_weights = bool(train_weights)
         self.lsoftmax = LargeMarginSoftmaxLoss(
             num_classes=self.num_classes, embedding_size=self.embedding_size, margin=self.gamma
         )
-        # The authors' code uses BatchEasyHardMiner(pos_strategy="hard", neg_strategy="hard"), which is BatchHardMiner.
-        self.miner = BatchHardMiner() if self.use_miner else None
+        self.lsoftmax.W.requires_grad_(self.train_weights)
+        self.miner = BatchEasyHardMiner(pos_strategy="hard", neg_strategy="hard") if self.use_miner else None
 
     def extra_repr(self) -> str:
-        return f"num_classes={self.num_classes}, embedding_size={self.embedding_size}, gamma={self.gamma}, use_miner={self.use_miner}"
+        return (
+            f"num_classes={self.num_classes}, embedding_size={self.embedding_size}, gamma={self.gamma}, "
+            f"use_miner={self.use_miner}, train_weights={self.train_weights}"
+        )
 
     def forward(self, sv: Tensor, labels: Tensor) -> Tensor:
         """sv: (N, V, D) or (M, D) single-view category embeddings; labels: (N,) per object (repeated for each of its
         V views) or (M,) per view. Returns the scalar mean over views (see the class docstring)."""
         emb, lab = self._flatten(sv, labels)
-        indices_tuple = None
-        if self.miner is not None:
-            mined = self.miner(emb, lab)
-            # A batch with a single category (no negatives) or no view with a positive yields no triplets. pml would
-            # then weight every view 1 anyway; we make that fallback explicit: this batch is trained without mining.
-            if mined[0].numel() > 0:
-                indices_tuple = mined
+        # In fp32 even under mixed precision, as the released code ran: pml casts W.data in place to the embeddings'
+        # dtype on every call, which would store the (frozen) class weights in bf16/fp16 for good.
+        emb = emb.float()
+        indices_tuple = self.miner(emb, lab) if self.miner is not None else None
         return self.lsoftmax(emb, lab, indices_tuple)
 
     def _flatten(self, sv: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:

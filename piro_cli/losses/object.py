@@ -29,24 +29,34 @@ def _check_pair_shapes(sv_a: Tensor, sv_b: Tensor, mv_a: Tensor, mv_b: Tensor) -
         raise ValueError("empty batch: at least one pair is needed")
 
 
+SEPARATIONS = ("squared", "plain")
+
+
 class PoseInvariantObjectLoss(torch.nn.Module):
     """L_piobj = [d(o_mv^a, o_con^a) - alpha]+ + [d(o_mv^b, o_con^b) - alpha]+
-    + lam * ([beta - d(o_con^a, o_con^b)]+ + [beta - d(o_mv^a, o_mv^b)]+), averaged over the P pairs.
+    + lam * ([beta - s(o_con^a, o_con^b)]+ + [beta - d(o_mv^a, o_mv^b)]+), averaged over the P pairs.
 
-    The confusers (o_con^a, o_con^b) are the closest pair of single views across the two objects.
+    The confusers (o_con^a, o_con^b) are the closest pair of single views across the two objects. `separation`
+    chooses s: "squared" (s = d^2, the released losses/PILosses.py, which the published numbers come from) or
+    "plain" (s = d, the paper's Eq. 7). The clustering terms and the multi-view separation use d in both.
+    lam weighs both separation terms, as released. `per_pair(...) > 0` marks the pairs with a non-zero loss,
+    whose fraction the released training script logs as "exemplar information".
     """
 
-    def __init__(self, alpha: float = 0.25, beta: float = 1.0, lam: float = 1.0) -> None:
+    def __init__(self, alpha: float = 0.25, beta: float = 1.0, lam: float = 1.0, separation: str = "squared") -> None:
         super().__init__()
         for name, value in (("alpha", alpha), ("beta", beta), ("lam", lam)):
             if value < 0:
                 raise ValueError(f"{name} must be >= 0, got {value}")
+        if separation not in SEPARATIONS:
+            raise ValueError(f"separation must be one of {', '.join(SEPARATIONS)}, got {separation!r}")
         self.alpha = float(alpha)
         self.beta = float(beta)
         self.lam = float(lam)
+        self.separation = separation
 
     def extra_repr(self) -> str:
-        return f"alpha={self.alpha}, beta={self.beta}, lam={self.lam}"
+        return f"alpha={self.alpha}, beta={self.beta}, lam={self.lam}, separation={self.separation}"
 
     @staticmethod
     def confusers(sv_a: Tensor, sv_b: Tensor) -> tuple[Tensor, Tensor]:
@@ -55,7 +65,8 @@ class PoseInvariantObjectLoss(torch.nn.Module):
         Returns (idx_a, idx_b), each (P,) long: per pair, the view indices of the closest cross-object
         pair argmin_{x in a, y in b} d(x, y). The choice is a hard selection (no gradient flows through it).
         Ties (the spec is silent) go to the first minimum in row-major order, i.e. the lowest view index
-        of a, then of b, which is what `torch.argmin` guarantees.
+        of a, then of b, which is what `torch.argmin` guarantees (and what the released code's argmin over the
+        flattened (view of a, view of b) grid picks).
         """
         if sv_a.dim() != 3 or sv_b.dim() != 3 or sv_a.shape[0] != sv_b.shape[0] or sv_a.shape[2] != sv_b.shape[2]:
             raise ValueError(
@@ -83,5 +94,7 @@ class PoseInvariantObjectLoss(torch.nn.Module):
         con_a = sv_a[rows, idx_a]  # (P, D), differentiable w.r.t. the chosen views
         con_b = sv_b[rows, idx_b]
         cluster = torch.relu(_distance(mv_a, con_a) - self.alpha) + torch.relu(_distance(mv_b, con_b) - self.alpha)
-        separate = torch.relu(self.beta - _distance(con_a, con_b)) + torch.relu(self.beta - _distance(mv_a, mv_b))
+        # The squared distance as its own expression, not _distance(...) ** 2: its gradient is 2(x - y), finite at 0.
+        con_gap = ((con_a - con_b) ** 2).sum(dim=-1) if self.separation == "squared" else _distance(con_a, con_b)
+        separate = torch.relu(self.beta - con_gap) + torch.relu(self.beta - _distance(mv_a, mv_b))
         return cluster + self.lam * separate

@@ -11,7 +11,7 @@ from torch import Tensor
 from .category import CategoryLSoftmaxLoss, PoseInvariantCategoryLoss
 from .dvml import VariationalBranch
 from .metric import ObjectMetricLoss, parse_object_loss
-from .object import PoseInvariantObjectLoss
+from .object import SEPARATIONS, PoseInvariantObjectLoss
 
 LOSS_TERMS = ("cat", "piobj", "picat")
 
@@ -52,7 +52,9 @@ class LossConfig:
     gamma: float = 4.0  # L-Softmax margin (a positive integer)
     lam: float = 1.0  # weight of the object separation part (2 for FG3D in the released code)
     terms: tuple[str, ...] = LOSS_TERMS  # subset, for the ablations of paper Table 4 (`--losses cat,piobj,picat`)
-    mine_hard: bool = True  # BatchHardMiner before the L-Softmax
+    mine_hard: bool = True  # BatchEasyHardMiner(hard, hard) weights the L-Softmax's views, as released
+    train_lsoftmax_weights: bool = False  # the released optimiser leaves the L-Softmax class weights at their init
+    separation: str = "squared"  # distance in the confuser separation term: released "squared", or Eq. 7's "plain"
     obj_loss: str = "piro"  # the object term: L_piobj ("piro") or a metric-learning loss (losses/metric.py)
     dvml: bool = False  # add the DVML variational branch to the object term (losses/dvml.py)
     dvml_kl: float = 0.1  # weight of DVML's KL term
@@ -73,6 +75,8 @@ class LossConfig:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.gamma < 1 or not float(self.gamma).is_integer():
             raise ValueError(f"gamma (the L-Softmax margin) must be a positive integer, got {self.gamma}")
+        if self.separation not in SEPARATIONS:
+            raise ValueError(f"separation (--separation) must be one of {', '.join(SEPARATIONS)}, got {self.separation!r}")
 
 
 class PiroLoss(torch.nn.Module):
@@ -83,10 +87,11 @@ class PiroLoss(torch.nn.Module):
     "dvml_syn" (the object term on synthetic views), "dvml_kl" and "dvml_rec" (needs `feats` in forward and
     `feat_dim` here). `obj_dim` is the object space's dimension (default: cat_dim).
 
-    "cat" is CategoryLSoftmaxLoss on the a-views plus the same on the b-views (each a mean over its P*V views, so
-    their sum is the mean over pairs of L_cat^a + L_cat^b); the miner runs separately on the a-views and on the
-    b-views, as in the authors' released code. The L-Softmax class weights (learnable) exist only when "cat" is
-    enabled; give `PiroLoss.parameters()` to the optimiser together with the model's.
+    "cat" is CategoryLSoftmaxLoss on the a-views plus the same on the b-views (each a mean over its P*V views); the
+    miner runs separately on the a-views and on the b-views, and the two values are added, as in the authors'
+    released code (losses/CategoryLoss.py). The L-Softmax class weights exist only when "cat" is enabled; unless
+    `train_lsoftmax_weights`, they do not require grad, so giving `PiroLoss.parameters()` to the optimiser together
+    with the model's trains only the other loss parameters (metric-loss proxies, DVML) and leaves W as initialised.
     """
 
     def __init__(
@@ -98,14 +103,18 @@ class PiroLoss(torch.nn.Module):
         self.config = config
         self.terms = _canonical_terms(config.terms)
         self.cat = (
-            CategoryLSoftmaxLoss(num_classes, cat_dim, gamma=config.gamma, use_miner=config.mine_hard)
+            CategoryLSoftmaxLoss(
+                num_classes, cat_dim, gamma=config.gamma, use_miner=config.mine_hard, train_weights=config.train_lsoftmax_weights
+            )
             if "cat" in self.terms
             else None
         )
         self.piobj = None
         self.metric = None
         if "piobj" in self.terms and config.obj_loss == "piro":
-            self.piobj = PoseInvariantObjectLoss(alpha=config.alpha, beta=config.beta, lam=config.lam)
+            self.piobj = PoseInvariantObjectLoss(
+                alpha=config.alpha, beta=config.beta, lam=config.lam, separation=config.separation
+            )
         elif "piobj" in self.terms:
             if config.obj_loss.startswith("proxy") and not num_objects:
                 raise ValueError(f"obj_loss {config.obj_loss!r} keeps a proxy per object: give num_objects")
