@@ -20,44 +20,55 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Protocol
 
 import numpy as np
 import torch
 
+from piro_cli.convergence import Spread, object_spread, should_stop
 from piro_cli.data.augment import ViewAugment
-from piro_cli.data.samplers import carve_validation, plan_pairs, sample_pairs, sample_views
+from piro_cli.data.samplers import carve_validation, checked_views, plan_pairs, sample_pairs, sample_views
 from piro_cli.data.store import SplitData, ViewSetStore, normalize_views
 from piro_cli.errors import DataError, PiroError
-from piro_cli.evaluation.picr import TASKS, evaluate_picr, object_space_spread
+from piro_cli.evaluation.picr import TASKS, EmbeddingSet, evaluate_picr
 from piro_cli.features import _autocast, compute_features, embed_features, load_feature_cache
 from piro_cli.losses import LOSS_TERMS, LossConfig, parse_object_loss
 from piro_cli.methods import PRE_OPTION_VALUES, build_criterion, get_method, loss_config_of, resolve_method
 from piro_cli.models.pan import PAN, PANConfig
+from piro_cli.recipes import BUILTIN_DEFAULTS, Resolution, get_recipe
+from piro_cli.recipes import resolve as resolve_recipe
 from piro_cli.runs import MetricsLog, atomic_torch_save, checkpoint_header, load_checkpoint, new_run_dir, write_json
 
 
 @dataclass
 class TrainConfig:
-    """Every `piro train` option. Defaults follow METHOD.md section 4 (ObjectPI recipe)."""
+    """Every `piro train` option.
+
+    The options a recipe may set (piro_cli.recipes.BUILTIN_DEFAULTS) default to None here: "not given",
+    resolved by `train` from `recipe` (or the data source's recipe), else the built-in default, while a
+    value given explicitly is kept. A resolved config (config.json, checkpoints) has them all set; `views`
+    None then means all the views.
+    """
 
     data: str | None = None  # HDF5 file; None: the most recently written ./data/*.h5
     project: str = "runs"
     name: str | None = None  # run folder name; default exp, exp2, ...
+    recipe: str | None = None  # piro_cli/recipes.py; None: the data source's recipe, if it has one
     # model
     method: str | None = None  # piro_cli/methods.py; None: piro-dual, or piro-single with dual=False
     backbone: str = "efficientnet_lite0"
     pretrained: bool = True
     dual: bool = True  # set from the method
-    cat_dim: int = 2048
-    obj_dim: int = 2048
+    cat_dim: int | None = None
+    obj_dim: int | None = None
     # losses
     losses: tuple[str, ...] | None = None  # None: the method's released terms (piro-single: cat, piobj; else all three)
-    alpha: float = 0.25
-    beta: float = 1.0
-    theta: float = 0.25
-    gamma: float = 4.0
-    lam: float = 1.0
+    alpha: float | None = None
+    beta: float | None = None
+    theta: float | None = None
+    gamma: float | None = None
+    lam: float | None = None
     separation: str = "squared"  # L_piobj's confuser term: [beta - d^2]+ as released, or "plain" [beta - d]+ (Eq. 7)
     train_lsoftmax_weights: bool = False  # the released optimiser leaves the L-Softmax class weights at their init
     obj_loss: str = "piro"  # the object term of piro-* methods: L_piobj or a metric-learning loss
@@ -68,22 +79,24 @@ class TrainConfig:
     pi_alpha: float = 1.0  # PI- baselines: weight of d(g_s(x), g_m(X))
     pi_beta: float = 1.0  # PI- baselines: weight of d(g_m(X), p_c)
     # optimisation
-    lr: float = 1e-5
-    lr_step: int = 5  # halve the learning rate every lr_step epochs
-    epochs: int = 25
-    batch_pairs: int = 4
-    pairs_per_object: int = 10
-    views: int | None = None  # views per object in a training pair; None: all
-    augment: bool = True
+    lr: float | None = None
+    lr_step: int | None = None  # halve the learning rate every lr_step epochs
+    epochs: int | None = None
+    batch_pairs: int | None = None
+    pairs_per_object: int | None = None
+    views: int | None = None  # views per object in a training pair; None: the recipe's, else all
+    augment: bool | None = None
     seed: int = 0
     device: str | None = None  # None: cuda when available, else cpu
     freeze_backbone: bool = False
     feature_passes: int = 2
     val_fraction: float | None = None
     val_seed: int = 0  # seed of the carved validation split: fixed, so runs with other --seed see the same objects
-    early_stop_rho: float = 1.5  # 0 disables
+    early_stop_rho: float | None = None  # 0 disables; piro_cli/convergence.py has the rule
 
     def __post_init__(self) -> None:
+        if self.recipe is not None:
+            self.recipe = get_recipe(self.recipe).name
         try:
             self.obj_loss = parse_object_loss(self.obj_loss)
         except ValueError as exc:
@@ -93,9 +106,24 @@ class TrainConfig:
         if self.losses is None:
             self.losses = spec.default_losses
         try:
-            loss_config_of(self)  # margins, loss terms and DVML options, checked before any work starts
+            # margins, loss terms and DVML options, checked before any work starts (options not given: their built-in value)
+            loss_config_of(SimpleNamespace(**{**asdict(self), **self._unset()}))
         except ValueError as exc:
             raise PiroError(str(exc)) from None
+
+    def _unset(self) -> dict:
+        """The recipe-settable options not given, with their built-in defaults."""
+        return {k: v for k, v in BUILTIN_DEFAULTS.items() if getattr(self, k) is None}
+
+    def given(self) -> dict:
+        """The recipe-settable options given explicitly (not None)."""
+        return {k: getattr(self, k) for k in BUILTIN_DEFAULTS if getattr(self, k) is not None}
+
+    def resolved(self, source_dataset: str | None, num_views: int) -> tuple[TrainConfig, Resolution]:
+        """This config with every recipe-settable option set (piro_cli.recipes.resolve), and how they were set."""
+        resolution = resolve_recipe(self.recipe, self.given(), source_dataset, num_views)
+        name = resolution.recipe.name if resolution.recipe is not None else None
+        return dataclasses.replace(self, recipe=name, **resolution.values), resolution
 
     def to_dict(self) -> dict:
         out = asdict(self)
@@ -104,6 +132,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> TrainConfig:
+        """A saved (resolved) config; runs written before an option existed get its value of that time."""
         known = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in values.items() if k in known}
         losses = values.get("losses", LOSS_TERMS)  # runs from before --losses trained all three terms
@@ -112,6 +141,8 @@ class TrainConfig:
             values.setdefault(key, value)
         if "val_seed" not in values:  # runs from before --val-seed carved their split with the training seed
             values["val_seed"] = values.get("seed", 0)
+        for key, value in BUILTIN_DEFAULTS.items():
+            values.setdefault(key, value)
         return cls(**values)
 
 
@@ -259,6 +290,12 @@ def train(
     else:
         data_path = resolve_data(config.data)
     reporter.info(f"data: {data_path}")
+    data = open_run_data(data_path, config.val_fraction, config.val_seed, checkpoint["data"] if checkpoint else None)
+    if checkpoint is None:  # a resumed run's saved config is resolved already
+        config, resolution = config.resolved(data.store.source_dataset, data.store.num_views)
+        for line in resolution.messages():
+            reporter.info(line)
+    checked_views(data.store.num_views, config.views)
 
     device = pick_device(config.device)
     if device.type == "cpu" and not config.freeze_backbone and config.backbone != "tiny":
@@ -267,12 +304,9 @@ def train(
             "--freeze-backbone trains the heads from cached features in minutes"
         )
     _seed_everything(config.seed)
-    data = open_run_data(data_path, config.val_fraction, config.val_seed, checkpoint["data"] if checkpoint else None)
     plan = plan_pairs(data.train.category[data.train_indices])
     for category in plan.skipped_categories:
         reporter.info(f"warning: category '{data.store.categories[category]}' has one training object; it is skipped (no pair)")
-    if config.views is not None:
-        sample_views(data.store.num_views, config.views, 0, np.random.default_rng(0))  # validates --views early
 
     model_config = PANConfig(
         backbone=config.backbone,
@@ -331,8 +365,13 @@ def train(
     # Head-only steps on cached features are many tiny ops: on a CPU, one thread avoids the spin-wait of
     # torch's thread pool, which cost 15x per step when the two cores were shared (docs/BENCHMARKS.md).
     with _single_thread(cache is not None and device.type == "cpu"):
+        # The stop rule (piro_cli/convergence.py) checks the statistic of the model before each epoch: each epoch's
+        # evaluation gives the next one's; the first is the initial model's or, resuming, the checkpoint's.
+        spread_before: Spread | None = None
         for epoch in range(start_epoch + 1, config.epochs + 1):
             epoch_start = time.perf_counter()
+            if spread_before is None:
+                spread_before = _training_spread(model, data, cache, device, reporter)
             lr = optimizer.param_groups[0]["lr"]
             mean_losses = _train_one_epoch(
                 epoch,
@@ -355,7 +394,9 @@ def train(
 
             row: dict = {"epoch": epoch, "lr": lr}
             row.update({f"loss_{k}" if k != "total" else "loss": v for k, v in mean_losses.items()})
-            row.update(_epoch_evaluation(model, data, cache, device, reporter))
+            row.update(spread_before.as_row())  # metrics.csv's d_intra_max, d_inter_min, rho: before this epoch
+            evaluation, spread_after = _epoch_evaluation(model, data, cache, device, reporter)
+            row.update(evaluation)
             row["seconds"] = time.perf_counter() - epoch_start
             score = row.get("val_mean", -math.inf)
             improved = data.val is None or score > best_score
@@ -377,16 +418,21 @@ def train(
                 "scheduler_state": scheduler.state_dict(),
                 "rng": {"numpy": rng.bit_generator.state, "torch": torch.get_rng_state(), "augment": aug_generator.get_state()},
             }
-            atomic_torch_save(state, run_dir / "last.pt")
+            # last.pt last: a run killed before it resumes from the previous epoch, which truncates metrics.csv to it
+            # and redoes this epoch; killed after it, the epoch's row and best.pt are already written.
+            metrics_log.append(row)
             if improved:
                 atomic_torch_save(state, run_dir / "best.pt")
-            metrics_log.append(row)
+            atomic_torch_save(state, run_dir / "last.pt")
             result.history.append(row)
             result.epochs_done = epoch
             reporter.epoch(row)
-            if config.early_stop_rho > 0 and row.get("rho", 0.0) > config.early_stop_rho:
-                result.stop_reason = f"early stop: rho {row['rho']:.3f} > {config.early_stop_rho} after epoch {epoch}"
+            if should_stop(spread_before, config.early_stop_rho):
+                result.stop_reason = (
+                    f"early stop: rho {spread_before.rho:.3f} > {config.early_stop_rho} before epoch {epoch}, stopped after it"
+                )
                 break
+            spread_before = spread_after
     result.seconds = time.perf_counter() - started
     return result
 
@@ -417,7 +463,8 @@ def _train_one_epoch(
     for step in range(steps):
         batch = pairs[step * config.batch_pairs : (step + 1) * config.batch_pairs]
         objects = np.concatenate([batch[:, 0], batch[:, 1]])
-        view_idx = sample_views(data.store.num_views, config.views, len(objects), rng)
+        pair_views = sample_views(data.store.num_views, config.views, len(batch), rng)
+        view_idx = np.concatenate([pair_views, pair_views])  # a pair's two objects: the same views, in the same order
         with _autocast(device):
             if cache is not None:
                 feats = _cached_batch(cache, objects, view_idx, rng).to(device)
@@ -540,28 +587,35 @@ def _feature_cache(model: PAN, data: RunData, config: TrainConfig, device, augme
     return payload
 
 
-def _epoch_evaluation(model: PAN, data: RunData, cache: dict | None, device, reporter) -> dict:
-    """d_intra_max, d_inter_min, rho on the training objects and, with a validation split, the PICR tasks."""
+def _training_gallery(model: PAN, data: RunData, cache: dict | None, device, reporter) -> EmbeddingSet:
+    """Embeddings of the training objects' un-augmented views, the model in eval mode."""
     if cache is not None:
-        train_feats = cache["train"][0, data.train_indices]
-        val_feats = None
-        if data.val is not None:
-            source = cache["val"] if data.val is not data.train else cache["train"][0]
-            val_feats = source[data.val_indices]
+        feats = cache["train"][0, data.train_indices]  # pass 1 of the cache: the clean views
     else:
         progress = lambda done, total: reporter.progress("embedding training objects", done, total)  # noqa: E731
-        train_feats = compute_features(model, data.train, data.train_indices, device, progress=progress)
-        val_feats = None
-        if data.val is not None:
-            progress = lambda done, total: reporter.progress("embedding validation objects", done, total)  # noqa: E731
-            val_feats = compute_features(model, data.val, data.val_indices, device, progress=progress)
-    train_labels = torch.as_tensor(data.train.category[data.train_indices])
-    gallery = embed_features(model, train_feats, train_labels, device)
-    intra, inter, rho = object_space_spread(gallery.sv_obj, gallery.labels)
-    row = {"d_intra_max": intra, "d_inter_min": inter, "rho": rho}
-    if val_feats is not None:
-        probes = embed_features(model, val_feats, torch.as_tensor(data.val.category[data.val_indices]), device)
-        results = evaluate_picr(gallery, probes)
-        row.update({f"val_{task}": value for task, value in results.items()})
-        row["val_mean"] = float(np.mean([results[t] for t in TASKS]))
-    return row
+        feats = compute_features(model, data.train, data.train_indices, device, progress=progress)
+    return embed_features(model, feats, torch.as_tensor(data.train.category[data.train_indices]), device)
+
+
+def _training_spread(model: PAN, data: RunData, cache: dict | None, device, reporter) -> Spread:
+    gallery = _training_gallery(model, data, cache, device, reporter)
+    return object_spread(gallery.sv_obj, gallery.labels)
+
+
+def _epoch_evaluation(model: PAN, data: RunData, cache: dict | None, device, reporter) -> tuple[dict, Spread]:
+    """After an epoch: the PICR tasks on the validation objects (when there are any), and the progress statistic."""
+    gallery = _training_gallery(model, data, cache, device, reporter)
+    spread = object_spread(gallery.sv_obj, gallery.labels)
+    if data.val is None:
+        return {}, spread
+    if cache is not None:
+        source = cache["val"] if data.val is not data.train else cache["train"][0]
+        val_feats = source[data.val_indices]
+    else:
+        progress = lambda done, total: reporter.progress("embedding validation objects", done, total)  # noqa: E731
+        val_feats = compute_features(model, data.val, data.val_indices, device, progress=progress)
+    probes = embed_features(model, val_feats, torch.as_tensor(data.val.category[data.val_indices]), device)
+    results = evaluate_picr(gallery, probes)
+    row = {f"val_{task}": value for task, value in results.items()}
+    row["val_mean"] = float(np.mean([results[t] for t in TASKS]))
+    return row, spread

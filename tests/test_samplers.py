@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from piro_cli.data.samplers import carve_validation, plan_pairs, sample_pairs, sample_views
+from piro_cli.data.samplers import carve_validation, checked_views, plan_pairs, sample_pairs, sample_views
 from piro_cli.errors import DataError
 
 
@@ -22,12 +22,34 @@ def test_pairs_are_different_objects_of_the_same_category():
     assert np.bincount(pairs[:, 0], minlength=6).tolist() == [3, 3, 3, 3, 3, 0]
 
 
-def test_partners_without_replacement_when_possible():
-    categories = np.zeros(6, dtype=int)
-    pairs = sample_pairs(plan_pairs(categories), pairs_per_object=5, rng=np.random.default_rng(1))
-    for anchor in range(6):
-        partners = pairs[pairs[:, 0] == anchor, 1]
-        assert sorted(partners.tolist()) == [o for o in range(6) if o != anchor]
+def test_a_category_of_two_always_pairs_the_same_two():
+    # with replacement, as released: partners repeat; the only other object of the category is every partner
+    pairs = sample_pairs(plan_pairs(np.array([0, 0, 1, 1, 1])), pairs_per_object=10, rng=np.random.default_rng(0))
+    assert len(pairs) == 5 * 10
+    assert sorted(pairs[pairs[:, 0] == 0, 1].tolist()) == [1] * 10
+    assert sorted(pairs[pairs[:, 0] == 1, 1].tolist()) == [0] * 10
+
+
+def test_partners_are_independent_uniform_draws_from_the_category():
+    # 5 objects of one category, 3 partners each: drawn without replacement a partner never repeats within an
+    # anchor's 3; drawn independently (the released `random.choice`) some repeats with probability 1 - (4*3*2)/4**3
+    categories = np.zeros(5, dtype=int)
+    plan = plan_pairs(categories)
+    rng = np.random.default_rng(3)
+    counts = np.zeros((5, 5))
+    anchors_with_repeats, draws = 0, 2000
+    for _ in range(draws):
+        pairs = sample_pairs(plan, pairs_per_object=3, rng=rng)
+        np.add.at(counts, (pairs[:, 0], pairs[:, 1]), 1)
+        for anchor in range(5):
+            partners = pairs[pairs[:, 0] == anchor, 1]
+            anchors_with_repeats += len(set(partners.tolist())) < 3
+    assert np.all(np.diag(counts) == 0)
+    expected = draws * 3 / 4  # each of the 4 other objects equally likely
+    off_diagonal = counts[~np.eye(5, dtype=bool)]
+    assert np.all(np.abs(off_diagonal - expected) < 5 * np.sqrt(expected * 3 / 4))  # 5 sigma of a binomial count
+    p_repeat = 1 - (4 * 3 * 2) / 4**3
+    assert abs(anchors_with_repeats / (5 * draws) - p_repeat) < 0.02
 
 
 def test_sampling_is_seeded():
@@ -48,6 +70,8 @@ def test_sample_views():
     assert views.shape == (5, 3)
     assert all(len(set(row)) == 3 for row in views.tolist())
     assert sorted(sample_views(8, None, 1, rng)[0].tolist()) == list(range(8))
+    assert sample_views(8, 3, 0, rng).shape == (0, 3)
+    assert checked_views(8, None) == 8 and checked_views(8, 5) == 5
     with pytest.raises(DataError, match="--views 9"):
         sample_views(8, 9, 1, rng)
 

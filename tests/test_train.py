@@ -7,12 +7,15 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import tiny_config
 from typer.testing import CliRunner
 
+import piro_cli.train as train_module
 from piro_cli.cli import app
+from piro_cli.data.store import ViewSetStore
 from piro_cli.errors import DataError, PiroError
 from piro_cli.evaluation.picr import TASKS
 from piro_cli.runs import load_checkpoint
@@ -99,6 +102,11 @@ def test_resume_after_kill_matches_uninterrupted_run(tiny_data, freeze):
         torch.testing.assert_close(ref["model_state"][key], res["model_state"][key], msg=key)
     assert [int(r["epoch"]) for r in read_metrics(killed)] == [1, 2, 3]
     assert read_metrics(killed)[-1]["loss"] == read_metrics(reference.run_dir)[-1]["loss"]
+    # the statistic before the first resumed epoch is recomputed from the checkpoint: the same as uninterrupted
+    columns = ("d_intra_max", "d_inter_min", "rho")
+    assert [[r[c] for c in columns] for r in read_metrics(killed)] == [
+        [r[c] for c in columns] for r in read_metrics(reference.run_dir)
+    ]
 
 
 def test_nan_loss_stops_with_epoch_and_step_and_keeps_last_good(tiny_data, monkeypatch):
@@ -121,8 +129,29 @@ def test_nan_loss_stops_with_epoch_and_step_and_keeps_last_good(tiny_data, monke
 
 
 def test_early_stop_on_rho(tiny_data):
+    # rho of the initial model is above the threshold: the first epoch runs, then the run stops (tests/test_convergence.py)
     result = train(tiny_config(tiny_data, epochs=3, early_stop_rho=1e-6))
     assert result.epochs_done == 1 and result.stop_reason.startswith("early stop")
+
+
+def test_both_objects_of_a_pair_see_the_same_views(tiny_data, monkeypatch):
+    seen = []
+    original = train_module._cached_batch
+
+    def spy(cache, objects, view_idx, rng):
+        seen.append((objects.copy(), view_idx.copy()))
+        return original(cache, objects, view_idx, rng)
+
+    monkeypatch.setattr(train_module, "_cached_batch", spy)
+    train(tiny_config(tiny_data, epochs=1, freeze_backbone=True, feature_passes=1, views=5))
+    categories = ViewSetStore(tiny_data).split("train").category
+    assert seen
+    for objects, view_idx in seen:
+        half = len(objects) // 2  # the batch is [first objects of the pairs; their partners]
+        np.testing.assert_array_equal(view_idx[:half], view_idx[half:])
+        assert view_idx.shape[1] == 5 and all(len(set(row)) == 5 for row in view_idx.tolist())
+        assert (categories[objects[:half]] == categories[objects[half:]]).all() and (objects[:half] != objects[half:]).all()
+    assert len({tuple(row) for _, views in seen for row in views.tolist()}) > 1  # the views change from pair to pair
 
 
 def test_data_defaults_to_latest_file_and_errors_without_one(tiny_data):

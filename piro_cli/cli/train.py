@@ -13,10 +13,14 @@ from piro_cli.errors import PiroError
 from piro_cli.losses import OBJECT_LOSSES, parse_loss_terms
 from piro_cli.methods import METHODS, get_method, method_for_space
 from piro_cli.models.backbones import available_backbones
+from piro_cli.recipes import BUILTIN_DEFAULTS, RECIPES, option_flag, recipe_help
 from piro_cli.train import TrainConfig
 from piro_cli.train import train as run_training
 
-DEFAULT_EPOCHS = TrainConfig.epochs
+
+def _default(field: str) -> str:
+    """Help text for an option a recipe may set."""
+    return f"(default: the recipe's, else {option_flag(field, BUILTIN_DEFAULTS[field]).split(' ', 1)[-1]})"
 
 
 class RichReporter:
@@ -54,6 +58,14 @@ def train(
     data: Path = typer.Option(None, help="HDF5 file from `piro prepare`. Default: the most recently written ./data/*.h5."),
     name: str = typer.Option(None, help="Run folder name under --project (default exp, exp2, ...)."),
     project: Path = typer.Option(Path("runs"), help="Folder holding the run folders."),
+    recipe: str = typer.Option(
+        None,
+        help=f"Training values of the released code for one dataset ({', '.join(RECIPES)}). {recipe_help()} "
+        "Default: the recipe of the data file's source when it is one of these (said in the first lines of output), "
+        "else the built-in defaults (the ObjectPI values, all views). Options given explicitly override the recipe; "
+        "config.json records the recipe and every resolved value.",
+        show_default=False,
+    ),
     backbone: str = typer.Option("efficientnet_lite0", help=f"Backbone: {', '.join(available_backbones())}, or timm:<model>."),
     pretrained: bool = typer.Option(True, "--pretrained/--no-pretrained", help="Start from ImageNet weights (or random init)."),
     method: str = typer.Option(
@@ -80,7 +92,7 @@ def train(
     pi_beta: float = typer.Option(
         1.0, min=0, help="PI- baselines: weight of the pull of the view-set embedding toward its category."
     ),
-    embed_dim: int = typer.Option(2048, help="Embedding dimension of both spaces (the paper's 2048)."),
+    embed_dim: int = typer.Option(None, help=f"Embedding dimension of both spaces (the paper's 2048). {_default('obj_dim')}"),
     cat_dim: int = typer.Option(None, help="Category-space dimension (overrides --embed-dim)."),
     obj_dim: int = typer.Option(None, help="Object-space dimension (overrides --embed-dim; the single space uses it)."),
     losses: str = typer.Option(
@@ -89,11 +101,13 @@ def train(
         "cat,piobj,picat for piro-dual; cat,piobj for piro-single (PiRO-SE)]",
         show_default=False,
     ),
-    alpha: float = typer.Option(0.25, help="Object clustering margin alpha."),
-    beta: float = typer.Option(1.0, help="Object separation margin beta."),
-    theta: float = typer.Option(0.25, help="Category margin theta."),
-    gamma: float = typer.Option(4.0, help="L-Softmax margin gamma."),
-    lam: float = typer.Option(1.0, help="Weight lambda of the object separation term (released code: 1, FG3D 2)."),
+    alpha: float = typer.Option(None, help=f"Object clustering margin alpha. {_default('alpha')}"),
+    beta: float = typer.Option(None, help=f"Object separation margin beta. {_default('beta')}"),
+    theta: float = typer.Option(None, help=f"Category margin theta. {_default('theta')}"),
+    gamma: float = typer.Option(None, help=f"L-Softmax margin gamma. {_default('gamma')}"),
+    lam: float = typer.Option(
+        None, help=f"Weight lambda of the object separation term (released code: 1, FG3D 2). {_default('lam')}"
+    ),
     separation: str = typer.Option(
         "squared",
         help="Distance in L_piobj's confuser separation [beta - s(o_con^a, o_con^b)]+: squared (s = d^2, the released "
@@ -105,12 +119,34 @@ def train(
         help="Also optimise the L-Softmax class-weight matrix of L_cat (the released code leaves it at its random "
         "initialisation).",
     ),
-    lr: float = typer.Option(1e-5, help="Adam learning rate (paper: 1e-5; FG3D 5e-5); halved every 5 epochs."),
-    epochs: int = typer.Option(None, min=1, help="Epochs to train [default: 25]; with --resume, extend the run to this many."),
-    batch_pairs: int = typer.Option(4, min=1, help="Pairs per batch (paper: 4 ObjectPI, 3 ModelNet-40, 9 FG3D)."),
-    pairs_per_object: int = typer.Option(10, min=1, help="Partners drawn per training object each epoch (paper: 10, FG3D 3)."),
-    views: int = typer.Option(None, help="Random views per object in a pair (default: all)."),
-    augment: bool = typer.Option(True, "--augment/--no-augment", help="Random flip and small affine on training views."),
+    lr: float = typer.Option(None, help=f"Adam learning rate (released: 1e-5; FG3D 5e-5). {_default('lr')}"),
+    lr_step: int = typer.Option(
+        None, min=1, help=f"Halve the learning rate every this many epochs (released: epochs / 5). {_default('lr_step')}"
+    ),
+    epochs: int = typer.Option(
+        None, min=1, help=f"Epochs to train; with --resume, extend the run to this many. {_default('epochs')}"
+    ),
+    batch_pairs: int = typer.Option(
+        None, min=1, help=f"Pairs per batch (released: 4 ObjectPI, 3 ModelNet-40, 9 FG3D). {_default('batch_pairs')}"
+    ),
+    pairs_per_object: int = typer.Option(
+        None,
+        min=1,
+        help="Pairs each training object starts per epoch, each partner drawn (with replacement) from the other objects "
+        f"of its category (released: 10, FG3D 3). {_default('pairs_per_object')}",
+    ),
+    views: int = typer.Option(
+        None,
+        min=1,
+        help="Random views per object in a pair, the same views for both objects (released: 8 ObjectPI, 12 ModelNet-40 "
+        "and FG3D, at most the data's). (default: the recipe's, else all)",
+    ),
+    augment: bool = typer.Option(
+        None,
+        "--augment/--no-augment",
+        help="Random flip and small affine on training views. (default: the recipe's, else on)",
+        show_default=False,
+    ),
     seed: int = typer.Option(0, help="Random seed; CPU runs with the same seed are reproducible."),
     device: str = typer.Option(None, help="cpu, cuda or cuda:N (default: cuda when available)."),
     freeze_backbone: bool = typer.Option(
@@ -121,7 +157,12 @@ def train(
         None, help="Carve this fraction of train objects (per category, seeded) out as validation."
     ),
     val_seed: int = typer.Option(0, help="Seed of the --val-fraction split (kept apart from --seed so seeds share one split)."),
-    early_stop_rho: float = typer.Option(1.5, help="Stop once rho = d_inter_min / d_intra_max exceeds this (0 disables)."),
+    early_stop_rho: float = typer.Option(
+        None,
+        help="Stop early, as the released code does: rho = d_inter_min / d_intra_max of the training objects is computed "
+        "before each epoch, and when it exceeds this value training stops after that epoch (so one more epoch runs "
+        f"after rho crosses it); 0 disables. {_default('early_stop_rho')}",
+    ),
     resume: Path = typer.Option(None, help="Continue an interrupted run: its folder or last.pt (its saved options are used)."),
 ) -> None:
     """Train PAN (dual or single space) with the pose-invariant losses, or a baseline, and write runs/<name>/.
@@ -135,11 +176,12 @@ def train(
         raise PiroError(f"--losses: {exc}") from None
     method = _method_from_flags(method, dual)
     config = TrainConfig(
-        data=str(data) if data else None, project=str(project), name=name, method=method, backbone=backbone, pretrained=pretrained,
-        cat_dim=cat_dim or embed_dim, obj_dim=obj_dim or embed_dim, losses=terms, alpha=alpha, beta=beta, theta=theta,
-        gamma=gamma, lam=lam, separation=separation.strip().lower(), train_lsoftmax_weights=train_lsoftmax_weights, lr=lr,
-        epochs=epochs or DEFAULT_EPOCHS, batch_pairs=batch_pairs, pairs_per_object=pairs_per_object, views=views,
-        augment=augment, seed=seed, device=device, freeze_backbone=freeze_backbone, feature_passes=feature_passes,
+        data=str(data) if data else None, project=str(project), name=name, recipe=recipe, method=method, backbone=backbone,
+        pretrained=pretrained, cat_dim=cat_dim or embed_dim, obj_dim=obj_dim or embed_dim, losses=terms, alpha=alpha, beta=beta,
+        theta=theta, gamma=gamma, lam=lam, separation=separation.strip().lower(),
+        train_lsoftmax_weights=train_lsoftmax_weights, lr=lr, lr_step=lr_step, epochs=epochs, batch_pairs=batch_pairs,
+        pairs_per_object=pairs_per_object, views=views, augment=augment, seed=seed, device=device, freeze_backbone=freeze_backbone,
+        feature_passes=feature_passes,
         val_fraction=val_fraction, val_seed=val_seed, early_stop_rho=early_stop_rho, obj_loss=obj_loss, dvml=dvml, dvml_kl=dvml_kl,
         dvml_rec=dvml_rec, dvml_syn=dvml_syn, pi_alpha=pi_alpha, pi_beta=pi_beta,
     )  # fmt: skip

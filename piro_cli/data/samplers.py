@@ -1,4 +1,4 @@
-"""Training samples: pairs of two different objects of the same category, each with V random views."""
+"""Training samples: pairs of two different objects of the same category, both seen from the same V random views."""
 
 from __future__ import annotations
 
@@ -36,29 +36,39 @@ def plan_pairs(categories: np.ndarray, category_names: list[str] | None = None) 
 def sample_pairs(plan: PairPlan, pairs_per_object: int, rng: np.random.Generator) -> np.ndarray:
     """One epoch of pairs, shuffled: (n, 2) object indices.
 
-    Every pairable object is the first member of `pairs_per_object` pairs, its
-    partners drawn without replacement from the other objects of its category
-    (with replacement once the category has fewer objects than partners asked).
+    As the released sampler (Ncomp items per object, each partner a `random.choice`): every pairable object
+    is the first member of `pairs_per_object` pairs, each partner an independent uniform draw from the other
+    objects of its category, so with replacement (a partner can repeat, and a category of two objects
+    always pairs the same two).
     """
     if pairs_per_object < 1:
         raise DataError(f"--pairs-per-object {pairs_per_object}: must be at least 1")
     pairs = []
     for members in plan.by_category.values():
         for anchor in members:
-            others = members[members != anchor]
-            replace = len(others) < pairs_per_object
-            partners = rng.choice(others, size=pairs_per_object, replace=replace)
+            partners = rng.choice(members[members != anchor], size=pairs_per_object, replace=True)
             pairs.extend((int(anchor), int(p)) for p in partners)
     pairs_array = np.asarray(pairs, dtype=np.int64)
     return pairs_array[rng.permutation(len(pairs_array))]
 
 
 def sample_views(num_available: int, num_views: int | None, count: int, rng: np.random.Generator) -> np.ndarray:
-    """For `count` objects, `num_views` distinct random view indices each (all views, shuffled, when None)."""
+    """For `count` pairs (or objects), `num_views` distinct random view indices each, in random order (all views, shuffled, when None).
+
+    A pair's two objects take the same row, views k1..kV of a and of b in the same order, as the released
+    sampler does (one `random.sample` of the viewpoints per pair).
+    """
+    wanted = checked_views(num_available, num_views)
+    rows = [rng.permutation(num_available)[:wanted] for _ in range(count)]
+    return np.asarray(rows, dtype=np.int64).reshape(count, wanted)
+
+
+def checked_views(num_available: int, num_views: int | None) -> int:
+    """The number of views a training object shows (`--views`, None: all), checked against the data."""
     wanted = num_available if num_views is None else num_views
     if not 1 <= wanted <= num_available:
         raise DataError(f"--views {num_views}: the data has {num_available} views per object; choose 1 to {num_available}")
-    return np.stack([rng.permutation(num_available)[:wanted] for _ in range(count)])
+    return wanted
 
 
 def carve_validation(categories: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

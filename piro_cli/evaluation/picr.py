@@ -305,30 +305,3 @@ def _all_finite(tensor: torch.Tensor, block: int = 1 << 22) -> bool:
     """No NaN or infinity; checked in blocks, since torch.isfinite of a whole gallery needs several copies of it."""
     flat = tensor.reshape(-1)
     return all(bool(torch.isfinite(flat[start : start + block]).all()) for start in range(0, len(flat), block))
-
-
-def object_space_spread(sv_obj: torch.Tensor, labels: torch.Tensor) -> tuple[float, float, float]:
-    """Training progress signal (paper Fig. 6): mean d_intra_max, mean d_inter_min and rho = their ratio.
-
-    d_intra_max: the largest distance between two views of an object; d_inter_min:
-    the smallest distance from a view of the object to a view of another object
-    of the same category. Objects alone in their category have no d_inter_min and are left out of both means.
-    """
-    n, v, _ = sv_obj.shape
-    flat = sv_obj.flatten(0, 1).float()
-    owners = torch.arange(n, device=sv_obj.device).repeat_interleave(v)
-    view_labels = labels.repeat_interleave(v)
-    intra, inter = [], []
-    for i in range(n):
-        rows = flat[i * v : (i + 1) * v]
-        dist = torch.cdist(rows, flat)  # (v, N*v)
-        same_category_other = (view_labels == labels[i]) & (owners != i)
-        if not bool(same_category_other.any()):
-            continue
-        intra.append(dist[:, i * v : (i + 1) * v].max())
-        inter.append(dist[:, same_category_other].min())
-    if not intra:
-        return float("nan"), float("nan"), float("nan")
-    intra_max = float(torch.stack(intra).mean())
-    inter_min = float(torch.stack(inter).mean())
-    return intra_max, inter_min, inter_min / max(intra_max, 1e-12)

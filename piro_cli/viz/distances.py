@@ -1,8 +1,9 @@
 """`--distances`: the training progress signal across epochs, from the runs' `metrics.csv` (paper Fig. 6).
 
 Top: `d_intra_max` (dashed; mean over training objects of the largest distance between two views of the
-object) and `d_inter_min` (solid; mean of the smallest distance from the object to another object of its
-category), both in the object space. Bottom: `rho = d_inter_min / d_intra_max`, with rho = 1 marked (above
+object) and `d_inter_min` (solid; mean over objects of the smallest, over the other objects of its category,
+mean distance between their views), both in the object space, of the model before each epoch
+(piro_cli/convergence.py). Bottom: `rho = d_inter_min / d_intra_max`, with rho = 1 marked (above
 it every object's views are, on average, closer together than to any other object of its category) and the
 run's early-stop threshold when it had one. Several runs are overlaid, one colour each. Needs no model and
 no data: only each run folder's metrics.csv.

@@ -1,0 +1,169 @@
+"""Training recipes: the released per-dataset values of `piro train`'s options (`--recipe NAME`).
+
+A recipe sets some of the options in BUILTIN_DEFAULTS; an option given explicitly (on the command line, or
+not None in a TrainConfig) overrides it, and an option neither sets takes its built-in default. Without
+`--recipe`, a data file whose source (`piro prepare SOURCE`) has a recipe uses it. A recipe is one entry
+of RECIPES.
+
+The PiRO recipes are the released code's ConfigLearn.py (HyperParams and ConfigOOWL / ConfigMNet40 /
+ConfigFG3D; METHOD.md section 4): pairs per batch (BS), views per object (N_G), partners per object
+(Ncomp), lr, lambda, 25 epochs, 2048-d embeddings, the learning rate halved every Nepochs / 5 = 5 epochs,
+margins alpha 0.25, beta 1, theta 0.25, L-Softmax margin 4, early-convergence ratio 1.5, and the train-time
+augmentation. The released backbone is VGG-16 (`--backbone vgg16`); a recipe leaves the backbone to
+`--backbone`, whose default trains on a CPU.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from piro_cli.errors import PiroError
+
+BUILTIN_DEFAULTS: dict[str, Any] = {
+    "batch_pairs": 4,
+    "views": None,  # all the views of the data
+    "pairs_per_object": 10,
+    "lr": 1e-5,
+    "lr_step": 5,
+    "epochs": 25,
+    "cat_dim": 2048,
+    "obj_dim": 2048,
+    "alpha": 0.25,
+    "beta": 1.0,
+    "theta": 0.25,
+    "gamma": 4.0,
+    "lam": 1.0,
+    "early_stop_rho": 1.5,
+    "augment": True,
+}
+"""The options a recipe may set (TrainConfig fields), and their values when neither an option nor a recipe sets them."""
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    title: str  # what it is, for messages: "the released ObjectPI values"
+    values: dict[str, Any]  # TrainConfig field -> value; every key is a key of BUILTIN_DEFAULTS
+    sources: tuple[str, ...] = ()  # data sources (ViewSetStore.source_dataset) that use this recipe when --recipe is not given
+
+
+_RELEASED_PIRO = {
+    "epochs": 25,
+    "lr_step": 5,
+    "cat_dim": 2048,
+    "obj_dim": 2048,
+    "alpha": 0.25,
+    "beta": 1.0,
+    "theta": 0.25,
+    "gamma": 4.0,
+    "early_stop_rho": 1.5,
+    "augment": True,
+}
+
+RECIPES: dict[str, Recipe] = {
+    recipe.name: recipe
+    for recipe in (
+        Recipe(
+            "objectpi",
+            "the released ObjectPI values",
+            {"batch_pairs": 4, "views": 8, "pairs_per_object": 10, "lr": 1e-5, "lam": 1.0, **_RELEASED_PIRO},
+            sources=("objectpi",),
+        ),
+        Recipe(
+            "modelnet40",
+            "the released ModelNet-40 values",
+            {"batch_pairs": 3, "views": 12, "pairs_per_object": 10, "lr": 1e-5, "lam": 1.0, **_RELEASED_PIRO},
+            sources=("modelnet40",),
+        ),
+        Recipe(
+            "fg3d",
+            "the released FG3D values",
+            {"batch_pairs": 9, "views": 12, "pairs_per_object": 3, "lr": 5e-5, "lam": 2.0, **_RELEASED_PIRO},
+            sources=("fg3d",),
+        ),
+    )
+}
+
+
+def get_recipe(name: str) -> Recipe:
+    key = name.strip().lower()
+    if key not in RECIPES:
+        raise PiroError(f"--recipe {name}: unknown recipe; choose one of {', '.join(RECIPES)}")
+    return RECIPES[key]
+
+
+def recipe_for_source(source_dataset: str | None) -> Recipe | None:
+    """The recipe a data file of this source uses when --recipe is not given."""
+    return next((r for r in RECIPES.values() if source_dataset in r.sources), None)
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """Every recipe-settable option of a run, resolved, and how."""
+
+    values: dict[str, Any]  # every key of BUILTIN_DEFAULTS
+    recipe: Recipe | None
+    chosen_by: str  # "--recipe" or "the data's source"; "" without a recipe
+    overridden: dict[str, Any]  # options given explicitly that replace a value of the recipe
+
+    def messages(self) -> list[str]:
+        """What to tell the user first: which recipe, why, and which options override it."""
+        if self.recipe is None:
+            return []
+        lines = [f"recipe: {self.recipe.name} ({self.recipe.title}, from {self.chosen_by}): {describe(self.recipe.values)}"]
+        if self.overridden:
+            lines.append(f"recipe: overridden by the options given: {describe(self.overridden)}")
+        return lines
+
+
+def resolve(requested: str | None, explicit: dict[str, Any], source_dataset: str | None, num_views: int) -> Resolution:
+    """Explicit options, else the recipe (`requested`, or the data source's), else BUILTIN_DEFAULTS.
+
+    `explicit` holds the options that were given (recipe-settable options whose value is not None). A
+    recipe's views are capped at the views the data has, as released (N_G = min(len(gal_vp), N_G_B)).
+    """
+    unknown = sorted(set(explicit) - set(BUILTIN_DEFAULTS))
+    if unknown:
+        raise ValueError(f"not options a recipe sets: {', '.join(unknown)}")
+    if requested is not None:
+        recipe, chosen_by = get_recipe(requested), "--recipe"
+    else:
+        recipe, chosen_by = recipe_for_source(source_dataset), "the data's source"
+    preset = dict(recipe.values) if recipe is not None else {}
+    if preset.get("views") is not None:
+        preset["views"] = min(preset["views"], num_views)
+    values = {**BUILTIN_DEFAULTS, **preset, **explicit}
+    overridden = {k: v for k, v in explicit.items() if k in preset and preset[k] != v}
+    return Resolution(values, recipe, chosen_by if recipe is not None else "", overridden)
+
+
+def option_flag(field: str, value: Any) -> str:
+    """How `piro train` spells an option and its value: `--batch-pairs 4`, `--no-augment`."""
+    flag = "--" + field.replace("_", "-")
+    if isinstance(value, bool):
+        return flag if value else flag.replace("--", "--no-", 1)
+    if value is None:
+        return f"{flag} (all)"
+    return f"{flag} {value:g}" if isinstance(value, float) else f"{flag} {value}"
+
+
+def describe(values: dict[str, Any]) -> str:
+    return ", ".join(option_flag(k, v) for k, v in values.items())
+
+
+def recipe_help() -> str:
+    """`piro train --recipe` help: each recipe's own values, then the values they share."""
+    shared = {
+        k: v
+        for k, v in next(iter(RECIPES.values())).values.items()
+        if all(r.values.get(k, object()) == v for r in RECIPES.values())
+    }
+    parts = []
+    for recipe in RECIPES.values():
+        own = {k: v for k, v in recipe.values.items() if k not in shared}
+        parts.append(f"{recipe.name} ({recipe.title}): {describe(own)}")
+    text = "; ".join(parts) + "."
+    if shared and len(RECIPES) > 1:
+        text += f" All of them also set {describe(shared)}."
+    return text
