@@ -75,12 +75,15 @@ def train(
     dvml_rec: float = typer.Option(0.1, min=0, help="With --dvml: weight of the feature reconstruction term."),
     dvml_syn: float = typer.Option(0.5, min=0, help="With --dvml: weight of the object loss on the synthetic embeddings."),
     pi_alpha: float = typer.Option(
-        1.0, min=0, help="PI- baselines: weight of the pull of each view toward its view-set embedding."
+        None, min=0, help="pi-cnn, pi-proxy, pi-tc: weight a of d2(view, view set) [default: as released, 1; pi-tc 0.2]."
     ),
     pi_beta: float = typer.Option(
-        1.0, min=0, help="PI- baselines: weight of the pull of the view-set embedding toward its category."
+        None, min=0, help="pi-cnn, pi-proxy, pi-tc: weight b of d2(view set, category centre) [default: as released, 1]."
     ),
-    embed_dim: int = typer.Option(2048, help="Embedding dimension of both spaces (the paper's 2048)."),
+    embed_dim: int = typer.Option(
+        2048,
+        help="Embedding dimension of both spaces (the paper's 2048); the PIEs baselines on vgg16 use its 4096-d fc7 feature.",
+    ),
     cat_dim: int = typer.Option(None, help="Category-space dimension (overrides --embed-dim)."),
     obj_dim: int = typer.Option(None, help="Object-space dimension (overrides --embed-dim; the single space uses it)."),
     losses: str = typer.Option(
@@ -94,9 +97,19 @@ def train(
     lr: float = typer.Option(1e-5, help="Adam learning rate (paper: 1e-5; FG3D 5e-5); halved every 5 epochs."),
     epochs: int = typer.Option(None, min=1, help="Epochs to train [default: 25]; with --resume, extend the run to this many."),
     batch_pairs: int = typer.Option(4, min=1, help="Pairs per batch (paper: 4 ObjectPI, 3 ModelNet-40, 9 FG3D)."),
+    batch_objects: int = typer.Option(
+        None,
+        min=1,
+        help="PIEs baselines: whole objects per shuffled batch [default: as released, 4 pi-cnn and pi-proxy, 8 the others].",
+    ),
     pairs_per_object: int = typer.Option(10, min=1, help="Partners drawn per training object each epoch (paper: 10, FG3D 3)."),
     views: int = typer.Option(None, help="Random views per object in a pair (default: all)."),
-    augment: bool = typer.Option(True, "--augment/--no-augment", help="Random flip and small affine on training views."),
+    augment: bool = typer.Option(True, "--augment/--no-augment", help="Augment the training views (see --augmentation)."),
+    augmentation: str = typer.Option(
+        None,
+        help="piro (random flip and small affine, PiRO's) or pies (RandomResizedCrop scale 0.8-1 and flip, the PIEs code's). "
+        "[default: pies for the PIEs baselines, else piro]",
+    ),
     seed: int = typer.Option(0, help="Random seed; CPU runs with the same seed are reproducible."),
     device: str = typer.Option(None, help="cpu, cuda or cuda:N (default: cuda when available)."),
     freeze_backbone: bool = typer.Option(
@@ -123,8 +136,8 @@ def train(
     config = TrainConfig(
         data=str(data) if data else None, project=str(project), name=name, method=method, backbone=backbone, pretrained=pretrained,
         cat_dim=cat_dim or embed_dim, obj_dim=obj_dim or embed_dim, losses=terms, alpha=alpha, beta=beta, theta=theta,
-        gamma=gamma, lam=lam, lr=lr, epochs=epochs or DEFAULT_EPOCHS, batch_pairs=batch_pairs, pairs_per_object=pairs_per_object, views=views,
-        augment=augment, seed=seed, device=device, freeze_backbone=freeze_backbone, feature_passes=feature_passes,
+        gamma=gamma, lam=lam, lr=lr, epochs=epochs or DEFAULT_EPOCHS, batch_pairs=batch_pairs, batch_objects=batch_objects, pairs_per_object=pairs_per_object, views=views,
+        augment=augment, augmentation=augmentation, seed=seed, device=device, freeze_backbone=freeze_backbone, feature_passes=feature_passes,
         val_fraction=val_fraction, val_seed=val_seed, early_stop_rho=early_stop_rho, obj_loss=obj_loss, dvml=dvml, dvml_kl=dvml_kl,
         dvml_rec=dvml_rec, dvml_syn=dvml_syn, pi_alpha=pi_alpha, pi_beta=pi_beta,
     )  # fmt: skip
