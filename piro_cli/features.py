@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from piro_cli.data.augment import ViewAugment
+from piro_cli.data.augment import Augmentation
 from piro_cli.data.store import SplitData, normalize_views
 from piro_cli.evaluation.picr import EmbeddingSet
 
@@ -21,7 +21,7 @@ def compute_features(
     split: SplitData,
     indices: Sequence[int],
     device: torch.device,
-    augment: ViewAugment | None = None,
+    augment: Augmentation | None = None,
     generator: torch.Generator | None = None,
     batch_views: int = 64,
     progress: ProgressCallback | None = None,

@@ -2,22 +2,26 @@
 
 - piro-dual / piro-single: PAN with attention aggregation and the PiRO losses (METHOD.md sections 2-3);
   the object-space term is L_piobj or, with `--obj-loss`, a classic metric-learning loss; `--dvml` adds DVML.
-- the PIEs baselines of Ho et al. (METHOD.md section 8): one embedding space, views aggregated by average
-  pooling; MV- methods train only the multi-view embedding, PI- methods also the single views plus the
-  pose-invariant pull d_pi. CNN = softmax classifier, Proxy = one proxy per category (ProxyNCA), TC =
-  triplet-center loss.
+- the PIEs baselines of Ho et al. (METHOD.md section 8, piro_cli/losses/pies.py): one embedding space, views
+  aggregated by average pooling, trained on shuffled batches of whole objects with the released losses; with
+  `--backbone vgg16` the embedding is VGG-16's fc7 feature (PAN head `vgg16_fc7`), else a linear layer.
 
-Every method builds the same `PAN` class (so checkpoints, `piro embed` and `piro evaluate` are shared) and a
-loss module called as `criterion(out_a, out_b, labels, object_ids=..., feats=...)`.
+Every method builds the same `PAN` class (so checkpoints, `piro embed` and `piro evaluate` are shared). A PiRO
+loss module is called on pairs as `criterion(out_a, out_b, labels, object_ids=..., feats=...)`; a PIEs loss on
+one batch of objects as `criterion(views, view_set, labels, pooled=...)`.
 """
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from typing import Any
 
+import torch
+
 from piro_cli.errors import PiroError
-from piro_cli.losses import LOSS_TERMS, LossConfig, PIEsLoss, PiroLoss
+from piro_cli.losses import LOSS_TERMS, PIES_LOSSES, POSE_INVARIANT_LOSSES, LossConfig, PiroLoss
+from piro_cli.models.backbones import VGG16_FC7_DIM
 
 DEFAULT_METHOD = "piro-dual"
 DEFAULT_OBJ_LOSS = "piro"
@@ -33,10 +37,9 @@ class MethodSpec:
     family: str  # "piro" or "pies"
     dual: bool  # two embedding spaces (category + object) or one
     aggregation: str  # "attention" (PAN) or "mean" (average pooling of view features)
-    pies_loss: str | None = None  # "cnn", "proxy" or "tc" for the PIEs baselines
-    pose_invariant: bool = False  # PI- (single views + d_pi) rather than MV- (multi-view embedding only)
     summary: str = ""
     default_losses: tuple[str, ...] = LOSS_TERMS  # PiRO loss terms without --losses (the released training script's)
+    objects_per_batch: int | None = None  # PIEs baselines: the released net.py's default batch size (objects)
 
 
 METHODS: dict[str, MethodSpec] = {
@@ -52,12 +55,17 @@ METHODS: dict[str, MethodSpec] = {
             summary="PiRO-SE: PAN with one space for both",
             default_losses=("cat", "piobj"),
         ),
-        MethodSpec("mv-cnn", "pies", False, "mean", "cnn", False, "softmax classifier on the multi-view embedding"),
-        MethodSpec("pi-cnn", "pies", False, "mean", "cnn", True, "softmax on views and view set + pose-invariant pull"),
-        MethodSpec("mv-proxy", "pies", False, "mean", "proxy", False, "ProxyNCA on the multi-view embedding"),
-        MethodSpec("pi-proxy", "pies", False, "mean", "proxy", True, "ProxyNCA on views and view set + pose-invariant pull"),
-        MethodSpec("mv-tc", "pies", False, "mean", "tc", False, "triplet-center loss on the multi-view embedding"),
-        MethodSpec("pi-tc", "pies", False, "mean", "tc", True, "triplet-center on views and view set + pose-invariant pull"),
+        MethodSpec("mv-cnn", "pies", False, "mean", "PIEs: softmax classifier on the pooled views", objects_per_batch=8),
+        MethodSpec(
+            "pi-cnn", "pies", False, "mean", "PIEs: each view against the batch's view sets and category centres",
+            objects_per_batch=4,
+        ),
+        MethodSpec("mv-proxy", "pies", False, "mean", "PIEs: ProxyNCA of the view set and category centres", objects_per_batch=8),
+        MethodSpec(
+            "pi-proxy", "pies", False, "mean", "PIEs: pi-cnn without the true category in the denominator", objects_per_batch=4
+        ),
+        MethodSpec("mv-tc", "pies", False, "mean", "PIEs: triplet-center loss on the view set", objects_per_batch=8),
+        MethodSpec("pi-tc", "pies", False, "mean", "PIEs: triplet-center on views, view sets and centres", objects_per_batch=8),
     )
 }
 
@@ -108,17 +116,16 @@ def method_label(train: dict[str, Any]) -> str:
     return "+".join(parts)
 
 
-def build_criterion(config: Any, num_classes: int, num_objects: int, feat_dim: int) -> PiroLoss | PIEsLoss:
-    """The loss module of a TrainConfig's method: PiroLoss for piro-*, PIEsLoss for the baselines.
+def build_criterion(config: Any, num_classes: int, num_objects: int, feat_dim: int) -> torch.nn.Module:
+    """The loss module of a TrainConfig's method: PiroLoss for piro-*, the method's PIES_LOSSES class for the baselines.
 
     `num_objects` sizes per-object proxies (object ids are rows of the training split); `feat_dim` is the
     backbone's feature size (DVML reconstructs features).
     """
     spec = get_method(config.method)
     if spec.family == "pies":
-        return PIEsLoss(
-            spec.pies_loss, spec.pose_invariant, num_classes, config.obj_dim, alpha=config.pi_alpha, beta=config.pi_beta
-        )
+        weights = {"a": config.pi_alpha, "b": config.pi_beta} if spec.name in POSE_INVARIANT_LOSSES else {}
+        return PIES_LOSSES[spec.name](num_classes, config.obj_dim, **weights)
     loss_config = loss_config_of(config)
     cat_dim = config.cat_dim if spec.dual else config.obj_dim
     return PiroLoss(loss_config, num_classes, cat_dim=cat_dim, obj_dim=config.obj_dim, num_objects=num_objects, feat_dim=feat_dim)
@@ -146,3 +153,37 @@ def resolve_method(method: str | None, dual: bool, obj_loss: str, dvml: bool) ->
     if spec.family == "pies" and dvml:
         raise PiroError(f"--dvml: DVML works on the object space of piro-dual / piro-single, not on {spec.name}")
     return spec
+
+
+def embedding_head(spec: MethodSpec, backbone: str) -> str:
+    """The PAN head of a method on a backbone: VGG-16's fc7 for the PIEs baselines on vgg16 (as released), else linear."""
+    return "vgg16_fc7" if spec.family == "pies" and backbone == "vgg16" else "linear"
+
+
+def resolve_method_options(spec: MethodSpec, config: Any) -> None:
+    """Fill a TrainConfig's method-dependent options left None with the method's values (the released ones for the
+    PIEs baselines), so config.json records them; refuse those the method has no use for."""
+    if spec.name not in POSE_INVARIANT_LOSSES:
+        for option, value in (("--pi-alpha", config.pi_alpha), ("--pi-beta", config.pi_beta)):
+            if value is not None:
+                raise PiroError(f"{option}: only {', '.join(POSE_INVARIANT_LOSSES)} weigh their distances; not {spec.name}")
+    else:
+        weights = inspect.signature(PIES_LOSSES[spec.name]).parameters  # the released a and b are the defaults
+        config.pi_alpha = weights["a"].default if config.pi_alpha is None else config.pi_alpha
+        config.pi_beta = weights["b"].default if config.pi_beta is None else config.pi_beta
+        if config.pi_alpha < 0 or config.pi_beta < 0:
+            raise PiroError(f"--pi-alpha {config.pi_alpha}, --pi-beta {config.pi_beta}: the weights must be >= 0")
+    if spec.family != "pies":
+        if config.batch_objects is not None:
+            raise PiroError(
+                f"--batch-objects: {spec.name} trains on pairs (--batch-pairs); objects per batch are for the PIEs baselines"
+            )
+        config.augmentation = config.augmentation or "piro"
+        return
+    if config.batch_objects is None:
+        config.batch_objects = spec.objects_per_batch
+    if config.batch_objects < 1:
+        raise PiroError(f"--batch-objects {config.batch_objects}: must be at least 1")
+    config.augmentation = config.augmentation or "pies"
+    if embedding_head(spec, config.backbone) == "vgg16_fc7":
+        config.obj_dim = VGG16_FC7_DIM  # the fc7 feature is the embedding: no linear layer to another size

@@ -11,6 +11,11 @@ ConfigFG3D; METHOD.md section 4): pairs per batch (BS), views per object (N_G), 
 margins alpha 0.25, beta 1, theta 0.25, L-Softmax margin 4, early-convergence ratio 1.5, and the train-time
 augmentation. The released backbone is VGG-16 (`--backbone vgg16`); a recipe leaves the backbone to
 `--backbone`, whose default trains on a CPU.
+
+The `pies` recipe is the PIEs baselines' released training (each method's net.py and run.sh, METHOD.md
+section 8): Adam at a constant lr 1e-5 (no step schedule), 40 epochs, no rho early stop (that rule is
+PiRO's). It is the default of the PIEs methods, whatever the data source; their batches of whole objects
+(`--batch-objects`, 4 or 8 by method) and their augmentation (`--augmentation pies`) come with the methods.
 """
 
 from __future__ import annotations
@@ -82,8 +87,15 @@ RECIPES: dict[str, Recipe] = {
             {"batch_pairs": 9, "views": 12, "pairs_per_object": 3, "lr": 5e-5, "lam": 2.0, **_RELEASED_PIRO},
             sources=("fg3d",),
         ),
+        Recipe(
+            "pies",
+            "the released PIEs baselines' values",
+            {"lr": 1e-5, "lr_step": 0, "epochs": 40, "early_stop_rho": 0.0, "augment": True},
+        ),
     )
 }
+METHOD_FAMILY_RECIPES = {"pies": "pies"}
+"""A method family whose own recipe is its default, before the data source's (piro_cli.methods.MethodSpec.family)."""
 
 
 def get_recipe(name: str) -> Recipe:
@@ -117,8 +129,11 @@ class Resolution:
         return lines
 
 
-def resolve(requested: str | None, explicit: dict[str, Any], source_dataset: str | None, num_views: int) -> Resolution:
-    """Explicit options, else the recipe (`requested`, or the data source's), else BUILTIN_DEFAULTS.
+def resolve(
+    requested: str | None, explicit: dict[str, Any], source_dataset: str | None, num_views: int, family: str | None = None
+) -> Resolution:
+    """Explicit options, else the recipe (`requested`, else the method family's, else the data source's), else
+    BUILTIN_DEFAULTS.
 
     `explicit` holds the options that were given (recipe-settable options whose value is not None). A
     recipe's views are capped at the views the data has, as released (N_G = min(len(gal_vp), N_G_B)).
@@ -128,6 +143,8 @@ def resolve(requested: str | None, explicit: dict[str, Any], source_dataset: str
         raise ValueError(f"not options a recipe sets: {', '.join(unknown)}")
     if requested is not None:
         recipe, chosen_by = get_recipe(requested), "--recipe"
+    elif family in METHOD_FAMILY_RECIPES:
+        recipe, chosen_by = get_recipe(METHOD_FAMILY_RECIPES[family]), "the method"
     else:
         recipe, chosen_by = recipe_for_source(source_dataset), "the data's source"
     preset = dict(recipe.values) if recipe is not None else {}

@@ -27,14 +27,22 @@ import numpy as np
 import torch
 
 from piro_cli.convergence import Spread, object_spread, should_stop
-from piro_cli.data.augment import ViewAugment
-from piro_cli.data.samplers import carve_validation, checked_views, plan_pairs, sample_pairs, sample_views
+from piro_cli.data.augment import AUGMENTATIONS, build_augmentation
+from piro_cli.data.samplers import carve_validation, checked_views, object_batches, plan_pairs, sample_pairs, sample_views
 from piro_cli.data.store import SplitData, ViewSetStore, normalize_views
 from piro_cli.errors import DataError, PiroError
 from piro_cli.evaluation.picr import TASKS, EmbeddingSet, evaluate_picr
 from piro_cli.features import _autocast, compute_features, embed_features, load_feature_cache
-from piro_cli.losses import LOSS_TERMS, LossConfig, parse_object_loss
-from piro_cli.methods import PRE_OPTION_VALUES, build_criterion, get_method, loss_config_of, resolve_method
+from piro_cli.losses import LOSS_TERMS, POSE_INVARIANT_LOSSES, LossConfig, parse_object_loss
+from piro_cli.methods import (
+    PRE_OPTION_VALUES,
+    build_criterion,
+    embedding_head,
+    get_method,
+    loss_config_of,
+    resolve_method,
+    resolve_method_options,
+)
 from piro_cli.models.pan import PAN, PANConfig
 from piro_cli.recipes import BUILTIN_DEFAULTS, Resolution, get_recipe
 from piro_cli.recipes import resolve as resolve_recipe
@@ -76,16 +84,18 @@ class TrainConfig:
     dvml_kl: float = 0.1
     dvml_rec: float = 0.1
     dvml_syn: float = 0.5
-    pi_alpha: float = 1.0  # PI- baselines: weight of d(g_s(x), g_m(X))
-    pi_beta: float = 1.0  # PI- baselines: weight of d(g_m(X), p_c)
+    pi_alpha: float | None = None  # PI- baselines: weight a of d2(view, view set); None: the released value
+    pi_beta: float | None = None  # PI- baselines: weight b of d2(view set, category centre); None: the released value
     # optimisation
     lr: float | None = None
     lr_step: int | None = None  # halve the learning rate every lr_step epochs
     epochs: int | None = None
     batch_pairs: int | None = None
+    batch_objects: int | None = None  # PIEs baselines: objects per batch; None: the method's released default
     pairs_per_object: int | None = None
     views: int | None = None  # views per object in a training pair; None: the recipe's, else all
     augment: bool | None = None
+    augmentation: str | None = None  # "piro" or "pies" (piro_cli/data/augment.py); None: the method's own
     seed: int = 0
     device: str | None = None  # None: cuda when available, else cpu
     freeze_backbone: bool = False
@@ -105,6 +115,9 @@ class TrainConfig:
         self.method, self.dual = spec.name, spec.dual
         if self.losses is None:
             self.losses = spec.default_losses
+        resolve_method_options(spec, self)
+        if self.augmentation not in AUGMENTATIONS:
+            raise PiroError(f"--augmentation {self.augmentation!r}: choose one of {', '.join(AUGMENTATIONS)}")
         try:
             # margins, loss terms and DVML options, checked before any work starts (options not given: their built-in value)
             loss_config_of(SimpleNamespace(**{**asdict(self), **self._unset()}))
@@ -121,7 +134,7 @@ class TrainConfig:
 
     def resolved(self, source_dataset: str | None, num_views: int) -> tuple[TrainConfig, Resolution]:
         """This config with every recipe-settable option set (piro_cli.recipes.resolve), and how they were set."""
-        resolution = resolve_recipe(self.recipe, self.given(), source_dataset, num_views)
+        resolution = resolve_recipe(self.recipe, self.given(), source_dataset, num_views, get_method(self.method).family)
         name = resolution.recipe.name if resolution.recipe is not None else None
         return dataclasses.replace(self, recipe=name, **resolution.values), resolution
 
@@ -141,6 +154,9 @@ class TrainConfig:
             values.setdefault(key, value)
         if "val_seed" not in values:  # runs from before --val-seed carved their split with the training seed
             values["val_seed"] = values.get("seed", 0)
+        if values.get("method") not in POSE_INVARIANT_LOSSES:  # runs from before the PIEs losses saved 1.0 for every method
+            values.pop("pi_alpha", None)
+            values.pop("pi_beta", None)
         for key, value in BUILTIN_DEFAULTS.items():
             values.setdefault(key, value)
         return cls(**values)
@@ -304,9 +320,14 @@ def train(
             "--freeze-backbone trains the heads from cached features in minutes"
         )
     _seed_everything(config.seed)
-    plan = plan_pairs(data.train.category[data.train_indices])
-    for category in plan.skipped_categories:
-        reporter.info(f"warning: category '{data.store.categories[category]}' has one training object; it is skipped (no pair)")
+    spec = get_method(config.method)
+    plan = None
+    if spec.family == "piro":  # the PIEs baselines train on batches of whole objects, not on pairs
+        plan = plan_pairs(data.train.category[data.train_indices])
+        for category in plan.skipped_categories:
+            reporter.info(
+                f"warning: category '{data.store.categories[category]}' has one training object; it is skipped (no pair)"
+            )
 
     model_config = PANConfig(
         backbone=config.backbone,
@@ -314,7 +335,8 @@ def train(
         dual=config.dual,
         cat_dim=config.cat_dim,
         obj_dim=config.obj_dim,
-        aggregation=get_method(config.method).aggregation,
+        aggregation=spec.aggregation,
+        head=embedding_head(spec, config.backbone),
     )
     model = PAN(model_config).to(device)
     if device.type == "cuda":
@@ -328,7 +350,10 @@ def train(
     else:
         trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(trainable + list(criterion.parameters()), lr=config.lr)
-    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.lr_step, gamma=0.5)
+    # lr_step 0: a constant learning rate (the PIEs recipe)
+    scheduler = torch.optim.lr_scheduler.StepLR(
+        optimizer, step_size=max(config.lr_step, 1), gamma=0.5 if config.lr_step > 0 else 1.0
+    )
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and not torch.cuda.is_bf16_supported())
 
     rng = np.random.default_rng(config.seed)
@@ -348,7 +373,15 @@ def train(
 
     if checkpoint is not None:
         model.load_state_dict(checkpoint["model_state"])
-        criterion.load_state_dict(checkpoint["loss_state"])
+        if "loss_state" not in checkpoint:
+            raise PiroError(f"{resume}: holds no training state (e.g. weights from `piro import-weights`); it cannot be resumed")
+        try:
+            criterion.load_state_dict(checkpoint["loss_state"])
+        except RuntimeError as exc:  # e.g. a PIEs run from before the released PIEs losses
+            raise PiroError(
+                f"{run_dir}: its {config.method} loss state does not fit this piro version's loss ({exc}); "
+                "it cannot be resumed: retrain it (its checkpoints still evaluate)"
+            ) from None
         optimizer.load_state_dict(checkpoint["optimizer_state"])
         scheduler.load_state_dict(checkpoint["scheduler_state"])
         rng.bit_generator.state = checkpoint["rng"]["numpy"]
@@ -358,7 +391,7 @@ def train(
         metrics_log.truncate_after(start_epoch)
         reporter.info(f"resuming {run_dir} after epoch {start_epoch}")
 
-    augment = ViewAugment() if config.augment else None
+    augment = build_augmentation(config.augmentation) if config.augment else None
     cache = _feature_cache(model, data, config, device, augment, run_dir, reporter) if config.freeze_backbone else None
 
     result = TrainResult(run_dir, start_epoch, run_dir / "best.pt", run_dir / "last.pt", history=metrics_log.read())
@@ -373,23 +406,16 @@ def train(
             if spread_before is None:
                 spread_before = _training_spread(model, data, cache, device, reporter)
             lr = optimizer.param_groups[0]["lr"]
-            mean_losses = _train_one_epoch(
-                epoch,
-                config,
-                model,
-                criterion,
-                optimizer,
-                scaler,
-                data,
-                plan,
-                cache,
-                device,
-                augment,
-                aug_generator,
-                rng,
-                reporter,
-                run_dir / "last.pt",
-            )
+            if plan is None:
+                mean_losses = _train_one_epoch_of_objects(
+                    epoch, config, model, criterion, optimizer, scaler, data, cache, device, augment, aug_generator, rng, reporter,
+                    run_dir / "last.pt",
+                )  # fmt: skip
+            else:
+                mean_losses = _train_one_epoch(
+                    epoch, config, model, criterion, optimizer, scaler, data, plan, cache, device, augment, aug_generator, rng,
+                    reporter, run_dir / "last.pt",
+                )  # fmt: skip
             scheduler.step()
 
             row: dict = {"epoch": epoch, "lr": lr}
@@ -492,6 +518,52 @@ def _train_one_epoch(
     return {key: value / steps for key, value in sums.items()}
 
 
+def _train_one_epoch_of_objects(
+    epoch: int,
+    config: TrainConfig,
+    model: PAN,
+    criterion: torch.nn.Module,
+    optimizer,
+    scaler,
+    data: RunData,
+    cache: dict | None,
+    device: torch.device,
+    augment,
+    aug_generator: torch.Generator,
+    rng: np.random.Generator,
+    reporter,
+    last_path: Path,
+) -> dict[str, float]:
+    """One epoch of a PIEs baseline: every training object once, in shuffled batches of `batch_objects` whole
+    objects (METHOD.md section 8); returns the mean loss."""
+    model.train()
+    labels_all = torch.as_tensor(data.train.category)
+    batches = object_batches(len(data.train_indices), config.batch_objects, rng)
+    total_sum = 0.0
+    for step, rows in enumerate(batches):
+        objects = data.train_indices[rows]
+        view_idx = sample_views(data.store.num_views, config.views, len(objects), rng)
+        with _autocast(device):
+            if cache is not None:
+                feats = _cached_batch(cache, objects, view_idx, rng).to(device)
+            else:
+                feats = model.features(_image_batch(data.train, objects, view_idx, device, augment, aug_generator))
+            out = model.forward_features(feats)
+            total = criterion(out.sv_obj, out.mv_obj, labels_all[objects].to(device), pooled=out.pooled_obj)
+        if not torch.isfinite(total):
+            raise TrainingDiverged(
+                f"loss became {float(total.detach())} at epoch {epoch}, step {step + 1}/{len(batches)}; stopped. The last good "
+                f"checkpoint is {last_path}. Try a lower --lr."
+            )
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(total).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        total_sum += float(total.detach())
+        reporter.progress(f"epoch {epoch}/{config.epochs}", step + 1, len(batches))
+    return {"total": total_sum / len(batches)}
+
+
 @contextlib.contextmanager
 def _single_thread(enabled: bool):
     previous = torch.get_num_threads()
@@ -545,7 +617,8 @@ def _feature_cache(model: PAN, data: RunData, config: TrainConfig, device, augme
         "pretrained": config.pretrained,
         "data_fingerprint": data.store.fingerprint,
         "passes": config.feature_passes,
-        "augment": config.augment,
+        # PiRO's augmentation keeps the key it had before --augmentation, so caches built then stay valid
+        "augment": config.augment if config.augmentation == "piro" else config.augment and config.augmentation,
     }
     # Shared beside the run folders: runs that differ only in heads or losses (dual vs single, ablations) reuse it.
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]

@@ -18,7 +18,7 @@ from piro_cli.data.store import ViewSetStore, normalize_views
 from piro_cli.errors import PiroError
 from piro_cli.evaluation.evaluate import evaluate
 from piro_cli.evaluation.picr import TASKS
-from piro_cli.losses import OBJECT_LOSSES, PIEsLoss, TripletCenterLoss
+from piro_cli.losses import OBJECT_LOSSES
 from piro_cli.methods import METHODS, build_criterion, get_method, method_label
 from piro_cli.models.pan import PAN, PANConfig
 from piro_cli.runs import load_checkpoint
@@ -44,13 +44,17 @@ def _variant_id(variant: dict) -> str:
     return method_label({"method": variant["method"], "obj_loss": variant.get("obj_loss"), "dvml": variant.get("dvml")})
 
 
-# The part of the loss each variant adds (besides "total"): what must go down, not only the sum.
+# The part of the loss each variant adds: what must go down, not only the sum (a PIEs baseline's loss is one term).
 def _own_part(variant: dict) -> str:
     if variant.get("dvml"):
         return "dvml_syn"
     if variant.get("obj_loss"):
         return "obj"
-    return "mv" if get_method(variant["method"]).family == "pies" else "piobj"
+    return "total" if get_method(variant["method"]).family == "pies" else "piobj"
+
+
+def _metrics_column(part: str) -> str:
+    return "loss" if part == "total" else f"loss_{part}"
 
 
 @pytest.mark.parametrize("variant", VARIANTS, ids=_variant_id)
@@ -78,10 +82,15 @@ def test_loss_decreases_over_a_few_steps_on_synthetic_views(tiny_data, variant):
     optimizer = torch.optim.Adam(model.head_parameters() + list(criterion.parameters()), lr=1e-2)
     labels = torch.as_tensor(split.category[pairs[:, 0]])
     ids = torch.as_tensor(pairs)
+    pies = get_method(config.method).family == "pies"
     history = []
     for _ in range(25):
-        out_a, out_b = _split_pairs(model.forward_features(feats), len(pairs))
-        losses = criterion(out_a, out_b, labels, object_ids=(ids[:, 0], ids[:, 1]), feats=(feats[:4], feats[4:]))
+        if pies:  # one batch of the 8 objects
+            out = model.forward_features(feats)
+            losses = {"total": criterion(out.sv_obj, out.mv_obj, torch.as_tensor(split.category[objects]), pooled=out.pooled_obj)}
+        else:
+            out_a, out_b = _split_pairs(model.forward_features(feats), len(pairs))
+            losses = criterion(out_a, out_b, labels, object_ids=(ids[:, 0], ids[:, 1]), feats=(feats[:4], feats[4:]))
         optimizer.zero_grad()
         losses["total"].backward()
         optimizer.step()
@@ -97,7 +106,7 @@ def test_every_method_trains_and_evaluates(tiny_data, variant):
     result = train(method_config(tiny_data, **variant))
     rows = result.history
     assert [r["epoch"] for r in rows] == [1, 2] and all(math.isfinite(r["loss"]) for r in rows)
-    assert f"loss_{_own_part(variant)}" in rows[-1]
+    assert _metrics_column(_own_part(variant)) in rows[-1]
     config = json.loads((result.run_dir / "config.json").read_text())
     assert config["train"]["method"] == variant["method"]
     assert config["model"]["aggregation"] == get_method(variant["method"]).aggregation
@@ -111,7 +120,34 @@ def test_baselines_have_one_space_and_average_pooling(tiny_data):
     ckpt = load_checkpoint(result.last_path)
     assert ckpt["model_config"]["dual"] is False and ckpt["model_config"]["aggregation"] == "mean"
     assert not any("attention" in key for key in ckpt["model_state"])
-    assert "category_loss.loss.proxies" in ckpt["loss_state"]
+    assert ckpt["model_config"]["head"] == "linear"  # a linear layer to --embed-dim on backbones other than vgg16
+    assert ckpt["loss_state"]["centres"].shape == (3, 16)  # one centre per category
+    assert ckpt["train_config"]["batch_objects"] == 4 and ckpt["train_config"]["augmentation"] == "pies"
+
+
+def test_a_baseline_epoch_is_shuffled_batches_of_whole_objects(tiny_data, monkeypatch):
+    """Every training object once per epoch, in batches of --batch-objects, each with all its views."""
+    import piro_cli.train as train_module
+
+    seen = []
+    real = train_module._cached_batch
+
+    def spy(cache, objects, view_idx, rng):
+        seen.append((objects.copy(), view_idx.copy()))
+        return real(cache, objects, view_idx, rng)
+
+    monkeypatch.setattr(train_module, "_cached_batch", spy)
+    result = train(method_config(tiny_data, method="mv-tc", epochs=2, batch_objects=4))
+    data = load_checkpoint(result.last_path)["data"]
+    train_objects, num_views = data["train_indices"], data["num_views"]
+    assert len(train_objects) == 9  # 3 categories x 4 train objects, 1 each carved out for validation
+    assert len(seen) == 4
+    epochs = [seen[:2], seen[2:]]
+    for batches in epochs:
+        assert [len(objects) for objects, _ in batches] == [4, 5]  # 9 objects: the lone last one joins the batch before
+        assert sorted(np.concatenate([objects for objects, _ in batches]).tolist()) == sorted(train_objects)
+        assert all(sorted(row.tolist()) == list(range(num_views)) for _, views in batches for row in views)
+    assert [o.tolist() for o, _ in epochs[0]] != [o.tolist() for o, _ in epochs[1]]
 
 
 def test_mean_aggregation_is_normalised_average_of_the_head_and_order_invariant():
@@ -147,37 +183,6 @@ def test_resume_of_a_proxy_baseline_restores_its_proxies(tiny_data):
     assert load_checkpoint(resumed.last_path)["train_config"]["method"] == "mv-proxy"
 
 
-def test_triplet_center_loss_by_hand():
-    loss = TripletCenterLoss(num_classes=3, embedding_size=2, margin=0.5)
-    with torch.no_grad():
-        loss.centers.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]]))
-    x = torch.tensor([[1.0, 0.0], [0.6, 0.8]])
-    labels = torch.tensor([0, 0])
-    # sample 1: own 0, nearest other sqrt(2): [0 + 0.5 - 1.414]+ = 0.
-    # sample 2: own |(0.4, 0.8)| = 0.894, nearest other |(0.6, -0.2)| = 0.632: 0.894 + 0.5 - 0.632 = 0.762.
-    expected = (0.0 + (math.hypot(0.4, 0.8) + 0.5 - math.hypot(0.6, -0.2))) / 2
-    assert float(loss(x, labels).detach()) == pytest.approx(expected, abs=1e-5)
-
-
-def test_pies_mv_and_pi_parts():
-    torch.manual_seed(0)
-
-    class Out:
-        def __init__(self, sv, mv):
-            self.sv_cat, self.mv_cat = sv, mv
-
-    sv = torch.nn.functional.normalize(torch.randn(2, 3, 4), dim=-1)
-    mv = torch.nn.functional.normalize(sv.mean(1), dim=-1)
-    labels = torch.tensor([0, 1])
-    mv_only = PIEsLoss("tc", False, num_classes=2, dim=4)
-    assert set(mv_only(Out(sv, mv), Out(sv, mv), labels)) == {"total", "mv"}
-    pi = PIEsLoss("tc", True, num_classes=2, dim=4, alpha=2.0, beta=0.0)
-    parts = {k: v.detach() for k, v in pi(Out(sv, mv), Out(sv, mv), labels).items()}
-    view_pull = torch.linalg.vector_norm(sv - mv[:, None], dim=-1).mean()
-    assert float(parts["pi"]) == pytest.approx(2.0 * float(view_pull), rel=1e-5)
-    assert float(parts["total"]) == pytest.approx(float(parts["mv"] + parts["sv"] + parts["pi"]), rel=1e-6)
-
-
 def test_method_labels():
     released = {"separation": "squared", "train_lsoftmax_weights": False}
     assert method_label({"dual": True, **released}) == "piro-dual"
@@ -210,6 +215,9 @@ def test_configs_from_before_methods_load():
         (["--method", "pi-tc", "--obj-loss", "triplet"], "pi-tc has its own loss"),
         (["--method", "mv-proxy", "--dvml"], "DVML works on the object space"),
         (["--dvml", "--losses", "cat,picat"], "keep 'piobj'"),
+        (["--method", "mv-cnn", "--pi-alpha", "0.5"], "--pi-alpha: only pi-cnn, pi-proxy, pi-tc"),
+        (["--batch-objects", "4"], "--batch-objects: piro-dual trains on pairs"),
+        (["--method", "pi-tc", "--augmentation", "blur"], "--augmentation 'blur': choose one of piro, pies"),
     ],
 )
 def test_cli_refuses_contradictory_method_options(tiny_data, args, message):

@@ -60,10 +60,10 @@ def train(
     project: Path = typer.Option(Path("runs"), help="Folder holding the run folders."),
     recipe: str = typer.Option(
         None,
-        help=f"Training values of the released code for one dataset ({', '.join(RECIPES)}). {recipe_help()} "
-        "Default: the recipe of the data file's source when it is one of these (said in the first lines of output), "
-        "else the built-in defaults (the ObjectPI values, all views). Options given explicitly override the recipe; "
-        "config.json records the recipe and every resolved value.",
+        help=f"Training values of the released code: {', '.join(RECIPES)}. {recipe_help()} "
+        "Default: pies for the PIEs baselines; for PiRO the recipe of the data file's source when it is objectpi, "
+        "modelnet40 or fg3d (said in the first lines of output), else the built-in defaults (the ObjectPI values, all "
+        "views). Options given explicitly override the recipe; config.json records the recipe and every resolved value.",
         show_default=False,
     ),
     backbone: str = typer.Option("efficientnet_lite0", help=f"Backbone: {', '.join(available_backbones())}, or timm:<model>."),
@@ -87,10 +87,10 @@ def train(
     dvml_rec: float = typer.Option(0.1, min=0, help="With --dvml: weight of the feature reconstruction term."),
     dvml_syn: float = typer.Option(0.5, min=0, help="With --dvml: weight of the object loss on the synthetic embeddings."),
     pi_alpha: float = typer.Option(
-        1.0, min=0, help="PI- baselines: weight of the pull of each view toward its view-set embedding."
+        None, min=0, help="pi-cnn, pi-proxy, pi-tc: weight a of d2(view, view set) [default: as released, 1; pi-tc 0.2]."
     ),
     pi_beta: float = typer.Option(
-        1.0, min=0, help="PI- baselines: weight of the pull of the view-set embedding toward its category."
+        None, min=0, help="pi-cnn, pi-proxy, pi-tc: weight b of d2(view set, category centre) [default: as released, 1]."
     ),
     embed_dim: int = typer.Option(None, help=f"Embedding dimension of both spaces (the paper's 2048). {_default('obj_dim')}"),
     cat_dim: int = typer.Option(None, help="Category-space dimension (overrides --embed-dim)."),
@@ -121,13 +121,21 @@ def train(
     ),
     lr: float = typer.Option(None, help=f"Adam learning rate (released: 1e-5; FG3D 5e-5). {_default('lr')}"),
     lr_step: int = typer.Option(
-        None, min=1, help=f"Halve the learning rate every this many epochs (released: epochs / 5). {_default('lr_step')}"
+        None,
+        min=0,
+        help="Halve the learning rate every this many epochs (released PiRO: epochs / 5); 0 keeps it constant (the "
+        f"PIEs code). {_default('lr_step')}",
     ),
     epochs: int = typer.Option(
         None, min=1, help=f"Epochs to train; with --resume, extend the run to this many. {_default('epochs')}"
     ),
     batch_pairs: int = typer.Option(
         None, min=1, help=f"Pairs per batch (released: 4 ObjectPI, 3 ModelNet-40, 9 FG3D). {_default('batch_pairs')}"
+    ),
+    batch_objects: int = typer.Option(
+        None,
+        min=1,
+        help="PIEs baselines: whole objects per shuffled batch [default: as released, 4 pi-cnn and pi-proxy, 8 the others].",
     ),
     pairs_per_object: int = typer.Option(
         None,
@@ -144,8 +152,13 @@ def train(
     augment: bool = typer.Option(
         None,
         "--augment/--no-augment",
-        help="Random flip and small affine on training views. (default: the recipe's, else on)",
+        help="Augment the training views (see --augmentation). (default: the recipe's, else on)",
         show_default=False,
+    ),
+    augmentation: str = typer.Option(
+        None,
+        help="piro (random flip and small affine, PiRO's released code) or pies (RandomResizedCrop scale 0.8-1 and flip, "
+        "the PIEs code's). [default: pies for the PIEs baselines, else piro]",
     ),
     seed: int = typer.Option(0, help="Random seed; CPU runs with the same seed are reproducible."),
     device: str = typer.Option(None, help="cpu, cuda or cuda:N (default: cuda when available)."),
@@ -179,8 +192,8 @@ def train(
         data=str(data) if data else None, project=str(project), name=name, recipe=recipe, method=method, backbone=backbone,
         pretrained=pretrained, cat_dim=cat_dim or embed_dim, obj_dim=obj_dim or embed_dim, losses=terms, alpha=alpha, beta=beta,
         theta=theta, gamma=gamma, lam=lam, separation=separation.strip().lower(),
-        train_lsoftmax_weights=train_lsoftmax_weights, lr=lr, lr_step=lr_step, epochs=epochs, batch_pairs=batch_pairs,
-        pairs_per_object=pairs_per_object, views=views, augment=augment, seed=seed, device=device, freeze_backbone=freeze_backbone,
+        train_lsoftmax_weights=train_lsoftmax_weights, lr=lr, lr_step=lr_step, epochs=epochs, batch_pairs=batch_pairs, batch_objects=batch_objects,
+        pairs_per_object=pairs_per_object, views=views, augment=augment, augmentation=augmentation, seed=seed, device=device, freeze_backbone=freeze_backbone,
         feature_passes=feature_passes,
         val_fraction=val_fraction, val_seed=val_seed, early_stop_rho=early_stop_rho, obj_loss=obj_loss, dvml=dvml, dvml_kl=dvml_kl,
         dvml_rec=dvml_rec, dvml_syn=dvml_syn, pi_alpha=pi_alpha, pi_beta=pi_beta,

@@ -1,33 +1,71 @@
-"""Train-time augmentation of the released code: random horizontal flip and a small random affine."""
+"""Train-time augmentations, by name (`--augmentation`):
+
+- `piro`: the released PiRO code's random horizontal flip and small random affine (METHOD.md section 4);
+- `pies`: the released PIEs code's RandomResizedCrop (scale 0.8-1) and random horizontal flip (METHOD.md section 8).
+
+Both work on normalised float tensors (..., 3, H, W) on any device, each view augmented independently, and
+draw their randomness from a torch.Generator when given one, so a seeded run stays reproducible.
+"""
 
 from __future__ import annotations
 
 import torch
 from torchvision.transforms import v2
 
+from piro_cli.errors import PiroError
 
-class ViewAugment(torch.nn.Module):
-    """Augments every view independently: flip p=0.5, rotation +-5 deg, scale 0.9-1.1, shear +-5 deg.
 
-    Works on normalised float tensors (..., 3, H, W) on any device, so on a GPU
-    the augmentation runs there. Pixels moved in from outside the image are 0,
-    i.e. the mean colour after normalisation.
-    """
+class Augmentation(torch.nn.Module):
+    """Applies `transform_for(H, W)` to every image of (..., 3, H, W) independently."""
+
+    def transform_for(self, height: int, width: int) -> v2.Transform:
+        raise NotImplementedError
+
+    def forward(self, views: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        shape = views.shape
+        flat = views.reshape(-1, *shape[-3:])
+        transform = self.transform_for(int(shape[-2]), int(shape[-1]))
+        if generator is not None:
+            # torchvision draws its parameters from the global RNG; fork it so that a seeded run stays reproducible.
+            seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                out = torch.stack([transform(image) for image in flat])
+        else:
+            out = torch.stack([transform(image) for image in flat])
+        return out.reshape(shape)
+
+
+class ViewAugment(Augmentation):
+    """PiRO's: flip p=0.5, rotation +-5 deg, scale 0.9-1.1, shear +-5 deg. Pixels moved in from outside the image
+    are 0, i.e. the mean colour after normalisation."""
 
     def __init__(self) -> None:
         super().__init__()
         # The released code's affine: degrees=5, scale=(0.9, 1.1), "small shear" (METHOD.md section 4); 5 degrees chosen.
         self.transform = v2.Compose([v2.RandomHorizontalFlip(0.5), v2.RandomAffine(degrees=5, scale=(0.9, 1.1), shear=5)])
 
-    def forward(self, views: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        shape = views.shape
-        flat = views.reshape(-1, *shape[-3:])
-        if generator is not None:
-            # torchvision draws its parameters from the global RNG; fork it so that a seeded run stays reproducible.
-            seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(seed)
-                out = torch.stack([self.transform(image) for image in flat])
-        else:
-            out = torch.stack([self.transform(image) for image in flat])
-        return out.reshape(shape)
+    def transform_for(self, height: int, width: int) -> v2.Transform:
+        return self.transform
+
+
+class PIEsAugment(Augmentation):
+    """The PIEs code's: RandomResizedCrop (area 0.8-1 of the image, aspect ratio 3/4-4/3) back to the image's own
+    size, then a horizontal flip with p=0.5.
+
+    The released code crops its 256-pixel images to 224; piro's stored views are already 224 (the prepared size),
+    so the crop is resized back to the stored size, which is 224 for the paper's datasets.
+    """
+
+    def transform_for(self, height: int, width: int) -> v2.Transform:
+        return v2.Compose([v2.RandomResizedCrop((height, width), scale=(0.8, 1.0), antialias=True), v2.RandomHorizontalFlip(0.5)])
+
+
+AUGMENTATIONS: dict[str, type[Augmentation]] = {"piro": ViewAugment, "pies": PIEsAugment}
+
+
+def build_augmentation(name: str) -> Augmentation:
+    """The augmentation called `name` (see the module docstring)."""
+    if name not in AUGMENTATIONS:
+        raise PiroError(f"--augmentation {name!r}: choose one of {', '.join(AUGMENTATIONS)}")
+    return AUGMENTATIONS[name]()

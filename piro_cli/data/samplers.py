@@ -90,3 +90,21 @@ def carve_validation(categories: np.ndarray, fraction: float, seed: int) -> tupl
     val_indices = np.sort(np.asarray(val, dtype=np.int64))
     train_indices = np.setdiff1d(np.arange(len(categories)), val_indices)
     return train_indices, val_indices
+
+
+def object_batches(num_objects: int, objects_per_batch: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """One epoch of the PIEs baselines: the objects 0..num_objects-1 shuffled and cut into batches of
+    `objects_per_batch`, each object exactly once (the released code's DataLoader(shuffle=True)).
+
+    A last batch of a single object joins the one before it: PI-TC compares each view with the other objects
+    of its batch, and the released PI-TC code fails on a one-object batch.
+    """
+    if objects_per_batch < 1:
+        raise DataError(f"--batch-objects {objects_per_batch}: must be at least 1")
+    if num_objects < 1:
+        raise DataError("no training objects: prepare more objects (or lower --val-fraction)")
+    order = rng.permutation(num_objects)
+    batches = [order[start : start + objects_per_batch] for start in range(0, num_objects, objects_per_batch)]
+    if len(batches) > 1 and len(batches[-1]) == 1:
+        batches[-2:] = [np.concatenate(batches[-2:])]
+    return batches

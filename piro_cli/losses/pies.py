@@ -1,115 +1,196 @@
-"""The PIEs baseline losses (Ho et al., CVPR 2019; METHOD.md section 8), in a single embedding space.
+"""The six PIEs baseline losses (Ho et al., CVPR 2019), as the authors' code trains them (METHOD.md section 8).
 
-- MV- methods train only the multi-view (view-set) embedding g_m(X) with a category loss L_X.
-- PI- methods train L_X on g_m(X) and on every single-view embedding g_s(x), and add the pose-invariant
-  pull d_pi = alpha * mean_x d(g_s(x), g_m(X)) + beta * d(g_m(X), p_c), p_c being the category's centre
-  in the loss (classifier weight, proxy or triplet centre), L2-normalised like the embeddings.
+Every loss takes one batch of B whole objects: the single-view embeddings `views` (B, V, D) and the view-set
+embeddings `view_set` (B, D), both L2-normalised (x and s of METHOD.md), and the category `labels` (B,).
+MV-CNN's classifier reads `pooled` (B, D) instead: the mean of the views' features before normalisation, as the
+released mvcnn classifier does. One learned centre c_o per category lives in the loss module, drawn from a
+standard normal and L2-normalised whenever it is used; MV-CNN has a fully connected classifier instead.
 
-L_X: "cnn" = softmax classifier (pml's NormalizedSoftmaxLoss: a cosine softmax, since piro's embeddings are
-L2-normalised), "proxy" = ProxyNCA (pml's ProxyNCALoss), "tc" = triplet-center loss (He et al. 2018, below;
-pytorch-metric-learning has none).
+All distances are squared Euclidean, d2(u, v) = ||u - v||^2, and each loss is the mean over the batch's views
+(PI-) or objects (MV-; each object's term counts once per view, so the two means agree), as released.
+Defaults are the released ones: a = b = 1 for PI-CNN and PI-Proxy; a = 0.2, b = 1, margin 1 for PI-TC
+(triplet_center_based/pitriplet/run.sh); margin 1 for MV-TC.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from pytorch_metric_learning.losses import NormalizedSoftmaxLoss, ProxyNCALoss
 from torch import Tensor
 
-from .object import _distance
 
-PIES_LOSSES = ("cnn", "proxy", "tc")
+def squared_distances(u: Tensor, v: Tensor) -> Tensor:
+    """d2 between every row of u (..., N, D) and every row of v (M, D): (..., N, M), as a sum of squared differences."""
+    return (u.unsqueeze(-2) - v).pow(2).sum(dim=-1)
 
 
-class TripletCenterLoss(torch.nn.Module):
-    """Triplet-center loss (He et al., CVPR 2018): one learnable centre per class, and for each embedding
-    [d(f, c_y) + margin - min_{j != y} d(f, c_j)]+, averaged over the embeddings.
+def _checked_labels(views: Tensor, view_set: Tensor, labels: Tensor) -> Tensor:
+    """`labels` as int64, after checking the shapes of a batch."""
+    if views.dim() != 3 or view_set.dim() != 2 or views.shape[0] != view_set.shape[0] or labels.shape != view_set.shape[:1]:
+        raise ValueError(
+            f"PIEs losses take views (B, V, D), view_set (B, D) and labels (B,); got {tuple(views.shape)}, "
+            f"{tuple(view_set.shape)} and {tuple(labels.shape)}"
+        )
+    return labels.long()
 
-    Distances are Euclidean between the (unit) embedding and the L2-normalised centres, so they lie in [0, 2];
-    the default margin 0.5 is a quarter of that range.
-    """
 
-    def __init__(self, num_classes: int, embedding_size: int, margin: float = 0.5) -> None:
+class _CentreLoss(torch.nn.Module):
+    """A PIEs loss with one learned centre per category (all but MV-CNN)."""
+
+    min_classes = 1
+
+    def __init__(self, num_classes: int, embedding_size: int) -> None:
         super().__init__()
-        if num_classes < 2:
-            raise ValueError(f"the triplet-center loss needs at least 2 classes, got {num_classes}")
-        if margin < 0:
-            raise ValueError(f"margin must be >= 0, got {margin}")
+        if num_classes < self.min_classes:
+            raise ValueError(f"{type(self).__name__} needs at least {self.min_classes} categories, got {num_classes}")
+        self.centres = torch.nn.Parameter(torch.randn(num_classes, embedding_size))
+
+    def class_centres(self) -> Tensor:
+        """The centres as the loss uses them: L2-normalised, (C, D)."""
+        return F.normalize(self.centres, p=2, dim=-1)
+
+    def extra_repr(self) -> str:
+        num_classes, dim = self.centres.shape
+        return f"num_classes={num_classes}, embedding_size={dim}"
+
+
+class _PoseInvariantSoftmax(_CentreLoss):
+    """PI-CNN and PI-Proxy: for each view x of category y,
+    -log [ sum_s exp(-a d2(x, s) - b d2(s, c_y)) / sum_s sum_o exp(-a d2(x, s) - b d2(s, c_o)) ],
+    s over the batch's view sets, o over the categories (PI-Proxy: all but y)."""
+
+    include_true_class: bool
+
+    def __init__(self, num_classes: int, embedding_size: int, a: float = 1.0, b: float = 1.0) -> None:
+        super().__init__(num_classes, embedding_size)
+        self.a, self.b = float(a), float(b)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, a={self.a}, b={self.b}"
+
+    def forward(self, views: Tensor, view_set: Tensor, labels: Tensor, pooled: Tensor | None = None) -> Tensor:
+        labels = _checked_labels(views, view_set, labels)
+        x, s = views.float(), view_set.float()
+        num_views = x.shape[1]
+        view_term = -self.a * squared_distances(x, s)  # (B, V, B): view (i, k) against view set j
+        centre_term = -self.b * squared_distances(s, self.class_centres())  # (B, C): view set j against category o
+        y = labels.repeat_interleave(num_views)  # the category of every view, (B*V,)
+        view_term = view_term.flatten(0, 1)  # (B*V, B)
+        numerator = torch.logsumexp(view_term + centre_term[:, y].t(), dim=1)
+        pairs = view_term[:, :, None] + centre_term[None]  # (B*V, B, C)
+        if not self.include_true_class:
+            pairs = pairs.masked_fill(F.one_hot(y, centre_term.shape[1]).bool()[:, None, :], float("-inf"))
+        denominator = torch.logsumexp(pairs.flatten(1), dim=1)
+        return (denominator - numerator).mean()
+
+
+class PICNNLoss(_PoseInvariantSoftmax):
+    """PI-CNN (cnn_based/picnn): the denominator sums over every category."""
+
+    include_true_class = True
+
+
+class PIProxyLoss(_PoseInvariantSoftmax):
+    """PI-Proxy (proxy_based/piproxy): the denominator leaves the view's own category out (ProxyNCA)."""
+
+    include_true_class = False
+    min_classes = 2
+
+
+class MVProxyLoss(_CentreLoss):
+    """MV-Proxy (proxy_based/mvproxy): ProxyNCA on the view set, -log [exp(-d2(s, c_y)) / sum_{o != y} exp(-d2(s, c_o))]."""
+
+    min_classes = 2
+
+    def forward(self, views: Tensor, view_set: Tensor, labels: Tensor, pooled: Tensor | None = None) -> Tensor:
+        labels = _checked_labels(views, view_set, labels)
+        d2 = squared_distances(view_set.float(), self.class_centres())  # (B, C)
+        own = d2.gather(1, labels[:, None]).squeeze(1)
+        others = (-d2).masked_fill(F.one_hot(labels, d2.shape[1]).bool(), float("-inf"))
+        # The released clamp of each exp at 1e-16 never binds: d2 <= 4 between unit vectors.
+        return (own + torch.logsumexp(others, dim=1)).mean()
+
+
+class MVTCLoss(_CentreLoss):
+    """MV-TC (triplet_center_based/mvtriplet): [d2(s, c_y) - min_{o != y} d2(s, c_o) + margin]+ per view set."""
+
+    min_classes = 2
+
+    def __init__(self, num_classes: int, embedding_size: int, margin: float = 1.0) -> None:
+        super().__init__(num_classes, embedding_size)
         self.margin = float(margin)
-        self.centers = torch.nn.Parameter(torch.randn(num_classes, embedding_size) / embedding_size**0.5)
 
     def extra_repr(self) -> str:
-        return f"num_classes={self.centers.shape[0]}, margin={self.margin}"
+        return f"{super().extra_repr()}, margin={self.margin}"
 
-    def class_centers(self) -> Tensor:
-        return F.normalize(self.centers, dim=-1)
-
-    def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
-        dist = torch.cdist(embeddings, self.class_centers().to(embeddings.dtype))  # (N, C)
-        own = dist.gather(1, labels[:, None]).squeeze(1)
-        others = dist.masked_fill(F.one_hot(labels, dist.shape[1]).bool(), float("inf")).amin(dim=1)
-        return torch.relu(own + self.margin - others).mean()
+    def forward(self, views: Tensor, view_set: Tensor, labels: Tensor, pooled: Tensor | None = None) -> Tensor:
+        labels = _checked_labels(views, view_set, labels)
+        d2 = squared_distances(view_set.float(), self.class_centres())  # (B, C)
+        own = d2.gather(1, labels[:, None]).squeeze(1)
+        nearest_other = d2.masked_fill(F.one_hot(labels, d2.shape[1]).bool(), float("inf")).amin(dim=1)
+        return torch.relu(own - nearest_other + self.margin).mean()
 
 
-class _CategoryLoss(torch.nn.Module):
-    """One of the three L_X with a uniform interface: forward(embeddings, labels) and class_centers() (C, D)."""
+class PITCLoss(_CentreLoss):
+    """PI-TC (triplet_center_based/pitriplet): for each view x of object i (view set s_i, category y),
+    [a d2(x, s_i) + b d2(s_i, c_y) - a min_{j != i} d2(x, s_j) - b min_{o != y} d2(s_i, c_o) + margin]+.
+    Needs two objects in the batch (the nearest other view set)."""
 
-    def __init__(self, kind: str, num_classes: int, dim: int, tc_margin: float, proxy_scale: float) -> None:
-        super().__init__()
-        if kind not in PIES_LOSSES:
-            raise ValueError(f"unknown PIEs loss {kind!r}; choose one of {', '.join(PIES_LOSSES)}")
-        self.kind = kind
-        if kind == "cnn":
-            self.loss = NormalizedSoftmaxLoss(num_classes, dim)  # weights W: (dim, num_classes)
-        elif kind == "proxy":
-            # pml's default softmax_scale of 1 leaves the NCA softmax almost flat on the unit sphere; 3 sharpens it
-            # (squared distances between unit vectors lie in [0, 4]).
-            self.loss = ProxyNCALoss(num_classes, dim, softmax_scale=proxy_scale)
-        else:
-            self.loss = TripletCenterLoss(num_classes, dim, margin=tc_margin)
+    min_classes = 2
 
-    def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
-        return self.loss(embeddings, labels)
-
-    def class_centers(self) -> Tensor:
-        if self.kind == "cnn":
-            return F.normalize(self.loss.W.t(), dim=-1)
-        if self.kind == "proxy":
-            return F.normalize(self.loss.proxies, dim=-1)
-        return self.loss.class_centers()
-
-
-class PIEsLoss(torch.nn.Module):
-    """MV-X or PI-X on one embedding space; see the module docstring. Called like `PiroLoss`:
-    criterion(out_a, out_b, labels) with out_x.sv_cat (P, V, D) and out_x.mv_cat (P, D); the a- and b-objects
-    of the pairs are simply 2P labelled view sets here. Returns {"total", "mv", and for PI- also "sv", "pi"}.
-    """
-
-    def __init__(
-        self, kind: str, pose_invariant: bool, num_classes: int, dim: int, alpha: float = 1.0, beta: float = 1.0,
-        tc_margin: float = 0.5, proxy_scale: float = 3.0,
-    ) -> None:  # fmt: skip
-        super().__init__()
-        for name, value in (("alpha", alpha), ("beta", beta)):
-            if value < 0:
-                raise ValueError(f"{name} must be >= 0, got {value}")
-        self.pose_invariant = pose_invariant
-        self.alpha, self.beta = float(alpha), float(beta)
-        self.category_loss = _CategoryLoss(kind, num_classes, dim, tc_margin, proxy_scale)
+    def __init__(self, num_classes: int, embedding_size: int, a: float = 0.2, b: float = 1.0, margin: float = 1.0) -> None:
+        super().__init__(num_classes, embedding_size)
+        self.a, self.b, self.margin = float(a), float(b), float(margin)
 
     def extra_repr(self) -> str:
-        return f"pose_invariant={self.pose_invariant}, alpha={self.alpha}, beta={self.beta}"
+        return f"{super().extra_repr()}, a={self.a}, b={self.b}, margin={self.margin}"
 
-    def forward(self, out_a, out_b, labels: Tensor, **_: object) -> dict[str, Tensor]:
-        sv = torch.cat([out_a.sv_cat, out_b.sv_cat])  # (2P, V, D)
-        mv = torch.cat([out_a.mv_cat, out_b.mv_cat])  # (2P, D)
-        y = torch.cat([labels, labels])  # both objects of a pair share the category
-        parts = {"mv": self.category_loss(mv, y)}
-        if self.pose_invariant:
-            parts["sv"] = self.category_loss(sv.flatten(0, 1), y.repeat_interleave(sv.shape[1]))
-            centre = self.category_loss.class_centers().to(mv.dtype)[y]
-            view_pull = _distance(sv, mv.unsqueeze(1)).mean()
-            centre_pull = _distance(mv, centre).mean()
-            parts["pi"] = self.alpha * view_pull + self.beta * centre_pull
-        return {"total": sum(parts.values()), **parts}
+    def forward(self, views: Tensor, view_set: Tensor, labels: Tensor, pooled: Tensor | None = None) -> Tensor:
+        labels = _checked_labels(views, view_set, labels)
+        batch = view_set.shape[0]
+        if batch < 2:
+            raise ValueError("PI-TC needs at least two objects in a batch (each view's nearest other view set)")
+        x, s = views.float(), view_set.float()
+        view_d2 = squared_distances(x, s)  # (B, V, B)
+        own_object = torch.eye(batch, dtype=torch.bool, device=s.device)[:, None, :]  # (B, 1, B)
+        to_own_set = view_d2.masked_fill(~own_object, 0.0).sum(dim=2)  # (B, V)
+        to_nearest_other_set = view_d2.masked_fill(own_object, float("inf")).amin(dim=2)  # (B, V)
+        centre_d2 = squared_distances(s, self.class_centres())  # (B, C)
+        to_own_centre = centre_d2.gather(1, labels[:, None])  # (B, 1)
+        to_nearest_other_centre = centre_d2.masked_fill(F.one_hot(labels, centre_d2.shape[1]).bool(), float("inf")).amin(
+            dim=1, keepdim=True
+        )
+        hinge = (
+            self.a * to_own_set + self.b * to_own_centre - self.a * to_nearest_other_set - self.b * to_nearest_other_centre
+            + self.margin
+        )  # fmt: skip
+        return torch.relu(hinge).mean()
+
+
+class MVCNNLoss(torch.nn.Module):
+    """MV-CNN (cnn_based/mvcnn): dropout (p 0.5, VGG's) and a fully connected layer on the pooled view features, then
+    cross-entropy with the category. Reads `pooled`, the mean of the views' features before normalisation."""
+
+    def __init__(self, num_classes: int, embedding_size: int, dropout: float = 0.5) -> None:
+        super().__init__()
+        self.dropout = torch.nn.Dropout(dropout)
+        self.classifier = torch.nn.Linear(embedding_size, num_classes)
+
+    def forward(self, views: Tensor, view_set: Tensor, labels: Tensor, pooled: Tensor | None = None) -> Tensor:
+        labels = _checked_labels(views, view_set, labels)
+        if pooled is None or pooled.shape != view_set.shape:
+            raise ValueError("MV-CNN's classifier needs `pooled` (B, D): the mean of the views' features before normalisation")
+        with torch.autocast(pooled.device.type, enabled=False):
+            logits = self.classifier(self.dropout(pooled.float()))
+        return F.cross_entropy(logits, labels)
+
+
+PIES_LOSSES: dict[str, type[torch.nn.Module]] = {
+    "mv-cnn": MVCNNLoss,
+    "pi-cnn": PICNNLoss,
+    "mv-proxy": MVProxyLoss,
+    "pi-proxy": PIProxyLoss,
+    "mv-tc": MVTCLoss,
+    "pi-tc": PITCLoss,
+}
+POSE_INVARIANT_LOSSES = ("pi-cnn", "pi-proxy", "pi-tc")  # the ones with the view weight a and the centre weight b

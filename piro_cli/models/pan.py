@@ -17,6 +17,11 @@ same tensors serve both tasks (sv_cat is sv_obj, mv_cat is mv_obj, attn_cat is a
 Aggregation `mean` (the PIEs baselines, METHOD.md section 8): no attention layers; the multi-view embedding is
 L2norm(mean over views of F(feats)), i.e. average pooling of the view features followed by the (linear) head,
 and the reported attention weights are the uniform 1/V that pooling amounts to.
+
+Head `vgg16_fc7` (the PIEs baselines on the `vgg16` backbone, as released): F_obj is VGG-16's own classifier up
+to fc7 and its ReLU (ImageNet weights, dropout between fc6 and fc7), so the single-view embedding is the
+L2-normalised 4096-d fc7 feature and the view set's is L2norm(mean of the views' fc7 features); no linear layer.
+With the default head `linear`, F_obj (and F_cat) are one Linear layer each.
 """
 
 from __future__ import annotations
@@ -28,9 +33,10 @@ from torch import Tensor, nn
 
 from piro_cli.errors import PiroError
 from piro_cli.models.attention import ViewSetAttention
-from piro_cli.models.backbones import build_backbone
+from piro_cli.models.backbones import VGG16_FC7_DIM, build_backbone, vgg16_fc7_head
 
 AGGREGATIONS = ("attention", "mean")
+HEADS = ("linear", "vgg16_fc7")
 
 
 @dataclass
@@ -42,10 +48,18 @@ class PANConfig:
     obj_dim: int = 2048  # in single-space mode only obj_dim is used (cat_dim is ignored)
     dropout: float = 0.25
     aggregation: str = "attention"  # or "mean": average pooling of the views (PIEs baselines)
+    head: str = "linear"  # F_obj / F_cat; "vgg16_fc7": VGG-16's classifier up to fc7 (PIEs baselines on vgg16)
 
     def __post_init__(self) -> None:
         if self.aggregation not in AGGREGATIONS:
             raise PiroError(f"aggregation {self.aggregation!r}: choose one of {', '.join(AGGREGATIONS)}")
+        if self.head not in HEADS:
+            raise PiroError(f"head {self.head!r}: choose one of {', '.join(HEADS)}")
+        if self.head == "vgg16_fc7" and (self.backbone != "vgg16" or self.dual or self.obj_dim != VGG16_FC7_DIM):
+            raise PiroError(
+                f"head vgg16_fc7 needs backbone vgg16, one space and obj_dim {VGG16_FC7_DIM}; got backbone {self.backbone}, "
+                f"dual={self.dual}, obj_dim {self.obj_dim}"
+            )
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -70,6 +84,7 @@ class PANOutput:
     mv_obj: Tensor  # (B, Do)
     attn_cat: Tensor  # (B, V, V) attention weights
     attn_obj: Tensor
+    pooled_obj: Tensor  # (B, Do) the object view-set vector before its L2 norm (mean of F(feats), or of A(F(feats)))
     # single-space: sv_cat IS sv_obj (same tensor object), mv_cat IS mv_obj, attn_cat IS attn_obj
 
 
@@ -81,7 +96,9 @@ class PAN(nn.Module):
         self.backbone = backbone.module
         self.feat_dim = backbone.feat_dim
         attend = config.aggregation == "attention"
-        self.obj_head = nn.Linear(self.feat_dim, config.obj_dim)  # F_obj
+        self.obj_head = (
+            vgg16_fc7_head(config.pretrained) if config.head == "vgg16_fc7" else nn.Linear(self.feat_dim, config.obj_dim)
+        )
         self.obj_attention = ViewSetAttention(config.obj_dim, dropout=config.dropout) if attend else None  # A_obj
         if config.dual:
             self.cat_head = nn.Linear(self.feat_dim, config.cat_dim)  # F_cat
@@ -106,25 +123,30 @@ class PAN(nn.Module):
         """(B, V, F) backbone features -> all embeddings; what `forward` gives, from cached features."""
         if feats.dim() != 3 or feats.shape[-1] != self.feat_dim:
             raise ValueError(f"PAN.forward_features expects features (B, V, {self.feat_dim}), got {tuple(feats.shape)}")
-        sv_obj, mv_obj, attn_obj = self._branch(feats, self.obj_head, self.obj_attention)
+        sv_obj, mv_obj, attn_obj, pooled_obj = self._branch(feats, self.obj_head, self.obj_attention)
         if self.cat_head is None:
-            return PANOutput(sv_cat=sv_obj, sv_obj=sv_obj, mv_cat=mv_obj, mv_obj=mv_obj, attn_cat=attn_obj, attn_obj=attn_obj)
-        sv_cat, mv_cat, attn_cat = self._branch(feats, self.cat_head, self.cat_attention)
-        return PANOutput(sv_cat=sv_cat, sv_obj=sv_obj, mv_cat=mv_cat, mv_obj=mv_obj, attn_cat=attn_cat, attn_obj=attn_obj)
+            sv_cat, mv_cat, attn_cat = sv_obj, mv_obj, attn_obj
+        else:
+            sv_cat, mv_cat, attn_cat, _ = self._branch(feats, self.cat_head, self.cat_attention)
+        return PANOutput(
+            sv_cat=sv_cat, sv_obj=sv_obj, mv_cat=mv_cat, mv_obj=mv_obj, attn_cat=attn_cat, attn_obj=attn_obj, pooled_obj=pooled_obj
+        )  # fmt: skip
 
     def forward(self, views: Tensor) -> PANOutput:
         return self.forward_features(self.features(views))
 
     @staticmethod
-    def _branch(feats: Tensor, head: nn.Linear, attention: ViewSetAttention | None) -> tuple[Tensor, Tensor, Tensor]:
+    def _branch(feats: Tensor, head: nn.Module, attention: ViewSetAttention | None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """(sv, mv, attention weights, the pooled vector that mv normalises)."""
         emb = head(feats)  # (B, V, D): o_k / c_k before normalisation
         sv = F.normalize(emb, p=2, dim=-1)  # single-view embeddings: before attention (METHOD.md diagram)
         if attention is None:  # average pooling
             b, v = emb.shape[:2]
-            return sv, F.normalize(emb.mean(dim=1), p=2, dim=-1), emb.new_full((b, v, v), 1.0 / v)
+            pooled = emb.mean(dim=1)
+            return sv, F.normalize(pooled, p=2, dim=-1), emb.new_full((b, v, v), 1.0 / v), pooled
         context, attn = attention(emb)  # attention on the unnormalised embeddings, as in the released code
-        mv = F.normalize(context.mean(dim=1), p=2, dim=-1)
-        return sv, mv, attn
+        pooled = context.mean(dim=1)
+        return sv, F.normalize(pooled, p=2, dim=-1), attn, pooled
 
     def head_parameters(self) -> list:
         """Everything but the backbone: F_obj, A_obj (and F_cat, A_cat when dual)."""
