@@ -170,17 +170,12 @@ def describe(values: dict[str, Any]) -> str:
 
 
 def recipe_help() -> str:
-    """`piro train --recipe` help: each recipe's own values, then the values they share."""
-    shared = {
-        k: v
-        for k, v in next(iter(RECIPES.values())).values.items()
-        if all(r.values.get(k, object()) == v for r in RECIPES.values())
-    }
-    parts = []
-    for recipe in RECIPES.values():
-        own = {k: v for k, v in recipe.values.items() if k not in shared}
-        parts.append(f"{recipe.name} ({recipe.title}): {describe(own)}")
+    """`piro train --recipe` help: each dataset recipe's own values and the values they share, then the others."""
+    datasets = [r for r in RECIPES.values() if r.sources]
+    shared = {k: v for k, v in datasets[0].values.items() if all(r.values.get(k, object()) == v for r in datasets)}
+    parts = [f"{r.name} ({r.title}): {describe({k: v for k, v in r.values.items() if k not in shared})}" for r in datasets]
     text = "; ".join(parts) + "."
-    if shared and len(RECIPES) > 1:
-        text += f" All of them also set {describe(shared)}."
-    return text
+    if shared and len(datasets) > 1:
+        text += f" All of these also set {describe(shared)}."
+    others = [f"{r.name} ({r.title}): {describe(r.values)}." for r in RECIPES.values() if not r.sources]
+    return " ".join([text, *others])

@@ -66,8 +66,8 @@ def test_loss_decreases_over_a_few_steps_on_synthetic_views(tiny_data, variant):
     """
     torch.manual_seed(0)
     alone = {"losses": ("piobj",)} if variant.get("obj_loss") or variant.get("dvml") else {}
-    config = method_config(tiny_data, **variant, **alone)
     store = ViewSetStore(tiny_data)
+    config, _ = method_config(tiny_data, **variant, **alone).resolved(store.source_dataset, store.num_views)
     split = store.split("train")
     pairs = sample_pairs(plan_pairs(split.category), 1, np.random.default_rng(0))[:4]
     objects = np.concatenate([pairs[:, 0], pairs[:, 1]])

@@ -15,7 +15,8 @@ from piro_cli.data import augment as augment_module
 from piro_cli.data.samplers import object_batches
 from piro_cli.errors import DataError, PiroError
 from piro_cli.losses import PIES_LOSSES, MVCNNLoss, MVProxyLoss, MVTCLoss, PICNNLoss, PIProxyLoss, PITCLoss
-from piro_cli.methods import METHODS, PIES_RECIPE, embedding_head
+from piro_cli.methods import METHODS, embedding_head
+from piro_cli.recipes import RECIPES
 from piro_cli.models import backbones
 from piro_cli.models import pan as pan_module
 from piro_cli.models.pan import PAN, PANConfig
@@ -279,7 +280,8 @@ def test_object_batches_cover_every_object_once_per_epoch():
 def test_methods_carry_the_released_batch_sizes_and_recipe():
     sizes = {name: METHODS[name].objects_per_batch for name in PIES_LOSSES}
     assert sizes == {"mv-cnn": 8, "pi-cnn": 4, "mv-proxy": 8, "pi-proxy": 4, "mv-tc": 8, "pi-tc": 8}
-    assert (PIES_RECIPE.lr, PIES_RECIPE.epochs, PIES_RECIPE.lr_step, PIES_RECIPE.augmentation) == (1e-5, 40, 0, "pies")
+    pies = RECIPES["pies"].values
+    assert (pies["lr"], pies["epochs"], pies["lr_step"], pies["early_stop_rho"]) == (1e-5, 40, 0, 0.0)
 
 
 def test_train_config_resolves_the_released_options():

@@ -123,7 +123,8 @@ def test_help_documents_the_recipes():
         "objectpi (the released ObjectPI values): --batch-pairs 4, --views 8, --pairs-per-object 10, --lr 1e-05, --lam 1",
         "modelnet40 (the released ModelNet-40 values): --batch-pairs 3, --views 12, --pairs-per-object 10",
         "fg3d (the released FG3D values): --batch-pairs 9, --views 12, --pairs-per-object 3, --lr 5e-05, --lam 2",
-        "All of them also set --epochs 25, --lr-step 5",
+        "All of these also set --epochs 25, --lr-step 5",
+            "pies (the released PIEs baselines' values): --lr 1e-05, --lr-step 0, --epochs 40, --early-stop-rho 0",
         "Options given explicitly override the recipe",
     ):
         assert fragment in text, fragment
