@@ -183,6 +183,15 @@ def test_resume_of_a_proxy_baseline_restores_its_proxies(tiny_data):
     assert load_checkpoint(resumed.last_path)["train_config"]["method"] == "mv-proxy"
 
 
+def test_resume_of_a_baseline_from_before_the_released_losses_is_refused(tiny_data):
+    first = train(method_config(tiny_data, method="mv-proxy", epochs=1, name="old"))
+    state = torch.load(first.last_path, weights_only=False)
+    state["loss_state"] = {"category_loss.loss.proxies": torch.zeros(3, 16)}  # what the paraphrased loss saved
+    torch.save(state, first.last_path)
+    with pytest.raises(PiroError, match="cannot be resumed: retrain it"):
+        train(TrainConfig(), resume=first.run_dir, resume_epochs=2)
+
+
 def test_method_labels():
     released = {"separation": "squared", "train_lsoftmax_weights": False}
     assert method_label({"dual": True, **released}) == "piro-dual"
