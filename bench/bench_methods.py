@@ -1,11 +1,12 @@
 """The paper's comparison on this machine: piro-dual, piro-single and the six PIEs baselines, 3 seeds each.
 
 ObjectPI train with a 20% validation split carved out (the same objects for every run: --val-seed 0),
-efficientnet_lite0 with a frozen backbone (one shared feature cache), embedding sizes 256 (category) / 512
-(object; single-space methods use 512), Adam lr 1e-4 halved every 5 epochs, 10 epochs, the paper's sampler
-(4 pairs a batch, 10 partners per object), no early stop. Each run is a real `piro train` process; `--jobs`
-of them run at once (head training is single-threaded on a CPU, so 2 fit the 2 cores). The table is
-`piro compare` over all runs (validation numbers at each run's best epoch).
+efficientnet_lite0 with a frozen backbone (one shared feature cache per augmentation), embedding sizes 256
+(category) / 512 (object; single-space methods use 512). Everything else is each method's default: the
+released recipe (PiRO: `--recipe objectpi`, chosen from the data's source; PIEs: `--recipe pies`), unless
+`--epochs`, `--lr` or `--early-stop-rho` are given. Each run is a real `piro train` process; `--jobs` of them
+run at once (head training is single-threaded on a CPU, so 2 fit the 2 cores). The table is `piro compare`
+over all runs (validation numbers at each run's best epoch).
 
     python bench/bench_methods.py --data data/objectpi.h5 --project bench-runs/methods --jobs 2
     python bench/bench_methods.py --methods piro-dual+dvml,piro-dual+triplet --seeds 0   # zoo variants
@@ -42,8 +43,9 @@ def train_command(args: argparse.Namespace, method: str, seed: int) -> list[str]
     return [
         sys.executable, "-m", "piro_cli", "train", "--data", args.data, "--project", args.project, "--name", run_name(method, seed),
         *variant_options(method), "--backbone", "efficientnet_lite0", "--freeze-backbone", "--val-fraction", "0.2", "--val-seed", "0",
-        "--seed", str(seed), "--epochs", str(args.epochs), "--lr", str(args.lr), "--cat-dim", "256", "--obj-dim", "512",
-        "--early-stop-rho", "0",
+        "--seed", str(seed), "--cat-dim", "256", "--obj-dim", "512",
+        *[flag for name in ("epochs", "lr", "early_stop_rho") if getattr(args, name) is not None
+          for flag in ("--" + name.replace("_", "-"), str(getattr(args, name)))],
     ]  # fmt: skip
 
 
@@ -69,19 +71,22 @@ def main() -> None:
     parser.add_argument("--project", default="bench-runs/methods")
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--epochs", type=int, default=None, help="default: each method's recipe")
+    parser.add_argument("--lr", type=float, default=None, help="default: each method's recipe")
+    parser.add_argument("--early-stop-rho", type=float, default=None, help="default: each method's recipe")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--force", action="store_true", help="retrain runs that already have a best.pt")
     args = parser.parse_args()
     methods = args.methods.split(",")
     seeds = [int(s) for s in args.seeds.split(",")]
-    # One run first, alone: it builds the shared feature cache that all the others read.
+    # The first run of each method family first, alone: each builds the shared feature cache of its augmentation
+    # (PiRO's, the PIEs'), which all the other runs of the family read.
     jobs = [(m, s) for s in seeds for m in methods]
+    first = list({METHODS[m.split("+")[0]].family: (m, s) for m, s in reversed(jobs)}.values())[::-1]
     started = time.perf_counter()
-    results = [run_one(args, *jobs[0])]
+    results = [run_one(args, *job) for job in first]
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        results += list(pool.map(lambda job: run_one(args, *job), jobs[1:]))
+        results += list(pool.map(lambda job: run_one(args, *job), [j for j in jobs if j not in first]))
     print(f"all runs: {time.perf_counter() - started:.0f} s wall, {args.jobs} at a time", flush=True)
     if any(code != 0 for *_, code in results):
         sys.exit(1)

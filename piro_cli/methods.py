@@ -95,6 +95,8 @@ def method_label(train: dict[str, Any]) -> str:
     older runs read as what those runs trained with (all three terms, PRE_OPTION_VALUES).
     """
     method = train.get("method") or method_for_space(train.get("dual", True))
+    if train.get("imported_from"):  # the authors' released weights (`piro import-weights`), never averaged with piro's runs
+        return f"{method}+released"
     parts = [method]
     spec = METHODS.get(method, METHODS[DEFAULT_METHOD])
     if spec.family == "piro":
@@ -111,8 +113,6 @@ def method_label(train: dict[str, Any]) -> str:
             parts.append("lsoftmax-trained")
     if train.get("dvml"):
         parts.append("dvml")
-    if train.get("imported_from"):  # the authors' released weights (`piro import-weights`), never averaged with piro's runs
-        parts.append("released")
     return "+".join(parts)
 
 
