@@ -79,13 +79,13 @@ def main() -> None:
     args = parser.parse_args()
     methods = args.methods.split(",")
     seeds = [int(s) for s in args.seeds.split(",")]
-    # The first run of each method family first, alone: each builds the shared feature cache of its augmentation
-    # (PiRO's, the PIEs'), which all the other runs of the family read.
+    # The first run of each method family first: each builds the shared feature cache of its augmentation (PiRO's,
+    # the PIEs'), which all the other runs of the family then read.
     jobs = [(m, s) for s in seeds for m in methods]
     first = list({METHODS[m.split("+")[0]].family: (m, s) for m, s in reversed(jobs)}.values())[::-1]
     started = time.perf_counter()
-    results = [run_one(args, *job) for job in first]
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        results = list(pool.map(lambda job: run_one(args, *job), first))
         results += list(pool.map(lambda job: run_one(args, *job), [j for j in jobs if j not in first]))
     print(f"all runs: {time.perf_counter() - started:.0f} s wall, {args.jobs} at a time", flush=True)
     if any(code != 0 for *_, code in results):
