@@ -57,7 +57,11 @@ METHODS: dict[str, MethodSpec] = {
         ),
         MethodSpec("mv-cnn", "pies", False, "mean", "PIEs: softmax classifier on the pooled views", objects_per_batch=8),
         MethodSpec(
-            "pi-cnn", "pies", False, "mean", "PIEs: each view against the batch's view sets and category centres",
+            "pi-cnn",
+            "pies",
+            False,
+            "mean",
+            "PIEs: each view against the batch's view sets and category centres",
             objects_per_batch=4,
         ),
         MethodSpec("mv-proxy", "pies", False, "mean", "PIEs: ProxyNCA of the view set and category centres", objects_per_batch=8),

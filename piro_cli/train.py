@@ -492,26 +492,14 @@ def _train_one_epoch(
         pair_views = sample_views(data.store.num_views, config.views, len(batch), rng)
         view_idx = np.concatenate([pair_views, pair_views])  # a pair's two objects: the same views, in the same order
         with _autocast(device):
-            if cache is not None:
-                feats = _cached_batch(cache, objects, view_idx, rng).to(device)
-            else:
-                feats = model.features(_image_batch(data.train, objects, view_idx, device, augment, aug_generator))
+            feats = _batch_features(model, data, objects, view_idx, cache, device, augment, aug_generator, rng)
             out_a, out_b = _split_pairs(model.forward_features(feats), len(batch))
             ids = torch.as_tensor(batch, device=device)
             losses = criterion(
                 out_a, out_b, labels_all[batch[:, 0]].to(device), object_ids=(ids[:, 0], ids[:, 1]),
                 feats=(feats[: len(batch)], feats[len(batch) :]),
             )  # fmt: skip
-        total = losses["total"]
-        if not torch.isfinite(total):
-            raise TrainingDiverged(
-                f"loss became {float(total.detach())} at epoch {epoch}, step {step + 1}/{steps}; stopped. The last good "
-                f"checkpoint is {last_path}. Try a lower --lr."
-            )
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(total).backward()
-        scaler.step(optimizer)
-        scaler.update()
+        _optimise(losses["total"], optimizer, scaler, f"epoch {epoch}, step {step + 1}/{steps}", last_path)
         for key, value in losses.items():
             sums[key] = sums.get(key, 0.0) + float(value.detach())
         reporter.progress(f"epoch {epoch}/{config.epochs}", step + 1, steps)
@@ -544,24 +532,32 @@ def _train_one_epoch_of_objects(
         objects = data.train_indices[rows]
         view_idx = sample_views(data.store.num_views, config.views, len(objects), rng)
         with _autocast(device):
-            if cache is not None:
-                feats = _cached_batch(cache, objects, view_idx, rng).to(device)
-            else:
-                feats = model.features(_image_batch(data.train, objects, view_idx, device, augment, aug_generator))
+            feats = _batch_features(model, data, objects, view_idx, cache, device, augment, aug_generator, rng)
             out = model.forward_features(feats)
             total = criterion(out.sv_obj, out.mv_obj, labels_all[objects].to(device), pooled=out.pooled_obj)
-        if not torch.isfinite(total):
-            raise TrainingDiverged(
-                f"loss became {float(total.detach())} at epoch {epoch}, step {step + 1}/{len(batches)}; stopped. The last good "
-                f"checkpoint is {last_path}. Try a lower --lr."
-            )
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(total).backward()
-        scaler.step(optimizer)
-        scaler.update()
+        _optimise(total, optimizer, scaler, f"epoch {epoch}, step {step + 1}/{len(batches)}", last_path)
         total_sum += float(total.detach())
         reporter.progress(f"epoch {epoch}/{config.epochs}", step + 1, len(batches))
     return {"total": total_sum / len(batches)}
+
+
+def _batch_features(model: PAN, data: RunData, objects, view_idx, cache, device, augment, aug_generator, rng) -> torch.Tensor:
+    """Backbone features (B, V, F) of the chosen views: from the cache (a random pass per object), or computed."""
+    if cache is not None:
+        return _cached_batch(cache, objects, view_idx, rng).to(device)
+    return model.features(_image_batch(data.train, objects, view_idx, device, augment, aug_generator))
+
+
+def _optimise(total: torch.Tensor, optimizer, scaler, where: str, last_path: Path) -> None:
+    """One optimiser step on a batch's total loss; a NaN or infinite loss stops training instead."""
+    if not torch.isfinite(total):
+        raise TrainingDiverged(
+            f"loss became {float(total.detach())} at {where}; stopped. The last good checkpoint is {last_path}. Try a lower --lr."
+        )
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(total).backward()
+    scaler.step(optimizer)
+    scaler.update()
 
 
 @contextlib.contextmanager

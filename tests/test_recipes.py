@@ -124,7 +124,7 @@ def test_help_documents_the_recipes():
         "modelnet40 (the released ModelNet-40 values): --batch-pairs 3, --views 12, --pairs-per-object 10",
         "fg3d (the released FG3D values): --batch-pairs 9, --views 12, --pairs-per-object 3, --lr 5e-05, --lam 2",
         "All of these also set --epochs 25, --lr-step 5",
-            "pies (the released PIEs baselines' values): --lr 1e-05, --lr-step 0, --epochs 40, --early-stop-rho 0",
+        "pies (the released PIEs baselines' values): --lr 1e-05, --lr-step 0, --epochs 40, --early-stop-rho 0",
         "Options given explicitly override the recipe",
     ):
         assert fragment in text, fragment
