@@ -40,6 +40,8 @@ def run_name(method: str, seed: int) -> str:
 
 
 def train_command(args: argparse.Namespace, method: str, seed: int) -> list[str]:
+    if args.piro_epochs is not None and METHODS[method.split("+")[0]].family == "piro":
+        args = argparse.Namespace(**{**vars(args), "epochs": args.piro_epochs})
     return [
         sys.executable, "-m", "piro_cli", "train", "--data", args.data, "--project", args.project, "--name", run_name(method, seed),
         *variant_options(method), "--backbone", "efficientnet_lite0", "--freeze-backbone", "--val-fraction", "0.2", "--val-seed", "0",
@@ -74,6 +76,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=None, help="default: each method's recipe")
     parser.add_argument("--lr", type=float, default=None, help="default: each method's recipe")
     parser.add_argument("--early-stop-rho", type=float, default=None, help="default: each method's recipe")
+    parser.add_argument("--piro-epochs", type=int, default=None, help="epochs of the PiRO methods alone (default: --epochs)")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--force", action="store_true", help="retrain runs that already have a best.pt")
     args = parser.parse_args()
