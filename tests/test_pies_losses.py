@@ -16,10 +16,10 @@ from piro_cli.data.samplers import object_batches
 from piro_cli.errors import DataError, PiroError
 from piro_cli.losses import PIES_LOSSES, MVCNNLoss, MVProxyLoss, MVTCLoss, PICNNLoss, PIProxyLoss, PITCLoss
 from piro_cli.methods import METHODS, embedding_head
-from piro_cli.recipes import RECIPES
 from piro_cli.models import backbones
 from piro_cli.models import pan as pan_module
 from piro_cli.models.pan import PAN, PANConfig
+from piro_cli.recipes import RECIPES
 from piro_cli.train import TrainConfig
 
 # ----------------------------------------------------------------------------- a tiny batch worked out by hand
