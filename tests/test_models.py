@@ -12,7 +12,7 @@ import torch
 from piro_cli.errors import PiroError
 from piro_cli.models import backbones
 from piro_cli.models.attention import ViewSetAttention
-from piro_cli.models.backbones import available_backbones, build_backbone, efficientnet_lite0_weights_path
+from piro_cli.models.backbones import available_backbones, build_backbone, cut_backbone, cut_points, efficientnet_lite_weights_path
 from piro_cli.models.pan import PAN, PANConfig, PANOutput
 
 B, V, HW = 3, 5, 32
@@ -176,14 +176,44 @@ def test_timm_pretrained_offline_fails_fast(monkeypatch):
         build_backbone("timm:resnet10t", pretrained=True)
 
 
-def test_efficientnet_lite0_loads_packaged_weights_offline():
-    bb = build_backbone("efficientnet_lite0", pretrained=True)
+@pytest.mark.parametrize("name", ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"])
+def test_efficientnet_lite_loads_packaged_weights_offline(name):
+    bb = build_backbone(name, pretrained=True)
     assert bb.feat_dim == 1280
-    state = torch.load(efficientnet_lite0_weights_path(), map_location="cpu", weights_only=True)
+    state = torch.load(efficientnet_lite_weights_path(name), map_location="cpu", weights_only=True)
     assert torch.equal(bb.module.conv_stem.weight, state["_conv_stem.weight"])
     assert torch.equal(bb.module.bn2.running_var, state["_bn1.running_var"])  # the last BatchNorm: the order held
     with torch.no_grad():
         assert bb.module.eval()(torch.randn(1, 3, 64, 64)).shape == (1, 1280)
+
+
+@pytest.mark.parametrize("name", ["tiny", "resnet18", "efficientnet_lite0", "vgg16"])
+def test_every_cut_point_composes_to_the_whole_backbone(name):
+    """below then above, at each --train-from stage, is the backbone's own forward pass, and `above` holds exactly
+    the backbone's parameters from that stage on (by their names in the backbone)."""
+    module = build_backbone(name, pretrained=False).module.eval()
+    images = torch.randn(2, 3, 64, 64)
+    names = {id(p): n for n, p in module.named_parameters()}
+    with torch.no_grad():
+        whole = module(images)
+        for stage in cut_points(name):
+            cut = cut_backbone(name, module, stage)
+            torch.testing.assert_close(cut.above(cut.below(images)), whole, rtol=0, atol=0)
+            trained = {names[id(p)] for p in cut.above.parameters()}
+            prefix = stage.split(".")[0]
+            # parameters at or after the stage in the backbone's registration order (which is its forward order here)
+            order = list(names.values())
+            first = next(i for i, n in enumerate(order) if n.startswith(stage + ".") or n.startswith(stage + "_"))
+            assert trained == set(order[first:]), (name, stage, prefix)
+    with pytest.raises(PiroError, match="can start training at"):
+        cut_backbone(name, module, "nowhere")
+
+
+def test_cut_refuses_backbones_without_cut_points():
+    module = build_backbone("timm:resnet10t", pretrained=False).module
+    assert cut_points("timm:resnet10t") == ()
+    with pytest.raises(PiroError, match="not available"):
+        cut_backbone("timm:resnet10t", module, "layer4")
 
 
 def test_ordered_loading_rejects_mismatched_files():

