@@ -12,7 +12,13 @@ import torch
 from piro_cli.errors import PiroError
 from piro_cli.models import backbones
 from piro_cli.models.attention import ViewSetAttention
-from piro_cli.models.backbones import available_backbones, build_backbone, cut_backbone, cut_points, efficientnet_lite_weights_path
+from piro_cli.models.backbones import (
+    available_backbones,
+    build_backbone,
+    cut_backbone,
+    cut_points,
+    efficientnet_lite_weights_path,
+)
 from piro_cli.models.pan import PAN, PANConfig, PANOutput
 
 B, V, HW = 3, 5, 32

