@@ -25,8 +25,10 @@ def compute_features(
     generator: torch.Generator | None = None,
     batch_views: int = 64,
     progress: ProgressCallback | None = None,
+    stage: str | None = None,
 ) -> torch.Tensor:
-    """Backbone features (N, V, F) of the given objects, in float32 on the CPU."""
+    """Backbone features (N, V, F) of the given objects, in float32 on the CPU; with `stage` (--train-from), the
+    backbone's activations where that stage starts, (N, V, C, h, w) in float16."""
     model.eval()
     indices = [int(i) for i in indices]
     per_batch = max(1, batch_views // split.num_views)
@@ -37,8 +39,10 @@ def compute_features(
         if augment is not None:
             views = augment(views, generator)
         with _autocast(device):
-            feats = model.features(_channels_last(views, device))
-        chunks.append(feats.float().cpu())
+            if stage is None:
+                chunks.append(model.features(_channels_last(views, device)).float().cpu())
+            else:
+                chunks.append(model.activations(views, stage).half().cpu())
         if progress is not None:
             progress(min(start + per_batch, len(indices)), len(indices))
     return torch.cat(chunks)

@@ -33,6 +33,7 @@ from piro_cli.data.store import SplitData, ViewSetStore, normalize_views
 from piro_cli.errors import DataError, PiroError
 from piro_cli.evaluation.picr import TASKS, EmbeddingSet, evaluate_picr
 from piro_cli.features import _autocast, compute_features, embed_features, load_feature_cache
+from piro_cli.hardware import training_threads
 from piro_cli.losses import LOSS_TERMS, POSE_INVARIANT_LOSSES, LossConfig, parse_object_loss
 from piro_cli.methods import (
     PRE_OPTION_VALUES,
@@ -43,6 +44,7 @@ from piro_cli.methods import (
     resolve_method,
     resolve_method_options,
 )
+from piro_cli.models.backbones import cut_points
 from piro_cli.models.pan import PAN, PANConfig
 from piro_cli.recipes import BUILTIN_DEFAULTS, Resolution, get_recipe
 from piro_cli.recipes import resolve as resolve_recipe
@@ -99,6 +101,7 @@ class TrainConfig:
     seed: int = 0
     device: str | None = None  # None: cuda when available, else cpu
     freeze_backbone: bool = False
+    train_from: str | None = None  # backbone stage where training starts (models.backbones.cut_points); None: all/none
     feature_passes: int = 2
     val_fraction: float | None = None
     val_seed: int = 0  # seed of the carved validation split: fixed, so runs with other --seed see the same objects
@@ -116,6 +119,12 @@ class TrainConfig:
         if self.losses is None:
             self.losses = spec.default_losses
         resolve_method_options(spec, self)
+        if self.train_from is not None:
+            if self.freeze_backbone:
+                raise PiroError("--train-from trains part of the backbone and --freeze-backbone none of it: pass one of them")
+            if self.train_from not in cut_points(self.backbone):
+                where = ", ".join(cut_points(self.backbone)) or "nowhere (use --freeze-backbone or full fine-tuning)"
+                raise PiroError(f"--train-from {self.train_from}: backbone {self.backbone} can start training at {where}")
         if self.augmentation not in AUGMENTATIONS:
             raise PiroError(f"--augmentation {self.augmentation!r}: choose one of {', '.join(AUGMENTATIONS)}")
         try:
@@ -314,10 +323,10 @@ def train(
     checked_views(data.store.num_views, config.views)
 
     device = pick_device(config.device)
-    if device.type == "cpu" and not config.freeze_backbone and config.backbone != "tiny":
+    if device.type == "cpu" and not config.freeze_backbone and config.train_from is None and config.backbone != "tiny":
         reporter.info(
             "warning: full fine-tuning on a CPU is slow (docs/BENCHMARKS.md has step times); "
-            "--freeze-backbone trains the heads from cached features in minutes"
+            "--freeze-backbone trains the heads from cached features in minutes, --train-from STAGE the top of the backbone too"
         )
     _seed_everything(config.seed)
     spec = get_method(config.method)
@@ -343,13 +352,20 @@ def train(
         model = model.to(memory_format=torch.channels_last)
     loss_config = loss_config_of(config)
     criterion = build_criterion(config, len(data.store.categories), len(data.train), model.feat_dim).to(device)
-    if config.freeze_backbone:
+    if _uses_feature_cache(config):
         for parameter in model.backbone_parameters():
             parameter.requires_grad_(False)
         trainable = list(model.head_parameters())
+        if config.train_from is not None:  # the backbone's stages from the cut on train with the heads
+            above = list(model.cut(config.train_from).above.parameters())
+            for parameter in above:
+                parameter.requires_grad_(True)
+            trainable = above + trainable
     else:
         trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(trainable + list(criterion.parameters()), lr=config.lr)
+    # fused Adam: one kernel over all parameters instead of a dozen per tensor, the optimiser's cost at large heads
+    # (docs/BENCHMARKS.md, bench/bench_head_step.py); the same update up to float rounding
+    optimizer = torch.optim.Adam(trainable + list(criterion.parameters()), lr=config.lr, fused=device.type in ("cpu", "cuda"))
     # lr_step 0: a constant learning rate (the PIEs recipe)
     scheduler = torch.optim.lr_scheduler.StepLR(
         optimizer, step_size=max(config.lr_step, 1), gamma=0.5 if config.lr_step > 0 else 1.0
@@ -392,12 +408,10 @@ def train(
         reporter.info(f"resuming {run_dir} after epoch {start_epoch}")
 
     augment = build_augmentation(config.augmentation) if config.augment else None
-    cache = _feature_cache(model, data, config, device, augment, run_dir, reporter) if config.freeze_backbone else None
+    cache = _feature_cache(model, data, config, device, augment, run_dir, reporter) if _uses_feature_cache(config) else None
 
     result = TrainResult(run_dir, start_epoch, run_dir / "best.pt", run_dir / "last.pt", history=metrics_log.read())
-    # Head-only steps on cached features are many tiny ops: on a CPU, one thread avoids the spin-wait of
-    # torch's thread pool, which cost 15x per step when the two cores were shared (docs/BENCHMARKS.md).
-    with _single_thread(cache is not None and device.type == "cpu"):
+    with _training_threads(config, device):
         # The stop rule (piro_cli/convergence.py) checks the statistic of the model before each epoch: each epoch's
         # evaluation gives the next one's; the first is the initial model's or, resuming, the checkpoint's.
         spread_before: Spread | None = None
@@ -481,7 +495,7 @@ def _train_one_epoch(
     last_path: Path,
 ) -> dict[str, float]:
     """One pass over freshly sampled pairs; returns the mean of each loss term."""  # fmt: skip
-    model.train()
+    _train_mode(model, config)
     labels_all = torch.as_tensor(data.train.category)
     pairs = data.train_indices[sample_pairs(plan, config.pairs_per_object, rng)]
     sums: dict[str, float] = {}
@@ -524,7 +538,7 @@ def _train_one_epoch_of_objects(
 ) -> dict[str, float]:
     """One epoch of a PIEs baseline: every training object once, in shuffled batches of `batch_objects` whole
     objects (METHOD.md section 8); returns the mean loss."""
-    model.train()
+    _train_mode(model, config)
     labels_all = torch.as_tensor(data.train.category)
     batches = object_batches(len(data.train_indices), config.batch_objects, rng)
     total_sum = 0.0
@@ -542,10 +556,42 @@ def _train_one_epoch_of_objects(
 
 
 def _batch_features(model: PAN, data: RunData, objects, view_idx, cache, device, augment, aug_generator, rng) -> torch.Tensor:
-    """Backbone features (B, V, F) of the chosen views: from the cache (a random pass per object), or computed."""
+    """Backbone features (B, V, F) of the chosen views: from the cache (a random pass per object; through the
+    trainable top of the backbone when the cache holds activations at a cut), or computed."""
     if cache is not None:
-        return _cached_batch(cache, objects, view_idx, rng).to(device)
+        cached = _cached_batch(cache, objects, view_idx, rng).to(device)
+        stage = cache["key"].get("train_from")
+        return cached if stage is None else model.features_from(cached.float(), stage)
     return model.features(_image_batch(data.train, objects, view_idx, device, augment, aug_generator))
+
+
+def _uses_feature_cache(config: TrainConfig) -> bool:
+    """Training reads cached backbone outputs (--freeze-backbone) or activations at a cut (--train-from)."""
+    return config.freeze_backbone or config.train_from is not None
+
+
+def _train_mode(model: PAN, config: TrainConfig) -> None:
+    """model.train(), except that with --train-from the backbone's BatchNorm layers keep their ImageNet statistics:
+    the cached activations below the cut were computed with them, and a few objects' batch statistics are noise."""
+    model.train()
+    if config.train_from is not None:
+        for module in model.backbone.modules():
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                module.eval()
+
+
+@torch.no_grad()
+def _features_of_cached(model: PAN, cache: dict, cached: torch.Tensor, device, batch: int = 64) -> torch.Tensor:
+    """Backbone features (N, V, F) of cached entries (N, V, ...): themselves, or activations run through the top of
+    the backbone (model in eval mode)."""
+    stage = cache["key"].get("train_from")
+    if stage is None:
+        return cached
+    model.eval()
+    parts = [
+        model.features_from(cached[i : i + batch].to(device).float(), stage).float().cpu() for i in range(0, len(cached), batch)
+    ]
+    return torch.cat(parts)
 
 
 def _optimise(total: torch.Tensor, optimizer, scaler, where: str, last_path: Path) -> None:
@@ -561,10 +607,11 @@ def _optimise(total: torch.Tensor, optimizer, scaler, where: str, last_path: Pat
 
 
 @contextlib.contextmanager
-def _single_thread(enabled: bool):
+def _training_threads(config: TrainConfig, device: torch.device):
+    """Torch threads for the run's training steps on a CPU (piro_cli.hardware.training_threads)."""
     previous = torch.get_num_threads()
-    if enabled:
-        torch.set_num_threads(1)
+    if device.type == "cpu":
+        torch.set_num_threads(training_threads(config.freeze_backbone, config.cat_dim, config.obj_dim, config.dual, previous))
     try:
         yield
     finally:
@@ -616,6 +663,8 @@ def _feature_cache(model: PAN, data: RunData, config: TrainConfig, device, augme
         # PiRO's augmentation keeps the key it had before --augmentation, so caches built then stay valid
         "augment": config.augment if config.augmentation == "piro" else config.augment and config.augmentation,
     }
+    if config.train_from is not None:  # activations at the cut, stored in float16 (half the memory, ample precision)
+        key.update(train_from=config.train_from, dtype="float16")
     # Shared beside the run folders: runs that differ only in heads or losses (dual vs single, ablations) reuse it.
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
     path = run_dir.parent / "feature-cache" / f"{config.backbone.replace(':', '_')}-{digest}.pt"
@@ -641,6 +690,7 @@ def _feature_cache(model: PAN, data: RunData, config: TrainConfig, device, augme
                 pass_augment,
                 generator,
                 progress=lambda done, total, stage=stage: reporter.progress(stage, done, total),
+                stage=config.train_from,
             )
         )
     payload = {"key": key, "train": torch.stack(passes)}
@@ -651,6 +701,7 @@ def _feature_cache(model: PAN, data: RunData, config: TrainConfig, device, augme
             np.arange(len(data.val)),
             device,
             progress=lambda done, total: reporter.progress("backbone features, validation split", done, total),
+            stage=config.train_from,
         )
     atomic_torch_save(payload, path)
     return payload
@@ -659,7 +710,7 @@ def _feature_cache(model: PAN, data: RunData, config: TrainConfig, device, augme
 def _training_gallery(model: PAN, data: RunData, cache: dict | None, device, reporter) -> EmbeddingSet:
     """Embeddings of the training objects' un-augmented views, the model in eval mode."""
     if cache is not None:
-        feats = cache["train"][0, data.train_indices]  # pass 1 of the cache: the clean views
+        feats = _features_of_cached(model, cache, cache["train"][0, data.train_indices], device)  # pass 1: the clean views
     else:
         progress = lambda done, total: reporter.progress("embedding training objects", done, total)  # noqa: E731
         feats = compute_features(model, data.train, data.train_indices, device, progress=progress)
@@ -679,7 +730,7 @@ def _epoch_evaluation(model: PAN, data: RunData, cache: dict | None, device, rep
         return {}, spread
     if cache is not None:
         source = cache["val"] if data.val is not data.train else cache["train"][0]
-        val_feats = source[data.val_indices]
+        val_feats = _features_of_cached(model, cache, source[data.val_indices], device)
     else:
         progress = lambda done, total: reporter.progress("embedding validation objects", done, total)  # noqa: E731
         val_feats = compute_features(model, data.val, data.val_indices, device, progress=progress)

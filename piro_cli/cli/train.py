@@ -12,7 +12,7 @@ from piro_cli.cli.common import console, err_console, handle_errors
 from piro_cli.errors import PiroError
 from piro_cli.losses import OBJECT_LOSSES, parse_loss_terms
 from piro_cli.methods import METHODS, get_method, method_for_space
-from piro_cli.models.backbones import available_backbones
+from piro_cli.models.backbones import CUT_POINTS, available_backbones
 from piro_cli.recipes import BUILTIN_DEFAULTS, RECIPES, option_flag, recipe_help
 from piro_cli.train import TrainConfig
 from piro_cli.train import train as run_training
@@ -21,6 +21,15 @@ from piro_cli.train import train as run_training
 def _default(field: str) -> str:
     """Help text for an option a recipe may set."""
     return f"(default: the recipe's, else {option_flag(field, BUILTIN_DEFAULTS[field]).split(' ', 1)[-1]})"
+
+
+def _cut_points_help() -> str:
+    """Backbones that share their stages listed together: `efficientnet_lite0/1/2: blocks.1 ... conv_head; ...`."""
+    groups: dict[tuple[str, ...], list[str]] = {}
+    for name, stages in CUT_POINTS.items():
+        if name != "tiny":
+            groups.setdefault(stages, []).append(name)
+    return "; ".join(f"{', '.join(names)}: {' '.join(stages)}" for stages, names in groups.items())
 
 
 class RichReporter:
@@ -165,7 +174,17 @@ def train(
     freeze_backbone: bool = typer.Option(
         False, "--freeze-backbone", help="Cache backbone features once and train only the heads (fast on CPU)."
     ),
-    feature_passes: int = typer.Option(2, min=1, help="With --freeze-backbone: passes over the data (1 clean + K-1 augmented)."),
+    train_from: str = typer.Option(
+        None,
+        "--train-from",
+        help="Train the backbone from this stage on, with the heads, from cached activations below it (partial "
+        f"fine-tuning, practical on a CPU). Stages: {_cut_points_help()}. Default: full fine-tuning, or none with "
+        "--freeze-backbone.",
+        show_default=False,
+    ),
+    feature_passes: int = typer.Option(
+        2, min=1, help="With --freeze-backbone or --train-from: passes over the data cached (1 clean + K-1 augmented)."
+    ),
     val_fraction: float = typer.Option(
         None, help="Carve this fraction of train objects (per category, seeded) out as validation."
     ),
@@ -181,7 +200,9 @@ def train(
     """Train PAN (dual or single space) with the pose-invariant losses, or a baseline, and write runs/<name>/.
 
     The run folder holds config.json, metrics.csv (one row per epoch), last.pt and best.pt (best validation
-    mean when there is a validation split, else last). Example: `piro train --dual --epochs 25`.
+    mean when there is a validation split, else last). Examples: `piro train --dual --epochs 25`;
+    on a CPU, `piro train --freeze-backbone` (heads only) or `piro train --train-from blocks.6` (heads and the top
+    of efficientnet_lite0).
     """
     try:
         terms = parse_loss_terms(losses) if losses is not None else None
@@ -194,7 +215,7 @@ def train(
         theta=theta, gamma=gamma, lam=lam, separation=separation.strip().lower(),
         train_lsoftmax_weights=train_lsoftmax_weights, lr=lr, lr_step=lr_step, epochs=epochs, batch_pairs=batch_pairs, batch_objects=batch_objects,
         pairs_per_object=pairs_per_object, views=views, augment=augment, augmentation=augmentation, seed=seed, device=device, freeze_backbone=freeze_backbone,
-        feature_passes=feature_passes,
+        train_from=train_from, feature_passes=feature_passes,
         val_fraction=val_fraction, val_seed=val_seed, early_stop_rho=early_stop_rho, obj_loss=obj_loss, dvml=dvml, dvml_kl=dvml_kl,
         dvml_rec=dvml_rec, dvml_syn=dvml_syn, pi_alpha=pi_alpha, pi_beta=pi_beta,
     )  # fmt: skip

@@ -33,7 +33,7 @@ from torch import Tensor, nn
 
 from piro_cli.errors import PiroError
 from piro_cli.models.attention import ViewSetAttention
-from piro_cli.models.backbones import VGG16_FC7_DIM, build_backbone, vgg16_fc7_head
+from piro_cli.models.backbones import VGG16_FC7_DIM, BackboneCut, build_backbone, cut_backbone, vgg16_fc7_head
 
 AGGREGATIONS = ("attention", "mean")
 HEADS = ("linear", "vgg16_fc7")
@@ -106,6 +106,7 @@ class PAN(nn.Module):
         else:
             self.cat_head = None
             self.cat_attention = None
+        self._cuts: dict[str, BackboneCut] = {}  # views over the backbone's layers, not submodules (no extra state)
 
     @property
     def dual(self) -> bool:
@@ -118,6 +119,23 @@ class PAN(nn.Module):
         b, v = views.shape[:2]
         feats = self.backbone(views.flatten(0, 1))
         return feats.reshape(b, v, -1)
+
+    def cut(self, stage: str) -> BackboneCut:
+        """The backbone split so that training starts at `stage` (`--train-from`; models.backbones.cut_points)."""
+        if stage not in self._cuts:
+            self._cuts[stage] = cut_backbone(self.config.backbone, self.backbone, stage)
+        return self._cuts[stage]
+
+    def activations(self, views: Tensor, stage: str) -> Tensor:
+        """(B, V, 3, H, W) -> (B, V, C, h, w): the backbone's activations where `stage` starts (what training caches)."""
+        b, v = views.shape[:2]
+        acts = self.cut(stage).below(views.flatten(0, 1))
+        return acts.reshape(b, v, *acts.shape[1:])
+
+    def features_from(self, acts: Tensor, stage: str) -> Tensor:
+        """(B, V, C, h, w) activations at `stage` -> (B, V, F) backbone features: the rest of the backbone."""
+        b, v = acts.shape[:2]
+        return self.cut(stage).above(acts.flatten(0, 1)).reshape(b, v, -1)
 
     def forward_features(self, feats: Tensor) -> PANOutput:
         """(B, V, F) backbone features -> all embeddings; what `forward` gives, from cached features."""

@@ -1,0 +1,83 @@
+"""Partial fine-tuning from cached activations at a backbone cut (`piro train --train-from STAGE`)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import tiny_config
+from typer.testing import CliRunner
+
+from piro_cli.cli import app
+from piro_cli.errors import PiroError
+from piro_cli.evaluation.evaluate import evaluate
+from piro_cli.models.pan import PAN, PANConfig
+from piro_cli.runs import load_checkpoint
+from piro_cli.train import train
+
+ONE_STEP = dict(epochs=1, pairs_per_object=1, batch_pairs=64, augment=False, feature_passes=1)  # the whole epoch: one step
+
+
+def test_a_cut_run_and_a_full_run_agree_on_the_first_step(tiny_data):
+    """From the same seed (the same initial weights and pairs), the loss of the first step through cached float16
+    activations at body.6 equals the loss of full fine-tuning, which runs every image through the whole backbone."""
+    full = train(tiny_config(tiny_data, name="full", **ONE_STEP))
+    cut = train(tiny_config(tiny_data, name="cut", train_from="body.6", **ONE_STEP))
+    full_loss, cut_loss = float(full.history[0]["loss"]), float(cut.history[0]["loss"])
+    assert cut_loss == pytest.approx(full_loss, rel=5e-4)  # float16 activations: 6e-5 apart here
+    frozen = train(tiny_config(tiny_data, name="frozen", freeze_backbone=True, **ONE_STEP))
+    assert float(frozen.history[0]["loss"]) == pytest.approx(full_loss, rel=1e-5)  # the same first step, heads only
+
+
+def test_a_cut_run_trains_only_above_the_cut_and_writes_the_usual_checkpoint(tiny_data):
+    result = train(tiny_config(tiny_data, name="cut", train_from="body.6", epochs=2, lr=1e-2))
+    checkpoint = load_checkpoint(result.best_path)
+    assert checkpoint["model_config"] == PANConfig(backbone="tiny", pretrained=False, cat_dim=16, obj_dim=16).to_dict()
+    torch.manual_seed(0)  # what train() seeds before building the model: the initial weights
+    initial = PAN(PANConfig(**checkpoint["model_config"])).state_dict()
+    trained = checkpoint["model_state"]
+    assert set(trained) == set(initial)  # the same model, no extra keys for the cut
+    for name, tensor in trained.items():
+        if not name.startswith("backbone."):
+            continue
+        layer = int(name.split(".")[2])  # backbone.body.<layer>.weight
+        if layer < 6:
+            assert torch.equal(tensor, initial[name]), name  # below the cut: untouched
+        elif tensor.is_floating_point() and name.endswith("weight"):
+            assert not torch.equal(tensor, initial[name]), name  # from body.6 on: trained
+    report = evaluate([result.best_path], data=tiny_data, split="test", save=False)  # runs the whole backbone
+    assert all(0 <= v <= 100 for v in report.mean.values())
+
+
+def test_the_cut_cache_is_its_own_and_is_reused(tiny_data, tmp_path):
+    train(tiny_config(tiny_data, name="frozen", freeze_backbone=True, epochs=1))
+    train(tiny_config(tiny_data, name="cut-a", train_from="body.9", epochs=1))
+    caches = sorted((tmp_path / "runs" / "feature-cache").glob("*.pt"))
+    assert len(caches) == 2  # the frozen features and the activations at body.9
+    activations = [torch.load(p, weights_only=True) for p in caches]
+    cut_cache = next(c for c in activations if c["key"].get("train_from") == "body.9")
+    assert cut_cache["train"].dtype == torch.float16 and cut_cache["train"].dim() == 6  # (K, N, V, C, h, w)
+    stamps = {p: p.stat().st_mtime_ns for p in caches}
+    train(tiny_config(tiny_data, name="cut-b", train_from="body.9", epochs=1, seed=1))
+    assert {p: p.stat().st_mtime_ns for p in caches} == stamps  # reused, not rebuilt
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (dict(train_from="body.6", freeze_backbone=True), "pass one of them"),
+        (dict(train_from="layer4"), "can start training at body.3, body.6, body.9"),
+        (dict(train_from="layer4", backbone="timm:resnet10t"), "can start training at nowhere"),
+    ],
+)
+def test_bad_train_from_is_refused(tiny_data, overrides, message):
+    with pytest.raises(PiroError, match=message):
+        tiny_config(tiny_data, **overrides)
+
+
+def test_cli_train_from(tiny_data):
+    runner = CliRunner()
+    done = runner.invoke(app, ["train", "--data", str(tiny_data), "--backbone", "tiny", "--no-pretrained", "--embed-dim", "16",
+                               "--epochs", "1", "--pairs-per-object", "1", "--train-from", "body.9", "--device", "cpu"])  # fmt: skip
+    assert done.exit_code == 0, done.output
+    refused = runner.invoke(app, ["train", "--data", str(tiny_data), "--backbone", "tiny", "--train-from", "blocks.6"])
+    assert refused.exit_code == 1 and "--train-from blocks.6" in refused.output and "Traceback" not in refused.output
