@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from conftest import tiny_config
@@ -81,3 +83,24 @@ def test_cli_train_from(tiny_data):
     assert done.exit_code == 0, done.output
     refused = runner.invoke(app, ["train", "--data", str(tiny_data), "--backbone", "tiny", "--train-from", "blocks.6"])
     assert refused.exit_code == 1 and "--train-from blocks.6" in refused.output and "Traceback" not in refused.output
+
+
+def test_tta_averages_each_view_with_its_mirror(tiny_data):
+    """--tta: a view's single-view embedding is L2norm of the mean of the unnormalised embeddings of the view and of
+    its horizontal mirror, computed here by hand from the heads; MV embeddings use the same averaged views."""
+    from piro_cli.data.store import ViewSetStore
+    from piro_cli.evaluation.embeddings import load_model
+
+    result = train(tiny_config(tiny_data, name="t", epochs=1))
+    checkpoint = load_checkpoint(result.best_path)
+    plain, flipped = load_model(checkpoint, torch.device("cpu")), load_model(checkpoint, torch.device("cpu"), tta=True)
+    views = ViewSetStore(tiny_data).split("test").batch([0])  # (1, V, 3, S, S)
+    with torch.no_grad():
+        mirror = views.flip(-1)
+        by_hand = (plain.obj_head(plain.features(views)) + plain.obj_head(plain.features(mirror))) / 2
+        out = flipped(views)
+    torch.testing.assert_close(out.sv_obj, torch.nn.functional.normalize(by_hand, dim=-1), rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(out.sv_obj, plain(views).sv_obj)  # the mirror changed something
+    report = evaluate([result.best_path], data=tiny_data, split="test", tta=True, save=True)
+    saved = json.loads((result.run_dir / "eval_test_tta.json").read_text())  # beside the plain eval_test.json
+    assert saved["tta"] is True and report.to_dict()["tta"] is True

@@ -49,6 +49,12 @@ def compare(
         help="Also write the comparison to this file: in the --format chosen, or for --format table in the format its "
         "name says (.md, .csv or .json).",
     ),
+    tta: bool = typer.Option(
+        False,
+        "--tta",
+        help="With --split: "
+        + "Test-time augmentation: embed each view as the mean of its own and its horizontal mirror's embedding (before normalisation); twice the backbone work.",
+    ),
     device: str = typer.Option(None, help="With --split: cpu, cuda or cuda:N (default: cuda when available)."),
 ) -> None:
     """Compare runs: the eight PICR tasks per method, mean ± standard deviation over its runs (seeds), best per column.
@@ -60,7 +66,7 @@ def compare(
 
     write_as = out_format(out, output_format)  # checked before any work
     with Progress(*progress_columns(), console=err_console, transient=True) as progress:
-        comparison = compare_runs(runs, split=split, data=data, device=device, reporter=RichReporter(progress))
+        comparison = compare_runs(runs, split=split, data=data, tta=tta, device=device, reporter=RichReporter(progress))
     if output_format == "table":
         print_comparison_table(comparison)
     else:

@@ -58,6 +58,11 @@ def evaluate(
         "category whose nearest neighbour ranks first; it depends on the ranking only, not on how the categories "
         "are numbered, so renumbering them cannot change the result.",
     ),
+    tta: bool = typer.Option(
+        False,
+        "--tta",
+        help="Test-time augmentation: embed each view as the mean of its own and its horizontal mirror's embedding (before normalisation); twice the backbone work.",
+    ),
     output_format: str = typer.Option(
         "table", "--format", "-f", help="What to print: table, json or csv (for scripts; progress goes to stderr)."
     ),
@@ -85,7 +90,7 @@ def evaluate(
     with Progress(*progress_columns(), console=err_console, transient=True) as progress:
         result = run_evaluation(
             [str(s) for s in sources], data=data, tasks=task, split=split, strict=strict, tie_break=tie_break,
-            device=device, save=save, reporter=RichReporter(progress),
+            tta=tta, device=device, save=save, reporter=RichReporter(progress),
         )  # fmt: skip
     if output_format == "json":
         console.print_json(json.dumps(result.to_dict()))

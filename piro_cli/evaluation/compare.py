@@ -123,6 +123,7 @@ class Comparison:
     groups: list[MethodGroup]
     split: str  # "val" or "test"
     recorded: bool  # True: the validation numbers recorded during training; False: re-evaluated now
+    tta: bool = False  # re-evaluated with test-time flips
 
     @property
     def runs(self) -> list[RunValues]:
@@ -131,6 +132,7 @@ class Comparison:
     @property
     def title(self) -> str:
         where = "validation objects, as recorded in training" if self.recorded else f"{self.split} split, re-evaluated"
+        where += " with test-time flips" if self.tta else ""
         return f"PICR tasks on the {where}: percent, mean ± std over runs"
 
     def best(self) -> dict[str, list[str]]:
@@ -200,6 +202,7 @@ class Comparison:
             "numbers": "recorded" if self.recorded else "evaluated",
             "protocol": "default",
             "tie_break": "smallest",
+            "tta": self.tta,
             "tasks": list(TASKS),
             "columns": list(COLUMNS),
             "groups": [
@@ -303,6 +306,7 @@ def compare_runs(
     *,
     split: str | None = None,
     data: str | Path | None = None,
+    tta: bool = False,
     device: str | None = None,
     reporter: Reporter | None = None,
 ) -> Comparison:
@@ -314,6 +318,8 @@ def compare_runs(
         raise PiroError(
             f"--split {split!r}: choose one of {', '.join(SPLITS)} (or leave it out for the recorded validation numbers)"
         )
+    if split is None and tta:
+        raise PiroError("--tta applies when the runs are re-evaluated (--split test or --split val), not to recorded numbers")
     if split is None and data is not None:
         raise PiroError(
             "--data is used only to re-evaluate the runs (--split test or --split val); the recorded validation numbers need no data file"
@@ -342,7 +348,7 @@ def compare_runs(
         from piro_cli.evaluation.evaluate import evaluate
 
         started = time.perf_counter()
-        result = evaluate(paths, data=data, split=split, device=device, save=False, reporter=reporter)
+        result = evaluate(paths, data=data, split=split, tta=tta, device=device, save=False, reporter=reporter)
         evaluated = {r.data.get("fingerprint") for r in result.runs}
         if len(evaluated) > 1:
             raise DataError(
@@ -358,7 +364,7 @@ def compare_runs(
     by_path = {str(ckpt["path"]): ckpt for ckpt in checkpoints}
     for group in groups.values():
         _warn_within_group(group, by_path, reporter)
-    return Comparison(list(groups.values()), split or "val", split is None)
+    return Comparison(list(groups.values()), split or "val", split is None, tta)
 
 
 def _is_feature_cache(path: Path) -> bool:

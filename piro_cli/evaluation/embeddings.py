@@ -67,8 +67,9 @@ class EmbeddedGroup:
 # ----------------------------------------------------------------------------- the model of a checkpoint
 
 
-def load_model(checkpoint: dict, device: torch.device) -> PAN:
-    """The checkpoint's PAN in eval mode on `device` (no ImageNet download: the saved weights replace them)."""
+def load_model(checkpoint: dict, device: torch.device, tta: bool = False) -> PAN:
+    """The checkpoint's PAN in eval mode on `device` (no ImageNet download: the saved weights replace them); `tta`:
+    each view embedded as the mean with its horizontal mirror (PAN.flip_views)."""
     try:
         config = PANConfig.from_dict({**checkpoint["model_config"], "pretrained": False})
         model = PAN(config)
@@ -78,6 +79,7 @@ def load_model(checkpoint: dict, device: torch.device) -> PAN:
             f"{checkpoint.get('path', 'checkpoint')}: the model in it cannot be rebuilt ({exc}); is it from this piro version?"
         ) from exc
     model = model.to(device).eval()
+    model.flip_views = tta
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     return model

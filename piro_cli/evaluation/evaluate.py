@@ -99,10 +99,11 @@ class EvaluationResult:
     strict: bool
     runs: list[SourceResult]
     tie_break: str = "smallest"
+    tta: bool = False
 
     @property
-    def protocol(self) -> dict[str, str]:
-        return {"protocol": "strict" if self.strict else "default", "tie_break": self.tie_break}
+    def protocol(self) -> dict:
+        return {"protocol": "strict" if self.strict else "default", "tie_break": self.tie_break, "tta": self.tta}
 
     @property
     def mean(self) -> dict[str, float]:
@@ -185,12 +186,14 @@ def evaluate(
     split: str = "test",
     strict: bool = False,
     tie_break: str = "smallest",
+    tta: bool = False,
     device: str | None = None,
     save: bool = True,
     reporter: Reporter | None = None,
 ) -> EvaluationResult:
     """The PICR tasks for every source; see the module docstring for which objects, data file and outputs,
-    and piro_cli.evaluation.picr for the protocol (`strict`, `tie_break`)."""
+    and piro_cli.evaluation.picr for the protocol (`strict`, `tie_break`). `tta`: checkpoints embed each view
+    as the mean with its horizontal mirror (embeddings files hold what they were written with)."""
     reporter = reporter or SilentReporter()
     if not sources:
         raise PiroError("give at least one checkpoint (runs/<name>/best.pt) or embeddings file (from `piro embed`)")
@@ -210,7 +213,7 @@ def evaluate(
         if is_embeddings_file(source):
             run, gallery, probes, names = _from_embeddings(Path(source), chosen, split)
         else:
-            run, gallery, probes, names = _from_checkpoint(Path(source), data, chosen, split, torch_device, reporter)
+            run, gallery, probes, names = _from_checkpoint(Path(source), data, chosen, split, torch_device, reporter, tta)
         if categories is not None and names != categories:
             raise DataError(f"{source}: has other categories than {sources[0]}; only runs on the same categories can be averaged")
         categories = names
@@ -224,14 +227,16 @@ def evaluate(
         run.values, run.num_queries = picr.values, picr.num_queries
         run.seconds = time.perf_counter() - started
         runs.append(run)
-    result = EvaluationResult(chosen, split, strict, runs, tie_break)
+    result = EvaluationResult(chosen, split, strict, runs, tie_break, tta)
     if save:
         for run in runs:
             run.saved = _save_beside(run, result)
     return result
 
 
-def _from_checkpoint(path: Path, data: str | Path | None, tasks, split: str, device: torch.device, reporter: Reporter):
+def _from_checkpoint(
+    path: Path, data: str | Path | None, tasks, split: str, device: torch.device, reporter: Reporter, tta: bool = False
+):
     checkpoint = load_checkpoint(path)
     data_path = _data_for(checkpoint, data)
     store = ViewSetStore(data_path)
@@ -251,7 +256,7 @@ def _from_checkpoint(path: Path, data: str | Path | None, tasks, split: str, dev
             check_same_data(checkpoint, store)
     if needs_gallery(tasks):
         _require_split(store, "train", "the gallery")
-    model = load_model(checkpoint, device)
+    model = load_model(checkpoint, device, tta)
     reporter.info(f"{ckpt_path}: epoch {checkpoint.get('epoch', '?')}, data {data_path}")
     gallery = None
     if needs_gallery(tasks):
@@ -317,14 +322,17 @@ def _from_embeddings(path: Path, tasks, split: str):
 
 def _save_beside(run: SourceResult, result: EvaluationResult) -> list[Path]:
     source = Path(run.source)
-    suffix = f"{result.split}{'_strict' if result.strict else ''}{'_nearest' if result.tie_break == 'nearest' else ''}"
+    suffix = (
+        f"{result.split}{'_strict' if result.strict else ''}{'_nearest' if result.tie_break == 'nearest' else ''}"
+        f"{'_tta' if result.tta else ''}"
+    )
     if run.kind == "checkpoint":
         ckpt = source / "best.pt" if source.is_dir() else source
         stem = f"eval_{suffix}" if ckpt.name == "best.pt" else f"eval_{ckpt.stem}_{suffix}"
         base = ckpt.parent / stem
     else:
         base = source.with_name(f"{source.stem}.eval_{suffix}")
-    single = EvaluationResult(result.tasks, result.split, result.strict, [run], result.tie_break)
+    single = EvaluationResult(result.tasks, result.split, result.strict, [run], result.tie_break, result.tta)
     json_path, csv_path = base.with_name(base.name + ".json"), base.with_name(base.name + ".csv")
     try:
         _atomic_write(json_path, json.dumps(single.to_dict(), indent=2) + "\n")
@@ -394,6 +402,7 @@ def embed(
     splits: str | Sequence[str] = "test",
     device: str | None = None,
     overwrite: bool = False,
+    tta: bool = False,
     reporter: Reporter | None = None,
 ) -> EmbedResult:
     """Embed every object of the given splits (train, val, test) into an embeddings file (layout: embeddings.py).
@@ -413,7 +422,7 @@ def embed(
         raise PiroError(f"--out {path}: embeddings files are HDF5; use a .h5 file name")
     plans = {g: group_rows(ckpt, store, g) for g in groups}  # every split checked before any work
     torch_device = pick_device(device)
-    model = load_model(ckpt, torch_device)
+    model = load_model(ckpt, torch_device, tta)
     reporter.info(f"{ckpt['path']}: epoch {ckpt.get('epoch', '?')}, data {data_path}, device {torch_device}")
     embedded: dict[str, EmbeddedGroup] = {}
     for group, (split, rows) in plans.items():
@@ -427,6 +436,7 @@ def embed(
         "source_dataset": store.source_dataset,
         "num_views": store.num_views,
         "image_size": store.image_size,
+        "tta": tta,
     }
     write_embeddings(path, embedded, store.categories, meta, overwrite=overwrite)
     return EmbedResult(path, {g: len(e.names) for g, e in embedded.items()}, time.perf_counter() - started)
@@ -449,6 +459,7 @@ def embed_new_object(
     gallery: str | Path | None = None,
     top: int = 5,
     device: str | None = None,
+    tta: bool = False,
     reporter: Reporter | None = None,
 ):
     """Embeddings of one new object's photos; with `gallery` (a data file, whose train split is embedded, or an
@@ -468,7 +479,7 @@ def embed_new_object(
             store = ViewSetStore(resolve_data(gallery))
             check_categories(ckpt, store)
             _require_split(store, "train", "the gallery")
-    model = load_model(ckpt, torch_device)
+    model = load_model(ckpt, torch_device, tta)
     result = embed_photos(model, images, image_size, torch_device)
     if emb is not None:
         return nearest_in_gallery(result, emb.load("train", ("mv_cat", "mv_obj")), emb.categories, top=top)

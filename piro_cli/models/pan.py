@@ -106,6 +106,8 @@ class PAN(nn.Module):
         else:
             self.cat_head = None
             self.cat_attention = None
+        # Test-time augmentation (`--tta`): an inference setting, not part of the model or its checkpoint
+        self.flip_views = False
         self._cuts: dict[str, BackboneCut] = {}  # views over the backbone's layers, not submodules (no extra state)
 
     @property
@@ -113,11 +115,19 @@ class PAN(nn.Module):
         return self.config.dual
 
     def features(self, views: Tensor) -> Tensor:
-        """(B, V, 3, H, W) -> (B, V, F): ONE backbone pass over the B*V images."""
+        """(B, V, 3, H, W) -> (B, V, F): ONE backbone pass over the B*V images.
+
+        With `flip_views` (test-time augmentation, eval mode only) each view's features are the mean of the view's and
+        its horizontal mirror's. The heads are linear, so this is the mean of the two views' embeddings before
+        normalisation (for the vgg16_fc7 head, of the conv features it reads)."""
         if views.dim() != 5:
             raise ValueError(f"PAN.features expects views (B, V, 3, H, W), got {tuple(views.shape)}")
         b, v = views.shape[:2]
-        feats = self.backbone(views.flatten(0, 1))
+        images = views.flatten(0, 1)
+        if self.flip_views and not self.training:
+            feats = (self.backbone(images) + self.backbone(images.flip(-1))) / 2
+        else:
+            feats = self.backbone(images)
         return feats.reshape(b, v, -1)
 
     def cut(self, stage: str) -> BackboneCut:
