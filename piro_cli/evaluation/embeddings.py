@@ -38,7 +38,7 @@ import torch
 
 from piro_cli import __version__
 from piro_cli.data.sources.base import IMAGE_SUFFIXES, read_image
-from piro_cli.data.store import ViewSetStore, normalize_views
+from piro_cli.data.store import ViewSetStore, normalize_views, open_hdf5
 from piro_cli.errors import DataError, PiroError
 from piro_cli.evaluation.metrics import KNN_VOTES, rank
 from piro_cli.evaluation.picr import EmbeddingSet
@@ -214,7 +214,11 @@ def is_embeddings_file(path: str | Path) -> bool:
     path = Path(path)
     if not path.is_file() or not h5py.is_hdf5(path):
         return False
-    with h5py.File(path, "r") as f:
+    try:
+        handle = h5py.File(path, "r")
+    except OSError:  # a truncated or damaged HDF5 file: not one to read embeddings from
+        return False
+    with handle as f:
         return f.attrs.get("format") == FORMAT_NAME
 
 
@@ -225,11 +229,7 @@ class EmbeddingsFile:
         self.path = Path(path)
         if not self.path.exists():
             raise DataError(f"{self.path}: no such file; write one with `piro embed CKPT --out {self.path}`")
-        try:
-            handle = h5py.File(self.path, "r")
-        except OSError as exc:
-            raise DataError(f"{self.path}: cannot open as HDF5 ({exc}); is it a file written by `piro embed`?") from exc
-        with handle as f:
+        with open_hdf5(self.path, "a file written by `piro embed`") as f:
             if f.attrs.get("format") != FORMAT_NAME:
                 raise DataError(f"{self.path}: not a piro embeddings file (no '{FORMAT_NAME}' tag); write one with `piro embed`")
             if int(f.attrs.get("format_version", 0)) > FORMAT_VERSION:

@@ -32,12 +32,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+import h5py
 import numpy as np
 import torch
 
 from piro_cli import __version__
-from piro_cli.data.store import ViewSetStore
+from piro_cli.data.store import FORMAT_NAME as VIEWSET_FORMAT
+from piro_cli.data.store import ViewSetStore, open_hdf5
 from piro_cli.errors import DataError, PiroError
+from piro_cli.evaluation.embeddings import FORMAT_NAME as EMBEDDINGS_FORMAT
 from piro_cli.evaluation.embeddings import (
     EmbeddedGroup,
     EmbeddingsFile,
@@ -207,7 +210,7 @@ def evaluate(
     categories: list[str] | None = None
     for source in sources:
         started = time.perf_counter()
-        if is_embeddings_file(source):
+        if _is_embeddings_source(Path(source)):
             run, gallery, probes, names = _from_embeddings(Path(source), chosen, split)
         else:
             run, gallery, probes, names = _from_checkpoint(Path(source), data, chosen, split, torch_device, reporter)
@@ -229,6 +232,24 @@ def evaluate(
         for run in runs:
             run.saved = _save_beside(run, result)
     return result
+
+
+def _is_embeddings_source(path: Path) -> bool:
+    """True for an embeddings file, False for a checkpoint; any other HDF5 file (or .h5 name) is refused here,
+    with what it is, before torch.load would report it as a broken pickle."""
+    if not path.is_file() or (path.suffix.lower() not in (".h5", ".hdf5") and not h5py.is_hdf5(path)):
+        return False
+    expected = "a checkpoint (runs/<name>/best.pt) or a file written by `piro embed`"
+    with open_hdf5(path, expected) as handle:
+        kind = handle.attrs.get("format")
+    if kind == EMBEDDINGS_FORMAT:
+        return True
+    if kind == VIEWSET_FORMAT:
+        raise DataError(
+            f"{path}: a view-set data file from `piro prepare`, not a checkpoint or embeddings file; evaluate a "
+            f"checkpoint on it: `piro evaluate runs/<name>/best.pt --data {path}`"
+        )
+    raise DataError(f"{path}: an HDF5 file not written by piro (neither a piro embeddings nor a view-set file); pass {expected}")
 
 
 def _from_checkpoint(path: Path, data: str | Path | None, tasks, split: str, device: torch.device, reporter: Reporter):

@@ -151,7 +151,9 @@ def scan_release(root: Path, splits: list[str], category_names: list[str] | None
         try:
             text = names_file.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
-            raise DataError(f"{names_file}: cannot read the category names ({exc}); it must be UTF-8 text, one name a line") from exc
+            raise DataError(
+                f"{names_file}: cannot read the category names ({exc}); it must be UTF-8 text, one name a line"
+            ) from exc
         category_names = [line.strip() for line in text.splitlines() if line.strip()]
     records: list[ObjectRecord] = []
     used: set[str] = set()
