@@ -470,11 +470,20 @@ class ViewSetStore:
             image_size=self.image_size,
             num_views=self.num_views,
             categories=list(self.categories),
-            creation_options=json.loads(root.attrs.get("creation_options", "{}")),
+            creation_options=self._creation_options(root),
             fingerprint=self.fingerprint,
             file_bytes=self.path.stat().st_size,
             splits=splits,
         )
+
+    def _creation_options(self, root: h5py.File) -> dict:
+        try:
+            options = json.loads(root.attrs.get("creation_options", "{}"))
+        except (TypeError, ValueError):
+            options = None
+        if not isinstance(options, dict):
+            raise self._malformed("attribute 'creation_options'", "not a JSON object of the `piro prepare` options")
+        return options
 
     def close(self) -> None:
         if self._file is not None:
