@@ -321,3 +321,19 @@ def test_damaged_image_chunk_gives_one_line(tmp_path):
         store.split("train").views_uint8(0)
     with pytest.raises(DataError, match=r"damaged.h5: cannot read object 0 of the train split"):
         next(store.split("train").stream())
+
+
+# ----------------------------------------------------------------------------- item 11: --skip-bad advice only where it applies
+
+
+def test_skip_bad_advice_only_where_it_applies(tmp_path, tiny_checkpoint):
+    raw = image_folder(tmp_path / "raw")
+    bad = raw / "train" / "Mug" / "Mug obj1" / "Mug obj1_View2.png"
+    bad.write_bytes(b"this is not a png")
+    out = str(tmp_path / "o.h5")
+    refused = one_error_line(runner.invoke(app, ["prepare", "folder", str(raw), "--out", out, "--size", "16"]))
+    assert str(bad) in refused and "pass --skip-bad" in refused
+    skipped = runner.invoke(app, ["prepare", "folder", str(raw), "--out", out, "--size", "16", "--skip-bad"])
+    assert skipped.exit_code == 0 and str(bad) in skipped.output and "--skip-bad" not in skipped.output
+    embedded = one_error_line(runner.invoke(app, ["embed", str(tiny_checkpoint), "--images", str(bad)]))
+    assert str(bad) in embedded and "--skip-bad" not in embedded

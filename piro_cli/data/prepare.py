@@ -106,8 +106,8 @@ def prepare_dataset(
             try:
                 images = _fit_views(record, result, num_views, options.views is not None)
             except BadItemError as exc:
-                if not options.skip_bad:
-                    raise
+                if not options.skip_bad:  # the advice only where it applies: not in the list of skipped objects
+                    raise BadItemError(exc.path, f"{exc.reason}, or pass --skip-bad to skip it") from exc
                 skipped.append((exc.path, exc.reason))
             else:
                 writer.append(record.split, images, category_index[record.category], record.name, record.source_path)
@@ -175,8 +175,13 @@ def _fit_views(record: ObjectRecord, result: Future | np.ndarray, num_views: int
         return images
     if may_subsample and have > num_views:
         return images[select_views(have, num_views)]
-    advice = "pass --skip-bad to skip it" if may_subsample else "pass --views N to keep N views of every object"
-    raise BadItemError(record.source_path, f"has {have} views, expected {num_views}; {advice}")
+    if may_subsample:
+        raise BadItemError(
+            record.source_path, f"has {have} views, expected {num_views} (--views {num_views}); add views or lower --views"
+        )
+    raise BadItemError(
+        record.source_path, f"has {have} views, expected {num_views}; pass --views N to keep N views of every object"
+    )
 
 
 def _load_in_order(records: list[ObjectRecord], size: int, workers: int) -> Iterator[tuple[ObjectRecord, Future]]:

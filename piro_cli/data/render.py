@@ -104,10 +104,7 @@ class ViewProtocol:
 
 
 def _fix(reason: str) -> str:
-    return (
-        f"{reason}; re-download or re-export the mesh (OFF, OBJ, STL or PLY with at least one face), "
-        "or pass --skip-bad to skip it"
-    )
+    return f"{reason}; re-download or re-export the mesh (OFF, OBJ, STL or PLY with at least one face)"
 
 
 _OFF_HEADER = re.compile(rb"^\s*(?:#[^\n]*\n\s*)*[A-Z]*OFF", re.IGNORECASE)
@@ -220,7 +217,7 @@ def load_mesh(path: str | Path) -> trimesh.Trimesh:
             errors.append(f"trimesh: {type(exc).__name__}: {exc}")
 
     if mesh is None or not isinstance(mesh, trimesh.Trimesh):
-        detail = "; ".join(e[:200] for e in errors) or "unknown error"
+        detail = "; ".join(" ".join(e.split())[:200] for e in errors) or "unknown error"  # one line
         raise BadItemError(name, _fix(f"cannot parse the mesh ({detail})"))
 
     vertices = np.asarray(mesh.vertices, dtype=np.float64)

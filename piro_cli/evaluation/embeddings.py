@@ -39,7 +39,7 @@ import torch
 from piro_cli import __version__
 from piro_cli.data.sources.base import IMAGE_SUFFIXES, read_image
 from piro_cli.data.store import ViewSetStore, normalize_views, open_hdf5
-from piro_cli.errors import DataError, PiroError
+from piro_cli.errors import BadItemError, DataError, PiroError
 from piro_cli.evaluation.metrics import KNN_VOTES, rank
 from piro_cli.evaluation.picr import EmbeddingSet
 from piro_cli.features import _autocast, embed_features
@@ -310,8 +310,8 @@ def read_photos(paths: Sequence[str | Path], size: int) -> np.ndarray:
             raise DataError(f"{path}: not an image file name ({', '.join(sorted(IMAGE_SUFFIXES))})")
         try:
             views.append(read_image(path, size))
-        except DataError as exc:
-            raise DataError(f"{path}: cannot read this image ({getattr(exc, 'reason', exc)})") from None
+        except BadItemError as exc:  # its reason without prepare's --skip-bad, which embed has not
+            raise DataError(f"{path}: {exc.reason}") from None
     if not views:
         raise DataError("no photos given: pass one or more image files after --images")
     return np.stack(views)
