@@ -337,3 +337,41 @@ def test_skip_bad_advice_only_where_it_applies(tmp_path, tiny_checkpoint):
     assert skipped.exit_code == 0 and str(bad) in skipped.output and "--skip-bad" not in skipped.output
     embedded = one_error_line(runner.invoke(app, ["embed", str(tiny_checkpoint), "--images", str(bad)]))
     assert str(bad) in embedded and "--skip-bad" not in embedded
+
+
+# ----------------------------------------------------------------------------- embeddings files: structure checked too
+
+
+@pytest.fixture(scope="module")
+def tiny_embeddings(tiny_data, tiny_checkpoint, tmp_path_factory) -> Path:
+    from piro_cli.evaluation.evaluate import embed
+
+    out = tmp_path_factory.mktemp("emb") / "emb.h5"
+    return embed(tiny_checkpoint, out=out, data=tiny_data, splits="train,test", device="cpu").path
+
+
+BROKEN_EMBEDDINGS = {
+    "label past the end": (_replace("test/category", lambda v: np.full_like(v, 3)), ("'test' category", "index 3")),
+    "fewer mv rows": (_replace("train/mv_cat", lambda v: v[:-1]), ("'train' mv_cat", "rows")),
+    "other dimension": (_replace("test/mv_obj_last", lambda v: v[:, :-1]), ("'test' mv_obj_last", "dimensions")),
+    "fewer views": (_replace("train/sv_obj", lambda v: v[:, :-1]), ("'train' sv_obj", "views per object")),
+    "no sv_cat": (_delete("test/sv_cat"), ("'test'", "'sv_cat' is missing")),
+    "no categories": (_delete("categories"), ("'categories'", "missing")),
+}
+
+
+@pytest.mark.parametrize("case", list(BROKEN_EMBEDDINGS))
+def test_evaluate_refuses_structurally_wrong_embeddings(tiny_embeddings, tmp_path, case):
+    edit, words = BROKEN_EMBEDDINGS[case]
+    broken = shutil.copy(tiny_embeddings, tmp_path / "broken.h5")
+    with h5py.File(broken, "r+") as f:
+        edit(f)
+    line = one_error_line(runner.invoke(app, ["evaluate", str(broken), "--no-save"]))
+    assert f"{broken}: " in line and "write it again with `piro embed`" in line
+    for word in words:
+        assert word in line, line
+
+
+def test_intact_embeddings_still_evaluate(tiny_embeddings):
+    result = runner.invoke(app, ["evaluate", str(tiny_embeddings), "--no-save", "--format", "json"])
+    assert result.exit_code == 0, result.output

@@ -235,9 +235,57 @@ class EmbeddingsFile:
             if int(f.attrs.get("format_version", 0)) > FORMAT_VERSION:
                 raise DataError(f"{self.path}: written by a newer piro; upgrade piro to read it")
             self.attrs = {k: (v.item() if hasattr(v, "item") else v) for k, v in f.attrs.items()}
-            self.categories = [_str(s) for s in f["categories"][:]]
+            categories = f.get("categories")
+            if not isinstance(categories, h5py.Dataset) or categories.ndim != 1 or len(categories) == 0:
+                raise self._malformed("'categories'", "missing or not a 1-D list of names")
+            self.categories = [_str(s) for s in categories[:]]
             self.groups = [g for g in GROUPS if g in f]
+            for group in self.groups:
+                self._check_group(f, group)
             self._sources = {g: str(f[g].attrs.get("source_split", g)) for g in self.groups}
+
+    # Checked on opening from shapes and labels only (no embedding is read): an edited or foreign file is refused,
+    # not evaluated into silently wrong numbers.
+
+    def _malformed(self, where: str, problem: str) -> DataError:
+        return DataError(f"{self.path}: {where}: {problem}; not a valid piro embeddings file, write it again with `piro embed`")
+
+    def _check_group(self, f: h5py.File, group: str) -> None:
+        g = f[group]
+        if not isinstance(g, h5py.Group):
+            raise self._malformed(f"'{group}'", "is not a group of embeddings")
+        for name in (*FIELDS, "category", "object_name", "object_index"):
+            if not isinstance(g.get(name), h5py.Dataset):
+                raise self._malformed(f"'{group}'", f"'{name}' is missing")
+        rows = len(g["category"]) if g["category"].ndim == 1 else -1
+        for name in (*FIELDS, "category", "object_name", "object_index"):
+            expected_ndim = 3 if name.startswith("sv_") else 2 if name in FIELDS else 1
+            if g[name].ndim != expected_ndim or g[name].shape[0] != rows:
+                raise self._malformed(
+                    f"'{group}' {name}", f"shape {g[name].shape}, expected {expected_ndim} dimensions and {rows} rows"
+                )
+            if name in FIELDS and g[name].dtype.kind != "f":
+                raise self._malformed(f"'{group}' {name}", f"dtype {g[name].dtype}, expected float embeddings")
+        views = int(self.attrs.get("num_views", g["sv_cat"].shape[1]))
+        for name in ("sv_cat", "sv_obj"):
+            if g[name].shape[1] != views:
+                raise self._malformed(f"'{group}' {name}", f"{g[name].shape[1]} views per object, but the file says {views}")
+        for single, multi in (("sv_cat", ("mv_cat",)), ("sv_obj", ("mv_obj", "mv_obj_first", "mv_obj_last"))):
+            for name in multi:
+                if g[name].shape[-1] != g[single].shape[-1]:
+                    raise self._malformed(
+                        f"'{group}' {name}", f"{g[name].shape[-1]} dimensions, but {single} has {g[single].shape[-1]}"
+                    )
+        labels = g["category"]
+        if not np.issubdtype(labels.dtype, np.integer):
+            raise self._malformed(f"'{group}' category", f"dtype {labels.dtype}, expected integer category indices")
+        values = labels[:]
+        if len(values) and (values.min() < 0 or values.max() >= len(self.categories)):
+            bad = int(values.min()) if values.min() < 0 else int(values.max())
+            raise self._malformed(
+                f"'{group}' category",
+                f"index {bad} is outside the {len(self.categories)} categories (0..{len(self.categories) - 1})",
+            )
 
     def source_split(self, group: str) -> str:
         return self._sources[group]
