@@ -11,13 +11,15 @@ from __future__ import annotations
 import csv
 import json
 import os
+import pickle
 import re
+import warnings
 from pathlib import Path
 
 import torch
 
 from piro_cli import __version__
-from piro_cli.errors import PiroError
+from piro_cli.errors import PiroError, short_cause
 
 CHECKPOINT_FORMAT = "piro-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -82,6 +84,42 @@ def run_name(checkpoint: str | Path) -> str:
     return path.parent.name if path.name == "best.pt" else f"{path.parent.name}/{path.name}"
 
 
+PIRO_CHECKPOINT_ADVICE = (
+    "pass a best.pt or last.pt written by `piro train` (the authors' released weights: convert them with `piro import-weights`)"
+)
+
+
+def load_plain_torch_file(path: Path, advice: str, map_location: str | torch.device = "cpu") -> object:
+    """`torch.load(path, weights_only=True)`: tensors and plain values only, so a file piro did not write cannot run
+    code. Any failure is a PiroError naming the file, what is wrong with it, and `advice` (what to pass instead)."""
+    if path.stat().st_size == 0:
+        raise PiroError(f"{path}: empty file (0 bytes); {advice}")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch warns about the pickle protocol of files it then refuses
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:
+        raise PiroError(f"{path}: {_unloadable(path, exc)}; {advice}") from exc
+
+
+def _unloadable(path: Path, exc: Exception) -> str:
+    """Why torch.load(weights_only=True) failed, in words (torch's own text ends in advice to load the file with
+    weights_only=False, that is, to run the code it may hold)."""
+    if isinstance(exc, OSError):
+        return f"cannot be read ({exc.strerror or short_cause(exc)})"
+    with path.open("rb") as handle:
+        head = handle.read(4)
+    if not (head.startswith(b"PK\x03\x04") or head.startswith(b"\x80")):  # torch's zip format, or a pickle
+        return "not a PyTorch file (neither a zip archive nor a pickle)"
+    if isinstance(exc, pickle.UnpicklingError):
+        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        objects = f"pickled Python objects ({found.group(1)})" if found else "pickled data other than tensors and plain values"
+        return f"refused: it holds {objects}, which could run code when loaded, and piro refuses to run code from a checkpoint"
+    if isinstance(exc, EOFError):
+        return "truncated or damaged: the file ends early"
+    return f"truncated or damaged: {short_cause(exc)}"
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
     """Load and check a piro checkpoint; a run folder means its `best.pt`."""
     path = Path(path)
@@ -89,12 +127,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         path = path / "best.pt"
     if not path.exists():
         raise PiroError(f"{path}: no such checkpoint; train one with `piro train` (it writes runs/<name>/best.pt and last.pt)")
-    try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # pickles with code, truncated files, other formats
-        raise PiroError(
-            f"{path}: not a loadable piro checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
-        ) from exc
+    payload = load_plain_torch_file(path, PIRO_CHECKPOINT_ADVICE, map_location)
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise PiroError(
             f"{path}: not a piro checkpoint (no '{CHECKPOINT_FORMAT}' tag); pass a best.pt or last.pt from a piro run"

@@ -336,7 +336,10 @@ def test_skip_bad_advice_only_where_it_applies(tmp_path, tiny_checkpoint):
     skipped = runner.invoke(app, ["prepare", "folder", str(raw), "--out", out, "--size", "16", "--skip-bad"])
     assert skipped.exit_code == 0 and str(bad) in skipped.output and "--skip-bad" not in skipped.output
     embedded = one_error_line(runner.invoke(app, ["embed", str(tiny_checkpoint), "--images", str(bad)]))
-    assert str(bad) in embedded and "--skip-bad" not in embedded
+    assert str(bad) in embedded and "pass --skip-bad" in embedded  # embed --images has --skip-bad too
+    good = raw / "train" / "Mug" / "Mug obj1" / "Mug obj1_View1.png"
+    kept = runner.invoke(app, ["embed", str(tiny_checkpoint), "--images", str(good), str(bad), "--skip-bad"])
+    assert kept.exit_code == 0 and str(bad) in kept.output and "pass --skip-bad" not in kept.output
 
 
 # ----------------------------------------------------------------------------- embeddings files: structure checked too

@@ -50,6 +50,11 @@ def embed(
     ),
     top: int = typer.Option(5, min=1, help="With --images and --data: how many nearest categories and gallery objects to list."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out if it exists."),
+    skip_bad: bool = typer.Option(
+        False,
+        "--skip-bad",
+        help="With --images: leave out the photos that cannot be read (listed in a warning) instead of stopping.",
+    ),
     device: str = typer.Option(None, help="cpu, cuda or cuda:N (default: cuda when available)."),
 ) -> None:
     """Single- and multi-view embeddings of both spaces, from a trained checkpoint.
@@ -69,8 +74,10 @@ def embed(
     if images:
         if not photos:
             raise PiroError("--images needs one or more photo files after it, e.g. --images front.jpg side.jpg")
-        _embed_photos(checkpoint, photos, data, out, top, overwrite, device, embed_new_object)
+        _embed_photos(checkpoint, photos, data, out, top, overwrite, device, skip_bad, embed_new_object)
         return
+    if skip_bad:
+        raise PiroError("--skip-bad: only with --images (a split's objects come from a prepared data file, read whole)")
     with Progress(*progress_columns(), console=err_console, transient=True) as progress:
         result = embed_split(
             checkpoint, out=out, data=data, splits=split, device=device, overwrite=overwrite, reporter=RichReporter(progress)
@@ -79,16 +86,22 @@ def embed(
     console.print(f"[green]wrote[/] {escape(str(result.path))} ({counts} objects) in {result.seconds:.0f} s", highlight=False)
 
 
-def _embed_photos(checkpoint, photos, data, out, top, overwrite, device, embed_new_object) -> None:
+def _embed_photos(checkpoint, photos, data, out, top, overwrite, device, skip_bad, embed_new_object) -> None:
     if out is not None:
         if out.suffix.lower() not in (".json", ".npz"):
             raise PiroError(f"--out {out}: with --images write a .json or .npz file")
         if out.exists() and not overwrite:
             raise PiroError(f"{out} already exists; pass --overwrite to replace it, or --out to write elsewhere")
     with Progress(*progress_columns(), console=err_console, transient=True) as progress:
-        result = embed_new_object(checkpoint, photos, gallery=data, top=top, device=device, reporter=RichReporter(progress))
+        result = embed_new_object(
+            checkpoint, photos, gallery=data, top=top, device=device, reporter=RichReporter(progress), skip_bad=skip_bad
+        )
+    if result.skipped:
+        err_console.print(f"[yellow]warning:[/] skipped {len(result.skipped)} of {len(photos)} photos, which cannot be read:")
+        for image, reason in result.skipped:
+            err_console.print(f"  {escape(image)}: {escape(reason)}", highlight=False, soft_wrap=True)
     console.print(
-        f"{len(photos)} photos -> single-view sv_cat {tuple(result.sv_cat.shape)}, sv_obj {tuple(result.sv_obj.shape)}; "
+        f"{len(result.images)} photos -> single-view sv_cat {tuple(result.sv_cat.shape)}, sv_obj {tuple(result.sv_obj.shape)}; "
         f"multi-view mv_cat {tuple(result.mv_cat.shape)}, mv_obj {tuple(result.mv_obj.shape)}",
         highlight=False,
     )

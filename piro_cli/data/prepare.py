@@ -16,6 +16,7 @@ from piro_cli.data.sources.base import ObjectRecord
 from piro_cli.data.store import SPLITS, StoreWriter
 from piro_cli.errors import BadItemError, DataError
 
+MAX_IMAGE_SIZE = 2048  # 12 views of 2048 x 2048 RGB are 150 MB an object; larger sides only exhaust memory
 ProgressCallback = Callable[[int, int], None]
 """Called with (objects done, objects in total) after each object."""
 
@@ -67,8 +68,8 @@ def prepare_dataset(
     out = Path(out) if out is not None else default_output(source)
     if out.exists() and not options.overwrite:
         raise DataError(f"{out} already exists; pass --overwrite to replace it, or --out to write elsewhere")
-    if options.size < 16:
-        raise DataError(f"--size {options.size} is too small; use at least 16 (the paper uses 224)")
+    if not 16 <= options.size <= MAX_IMAGE_SIZE:
+        raise DataError(f"--size {options.size}: use 16 to {MAX_IMAGE_SIZE} pixels (the paper uses 224)")
 
     started = time.perf_counter()
     scan = get_source(source).scan(raw_dir, **source_options)
@@ -106,8 +107,8 @@ def prepare_dataset(
             try:
                 images = _fit_views(record, result, num_views, options.views is not None)
             except BadItemError as exc:
-                if not options.skip_bad:  # the advice only where it applies: not in the list of skipped objects
-                    raise BadItemError(exc.path, f"{exc.reason}, or pass --skip-bad to skip it") from exc
+                if not options.skip_bad:
+                    raise
                 skipped.append((exc.path, exc.reason))
             else:
                 writer.append(record.split, images, category_index[record.category], record.name, record.source_path)
@@ -177,10 +178,10 @@ def _fit_views(record: ObjectRecord, result: Future | np.ndarray, num_views: int
         return images[select_views(have, num_views)]
     if may_subsample:
         raise BadItemError(
-            record.source_path, f"has {have} views, expected {num_views} (--views {num_views}); add views or lower --views"
+            record.source_path, f"has {have} views, expected {num_views} (--views {num_views})", fix="add views or lower --views"
         )
     raise BadItemError(
-        record.source_path, f"has {have} views, expected {num_views}; pass --views N to keep N views of every object"
+        record.source_path, f"has {have} views, expected {num_views}", fix="pass --views N to keep N views of every object"
     )
 
 

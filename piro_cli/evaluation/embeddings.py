@@ -327,17 +327,19 @@ def _str(value) -> str:
 class AdhocResult:
     """Embeddings of one view set of photos, and (with a gallery) its nearest categories and objects."""
 
-    images: list[str]
+    images: list[str]  # the photos embedded, in order
     sv_cat: torch.Tensor  # (V, Dc)
     sv_obj: torch.Tensor  # (V, Do)
     mv_cat: torch.Tensor  # (Dc,)
     mv_obj: torch.Tensor  # (Do,)
     categories: list[dict] = field(default_factory=list)  # {category, votes, distance}, best first
     objects: list[dict] = field(default_factory=list)  # {object, category, distance}, nearest first
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (photo, reason): unreadable, left out (--skip-bad)
 
     def to_dict(self) -> dict:
         return {
             "images": self.images,
+            "skipped": [{"image": image, "reason": reason} for image, reason in self.skipped],
             "sv_cat": self.sv_cat.tolist(),
             "sv_obj": self.sv_obj.tolist(),
             "mv_cat": self.mv_cat.tolist(),
@@ -347,36 +349,52 @@ class AdhocResult:
         }
 
 
-def read_photos(paths: Sequence[str | Path], size: int) -> np.ndarray:
-    """The photos as uint8 (V, size, size, 3), resized like `piro prepare` does."""
-    views = []
+def read_photos(
+    paths: Sequence[str | Path], size: int, skip_bad: bool = False
+) -> tuple[np.ndarray, list[str], list[tuple[str, str]]]:
+    """The photos as uint8 (V, size, size, 3), resized like `piro prepare` does, the paths read, and the
+    (path, reason) of the photos left out: a photo that cannot be read is an error, or with `skip_bad` left out."""
+    views, read, skipped = [], [], []
     for raw in paths:
-        path = Path(raw)
-        if not path.is_file():
-            raise DataError(f"{path}: no such image file")
-        if path.suffix.lower() not in IMAGE_SUFFIXES:
-            raise DataError(f"{path}: not an image file name ({', '.join(sorted(IMAGE_SUFFIXES))})")
         try:
-            views.append(read_image(path, size))
-        except BadItemError as exc:  # its reason without prepare's --skip-bad, which embed has not
-            raise DataError(f"{path}: {exc.reason}") from None
+            views.append(_read_photo(Path(raw), size))
+        except BadItemError as exc:
+            if not skip_bad:
+                raise
+            skipped.append((exc.path, exc.reason))
+        else:
+            read.append(str(raw))
+    if skipped and not views:
+        raise DataError(f"none of the photos can be read; the first: {skipped[0][0]}: {skipped[0][1]}")
     if not views:
         raise DataError("no photos given: pass one or more image files after --images")
-    return np.stack(views)
+    return np.stack(views), read, skipped
+
+
+def _read_photo(path: Path, size: int) -> np.ndarray:
+    if not path.is_file():
+        raise BadItemError(str(path), "no such image file", fix="check the path")
+    if path.suffix.lower() not in IMAGE_SUFFIXES:
+        raise BadItemError(str(path), "not an image file name", fix=f"pass image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    return read_image(path, size)
 
 
 @torch.no_grad()
-def embed_photos(model: PAN, paths: Sequence[str | Path], image_size: int, device: torch.device) -> AdhocResult:
-    """All embeddings of one object's photos (one view set, in the order given)."""
-    views = normalize_views(read_photos(paths, image_size)[None], device)
+def embed_photos(
+    model: PAN, paths: Sequence[str | Path], image_size: int, device: torch.device, skip_bad: bool = False
+) -> AdhocResult:
+    """All embeddings of one object's photos (one view set, in the order given); `skip_bad` leaves out the
+    photos that cannot be read (AdhocResult.skipped) instead of raising."""
+    views, read, skipped = read_photos(paths, image_size, skip_bad)
     with _autocast(device):
-        out = model(views)
+        out = model(normalize_views(views[None], device))
     return AdhocResult(
-        images=[str(p) for p in paths],
+        images=read,
         sv_cat=out.sv_cat[0].float().cpu(),
         sv_obj=out.sv_obj[0].float().cpu(),
         mv_cat=out.mv_cat[0].float().cpu(),
         mv_obj=out.mv_obj[0].float().cpu(),
+        skipped=skipped,
     )
 
 

@@ -471,9 +471,11 @@ def embed_new_object(
     top: int = 5,
     device: str | None = None,
     reporter: Reporter | None = None,
+    skip_bad: bool = False,
 ):
     """Embeddings of one new object's photos; with `gallery` (a data file, whose train split is embedded, or an
-    embeddings file with train embeddings) also its nearest categories and gallery objects."""
+    embeddings file with train embeddings) also its nearest categories and gallery objects. `skip_bad` leaves out
+    the photos that cannot be read (listed in the result's `skipped`) instead of raising."""
     reporter = reporter or SilentReporter()
     ckpt = load_checkpoint(checkpoint)
     torch_device = pick_device(device)
@@ -490,7 +492,7 @@ def embed_new_object(
             check_categories(ckpt, store)
             _require_split(store, "train", "the gallery")
     model = load_model(ckpt, torch_device)
-    result = embed_photos(model, images, image_size, torch_device)
+    result = embed_photos(model, images, image_size, torch_device, skip_bad)
     if emb is not None:
         return nearest_in_gallery(result, emb.load("train", ("mv_cat", "mv_obj")), emb.categories, top=top)
     if store is not None:
