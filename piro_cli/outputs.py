@@ -66,7 +66,7 @@ def check_output_path(path: str | Path, option: str = "--out", overwrite: bool =
     if path.is_dir():
         raise PiroError(f"{option} {path}: is a folder; name a file to write")
     if path.exists() and not overwrite:
-        raise PiroError(f"{path} already exists; pass --overwrite to replace it, or {option} to write elsewhere")
+        raise PiroError(f"{option} {path}: already exists; pass --overwrite to replace it, or choose another {option}")
     return path
 
 
@@ -237,6 +237,11 @@ class OutputLock:
     def __init__(self, target: str | Path, folder: bool = False) -> None:
         self.target = Path(target)
         self.path = self.target / ".lock" if folder else self.target.with_name(f".{self.target.name}.lock")
+        if not folder:  # a folder to lock exists already; a file's folder may not yet
+            try:
+                self.target.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise write_error(self.target, exc) from None
         self._fd = _acquire(self.path, self.target)
         remove_stale_temps(self.target if folder else self.target.parent, None if folder else self.target.name)
 
@@ -256,7 +261,6 @@ class OutputLock:
 def _acquire(path: Path, target: Path) -> int:
     while True:
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
         except OSError as exc:
             raise PiroError(f"{target}: cannot create the lock file {path} ({exc.strerror})") from None
