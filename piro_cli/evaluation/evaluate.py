@@ -25,6 +25,7 @@ import csv
 import io
 import json
 import math
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -202,6 +203,13 @@ def evaluate(
         chosen = parse_tasks(tasks)
     except ValueError as exc:
         raise PiroError(f"--task: {exc}") from None
+    if save:  # the results are saved beside each source: checked before any work
+        for source in map(Path, sources):
+            folder = source if source.is_dir() else source.parent
+            if folder.is_dir() and not os.access(folder, os.W_OK | os.X_OK):
+                raise PiroError(
+                    f"{source}: cannot save the results beside it (no permission to write in {folder}); pass --no-save"
+                )
     torch_device = pick_device(device)
     runs: list[SourceResult] = []
     categories: list[str] | None = None
