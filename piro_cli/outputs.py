@@ -301,7 +301,10 @@ def remove_stale_temps(folder: Path, name: str | None = None) -> list[Path]:
         if name is not None and entry.name != f"{prefix}{match.group(1)}":
             continue
         if not _process_alive(int(match.group(1))):
-            entry.unlink(missing_ok=True)
+            try:
+                entry.unlink(missing_ok=True)
+            except OSError:  # not ours to remove (another user's folder): left as it is
+                continue
             removed.append(entry)
     return removed
 
