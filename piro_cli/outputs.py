@@ -74,18 +74,22 @@ class AtomicFile(io.RawIOBase):
     """A temporary file beside `path` that becomes `path` on `commit()`; `discard()` removes it.
 
     A seekable binary file for any writer (torch.save, h5py, savefig, np.savez). A failed write does not
-    raise into the writer: the first OSError is kept, later writes are dropped, and `check()` or `commit()`
-    raises it as one line. HDF5 in particular must never see a failed write: it then fails again while
-    closing and freeing its objects, which crashed `piro prepare` on a full disk. As a context manager
-    it commits when the block ends normally and discards on an exception.
+    raise into the writer: the first OSError is kept, later writes are not tried, and `check()` or
+    `commit()` raises it as one line. HDF5 in particular must never see a failed write: it then fails again
+    while closing and freeing its objects, which crashed `piro prepare` on a full disk. A writer that reads
+    back what it wrote (HDF5 does) needs `reads_back`: the writes that did not reach the disk are then kept
+    in memory and read from there, as HDF5 crashes on reading its own metadata back as zeros. As a context
+    manager it commits when the block ends normally and discards on an exception.
     """
 
-    def __init__(self, path: str | Path, advice: str = FREE_SPACE) -> None:
+    def __init__(self, path: str | Path, advice: str = FREE_SPACE, reads_back: bool = False) -> None:
         super().__init__()
         self.path = Path(path)
         self.temp_path = temp_path(self.path)
         self.advice = advice
+        self.reads_back = reads_back
         self.error: OSError | None = None
+        self._unwritten: list[tuple[int, bytes]] = []  # (offset, bytes) of failed writes, with `reads_back`
         self._position = 0
         self._fd = -1
         try:
@@ -113,24 +117,38 @@ class AtomicFile(io.RawIOBase):
         elif whence == os.SEEK_CUR:
             self._position += offset
         else:
-            self._position = os.fstat(self._fd).st_size + offset
+            self._position = self._size() + offset
         return self._position
 
+    def _size(self) -> int:
+        return max([os.fstat(self._fd).st_size] + [offset + len(chunk) for offset, chunk in self._unwritten])
+
     def readinto(self, buffer) -> int:
-        data = os.pread(self._fd, len(buffer), self._position)
+        start = self._position
+        data = os.pread(self._fd, len(buffer), start)
+        if self._unwritten:
+            stop = min(start + len(buffer), self._size())
+            block = bytearray(data.ljust(max(stop - start, 0), b"\0"))
+            for offset, chunk in self._unwritten:  # in the order written: a later write wins
+                low, high = max(offset, start), min(offset + len(chunk), stop)
+                if low < high:
+                    block[low - start : high - start] = chunk[low - offset : high - offset]
+            data = bytes(block)
         buffer[: len(data)] = data
         self._position += len(data)
         return len(data)
 
     def write(self, data) -> int:
         view = memoryview(data).cast("B")
+        done = 0
         if self.error is None:
             try:
-                done = 0
                 while done < len(view):
                     done += os.pwrite(self._fd, view[done:], self._position + done)
             except OSError as exc:
                 self.error = exc
+        if done < len(view) and self.reads_back:
+            self._unwritten.append((self._position + done, bytes(view[done:])))
         self._position += len(view)
         return len(view)
 

@@ -155,6 +155,63 @@ def test_evaluate_out_on_a_full_disk_says_so(trained_run, tiny_data):
     assert Path("r.json").read_text() == "old results" and leftovers(Path(".")) == []
 
 
+SWEEP = """
+import os, resource, signal, sys
+import numpy as np
+import torch
+from piro_cli.data.store import StoreWriter
+from piro_cli.errors import PiroError
+from piro_cli.evaluation.embeddings import EmbeddedGroup, write_embeddings
+from piro_cli.evaluation.picr import EmbeddingSet
+
+def store():
+    views = np.random.default_rng(0).integers(0, 256, (12, 16, 16, 3), dtype=np.uint8)
+    with StoreWriter("x.h5", categories=["a", "b"], num_views=12, image_size=16, source_dataset="t",
+                     creation_options={}) as writer:
+        for i in range(30):
+            writer.append("train" if i % 3 else "test", views, i % 2, f"object {i}", f"path {i}")
+        writer.commit()
+
+def embeddings():
+    n, v, d = 40, 12, 16
+    unit = lambda *shape: torch.nn.functional.normalize(torch.randn(*shape), dim=-1)
+    groups = {
+        split: EmbeddedGroup(
+            EmbeddingSet(unit(n, v, d), unit(n, v, d), unit(n, d), unit(n, d), unit(n, d), unit(n, d), torch.arange(n) % 2),
+            [f"object {i}" for i in range(n)], np.arange(n), split,
+        )
+        for split in ("train", "test")
+    }
+    write_embeddings("x.h5", groups, ["a", "b"], {"checkpoint": "c.pt", "model_config": {"dual": True}})
+
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+for kib in map(int, sys.argv[1:]):
+    for writer in (store, embeddings):
+        resource.setrlimit(resource.RLIMIT_FSIZE, (kib << 10, hard))
+        try:
+            writer()
+            print(kib, "wrote")
+        except PiroError as exc:
+            print(kib, exc)
+        finally:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        print(kib, "left", sorted(os.listdir(".")), flush=True)
+"""
+
+
+def test_hdf5_writers_fail_cleanly_wherever_the_disk_fills(tmp_path):
+    """HDF5 reads back what it wrote: a write lost to a full disk must not come back as zeros (a segfault)."""
+    limits = list(range(1, 140, 3))  # KiB; the files are 150 KiB (embeddings) and 280 KiB (views)
+    done = subprocess.run([sys.executable, "-c", SWEEP, *map(str, limits)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, (done.returncode, done.stdout[-1000:], done.stderr[-3000:])
+    lines = done.stdout.splitlines()
+    assert len(lines) == 4 * len(limits), done.stdout
+    for kib, outcome, left in zip([k for k in limits for _ in range(2)], lines[0::2], lines[1::2], strict=True):
+        assert outcome.startswith(f"{kib} disk full writing x.h5 (File too large)"), outcome
+        assert left == f"{kib} left []", left
+
+
 # ----------------------------------------------------------------------------- 5. locks, 8. SIGTERM
 
 

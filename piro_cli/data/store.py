@@ -108,7 +108,7 @@ class StoreWriter:
         self._datasets: dict[str, dict[str, h5py.Dataset]] = {}
         self._lock = OutputLock(self.path)
         try:
-            self._target = AtomicFile(self.path)
+            self._target = AtomicFile(self.path, reads_back=True)
         except BaseException:
             self._lock.release()
             raise

@@ -184,7 +184,7 @@ def write_embeddings(
     """Write an embeddings file atomically (piro_cli.outputs: a temporary file renamed into place)."""
     path = check_output_path(path, "--out", overwrite)
     # HDF5 writes through AtomicFile, which keeps a failed write (a full disk) from HDF5 and raises it on commit
-    with AtomicFile(path) as target:
+    with AtomicFile(path, reads_back=True) as target:
         with h5py.File(target, "w") as f:
             f.attrs["format"] = FORMAT_NAME
             f.attrs["format_version"] = FORMAT_VERSION
