@@ -184,6 +184,7 @@ def embeddings():
     }
     write_embeddings("x.h5", groups, ["a", "b"], {"checkpoint": "c.pt", "model_config": {"dual": True}})
 
+torch.manual_seed(0)
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
 for kib in map(int, sys.argv[1:]):
