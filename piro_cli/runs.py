@@ -9,8 +9,7 @@ Checkpoints hold only tensors and plain Python values, so they load with
 from __future__ import annotations
 
 import csv
-import json
-import os
+import io
 import pickle
 import re
 import warnings
@@ -20,6 +19,7 @@ import torch
 
 from piro_cli import __version__
 from piro_cli.errors import PiroError, short_cause
+from piro_cli.outputs import write_text
 
 CHECKPOINT_FORMAT = "piro-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -44,21 +44,6 @@ def latest_run_dir(project: Path = Path("runs")) -> Path:
     if not runs:
         raise PiroError(f"no runs found under {project}/; train one with `piro train`")
     return max(runs, key=lambda p: p.stat().st_mtime).parent
-
-
-def atomic_torch_save(payload: dict, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def write_json(payload: dict, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
-    os.replace(tmp, path)
 
 
 def checkpoint_file(run: str | Path) -> Path:
@@ -143,22 +128,27 @@ def checkpoint_header() -> dict:
 
 
 class MetricsLog:
-    """`metrics.csv`, one row per epoch; the header is fixed by the first row."""
+    """`metrics.csv`, one row per epoch; the header is fixed by the first row.
+
+    Every change rewrites the file whole (piro_cli.outputs), so a full disk or a kill never leaves half a row.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
 
     def append(self, row: dict) -> None:
-        exists = self.path.exists()
-        fields = list(row)
-        if exists:
+        text = ""
+        if self.path.exists():
             with self.path.open(newline="") as handle:
-                fields = next(csv.reader(handle), fields)
-        with self.path.open("a", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
-            if not exists:
-                writer.writeheader()
-            writer.writerow({k: _fmt(v) for k, v in row.items()})
+                text = handle.read()
+        rows = list(csv.reader(io.StringIO(text, newline="")))
+        fields = rows[0] if rows else list(row)
+        buffer = io.StringIO(newline="")
+        writer = csv.DictWriter(buffer, fieldnames=fields, extrasaction="ignore")
+        if not rows:
+            writer.writeheader()
+        writer.writerow({k: _fmt(v) for k, v in row.items()})
+        self._write(text + buffer.getvalue())
 
     def truncate_after(self, epoch: int) -> None:
         """On resume, drop rows of epochs that the checkpoint does not contain (a run killed mid-way)."""
@@ -167,8 +157,12 @@ class MetricsLog:
         with self.path.open(newline="") as handle:
             rows = list(csv.reader(handle))
         kept = [rows[0]] + [r for r in rows[1:] if r and int(r[0]) <= epoch]
-        with self.path.open("w", newline="") as handle:
-            csv.writer(handle).writerows(kept)
+        buffer = io.StringIO(newline="")
+        csv.writer(buffer).writerows(kept)
+        self._write(buffer.getvalue())
+
+    def _write(self, text: str) -> None:
+        write_text(text, self.path, f"free space, then continue the run with `piro train --resume {self.path.parent}`")
 
     def read(self) -> list[dict]:
         if not self.path.exists():

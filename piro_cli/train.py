@@ -45,9 +45,10 @@ from piro_cli.methods import (
     resolve_method_options,
 )
 from piro_cli.models.pan import PAN, PANConfig
+from piro_cli.outputs import OutputLock, atomic_torch_save, check_output_path, remove_stale_temps, write_json
 from piro_cli.recipes import BUILTIN_DEFAULTS, Resolution, get_recipe
 from piro_cli.recipes import resolve as resolve_recipe
-from piro_cli.runs import MetricsLog, atomic_torch_save, checkpoint_header, load_checkpoint, new_run_dir, write_json
+from piro_cli.runs import MetricsLog, checkpoint_header, load_checkpoint, new_run_dir
 
 
 @dataclass
@@ -316,12 +317,14 @@ def train(
     `resume` (a run folder or its last.pt) continues an interrupted run with its
     saved configuration (`config` is then ignored, but for `config.data`: accepted when
     it is the run's own data file, or when that file has moved and it holds the same
-    data); `resume_epochs` extends it. A new run that stops, for any reason, before its
-    first epoch is saved leaves no run folder behind.
+    data); `resume_epochs` extends it. The run folder is locked while it trains: a second
+    process refuses it. A new run that stops, for any reason, before its first epoch is
+    saved leaves no run folder behind.
     """
     created: list[Path] = []
     try:
-        return _train(config, reporter, resume, resume_epochs, created)
+        with contextlib.ExitStack() as locks:  # released (its lock file removed) before the clean-up below
+            return _train(config, reporter, resume, resume_epochs, locks, created)
     except BaseException:
         for run_dir in created:
             _remove_unfinished_run(run_dir)
@@ -347,9 +350,13 @@ def _remove_unfinished_run(run_dir: Path) -> None:
 
 
 def _train(
-    config: TrainConfig, reporter: TrainReporter | None, resume: str | Path | None, resume_epochs: int | None,
+    config: TrainConfig,
+    reporter: TrainReporter | None,
+    resume: str | Path | None,
+    resume_epochs: int | None,
+    locks: contextlib.ExitStack,
     created: list[Path],
-) -> TrainResult:  # fmt: skip
+) -> TrainResult:
     """`train`; the run folder it creates is appended to `created` at once (removed if no epoch is saved)."""
     reporter = reporter or SilentReporter()
     started = time.perf_counter()
@@ -358,12 +365,19 @@ def _train(
         resume_path = Path(resume)
         checkpoint = load_checkpoint(resume_path / "last.pt" if resume_path.is_dir() else resume_path)
         run_dir = Path(checkpoint["path"]).parent
+        locks.enter_context(OutputLock(run_dir, folder=True))
+        if "optimizer_state" not in checkpoint and "loss_state" in checkpoint:
+            raise PiroError(
+                f"{checkpoint['path']}: holds no optimiser state (best.pt keeps only what evaluation needs); "
+                f"resume from the run's last.pt: `piro train --resume {run_dir}`"
+            )
         given_data = config.data
         config = TrainConfig.from_dict(checkpoint["train_config"])
         if resume_epochs is not None:
             config.epochs = resume_epochs
         data_path = _resume_data(given_data, checkpoint["data"]["path"])
     else:
+        check_output_path(config.project, "--project", folder=True)
         data_path = resolve_data(config.data)
     reporter.info(f"data: {data_path}")
     data = open_run_data(data_path, config.val_fraction, config.val_seed, checkpoint["data"] if checkpoint else None)
@@ -422,7 +436,10 @@ def _train(
     if checkpoint is None:
         run_dir = new_run_dir(Path(config.project), config.name)
         created.append(run_dir)
+        locks.enter_context(OutputLock(run_dir, folder=True))
     reporter.info(f"run folder: {run_dir}")
+    # a full disk stops the run with the previous epoch's last.pt intact, from which it resumes
+    resume_advice = f"free space, then continue the run with `piro train --resume {run_dir}`"
     metrics_log = MetricsLog(run_dir / "metrics.csv")
     config_record = {
         "train": config.to_dict(),
@@ -430,7 +447,7 @@ def _train(
         "loss": _loss_dict(loss_config),
         "data": data.describe(),
     }
-    write_json(config_record, run_dir / "config.json")
+    write_json(config_record, run_dir / "config.json", resume_advice)
 
     if checkpoint is not None:
         model.load_state_dict(checkpoint["model_state"])
@@ -508,9 +525,10 @@ def _train(
             # last.pt last: a run killed before it resumes from the previous epoch, which truncates metrics.csv to it
             # and redoes this epoch; killed after it, the epoch's row and best.pt are already written.
             metrics_log.append(row)
-            if improved:
-                atomic_torch_save(state, run_dir / "best.pt")
-            atomic_torch_save(state, run_dir / "last.pt")
+            if improved:  # best.pt is for evaluation: without the training state (the optimiser's doubles the file)
+                best = {k: v for k, v in state.items() if k not in ("optimizer_state", "scheduler_state", "rng")}
+                atomic_torch_save(best, run_dir / "best.pt", resume_advice)
+            atomic_torch_save(state, run_dir / "last.pt", resume_advice)
             result.history.append(row)
             result.epochs_done = epoch
             reporter.epoch(row)
@@ -680,6 +698,7 @@ def _feature_cache(model: PAN, data: RunData, config: TrainConfig, device, augme
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
     path = run_dir.parent / "feature-cache" / f"{config.backbone.replace(':', '_')}-{digest}.pt"
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(path.parent)  # caches half-written by killed runs
     cached = load_feature_cache(path, key)
     if cached is not None:
         reporter.info(f"using cached backbone features {path}")
@@ -712,7 +731,7 @@ def _feature_cache(model: PAN, data: RunData, config: TrainConfig, device, augme
             device,
             progress=lambda done, total: reporter.progress("backbone features, validation split", done, total),
         )
-    atomic_torch_save(payload, path)
+    atomic_torch_save(payload, path, "free space or pass --project elsewhere")
     return payload
 
 

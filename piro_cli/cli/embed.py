@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from piro_cli.cli.common import console, err_console, handle_errors
 from piro_cli.cli.evaluate import progress_columns
 from piro_cli.cli.train import RichReporter
 from piro_cli.errors import PiroError
+from piro_cli.outputs import AtomicFile, OutputLock, check_output_path, write_text
 
 
 @handle_errors
@@ -90,12 +92,14 @@ def _embed_photos(checkpoint, photos, data, out, top, overwrite, device, skip_ba
     if out is not None:
         if out.suffix.lower() not in (".json", ".npz"):
             raise PiroError(f"--out {out}: with --images write a .json or .npz file")
-        if out.exists() and not overwrite:
-            raise PiroError(f"{out} already exists; pass --overwrite to replace it, or --out to write elsewhere")
-    with Progress(*progress_columns(), console=err_console, transient=True) as progress:
-        result = embed_new_object(
-            checkpoint, photos, gallery=data, top=top, device=device, reporter=RichReporter(progress), skip_bad=skip_bad
-        )
+        check_output_path(out, "--out", overwrite)
+    with OutputLock(out) if out is not None else contextlib.nullcontext():
+        with Progress(*progress_columns(), console=err_console, transient=True) as progress:
+            result = embed_new_object(
+                checkpoint, photos, gallery=data, top=top, device=device, reporter=RichReporter(progress), skip_bad=skip_bad
+            )
+        if out is not None:
+            _write_photo_embeddings(result, out)
     if result.skipped:
         err_console.print(f"[yellow]warning:[/] skipped {len(result.skipped)} of {len(photos)} photos, which cannot be read:")
         for image, reason in result.skipped:
@@ -119,11 +123,6 @@ def _embed_photos(checkpoint, photos, data, out, top, overwrite, device, skip_ba
             table.add_row(escape(o["object"]), escape(o["category"]), f"{o['distance']:.4f}")
         console.print(table)
     if out is not None:
-        if out.suffix.lower() == ".json":
-            out.write_text(json.dumps(result.to_dict()) + "\n")
-        else:
-            np.savez(out, images=np.array(result.images), sv_cat=result.sv_cat.numpy(), sv_obj=result.sv_obj.numpy(),
-                     mv_cat=result.mv_cat.numpy(), mv_obj=result.mv_obj.numpy())  # fmt: skip
         console.print(f"[green]wrote[/] {escape(str(out))}", highlight=False)
     elif not result.categories:
         for name in ("mv_cat", "mv_obj"):
@@ -132,3 +131,12 @@ def _embed_photos(checkpoint, photos, data, out, top, overwrite, device, skip_ba
         console.print(
             "pass --out FILE.json (or .npz) for every value, --data FILE for the nearest categories and objects", highlight=False
         )
+
+
+def _write_photo_embeddings(result, out: Path) -> None:
+    if out.suffix.lower() == ".json":
+        write_text(json.dumps(result.to_dict()) + "\n", out)
+        return
+    with AtomicFile(out) as file:
+        np.savez(file, images=np.array(result.images), sv_cat=result.sv_cat.numpy(), sv_obj=result.sv_obj.numpy(),
+                 mv_cat=result.mv_cat.numpy(), mv_obj=result.mv_obj.numpy())  # fmt: skip

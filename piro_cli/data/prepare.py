@@ -15,6 +15,7 @@ from piro_cli.data.sources import get_source
 from piro_cli.data.sources.base import ObjectRecord
 from piro_cli.data.store import SPLITS, StoreWriter
 from piro_cli.errors import BadItemError, DataError
+from piro_cli.outputs import check_output_path
 
 MAX_IMAGE_SIZE = 2048  # 12 views of 2048 x 2048 RGB are 150 MB an object; larger sides only exhaust memory
 ProgressCallback = Callable[[int, int], None]
@@ -65,9 +66,7 @@ def prepare_dataset(
     """Build `out` (default ./data/<source>.h5) from a raw dataset. Raises DataError on bad input."""
     options = options or PrepareOptions()
     source_options = dict(source_options or {})
-    out = Path(out) if out is not None else default_output(source)
-    if out.exists() and not options.overwrite:
-        raise DataError(f"{out} already exists; pass --overwrite to replace it, or --out to write elsewhere")
+    out = check_output_path(out if out is not None else default_output(source), "--out", options.overwrite)
     if not 16 <= options.size <= MAX_IMAGE_SIZE:
         raise DataError(f"--size {options.size}: use 16 to {MAX_IMAGE_SIZE} pixels (the paper uses 224)")
 

@@ -12,8 +12,9 @@ Layout (see data/README.md for the field-by-field description)::
     /<split>/source_path    (N,) str
 
 Writes go to a temporary file beside the target that is renamed over it only
-when complete, so an interrupted `piro prepare` never leaves a file that looks
-finished and never damages an existing one.
+when complete (piro_cli.outputs), so an interrupted `piro prepare` or a full
+disk never leaves a file that looks finished and never damages an existing one;
+the target is locked while it is written.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import torch
 
 from piro_cli import __version__
 from piro_cli.errors import DataError
+from piro_cli.outputs import AtomicFile, OutputLock, check_output_path, write_error
 
 FORMAT_NAME = "piro-viewsets"
 FORMAT_VERSION = 1
@@ -96,31 +98,41 @@ class StoreWriter:
         compression: str = "none",
         overwrite: bool = False,
     ) -> None:
-        self.path = Path(path)
-        if self.path.exists() and not overwrite:
-            raise DataError(f"{self.path} already exists; pass --overwrite to replace it, or --out to write elsewhere")
+        self.path = check_output_path(path, "--out", overwrite)
         if compression not in COMPRESSIONS:
             raise DataError(f"unknown compression {compression!r}; choose one of {', '.join(COMPRESSIONS)}")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp_path = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
         self.num_views = num_views
         self.image_size = image_size
         self._compression = None if compression == "none" else compression
-        self._file = h5py.File(self.tmp_path, "w")
         self._counts: dict[str, int] = {}
+        self._datasets: dict[str, dict[str, h5py.Dataset]] = {}
+        self._lock = OutputLock(self.path)
+        try:
+            self._target = AtomicFile(self.path, reads_back=True)
+        except BaseException:
+            self._lock.release()
+            raise
+        self.tmp_path = self._target.temp_path
+        self._file: h5py.File | None = None
         # Every stored pixel, hashed while writing (no second pass): the fingerprint changes with the images.
         self._content = hashlib.sha256()
-        root = self._file
-        root.attrs["format"] = FORMAT_NAME
-        root.attrs["format_version"] = FORMAT_VERSION
-        root.attrs["piro_version"] = __version__
-        root.attrs["source_dataset"] = source_dataset
-        root.attrs["image_size"] = image_size
-        root.attrs["num_views"] = num_views
-        root.attrs["created_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-        root.attrs["creation_options"] = json.dumps(creation_options, sort_keys=True, default=str)
-        root.create_dataset("categories", data=np.array(list(categories), dtype=object), dtype=_STR)
+        try:
+            # HDF5 writes through AtomicFile, which keeps a failed write (a full disk) from HDF5; see _check
+            self._file = root = h5py.File(self._target, "w")
+            root.attrs["format"] = FORMAT_NAME
+            root.attrs["format_version"] = FORMAT_VERSION
+            root.attrs["piro_version"] = __version__
+            root.attrs["source_dataset"] = source_dataset
+            root.attrs["image_size"] = image_size
+            root.attrs["num_views"] = num_views
+            root.attrs["created_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+            root.attrs["creation_options"] = json.dumps(creation_options, sort_keys=True, default=str)
+            root.create_dataset("categories", data=np.array(list(categories), dtype=object), dtype=_STR)
+        except BaseException:
+            self.abort()
+            raise
         self._categories = list(categories)
+        self._check()
 
     def __enter__(self) -> StoreWriter:
         return self
@@ -148,6 +160,8 @@ class StoreWriter:
         for name in ("object_name", "source_path"):
             group.create_dataset(name, shape=(0,), maxshape=(None,), dtype=_STR, chunks=(4096,))
         self._counts[split] = 0
+        # kept open until the file closes: a dataset handle freed mid-way would flush its chunks from a destructor
+        self._datasets[split] = {key: group[key] for key in ("images", "category", "object_name", "source_path")}
         return group
 
     def append(self, split: str, images: np.ndarray, category: int, name: str, source_path: str) -> None:
@@ -155,32 +169,54 @@ class StoreWriter:
         expected = (self.num_views, self.image_size, self.image_size, 3)
         if images.shape != expected or images.dtype != np.uint8:
             raise ValueError(f"object {name!r}: views have shape {images.shape} {images.dtype}, expected {expected} uint8")
-        group = self._split_group(split)
+        self._split_group(split)
+        datasets = self._datasets[split]
         row = self._counts[split]
-        for key in ("images", "category", "object_name", "source_path"):
-            group[key].resize(row + 1, axis=0)
-        group["images"][row] = images
-        group["category"][row] = category
-        group["object_name"][row] = name
-        group["source_path"][row] = source_path
+        for dataset in datasets.values():
+            dataset.resize(row + 1, axis=0)
+        datasets["images"][row] = images
+        datasets["category"][row] = category
+        datasets["object_name"][row] = name
+        datasets["source_path"][row] = source_path
         self._counts[split] = row + 1
         self._content.update(split.encode() + b"\0")
         self._content.update(np.ascontiguousarray(images).data)
+        self._check()
 
     def commit(self) -> Path:
-        """Finish the file and atomically move it onto the target path."""
-        self._file.attrs["content_sha256"] = self._content.hexdigest()
-        self._file.attrs["fingerprint"] = _fingerprint(self._file)
-        self._file.close()
-        os.replace(self.tmp_path, self.path)
-        return self.path
+        """Finish the file and atomically move it onto the target path (fsynced, then renamed)."""
+        try:
+            self._file.attrs["content_sha256"] = self._content.hexdigest()
+            self._file.attrs["fingerprint"] = _fingerprint(self._file)
+            self._datasets.clear()
+            self._file.close()
+            self._check()
+            return self._target.commit()
+        except BaseException:
+            self.abort()
+            raise
+        finally:
+            self._lock.release()
+
+    def _check(self) -> None:
+        """Stop at the first failed write (a full disk): drop the file and raise the error as one line."""
+        if self._target.error is not None:
+            error = self._target.error
+            self.abort()
+            raise write_error(self.path, error) from None
 
     def abort(self) -> None:
-        """Drop the temporary file; the target path is untouched."""
+        """Drop the temporary file; the target path is untouched. Safe to call more than once."""
+        self.tmp_path.unlink(missing_ok=True)  # first: nothing is left behind even if closing fails
+        self._datasets.clear()
         try:
-            self._file.close()
+            if self._file is not None and self._file.id.valid:
+                self._file.close()
+        except Exception:  # the file is being dropped: HDF5's complaint about closing it adds nothing
+            pass
         finally:
-            self.tmp_path.unlink(missing_ok=True)
+            self._target.discard()
+            self._lock.release()
 
 
 # creation options that say where the raw data was and how the file stores it, not what it holds

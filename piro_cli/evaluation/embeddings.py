@@ -26,7 +26,6 @@ category and object embeddings are the same vectors, stored under both names.
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -44,6 +43,7 @@ from piro_cli.evaluation.metrics import KNN_VOTES, rank
 from piro_cli.evaluation.picr import EmbeddingSet
 from piro_cli.features import _autocast, embed_features
 from piro_cli.models.pan import PAN, PANConfig
+from piro_cli.outputs import AtomicFile, check_output_path
 
 FORMAT_NAME = "piro-embeddings"
 FORMAT_VERSION = 1
@@ -181,14 +181,11 @@ def check_same_data(checkpoint: dict, store: ViewSetStore) -> None:
 def write_embeddings(
     path: Path, groups: dict[str, EmbeddedGroup], categories: Sequence[str], meta: dict, overwrite: bool = False
 ) -> Path:
-    """Write an embeddings file atomically (temporary file renamed into place)."""
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise PiroError(f"{path} already exists; pass --overwrite to replace it, or --out to write elsewhere")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with h5py.File(tmp, "w") as f:
+    """Write an embeddings file atomically (piro_cli.outputs: a temporary file renamed into place)."""
+    path = check_output_path(path, "--out", overwrite)
+    # HDF5 writes through AtomicFile, which keeps a failed write (a full disk) from HDF5 and raises it on commit
+    with AtomicFile(path, reads_back=True) as target:
+        with h5py.File(target, "w") as f:
             f.attrs["format"] = FORMAT_NAME
             f.attrs["format_version"] = FORMAT_VERSION
             f.attrs["piro_version"] = __version__
@@ -204,9 +201,6 @@ def write_embeddings(
                 g.create_dataset("category", data=group.embeddings.labels.cpu().numpy().astype(np.int32))
                 g.create_dataset("object_name", data=np.array(group.names, dtype=object), dtype=_STR)
                 g.create_dataset("object_index", data=np.asarray(group.object_index, dtype=np.int64))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 

@@ -34,7 +34,8 @@ import torch
 from piro_cli.errors import PiroError
 from piro_cli.methods import method_for_space
 from piro_cli.models.pan import PAN, PANConfig
-from piro_cli.runs import CHECKPOINT_FORMAT, atomic_torch_save, checkpoint_header, load_plain_torch_file
+from piro_cli.outputs import atomic_torch_save, check_output_path
+from piro_cli.runs import CHECKPOINT_FORMAT, checkpoint_header, load_plain_torch_file
 from piro_cli.train import open_run_data, resolve_data
 
 RELEASED_FEAT_DIM = 512 * 7 * 7  # VGG-16 conv features, classifier removed
@@ -218,8 +219,7 @@ def import_released_weights(
     weights, out = Path(weights), Path(out)
     if out.suffix.lower() not in (".pt", ".pth"):
         raise PiroError(f"--out {out}: a checkpoint is a .pt file, e.g. runs/released-dual/best.pt")
-    if out.is_dir() or (out.exists() and not overwrite):
-        raise PiroError(f"--out {out}: already exists; pass --overwrite to replace it, or choose another file")
+    check_output_path(out, "--out", overwrite)
     if out.resolve() == weights.resolve():
         raise PiroError(f"--out {out}: is the released weights file itself; write the checkpoint elsewhere")
     run_data = open_run_data(resolve_data(data), val_fraction=None, val_seed=0)
@@ -253,7 +253,6 @@ def import_released_weights(
         "metrics": {},
         "imported": imported,
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
     atomic_torch_save(payload, out)
     notes = []
     if store.image_size != RELEASED_IMAGE_SIZE:
