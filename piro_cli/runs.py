@@ -137,11 +137,8 @@ class MetricsLog:
         self.path = path
 
     def append(self, row: dict) -> None:
-        text = ""
-        if self.path.exists():
-            with self.path.open(newline="") as handle:
-                text = handle.read()
-        rows = list(csv.reader(io.StringIO(text, newline="")))
+        rows = self._rows() if self.path.exists() else []
+        text = self.path.read_text(encoding="utf-8") if rows else ""
         fields = rows[0] if rows else list(row)
         buffer = io.StringIO(newline="")
         writer = csv.DictWriter(buffer, fieldnames=fields, extrasaction="ignore")
@@ -154,9 +151,13 @@ class MetricsLog:
         """On resume, drop rows of epochs that the checkpoint does not contain (a run killed mid-way)."""
         if not self.path.exists():
             return
-        with self.path.open(newline="") as handle:
-            rows = list(csv.reader(handle))
-        kept = [rows[0]] + [r for r in rows[1:] if r and int(r[0]) <= epoch]
+        rows = self._rows()
+        if not rows:
+            return
+        try:
+            kept = [rows[0]] + [r for r in rows[1:] if r and int(r[0]) <= epoch]
+        except ValueError:
+            raise PiroError(f"{self.path}: a row's epoch is not a number; restore or delete the file") from None
         buffer = io.StringIO(newline="")
         csv.writer(buffer).writerows(kept)
         self._write(buffer.getvalue())
@@ -165,10 +166,21 @@ class MetricsLog:
         write_text(text, self.path, f"free space, then continue the run with `piro train --resume {self.path.parent}`")
 
     def read(self) -> list[dict]:
-        if not self.path.exists():
-            return []
-        with self.path.open(newline="") as handle:
-            return list(csv.DictReader(handle))
+        rows = self._rows() if self.path.exists() else []
+        return [dict(zip(rows[0], row, strict=False)) for row in rows[1:]]
+
+    def _rows(self) -> list[list[str]]:
+        """The file's rows; a file piro cannot read as its own CSV is refused in one line, never half-trusted."""
+        try:
+            with self.path.open(newline="", encoding="utf-8") as handle:
+                rows = list(csv.reader(handle))
+        except (UnicodeDecodeError, csv.Error) as exc:
+            raise PiroError(
+                f"{self.path}: not a metrics.csv written by piro ({short_cause(exc)}); restore or delete it"
+            ) from None
+        if rows and rows[0][:1] != ["epoch"]:
+            raise PiroError(f"{self.path}: not a metrics.csv written by piro (no 'epoch' column first); restore or delete it")
+        return rows
 
 
 def _fmt(value: object) -> object:

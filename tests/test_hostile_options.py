@@ -359,3 +359,19 @@ def test_resume_of_a_run_whose_data_moved(tmp_path, tiny_data, trained_run):
     result = resumed(run, "--data", str(moved))
     assert result.exit_code == 0, result.output
     assert f"data: {moved}" in result.stderr
+
+
+def test_resume_refuses_options_it_would_ignore(tmp_path, trained_run):
+    run = Path(shutil.copytree(trained_run, tmp_path / "again"))
+    line = error_line(resumed(run, "--epochs", "2", "--lr", "0.1", "--single"))
+    assert "--lr" in line and "--single" in line and "not used with --resume" in line
+    assert len(load_checkpoint(run / "last.pt")) and (run / "metrics.csv").read_text().count("\n") == 2  # untouched
+
+
+@pytest.mark.parametrize("content", [b"\xff\xfe\x00garbage", b"name,value\nx,1\n"])
+def test_a_damaged_metrics_csv_is_one_line(tmp_path, trained_run, content):
+    run = Path(shutil.copytree(trained_run, tmp_path / "damaged"))
+    (run / "metrics.csv").write_bytes(content)
+    for command in (["train", "--resume", str(run), "--epochs", "2"], ["visualize", str(run), "--distances"]):
+        line = error_line(runner.invoke(app, command))
+        assert f"{run / 'metrics.csv'}: not a metrics.csv written by piro" in line

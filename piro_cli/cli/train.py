@@ -55,6 +55,7 @@ class RichReporter:
 
 @handle_errors
 def train(
+    ctx: typer.Context,
     data: Path = typer.Option(None, help="HDF5 file from `piro prepare`. Default: the most recently written ./data/*.h5."),
     name: str = typer.Option(None, help="Run folder name under --project (default exp, exp2, ...)."),
     project: Path = typer.Option(Path("runs"), help="Folder holding the run folders."),
@@ -187,6 +188,8 @@ def train(
     The run folder holds config.json, metrics.csv (one row per epoch), last.pt and best.pt (best validation
     mean when there is a validation split, else last). Example: `piro train --dual --epochs 25`.
     """
+    if resume is not None:
+        _refuse_options_with_resume(ctx)
     try:
         terms = parse_loss_terms(losses) if losses is not None else None
     except ValueError as exc:
@@ -211,6 +214,26 @@ def train(
         f"best {escape(str(result.best_path))}, last {escape(str(result.last_path))}",
         highlight=False,
     )
+
+
+RESUME_OPTIONS = {"resume", "epochs", "data"}  # what --resume takes from the command line; the rest is the run's own
+
+
+def _refuse_options_with_resume(ctx: typer.Context) -> None:
+    """A resumed run trains with its saved options: an option typed beside --resume would be silently ignored."""
+    given = [
+        param.secondary_opts[0]
+        if getattr(param, "secondary_opts", None) and ctx.params.get(param.name) is False
+        else param.opts[0]
+        for param in ctx.command.params
+        if param.name not in RESUME_OPTIONS
+        and getattr(ctx.get_parameter_source(param.name), "name", "") == "COMMANDLINE"  # typer may vendor click
+    ]
+    if given:
+        raise PiroError(
+            f"{', '.join(given)}: not used with --resume, which continues the run with its saved options "
+            "(only --epochs and --data may be given); drop them, or start a new run"
+        )
 
 
 def _method_from_flags(method: str | None, dual: bool | None) -> str:
