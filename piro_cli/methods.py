@@ -14,6 +14,7 @@ one batch of objects as `criterion(views, view_set, labels, pooled=...)`.
 from __future__ import annotations
 
 import inspect
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -175,8 +176,8 @@ def resolve_method_options(spec: MethodSpec, config: Any) -> None:
         weights = inspect.signature(PIES_LOSSES[spec.name]).parameters  # the released a and b are the defaults
         config.pi_alpha = weights["a"].default if config.pi_alpha is None else config.pi_alpha
         config.pi_beta = weights["b"].default if config.pi_beta is None else config.pi_beta
-        if config.pi_alpha < 0 or config.pi_beta < 0:
-            raise PiroError(f"--pi-alpha {config.pi_alpha}, --pi-beta {config.pi_beta}: the weights must be >= 0")
+        if not all(math.isfinite(w) and w >= 0 for w in (config.pi_alpha, config.pi_beta)):  # a nan passes `w < 0`
+            raise PiroError(f"--pi-alpha {config.pi_alpha}, --pi-beta {config.pi_beta}: the weights must be finite numbers >= 0")
     if spec.family != "pies":
         if config.batch_objects is not None:
             raise PiroError(

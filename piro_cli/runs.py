@@ -9,15 +9,17 @@ Checkpoints hold only tensors and plain Python values, so they load with
 from __future__ import annotations
 
 import csv
-import json
-import os
+import io
+import pickle
 import re
+import warnings
 from pathlib import Path
 
 import torch
 
 from piro_cli import __version__
-from piro_cli.errors import PiroError
+from piro_cli.errors import PiroError, short_cause
+from piro_cli.outputs import write_text
 
 CHECKPOINT_FORMAT = "piro-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -44,21 +46,6 @@ def latest_run_dir(project: Path = Path("runs")) -> Path:
     return max(runs, key=lambda p: p.stat().st_mtime).parent
 
 
-def atomic_torch_save(payload: dict, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def write_json(payload: dict, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
-    os.replace(tmp, path)
-
-
 def checkpoint_file(run: str | Path) -> Path:
     """A RUN as commands take it (a run folder, meaning its `best.pt`, or a checkpoint file) -> the checkpoint file."""
     path = Path(run)
@@ -82,6 +69,42 @@ def run_name(checkpoint: str | Path) -> str:
     return path.parent.name if path.name == "best.pt" else f"{path.parent.name}/{path.name}"
 
 
+PIRO_CHECKPOINT_ADVICE = (
+    "pass a best.pt or last.pt written by `piro train` (the authors' released weights: convert them with `piro import-weights`)"
+)
+
+
+def load_plain_torch_file(path: Path, advice: str, map_location: str | torch.device = "cpu") -> object:
+    """`torch.load(path, weights_only=True)`: tensors and plain values only, so a file piro did not write cannot run
+    code. Any failure is a PiroError naming the file, what is wrong with it, and `advice` (what to pass instead)."""
+    if path.stat().st_size == 0:
+        raise PiroError(f"{path}: empty file (0 bytes); {advice}")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch warns about the pickle protocol of files it then refuses
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:
+        raise PiroError(f"{path}: {_unloadable(path, exc)}; {advice}") from exc
+
+
+def _unloadable(path: Path, exc: Exception) -> str:
+    """Why torch.load(weights_only=True) failed, in words (torch's own text ends in advice to load the file with
+    weights_only=False, that is, to run the code it may hold)."""
+    if isinstance(exc, OSError):
+        return f"cannot be read ({exc.strerror or short_cause(exc)})"
+    with path.open("rb") as handle:
+        head = handle.read(4)
+    if not (head.startswith(b"PK\x03\x04") or head.startswith(b"\x80")):  # torch's zip format, or a pickle
+        return "not a PyTorch file (neither a zip archive nor a pickle)"
+    if isinstance(exc, pickle.UnpicklingError):
+        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        objects = f"pickled Python objects ({found.group(1)})" if found else "pickled data other than tensors and plain values"
+        return f"refused: it holds {objects}, which could run code when loaded, and piro refuses to run code from a checkpoint"
+    if isinstance(exc, EOFError):
+        return "truncated or damaged: the file ends early"
+    return f"truncated or damaged: {short_cause(exc)}"
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
     """Load and check a piro checkpoint; a run folder means its `best.pt`."""
     path = Path(path)
@@ -89,12 +112,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         path = path / "best.pt"
     if not path.exists():
         raise PiroError(f"{path}: no such checkpoint; train one with `piro train` (it writes runs/<name>/best.pt and last.pt)")
-    try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # pickles with code, truncated files, other formats
-        raise PiroError(
-            f"{path}: not a loadable piro checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
-        ) from exc
+    payload = load_plain_torch_file(path, PIRO_CHECKPOINT_ADVICE, map_location)
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise PiroError(
             f"{path}: not a piro checkpoint (no '{CHECKPOINT_FORMAT}' tag); pass a best.pt or last.pt from a piro run"
@@ -110,38 +128,59 @@ def checkpoint_header() -> dict:
 
 
 class MetricsLog:
-    """`metrics.csv`, one row per epoch; the header is fixed by the first row."""
+    """`metrics.csv`, one row per epoch; the header is fixed by the first row.
+
+    Every change rewrites the file whole (piro_cli.outputs), so a full disk or a kill never leaves half a row.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
 
     def append(self, row: dict) -> None:
-        exists = self.path.exists()
-        fields = list(row)
-        if exists:
-            with self.path.open(newline="") as handle:
-                fields = next(csv.reader(handle), fields)
-        with self.path.open("a", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
-            if not exists:
-                writer.writeheader()
-            writer.writerow({k: _fmt(v) for k, v in row.items()})
+        rows = self._rows() if self.path.exists() else []
+        text = self.path.read_text(encoding="utf-8") if rows else ""
+        fields = rows[0] if rows else list(row)
+        buffer = io.StringIO(newline="")
+        writer = csv.DictWriter(buffer, fieldnames=fields, extrasaction="ignore")
+        if not rows:
+            writer.writeheader()
+        writer.writerow({k: _fmt(v) for k, v in row.items()})
+        self._write(text + buffer.getvalue())
 
     def truncate_after(self, epoch: int) -> None:
         """On resume, drop rows of epochs that the checkpoint does not contain (a run killed mid-way)."""
         if not self.path.exists():
             return
-        with self.path.open(newline="") as handle:
-            rows = list(csv.reader(handle))
-        kept = [rows[0]] + [r for r in rows[1:] if r and int(r[0]) <= epoch]
-        with self.path.open("w", newline="") as handle:
-            csv.writer(handle).writerows(kept)
+        rows = self._rows()
+        if not rows:
+            return
+        try:
+            kept = [rows[0]] + [r for r in rows[1:] if r and int(r[0]) <= epoch]
+        except ValueError:
+            raise PiroError(f"{self.path}: a row's epoch is not a number; restore or delete the file") from None
+        buffer = io.StringIO(newline="")
+        csv.writer(buffer).writerows(kept)
+        self._write(buffer.getvalue())
+
+    def _write(self, text: str) -> None:
+        write_text(text, self.path, f"free space, then continue the run with `piro train --resume {self.path.parent}`")
 
     def read(self) -> list[dict]:
-        if not self.path.exists():
-            return []
-        with self.path.open(newline="") as handle:
-            return list(csv.DictReader(handle))
+        rows = self._rows() if self.path.exists() else []
+        return [dict(zip(rows[0], row, strict=False)) for row in rows[1:]]
+
+    def _rows(self) -> list[list[str]]:
+        """The file's rows; a file piro cannot read as its own CSV is refused in one line, never half-trusted."""
+        try:
+            with self.path.open(newline="", encoding="utf-8") as handle:
+                rows = list(csv.reader(handle))
+        except (UnicodeDecodeError, csv.Error) as exc:
+            raise PiroError(
+                f"{self.path}: not a metrics.csv written by piro ({short_cause(exc)}); restore or delete it"
+            ) from None
+        if rows and rows[0][:1] != ["epoch"]:
+            raise PiroError(f"{self.path}: not a metrics.csv written by piro (no 'epoch' column first); restore or delete it")
+        return rows
 
 
 def _fmt(value: object) -> object:

@@ -17,6 +17,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -46,9 +47,10 @@ from piro_cli.methods import (
 )
 from piro_cli.models.backbones import cut_points
 from piro_cli.models.pan import PAN, PANConfig
+from piro_cli.outputs import OutputLock, atomic_torch_save, check_output_path, remove_stale_temps, write_json
 from piro_cli.recipes import BUILTIN_DEFAULTS, Resolution, get_recipe
 from piro_cli.recipes import resolve as resolve_recipe
-from piro_cli.runs import MetricsLog, atomic_torch_save, checkpoint_header, load_checkpoint, new_run_dir, write_json
+from piro_cli.runs import MetricsLog, checkpoint_header, load_checkpoint, new_run_dir
 
 
 @dataclass
@@ -127,6 +129,11 @@ class TrainConfig:
                 raise PiroError(f"--train-from {self.train_from}: backbone {self.backbone} can start training at {where}")
         if self.augmentation not in AUGMENTATIONS:
             raise PiroError(f"--augmentation {self.augmentation!r}: choose one of {', '.join(AUGMENTATIONS)}")
+        # the float options outside the losses (integer options are checked by the CLI's min=): nan passes any comparison
+        if self.lr is not None and not (math.isfinite(self.lr) and self.lr > 0):
+            raise PiroError(f"--lr {self.lr}: the learning rate must be a finite number > 0 (released: 1e-5)")
+        if self.early_stop_rho is not None and not (math.isfinite(self.early_stop_rho) and self.early_stop_rho >= 0):
+            raise PiroError(f"--early-stop-rho {self.early_stop_rho}: must be a finite number >= 0 (0 disables the early stop)")
         try:
             # margins, loss terms and DVML options, checked before any work starts (options not given: their built-in value)
             loss_config_of(SimpleNamespace(**{**asdict(self), **self._unset()}))
@@ -223,6 +230,23 @@ def resolve_data(data: str | Path | None) -> Path:
     return candidates[-1]
 
 
+def _resume_data(given: str | None, recorded: str) -> Path:
+    """The data file of a resumed run: the file it trained on; `--data` only when that is the same file, or when the
+    file was moved (then `open_run_data` checks that `--data` holds the same data)."""
+    if not Path(recorded).exists():
+        if given is None:
+            raise DataError(
+                f"{recorded}: the data file this run was trained on no longer exists; pass it, moved or copied, with --data"
+            )
+        return resolve_data(given)
+    if given is not None and not os.path.samefile(resolve_data(given), recorded):
+        raise DataError(
+            f"--data {given}: this run trains on {recorded}, and --resume continues on that file; leave --data out "
+            "(--data is for a run whose data file has moved)"
+        )
+    return Path(recorded)
+
+
 def pick_device(requested: str | None) -> torch.device:
     if requested is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -271,7 +295,8 @@ def open_run_data(path: Path, val_fraction: float | None, val_seed: int, saved: 
     if saved is not None:  # resuming: the exact objects of the interrupted run
         if saved["fingerprint"] != store.fingerprint:
             raise DataError(
-                f"{path}: is not the dataset this run was trained on (fingerprint differs); pass the original file with --data"
+                f"{path}: is not the dataset this run was trained on (the fingerprints differ: replaced or re-prepared "
+                "since?); resume with the original data (--data FILE), or train a new run"
             )
         val_info = saved.get("val")
         val = store.split(val_info["split"]) if val_info else None
@@ -299,8 +324,49 @@ def train(
     """Train a model and write its run folder.
 
     `resume` (a run folder or its last.pt) continues an interrupted run with its
-    saved configuration (`config` is then ignored); `resume_epochs` extends it.
+    saved configuration (`config` is then ignored, but for `config.data`: accepted when
+    it is the run's own data file, or when that file has moved and it holds the same
+    data); `resume_epochs` extends it. The run folder is locked while it trains: a second
+    process refuses it. A new run that stops, for any reason, before its first epoch is
+    saved leaves no run folder behind.
     """
+    created: list[Path] = []
+    try:
+        with contextlib.ExitStack() as locks:  # released (its lock file removed) before the clean-up below
+            return _train(config, reporter, resume, resume_epochs, locks, created)
+    except BaseException:
+        for run_dir in created:
+            _remove_unfinished_run(run_dir)
+        raise
+
+
+def _remove_unfinished_run(run_dir: Path) -> None:
+    """Remove a run folder that no epoch was saved in: it holds config.json and at most the header of metrics.csv
+    (and this process's temporary files); a folder holding anything else is kept."""
+    if not run_dir.is_dir():
+        return
+    files = list(run_dir.iterdir())
+    ours = {"config.json", "metrics.csv"}
+    temporary = f".tmp-{os.getpid()}"
+    if any(f.name not in ours and not f.name.endswith(temporary) for f in files):
+        return
+    if (run_dir / "metrics.csv").is_file() and MetricsLog(run_dir / "metrics.csv").read():
+        return
+    with contextlib.suppress(OSError):  # never hide the error that stopped the run behind one of the clean-up
+        for f in files:
+            f.unlink()
+        run_dir.rmdir()
+
+
+def _train(
+    config: TrainConfig,
+    reporter: TrainReporter | None,
+    resume: str | Path | None,
+    resume_epochs: int | None,
+    locks: contextlib.ExitStack,
+    created: list[Path],
+) -> TrainResult:
+    """`train`; the run folder it creates is appended to `created` at once (removed if no epoch is saved)."""
     reporter = reporter or SilentReporter()
     started = time.perf_counter()
     checkpoint = None
@@ -308,11 +374,19 @@ def train(
         resume_path = Path(resume)
         checkpoint = load_checkpoint(resume_path / "last.pt" if resume_path.is_dir() else resume_path)
         run_dir = Path(checkpoint["path"]).parent
+        locks.enter_context(OutputLock(run_dir, folder=True))
+        if "optimizer_state" not in checkpoint and "loss_state" in checkpoint:
+            raise PiroError(
+                f"{checkpoint['path']}: holds no optimiser state (best.pt keeps only what evaluation needs); "
+                f"resume from the run's last.pt: `piro train --resume {run_dir}`"
+            )
+        given_data = config.data
         config = TrainConfig.from_dict(checkpoint["train_config"])
         if resume_epochs is not None:
             config.epochs = resume_epochs
-        data_path = resolve_data(config.data if config.data else checkpoint["data"]["path"])
+        data_path = _resume_data(given_data, checkpoint["data"]["path"])
     else:
+        check_output_path(config.project, "--project", folder=True)
         data_path = resolve_data(config.data)
     reporter.info(f"data: {data_path}")
     data = open_run_data(data_path, config.val_fraction, config.val_seed, checkpoint["data"] if checkpoint else None)
@@ -377,7 +451,11 @@ def train(
     start_epoch, best_score = 0, -math.inf
     if checkpoint is None:
         run_dir = new_run_dir(Path(config.project), config.name)
+        created.append(run_dir)
+        locks.enter_context(OutputLock(run_dir, folder=True))
     reporter.info(f"run folder: {run_dir}")
+    # a full disk stops the run with the previous epoch's last.pt intact, from which it resumes
+    resume_advice = f"free space, then continue the run with `piro train --resume {run_dir}`"
     metrics_log = MetricsLog(run_dir / "metrics.csv")
     config_record = {
         "train": config.to_dict(),
@@ -385,7 +463,7 @@ def train(
         "loss": _loss_dict(loss_config),
         "data": data.describe(),
     }
-    write_json(config_record, run_dir / "config.json")
+    write_json(config_record, run_dir / "config.json", resume_advice)
 
     if checkpoint is not None:
         model.load_state_dict(checkpoint["model_state"])
@@ -461,9 +539,10 @@ def train(
             # last.pt last: a run killed before it resumes from the previous epoch, which truncates metrics.csv to it
             # and redoes this epoch; killed after it, the epoch's row and best.pt are already written.
             metrics_log.append(row)
-            if improved:
-                atomic_torch_save(state, run_dir / "best.pt")
-            atomic_torch_save(state, run_dir / "last.pt")
+            if improved:  # best.pt is for evaluation: without the training state (the optimiser's doubles the file)
+                best = {k: v for k, v in state.items() if k not in ("optimizer_state", "scheduler_state", "rng")}
+                atomic_torch_save(best, run_dir / "best.pt", resume_advice)
+            atomic_torch_save(state, run_dir / "last.pt", resume_advice)
             result.history.append(row)
             result.epochs_done = epoch
             reporter.epoch(row)
@@ -597,9 +676,8 @@ def _features_of_cached(model: PAN, cache: dict, cached: torch.Tensor, device, b
 def _optimise(total: torch.Tensor, optimizer, scaler, where: str, last_path: Path) -> None:
     """One optimiser step on a batch's total loss; a NaN or infinite loss stops training instead."""
     if not torch.isfinite(total):
-        raise TrainingDiverged(
-            f"loss became {float(total.detach())} at {where}; stopped. The last good checkpoint is {last_path}. Try a lower --lr."
-        )
+        saved = f"the last good checkpoint is {last_path}" if last_path.is_file() else "no epoch had finished, so none was saved"
+        raise TrainingDiverged(f"loss became {float(total.detach())} at {where}; stopped: {saved}. Try a lower --lr.")
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(total).backward()
     scaler.step(optimizer)
@@ -669,6 +747,7 @@ def _feature_cache(model: PAN, data: RunData, config: TrainConfig, device, augme
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
     path = run_dir.parent / "feature-cache" / f"{config.backbone.replace(':', '_')}-{digest}.pt"
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(path.parent)  # caches half-written by killed runs
     cached = load_feature_cache(path, key)
     if cached is not None:
         reporter.info(f"using cached backbone features {path}")
@@ -703,7 +782,7 @@ def _feature_cache(model: PAN, data: RunData, config: TrainConfig, device, augme
             progress=lambda done, total: reporter.progress("backbone features, validation split", done, total),
             stage=config.train_from,
         )
-    atomic_torch_save(payload, path)
+    atomic_torch_save(payload, path, "free space or pass --project elsewhere")
     return payload
 
 

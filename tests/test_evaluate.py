@@ -188,14 +188,14 @@ def test_not_a_checkpoint(world):
     Path("junk.pt").write_bytes(b"not a checkpoint at all")
     torch.save({"state_dict": {}}, "other.pt")
     for path, message in (
-        ("junk.pt", "not a loadable piro checkpoint"),
+        ("junk.pt", "not a PyTorch file"),
         ("other.pt", "not a piro checkpoint"),
         ("nope.pt", "no such checkpoint"),
     ):
         result = invoke(["evaluate", path, "--data", world["data"]])
         assert result.exit_code == 1 and message in result.output and path in result.output, result.output
     result = invoke(["embed", "junk.pt", "--data", world["data"]])
-    assert result.exit_code == 1 and "not a loadable piro checkpoint" in result.output
+    assert result.exit_code == 1 and "not a PyTorch file" in result.output
 
 
 def test_category_mismatch(world):

@@ -97,7 +97,7 @@ def test_flat_view_images_without_view_numbers_are_explained(tmp_path):
         prepare_dataset("modelnet40", raw, tmp_path / "m.h5", opts())
 
 
-@pytest.mark.parametrize("o2c_kind", ["dict", "array"])
+@pytest.mark.parametrize("o2c_kind", ["indices", "names", "pairs"])
 def test_modelnet40_piro_release_layout(tmp_path, o2c_kind):
     raw = tmp_path / "release"
     labels = {"train": {"0": 0, "1": 0, "2": 39}, "test": {"0": 39}}
@@ -105,10 +105,14 @@ def test_modelnet40_piro_release_layout(tmp_path, o2c_kind):
         for obj in objects:
             for view in range(12):
                 write_image(raw / split / obj / f"{view}.jpg", int(obj) * 12 + view)
-        if o2c_kind == "dict":
-            np.save(raw / f"{split}_o2c.npy", {int(k): v for k, v in objects.items()}, allow_pickle=True)
-        else:
-            np.save(raw / f"{split}_o2c.npy", np.array([objects[str(i)] for i in range(len(objects))]))
+        indices = [objects[str(i)] for i in range(len(objects))]
+        if o2c_kind == "indices":
+            o2c = np.array(indices)
+        elif o2c_kind == "names":  # a plain unicode array: loads without unpickling
+            o2c = np.array([{0: "airplane", 39: "xbox"}[i] for i in indices], dtype=str)
+        else:  # rows of (object id, category index)
+            o2c = np.array([[int(k), v] for k, v in objects.items()], dtype=np.int64)
+        np.save(raw / f"{split}_o2c.npy", o2c)
     summary = prepare_dataset("modelnet40", raw, tmp_path / "m.h5", opts())
     assert summary.layout.startswith("PiRO release")
     store = ViewSetStore(tmp_path / "m.h5")

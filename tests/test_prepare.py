@@ -13,7 +13,7 @@ from piro_cli.data.prepare import PrepareOptions, prepare_dataset, select_views
 from piro_cli.data.sources import SOURCES
 from piro_cli.data.sources.base import ObjectRecord, Source, SourceScan
 from piro_cli.data.store import ViewSetStore
-from piro_cli.errors import BadItemError, DataError
+from piro_cli.errors import BadItemError, DataError, PiroError
 
 SIZE = 24
 
@@ -135,7 +135,7 @@ def test_single_object_category_warns(tmp_path):
 def test_existing_output_needs_overwrite(tmp_path, image_tree):
     out = tmp_path / "o.h5"
     prepare_dataset("objectpi", image_tree, out, opts())
-    with pytest.raises(DataError, match="already exists.*--overwrite"):
+    with pytest.raises(PiroError, match="already exists.*--overwrite"):
         prepare_dataset("objectpi", image_tree, out, opts())
     prepare_dataset("objectpi", image_tree, out, opts(overwrite=True))
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from piro_cli.data.store import IMAGENET_MEAN, IMAGENET_STD, StoreWriter, ViewSetStore, normalize_views
-from piro_cli.errors import DataError
+from piro_cli.errors import DataError, PiroError
 
 
 def write_store(path, objects=5, views=3, size=16, split="train", **kwargs):
@@ -94,7 +94,7 @@ def test_normalize_matches_torchvision_formula():
 def test_existing_file_needs_overwrite(tmp_path):
     path = tmp_path / "d.h5"
     write_store(path)
-    with pytest.raises(DataError, match="--overwrite"):
+    with pytest.raises(PiroError, match="--overwrite"):
         write_store(path)
     write_store(path, objects=2, overwrite=True)
     assert len(ViewSetStore(path).split("train")) == 2

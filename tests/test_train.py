@@ -206,7 +206,7 @@ def test_cli_train_as_typed(tiny_data):
 def test_checkpoint_loading_is_safe_and_checked(tmp_path):
     evil = tmp_path / "evil.pt"
     torch.save({"format": "piro-checkpoint", "f": print}, evil)  # a pickled callable: weights_only refuses it
-    with pytest.raises(PiroError, match="not a loadable piro checkpoint"):
+    with pytest.raises(PiroError, match="piro refuses to run code from a checkpoint"):
         load_checkpoint(evil)
     other = tmp_path / "other.pt"
     torch.save({"state_dict": {}}, other)

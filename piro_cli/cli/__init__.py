@@ -9,7 +9,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from piro_cli import __version__
-from piro_cli.cli.common import console, err_console, handle_errors
+from piro_cli.cli.common import SEED_MAX, console, err_console, handle_errors
 from piro_cli.cli.compare import compare as compare_command
 from piro_cli.cli.embed import embed as embed_command
 from piro_cli.cli.evaluate import evaluate as evaluate_command
@@ -59,7 +59,7 @@ app.command(help=visualize_command.__doc__, name="visualize")(visualize_command)
 @handle_errors
 def demo(
     workdir: Path = typer.Option(Path("piro-demo"), help="Folder for the demo's dataset, run and figures."),
-    seed: int = typer.Option(0, help="Seed of the synthetic dataset."),
+    seed: int = typer.Option(0, min=0, max=SEED_MAX, help="Seed of the synthetic dataset."),
     categories: int = typer.Option(synthetic.DEFAULT_CATEGORIES, help="Categories in the synthetic dataset."),
     objects_per_category: int = typer.Option(synthetic.DEFAULT_OBJECTS_PER_CATEGORY, help="Objects per category."),
     size: int = typer.Option(224, help="Side of the rendered views, in pixels."),

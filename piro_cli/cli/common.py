@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import signal
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -19,22 +20,48 @@ err_console = Console(stderr=True)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+SEED_MAX = 2**32 - 1
+"""The largest --seed (numpy's seed range); seeds are options of several commands, all with min=0, max=SEED_MAX."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that the same clean-up (temporary files removed, locks released) runs."""
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise Terminated
+
 
 def handle_errors(command: F) -> F:
-    """Turn a PiroError into one red line on stderr and exit 1; Ctrl-C into exit 130. No tracebacks for user errors."""
+    """Turn a PiroError into one red line on stderr and exit 1; Ctrl-C into exit 130, SIGTERM into 143. No tracebacks
+    for user errors."""
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
         try:
             return command(*args, **kwargs)
         except PiroError as exc:
-            err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
+            # soft_wrap: the message stays one line when stderr is not a terminal (logs, pipes, tests)
+            err_console.print(f"[bold red]error:[/] {escape(error_message(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
-        except KeyboardInterrupt:
-            err_console.print("[yellow]interrupted[/]: files are only ever replaced whole, so none was left half-written")
-            raise typer.Exit(130) from None
+        except KeyboardInterrupt as exc:
+            what = "terminated" if isinstance(exc, Terminated) else "interrupted"
+            err_console.print(f"[yellow]{what}[/]: files are only ever replaced whole, so none was left half-written")
+            raise typer.Exit(143 if isinstance(exc, Terminated) else 130) from None
+        finally:
+            signal.signal(signal.SIGTERM, previous)
 
     return wrapper  # type: ignore[return-value]
+
+
+def error_message(exc: PiroError) -> str:
+    """What the error line says: the message, or for an error raised without one, its kind."""
+    message = str(exc).strip()
+    if message:
+        return message
+    kind = (type(exc).__doc__ or "").strip().splitlines()
+    return f"{type(exc).__name__} without details" + (f" ({kind[0].rstrip('.')})" if kind else "")
 
 
 @contextmanager

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import typer
@@ -13,6 +14,7 @@ from rich.table import Table
 from piro_cli.cli.common import console, err_console, handle_errors
 from piro_cli.cli.evaluate import progress_columns
 from piro_cli.cli.train import RichReporter
+from piro_cli.outputs import OutputLock, check_output_path
 
 
 @handle_errors
@@ -65,14 +67,19 @@ def compare(
     from piro_cli.evaluation.compare import compare_runs, out_format, write_comparison
 
     write_as = out_format(out, output_format)  # checked before any work
-    with Progress(*progress_columns(), console=err_console, transient=True) as progress:
-        comparison = compare_runs(runs, split=split, data=data, tta=tta, device=device, reporter=RichReporter(progress))
+    if out is not None:
+        check_output_path(out, "--out", overwrite=True)  # compare replaces its --out file, as before
+    with OutputLock(out) if out is not None else contextlib.nullcontext():
+        with Progress(*progress_columns(), console=err_console, transient=True) as progress:
+            comparison = compare_runs(runs, split=split, data=data, tta=tta, device=device, reporter=RichReporter(progress))
+        if out is not None:
+            write_comparison(comparison, out, write_as)
     if output_format == "table":
         print_comparison_table(comparison)
     else:
         console.file.write(comparison.render(output_format))
     if out is not None:
-        err_console.print(f"wrote {escape(str(write_comparison(comparison, out, write_as)))}", highlight=False)
+        err_console.print(f"wrote {escape(str(out))}", highlight=False)
 
 
 def print_comparison_table(comparison) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from piro_cli.cli.common import console, err_console, handle_errors
 from piro_cli.cli.evaluate import progress_columns
 from piro_cli.cli.train import RichReporter
 from piro_cli.errors import PiroError
+from piro_cli.outputs import AtomicFile, OutputLock, check_output_path, write_text
 
 
 @handle_errors
@@ -55,6 +57,11 @@ def embed(
         "--tta",
         help="Test-time augmentation: embed each view as the mean of its own and its horizontal mirror's embedding (before normalisation); twice the backbone work.",
     ),
+    skip_bad: bool = typer.Option(
+        False,
+        "--skip-bad",
+        help="With --images: leave out the photos that cannot be read (listed in a warning) instead of stopping.",
+    ),
     device: str = typer.Option(None, help="cpu, cuda or cuda:N (default: cuda when available)."),
 ) -> None:
     """Single- and multi-view embeddings of both spaces, from a trained checkpoint.
@@ -74,8 +81,10 @@ def embed(
     if images:
         if not photos:
             raise PiroError("--images needs one or more photo files after it, e.g. --images front.jpg side.jpg")
-        _embed_photos(checkpoint, photos, data, out, top, overwrite, device, tta, embed_new_object)
+        _embed_photos(checkpoint, photos, data, out, top, overwrite, device, skip_bad, tta, embed_new_object)
         return
+    if skip_bad:
+        raise PiroError("--skip-bad: only with --images (a split's objects come from a prepared data file, read whole)")
     with Progress(*progress_columns(), console=err_console, transient=True) as progress:
         result = embed_split(
             checkpoint,
@@ -91,18 +100,31 @@ def embed(
     console.print(f"[green]wrote[/] {escape(str(result.path))} ({counts} objects) in {result.seconds:.0f} s", highlight=False)
 
 
-def _embed_photos(checkpoint, photos, data, out, top, overwrite, device, tta, embed_new_object) -> None:
+def _embed_photos(checkpoint, photos, data, out, top, overwrite, device, skip_bad, tta, embed_new_object) -> None:
     if out is not None:
         if out.suffix.lower() not in (".json", ".npz"):
             raise PiroError(f"--out {out}: with --images write a .json or .npz file")
-        if out.exists() and not overwrite:
-            raise PiroError(f"{out} already exists; pass --overwrite to replace it, or --out to write elsewhere")
-    with Progress(*progress_columns(), console=err_console, transient=True) as progress:
-        result = embed_new_object(
-            checkpoint, photos, gallery=data, top=top, device=device, tta=tta, reporter=RichReporter(progress)
-        )
+        check_output_path(out, "--out", overwrite)
+    with OutputLock(out) if out is not None else contextlib.nullcontext():
+        with Progress(*progress_columns(), console=err_console, transient=True) as progress:
+            result = embed_new_object(
+                checkpoint,
+                photos,
+                gallery=data,
+                top=top,
+                device=device,
+                tta=tta,
+                reporter=RichReporter(progress),
+                skip_bad=skip_bad,
+            )
+        if out is not None:
+            _write_photo_embeddings(result, out)
+    if result.skipped:
+        err_console.print(f"[yellow]warning:[/] skipped {len(result.skipped)} of {len(photos)} photos, which cannot be read:")
+        for image, reason in result.skipped:
+            err_console.print(f"  {escape(image)}: {escape(reason)}", highlight=False, soft_wrap=True)
     console.print(
-        f"{len(photos)} photos -> single-view sv_cat {tuple(result.sv_cat.shape)}, sv_obj {tuple(result.sv_obj.shape)}; "
+        f"{len(result.images)} photos -> single-view sv_cat {tuple(result.sv_cat.shape)}, sv_obj {tuple(result.sv_obj.shape)}; "
         f"multi-view mv_cat {tuple(result.mv_cat.shape)}, mv_obj {tuple(result.mv_obj.shape)}",
         highlight=False,
     )
@@ -120,11 +142,6 @@ def _embed_photos(checkpoint, photos, data, out, top, overwrite, device, tta, em
             table.add_row(escape(o["object"]), escape(o["category"]), f"{o['distance']:.4f}")
         console.print(table)
     if out is not None:
-        if out.suffix.lower() == ".json":
-            out.write_text(json.dumps(result.to_dict()) + "\n")
-        else:
-            np.savez(out, images=np.array(result.images), sv_cat=result.sv_cat.numpy(), sv_obj=result.sv_obj.numpy(),
-                     mv_cat=result.mv_cat.numpy(), mv_obj=result.mv_obj.numpy())  # fmt: skip
         console.print(f"[green]wrote[/] {escape(str(out))}", highlight=False)
     elif not result.categories:
         for name in ("mv_cat", "mv_obj"):
@@ -133,3 +150,12 @@ def _embed_photos(checkpoint, photos, data, out, top, overwrite, device, tta, em
         console.print(
             "pass --out FILE.json (or .npz) for every value, --data FILE for the nearest categories and objects", highlight=False
         )
+
+
+def _write_photo_embeddings(result, out: Path) -> None:
+    if out.suffix.lower() == ".json":
+        write_text(json.dumps(result.to_dict()) + "\n", out)
+        return
+    with AtomicFile(out) as file:
+        np.savez(file, images=np.array(result.images), sv_cat=result.sv_cat.numpy(), sv_obj=result.sv_obj.numpy(),
+                 mv_cat=result.mv_cat.numpy(), mv_obj=result.mv_obj.numpy())  # fmt: skip

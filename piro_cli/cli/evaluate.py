@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from piro_cli.cli.common import console, err_console, handle_errors
 from piro_cli.cli.train import RichReporter
 from piro_cli.errors import PiroError
 from piro_cli.evaluation.picr import TASKS
+from piro_cli.outputs import OutputLock, check_output_path
 
 TASK_HELP = "Task to compute: " + ", ".join(TASKS) + ", or all. Repeat the option or separate names with commas."
 
@@ -85,13 +87,18 @@ def evaluate(
 
     if output_format not in FORMATS:
         raise PiroError(f"--format {output_format!r}: choose one of {', '.join(FORMATS)}")
-    if out is not None and out.suffix.lower() not in (".json", ".csv"):
-        raise PiroError(f"--out {out}: use a .json or .csv file name")
-    with Progress(*progress_columns(), console=err_console, transient=True) as progress:
-        result = run_evaluation(
-            [str(s) for s in sources], data=data, tasks=task, split=split, strict=strict, tie_break=tie_break,
-            tta=tta, device=device, save=save, reporter=RichReporter(progress),
-        )  # fmt: skip
+    if out is not None:
+        if out.suffix.lower() not in (".json", ".csv"):
+            raise PiroError(f"--out {out}: use a .json or .csv file name")
+        check_output_path(out, "--out", overwrite=True)  # evaluate replaces its --out file, as before
+    with OutputLock(out) if out is not None else contextlib.nullcontext():
+        with Progress(*progress_columns(), console=err_console, transient=True) as progress:
+            result = run_evaluation(
+                [str(s) for s in sources], data=data, tasks=task, split=split, strict=strict, tie_break=tie_break,
+                tta=tta, device=device, save=save, reporter=RichReporter(progress),
+            )  # fmt: skip
+        if out is not None:
+            write_results(result, out)
     if output_format == "json":
         console.print_json(json.dumps(result.to_dict()))
     elif output_format == "csv":
@@ -102,7 +109,7 @@ def evaluate(
         if run.saved:
             err_console.print(f"saved {escape(', '.join(str(p) for p in run.saved))}", highlight=False)
     if out is not None:
-        err_console.print(f"wrote {escape(str(write_results(result, out)))}", highlight=False)
+        err_console.print(f"wrote {escape(str(out))}", highlight=False)
 
 
 def print_results_table(result) -> None:

@@ -8,7 +8,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from piro_cli.cli.common import console, err_console, handle_errors, progress_bar
+from piro_cli.cli.common import SEED_MAX, console, err_console, handle_errors, progress_bar
 from piro_cli.data.prepare import PrepareOptions, PrepareSummary, prepare_dataset
 from piro_cli.data.sources import SOURCES, get_source, synthetic
 from piro_cli.data.store import COMPRESSIONS, StoreInfo, ViewSetStore
@@ -34,10 +34,10 @@ def prepare(
     ),
     workers: int = typer.Option(2, min=1, help="Objects decoded or rendered concurrently."),
     per_category: int = typer.Option(
-        None, help="modelnet40/fg3d: keep the first N models of each category per split (the paper uses ~100)."
+        None, min=1, help="modelnet40/fg3d: keep the first N models of each category per split (the paper uses ~100)."
     ),
     up_axis: str = typer.Option(None, help="modelnet40/fg3d meshes: up axis, 'z' or 'y' (default: z for ModelNet, y for FG3D)."),
-    seed: int = typer.Option(0, help="synthetic: random seed; the same seed gives the same dataset."),
+    seed: int = typer.Option(0, min=0, max=SEED_MAX, help="synthetic: random seed; the same seed gives the same dataset."),
     categories: int = typer.Option(synthetic.DEFAULT_CATEGORIES, help="synthetic: number of categories (shape families)."),
     objects_per_category: int = typer.Option(synthetic.DEFAULT_OBJECTS_PER_CATEGORY, help="synthetic: objects per category."),
     test_fraction: float = typer.Option(

@@ -8,7 +8,7 @@ import typer
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from piro_cli.cli.common import console, err_console, handle_errors
+from piro_cli.cli.common import SEED_MAX, console, err_console, handle_errors
 from piro_cli.errors import PiroError
 from piro_cli.losses import OBJECT_LOSSES, parse_loss_terms
 from piro_cli.methods import METHODS, get_method, method_for_space
@@ -64,6 +64,7 @@ class RichReporter:
 
 @handle_errors
 def train(
+    ctx: typer.Context,
     data: Path = typer.Option(None, help="HDF5 file from `piro prepare`. Default: the most recently written ./data/*.h5."),
     name: str = typer.Option(None, help="Run folder name under --project (default exp, exp2, ...)."),
     project: Path = typer.Option(Path("runs"), help="Folder holding the run folders."),
@@ -92,18 +93,20 @@ def train(
         help="Object-space loss of piro-dual/piro-single: " + "; ".join(f"{k} ({v})" for k, v in OBJECT_LOSSES.items()) + ".",
     ),
     dvml: bool = typer.Option(False, "--dvml", help="Add deep variational metric learning (DVML) to the object-space loss."),
-    dvml_kl: float = typer.Option(0.1, min=0, help="With --dvml: weight of the KL term."),
-    dvml_rec: float = typer.Option(0.1, min=0, help="With --dvml: weight of the feature reconstruction term."),
-    dvml_syn: float = typer.Option(0.5, min=0, help="With --dvml: weight of the object loss on the synthetic embeddings."),
+    dvml_kl: float = typer.Option(0.1, help="With --dvml: weight of the KL term."),
+    dvml_rec: float = typer.Option(0.1, help="With --dvml: weight of the feature reconstruction term."),
+    dvml_syn: float = typer.Option(0.5, help="With --dvml: weight of the object loss on the synthetic embeddings."),
     pi_alpha: float = typer.Option(
-        None, min=0, help="pi-cnn, pi-proxy, pi-tc: weight a of d2(view, view set) [default: as released, 1; pi-tc 0.2]."
+        None, help="pi-cnn, pi-proxy, pi-tc: weight a of d2(view, view set) [default: as released, 1; pi-tc 0.2]."
     ),
     pi_beta: float = typer.Option(
-        None, min=0, help="pi-cnn, pi-proxy, pi-tc: weight b of d2(view set, category centre) [default: as released, 1]."
+        None, help="pi-cnn, pi-proxy, pi-tc: weight b of d2(view set, category centre) [default: as released, 1]."
     ),
-    embed_dim: int = typer.Option(None, help=f"Embedding dimension of both spaces (the paper's 2048). {_default('obj_dim')}"),
-    cat_dim: int = typer.Option(None, help="Category-space dimension (overrides --embed-dim)."),
-    obj_dim: int = typer.Option(None, help="Object-space dimension (overrides --embed-dim; the single space uses it)."),
+    embed_dim: int = typer.Option(
+        None, min=1, help=f"Embedding dimension of both spaces (the paper's 2048). {_default('obj_dim')}"
+    ),
+    cat_dim: int = typer.Option(None, min=1, help="Category-space dimension (overrides --embed-dim)."),
+    obj_dim: int = typer.Option(None, min=1, help="Object-space dimension (overrides --embed-dim; the single space uses it)."),
     losses: str = typer.Option(
         None,
         help="Loss terms, for the ablations of paper Table 4: any of cat, piobj, picat. [default: the released ones: "
@@ -169,7 +172,7 @@ def train(
         help="piro (random flip and small affine, PiRO's released code) or pies (RandomResizedCrop scale 0.8-1 and flip, "
         "the PIEs code's). [default: pies for the PIEs baselines, else piro]",
     ),
-    seed: int = typer.Option(0, help="Random seed; CPU runs with the same seed are reproducible."),
+    seed: int = typer.Option(0, min=0, max=SEED_MAX, help="Random seed; CPU runs with the same seed are reproducible."),
     device: str = typer.Option(None, help="cpu, cuda or cuda:N (default: cuda when available)."),
     freeze_backbone: bool = typer.Option(
         False, "--freeze-backbone", help="Cache backbone features once and train only the heads (fast on CPU)."
@@ -188,7 +191,9 @@ def train(
     val_fraction: float = typer.Option(
         None, help="Carve this fraction of train objects (per category, seeded) out as validation."
     ),
-    val_seed: int = typer.Option(0, help="Seed of the --val-fraction split (kept apart from --seed so seeds share one split)."),
+    val_seed: int = typer.Option(
+        0, min=0, max=SEED_MAX, help="Seed of the --val-fraction split (kept apart from --seed so seeds share one split)."
+    ),
     early_stop_rho: float = typer.Option(
         None,
         help="Stop early, as the released code does: rho = d_inter_min / d_intra_max of the training objects is computed "
@@ -204,6 +209,8 @@ def train(
     on a CPU, `piro train --freeze-backbone` (heads only) or `piro train --train-from blocks.6` (heads and the top
     of efficientnet_lite0).
     """
+    if resume is not None:
+        _refuse_options_with_resume(ctx)
     try:
         terms = parse_loss_terms(losses) if losses is not None else None
     except ValueError as exc:
@@ -211,7 +218,8 @@ def train(
     method = _method_from_flags(method, dual)
     config = TrainConfig(
         data=str(data) if data else None, project=str(project), name=name, recipe=recipe, method=method, backbone=backbone,
-        pretrained=pretrained, cat_dim=cat_dim or embed_dim, obj_dim=obj_dim or embed_dim, losses=terms, alpha=alpha, beta=beta,
+        pretrained=pretrained, cat_dim=embed_dim if cat_dim is None else cat_dim,
+        obj_dim=embed_dim if obj_dim is None else obj_dim, losses=terms, alpha=alpha, beta=beta,
         theta=theta, gamma=gamma, lam=lam, separation=separation.strip().lower(),
         train_lsoftmax_weights=train_lsoftmax_weights, lr=lr, lr_step=lr_step, epochs=epochs, batch_pairs=batch_pairs, batch_objects=batch_objects,
         pairs_per_object=pairs_per_object, views=views, augment=augment, augmentation=augmentation, seed=seed, device=device, freeze_backbone=freeze_backbone,
@@ -227,6 +235,26 @@ def train(
         f"best {escape(str(result.best_path))}, last {escape(str(result.last_path))}",
         highlight=False,
     )
+
+
+RESUME_OPTIONS = {"resume", "epochs", "data"}  # what --resume takes from the command line; the rest is the run's own
+
+
+def _refuse_options_with_resume(ctx: typer.Context) -> None:
+    """A resumed run trains with its saved options: an option typed beside --resume would be silently ignored."""
+    given = [
+        param.secondary_opts[0]
+        if getattr(param, "secondary_opts", None) and ctx.params.get(param.name) is False
+        else param.opts[0]
+        for param in ctx.command.params
+        if param.name not in RESUME_OPTIONS
+        and getattr(ctx.get_parameter_source(param.name), "name", "") == "COMMANDLINE"  # typer may vendor click
+    ]
+    if given:
+        raise PiroError(
+            f"{', '.join(given)}: not used with --resume, which continues the run with its saved options "
+            "(only --epochs and --data may be given); drop them, or start a new run"
+        )
 
 
 def _method_from_flags(method: str | None, dual: bool | None) -> str:

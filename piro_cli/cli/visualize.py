@@ -8,7 +8,7 @@ import typer
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from piro_cli.cli.common import console, err_console, handle_errors
+from piro_cli.cli.common import SEED_MAX, console, err_console, handle_errors
 from piro_cli.viz.figures import DEFAULT_QUERIES, DEFAULT_TOP_K, KINDS
 
 
@@ -60,7 +60,10 @@ def visualize(
     ),
     top_k: int = typer.Option(DEFAULT_TOP_K, "--top-k", min=1, help="Retrieval: views retrieved per query and space."),
     seed: int = typer.Option(
-        0, help="Seed of the UMAP layout, the retrieval queries and the attention object; same seed, same figure."
+        0,
+        min=0,
+        max=SEED_MAX,
+        help="Seed of the UMAP layout, the retrieval queries and the attention object; same seed, same figure.",
     ),
     pdf: bool = typer.Option(False, "--pdf", help="Also write each figure as PDF beside the PNG."),
     data: Path = typer.Option(

@@ -15,7 +15,9 @@ from piro_cli.data.sources import get_source
 from piro_cli.data.sources.base import ObjectRecord
 from piro_cli.data.store import SPLITS, StoreWriter
 from piro_cli.errors import BadItemError, DataError
+from piro_cli.outputs import check_output_path
 
+MAX_IMAGE_SIZE = 2048  # 12 views of 2048 x 2048 RGB are 150 MB an object; larger sides only exhaust memory
 ProgressCallback = Callable[[int, int], None]
 """Called with (objects done, objects in total) after each object."""
 
@@ -64,11 +66,9 @@ def prepare_dataset(
     """Build `out` (default ./data/<source>.h5) from a raw dataset. Raises DataError on bad input."""
     options = options or PrepareOptions()
     source_options = dict(source_options or {})
-    out = Path(out) if out is not None else default_output(source)
-    if out.exists() and not options.overwrite:
-        raise DataError(f"{out} already exists; pass --overwrite to replace it, or --out to write elsewhere")
-    if options.size < 16:
-        raise DataError(f"--size {options.size} is too small; use at least 16 (the paper uses 224)")
+    out = check_output_path(out if out is not None else default_output(source), "--out", options.overwrite)
+    if not 16 <= options.size <= MAX_IMAGE_SIZE:
+        raise DataError(f"--size {options.size}: use 16 to {MAX_IMAGE_SIZE} pixels (the paper uses 224)")
 
     started = time.perf_counter()
     scan = get_source(source).scan(raw_dir, **source_options)
@@ -175,8 +175,13 @@ def _fit_views(record: ObjectRecord, result: Future | np.ndarray, num_views: int
         return images
     if may_subsample and have > num_views:
         return images[select_views(have, num_views)]
-    advice = "pass --skip-bad to skip it" if may_subsample else "pass --views N to keep N views of every object"
-    raise BadItemError(record.source_path, f"has {have} views, expected {num_views}; {advice}")
+    if may_subsample:
+        raise BadItemError(
+            record.source_path, f"has {have} views, expected {num_views} (--views {num_views})", fix="add views or lower --views"
+        )
+    raise BadItemError(
+        record.source_path, f"has {have} views, expected {num_views}", fix="pass --views N to keep N views of every object"
+    )
 
 
 def _load_in_order(records: list[ObjectRecord], size: int, workers: int) -> Iterator[tuple[ObjectRecord, Future]]:

@@ -103,11 +103,8 @@ class ViewProtocol:
 # --------------------------------------------------------------------------- loading
 
 
-def _fix(reason: str) -> str:
-    return (
-        f"{reason}; re-download or re-export the mesh (OFF, OBJ, STL or PLY with at least one face), "
-        "or pass --skip-bad to skip it"
-    )
+def _bad_mesh(name: str, reason: str) -> BadItemError:
+    return BadItemError(name, reason, fix="re-download or re-export the mesh (OFF, OBJ, STL or PLY with at least one face)")
 
 
 _OFF_HEADER = re.compile(rb"^\s*(?:#[^\n]*\n\s*)*[A-Z]*OFF", re.IGNORECASE)
@@ -177,13 +174,13 @@ def load_mesh(path: str | Path) -> trimesh.Trimesh:
     p = Path(path)
     name = str(path)
     if not p.is_file():
-        raise BadItemError(name, _fix("mesh file not found or not a regular file"))
+        raise _bad_mesh(name, "mesh file not found or not a regular file")
     try:
         data = p.read_bytes()
     except OSError as exc:
-        raise BadItemError(name, _fix(f"cannot read the file ({exc.strerror or exc})")) from exc
+        raise _bad_mesh(name, f"cannot read the file ({exc.strerror or exc})") from exc
     if not data.strip():
-        raise BadItemError(name, _fix("the file is empty"))
+        raise _bad_mesh(name, "the file is empty")
 
     suffix = p.suffix.lower()
     # an OFF by name, or by content when the name says nothing (ModelNet copies sometimes lose it)
@@ -202,7 +199,7 @@ def load_mesh(path: str | Path) -> trimesh.Trimesh:
     if mesh is None:
         file_type = "off" if is_off else (suffix.lstrip(".") or None)
         if file_type is None:
-            raise BadItemError(name, _fix("the file has no extension, so its format is unknown"))
+            raise _bad_mesh(name, "the file has no extension, so its format is unknown")
         if file_type in ("obj", "off"):
             # text formats: drop undecodable bytes (e.g. latin-1 comments) ourselves, else trimesh
             # falls back to charset detection, which needs an optional package
@@ -220,19 +217,19 @@ def load_mesh(path: str | Path) -> trimesh.Trimesh:
             errors.append(f"trimesh: {type(exc).__name__}: {exc}")
 
     if mesh is None or not isinstance(mesh, trimesh.Trimesh):
-        detail = "; ".join(e[:200] for e in errors) or "unknown error"
-        raise BadItemError(name, _fix(f"cannot parse the mesh ({detail})"))
+        detail = "; ".join(" ".join(e.split())[:200] for e in errors) or "unknown error"  # one line
+        raise _bad_mesh(name, f"cannot parse the mesh ({detail})")
 
     vertices = np.asarray(mesh.vertices, dtype=np.float64)
     faces = np.asarray(mesh.faces, dtype=np.int64).reshape(-1, 3)
     if len(faces) == 0 or len(vertices) == 0:
-        raise BadItemError(name, _fix("the mesh has no faces"))
+        raise _bad_mesh(name, "the mesh has no faces")
     finite = np.isfinite(vertices).all(axis=1)
     if not finite.all():
         keep = finite[faces].all(axis=1)
         faces = faces[keep]
         if len(faces) == 0:
-            raise BadItemError(name, _fix("every face uses a NaN/inf vertex coordinate"))
+            raise _bad_mesh(name, "every face uses a NaN/inf vertex coordinate")
         colors = None
         try:
             if mesh.visual.kind == "face":

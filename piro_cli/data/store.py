@@ -12,8 +12,9 @@ Layout (see data/README.md for the field-by-field description)::
     /<split>/source_path    (N,) str
 
 Writes go to a temporary file beside the target that is renamed over it only
-when complete, so an interrupted `piro prepare` never leaves a file that looks
-finished and never damages an existing one.
+when complete (piro_cli.outputs), so an interrupted `piro prepare` or a full
+disk never leaves a file that looks finished and never damages an existing one;
+the target is locked while it is written.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import torch
 
 from piro_cli import __version__
 from piro_cli.errors import DataError
+from piro_cli.outputs import AtomicFile, OutputLock, check_output_path, write_error
 
 FORMAT_NAME = "piro-viewsets"
 FORMAT_VERSION = 1
@@ -96,29 +98,41 @@ class StoreWriter:
         compression: str = "none",
         overwrite: bool = False,
     ) -> None:
-        self.path = Path(path)
-        if self.path.exists() and not overwrite:
-            raise DataError(f"{self.path} already exists; pass --overwrite to replace it, or --out to write elsewhere")
+        self.path = check_output_path(path, "--out", overwrite)
         if compression not in COMPRESSIONS:
             raise DataError(f"unknown compression {compression!r}; choose one of {', '.join(COMPRESSIONS)}")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp_path = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
         self.num_views = num_views
         self.image_size = image_size
         self._compression = None if compression == "none" else compression
-        self._file = h5py.File(self.tmp_path, "w")
         self._counts: dict[str, int] = {}
-        root = self._file
-        root.attrs["format"] = FORMAT_NAME
-        root.attrs["format_version"] = FORMAT_VERSION
-        root.attrs["piro_version"] = __version__
-        root.attrs["source_dataset"] = source_dataset
-        root.attrs["image_size"] = image_size
-        root.attrs["num_views"] = num_views
-        root.attrs["created_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-        root.attrs["creation_options"] = json.dumps(creation_options, sort_keys=True, default=str)
-        root.create_dataset("categories", data=np.array(list(categories), dtype=object), dtype=_STR)
+        self._datasets: dict[str, dict[str, h5py.Dataset]] = {}
+        self._lock = OutputLock(self.path)
+        try:
+            self._target = AtomicFile(self.path, reads_back=True)
+        except BaseException:
+            self._lock.release()
+            raise
+        self.tmp_path = self._target.temp_path
+        self._file: h5py.File | None = None
+        # Every stored pixel, hashed while writing (no second pass): the fingerprint changes with the images.
+        self._content = hashlib.sha256()
+        try:
+            # HDF5 writes through AtomicFile, which keeps a failed write (a full disk) from HDF5; see _check
+            self._file = root = h5py.File(self._target, "w")
+            root.attrs["format"] = FORMAT_NAME
+            root.attrs["format_version"] = FORMAT_VERSION
+            root.attrs["piro_version"] = __version__
+            root.attrs["source_dataset"] = source_dataset
+            root.attrs["image_size"] = image_size
+            root.attrs["num_views"] = num_views
+            root.attrs["created_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+            root.attrs["creation_options"] = json.dumps(creation_options, sort_keys=True, default=str)
+            root.create_dataset("categories", data=np.array(list(categories), dtype=object), dtype=_STR)
+        except BaseException:
+            self.abort()
+            raise
         self._categories = list(categories)
+        self._check()
 
     def __enter__(self) -> StoreWriter:
         return self
@@ -146,6 +160,8 @@ class StoreWriter:
         for name in ("object_name", "source_path"):
             group.create_dataset(name, shape=(0,), maxshape=(None,), dtype=_STR, chunks=(4096,))
         self._counts[split] = 0
+        # kept open until the file closes: a dataset handle freed mid-way would flush its chunks from a destructor
+        self._datasets[split] = {key: group[key] for key in ("images", "category", "object_name", "source_path")}
         return group
 
     def append(self, split: str, images: np.ndarray, category: int, name: str, source_path: str) -> None:
@@ -153,33 +169,67 @@ class StoreWriter:
         expected = (self.num_views, self.image_size, self.image_size, 3)
         if images.shape != expected or images.dtype != np.uint8:
             raise ValueError(f"object {name!r}: views have shape {images.shape} {images.dtype}, expected {expected} uint8")
-        group = self._split_group(split)
+        self._split_group(split)
+        datasets = self._datasets[split]
         row = self._counts[split]
-        for key in ("images", "category", "object_name", "source_path"):
-            group[key].resize(row + 1, axis=0)
-        group["images"][row] = images
-        group["category"][row] = category
-        group["object_name"][row] = name
-        group["source_path"][row] = source_path
+        for dataset in datasets.values():
+            dataset.resize(row + 1, axis=0)
+        datasets["images"][row] = images
+        datasets["category"][row] = category
+        datasets["object_name"][row] = name
+        datasets["source_path"][row] = source_path
         self._counts[split] = row + 1
+        self._content.update(split.encode() + b"\0")
+        self._content.update(np.ascontiguousarray(images).data)
+        self._check()
 
     def commit(self) -> Path:
-        """Finish the file and atomically move it onto the target path."""
-        self._file.attrs["fingerprint"] = _fingerprint(self._file)
-        self._file.close()
-        os.replace(self.tmp_path, self.path)
-        return self.path
+        """Finish the file and atomically move it onto the target path (fsynced, then renamed)."""
+        try:
+            self._file.attrs["content_sha256"] = self._content.hexdigest()
+            self._file.attrs["fingerprint"] = _fingerprint(self._file)
+            self._datasets.clear()
+            self._file.close()
+            self._check()
+            return self._target.commit()
+        except BaseException:
+            self.abort()
+            raise
+        finally:
+            self._lock.release()
+
+    def _check(self) -> None:
+        """Stop at the first failed write (a full disk): drop the file and raise the error as one line."""
+        if self._target.error is not None:
+            error = self._target.error
+            self.abort()
+            raise write_error(self.path, error) from None
 
     def abort(self) -> None:
-        """Drop the temporary file; the target path is untouched."""
+        """Drop the temporary file; the target path is untouched. Safe to call more than once."""
+        self.tmp_path.unlink(missing_ok=True)  # first: nothing is left behind even if closing fails
+        self._datasets.clear()
         try:
-            self._file.close()
+            if self._file is not None and self._file.id.valid:
+                self._file.close()
+        except Exception:  # the file is being dropped: HDF5's complaint about closing it adds nothing
+            pass
         finally:
-            self.tmp_path.unlink(missing_ok=True)
+            self._target.discard()
+            self._lock.release()
+
+
+# creation options that say where the raw data was and how the file stores it, not what it holds
+_LOCATION_OPTIONS = ("raw_dir", "compression", "skip_bad")
 
 
 def _fingerprint(root: h5py.Group) -> str:
-    """A short hash of what identifies a dataset: categories, view count, size and object names per split."""
+    """A short hash of what a dataset holds: categories, view count, size, object names and labels per split,
+    every pixel (`content_sha256`) and the options that made them (e.g. --up-axis); computed once, at commit.
+
+    Files written before `content_sha256` keep the fingerprint recorded in them (names and labels only), so the
+    checkpoints and feature caches that recorded it stay valid; re-preparing such a file gives it a new one.
+    """
     digest = hashlib.sha256()
     for key in ("source_dataset", "image_size", "num_views"):
         digest.update(str(root.attrs[key]).encode())
@@ -189,6 +239,10 @@ def _fingerprint(root: h5py.Group) -> str:
             digest.update(split.encode())
             digest.update("\n".join(_strings(root[split]["object_name"])).encode())
             digest.update(np.asarray(root[split]["category"][:], dtype=np.int32).tobytes())
+    options = json.loads(root.attrs["creation_options"])
+    made_by = {k: v for k, v in options.items() if k not in _LOCATION_OPTIONS}
+    digest.update(json.dumps(made_by, sort_keys=True, default=str).encode())
+    digest.update(str(root.attrs["content_sha256"]).encode())
     return digest.hexdigest()[:16]
 
 
@@ -197,6 +251,31 @@ def _strings(dataset: h5py.Dataset) -> list[str]:
 
 
 # ----------------------------------------------------------------------------- reading
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).splitlines() or [type(exc).__name__])[0]
+
+
+def open_hdf5(path: Path, expected: str) -> h5py.File:
+    """Open `path` for reading; a file that is not (or no longer) a whole HDF5 file gives one line, not HDF5's dump.
+
+    `expected` ends the message: what to pass instead (e.g. "a file written by `piro prepare`").
+    """
+    try:
+        # No chunk cache: reads are whole chunks (one object each), which HDF5 then copies
+        # straight into the destination; a cache only adds a copy (measured 2x slower).
+        return h5py.File(path, "r", rdcc_nbytes=0)
+    except OSError as exc:
+        if path.is_dir():
+            reason = "is a directory"
+        elif not h5py.is_hdf5(path):
+            reason = "not an HDF5 file"
+        elif "truncated" in str(exc):
+            reason = "truncated: the file is shorter than HDF5 recorded (an interrupted copy or download?)"
+        else:
+            reason = f"damaged HDF5 file ({_first_line(exc).split(' (')[-1].rstrip(')')})"
+        raise DataError(f"{path}: {reason}; pass {expected}") from exc
 
 
 class SplitData:
@@ -208,7 +287,8 @@ class SplitData:
         group = store._h5()[name]
         self.category = np.asarray(group["category"][:], dtype=np.int64)
         self.object_names = _strings(group["object_name"])
-        self.source_paths = _strings(group["source_path"])
+        # where each object came from: informative only, so a file without it still reads
+        self.source_paths = _strings(group["source_path"]) if "source_path" in group else [""] * len(self.category)
 
     def __len__(self) -> int:
         return len(self.category)
@@ -224,8 +304,17 @@ class SplitData:
         """The views of object `index` as uint8 (v, S, S, 3); `views` picks and orders them (default all)."""
         if not 0 <= index < len(self):
             raise IndexError(f"object {index} out of range for split {self.name!r} with {len(self)} objects")
-        block = self._images()[index]  # one chunk, one read
+        block = self._read(self._images(), index)  # one chunk, one read
         return block if views is None else block[np.asarray(views, dtype=np.int64)]
+
+    def _read(self, images: h5py.Dataset, index: int) -> np.ndarray:
+        try:
+            return images[index]
+        except OSError as exc:  # a damaged chunk (bit rot, a partly overwritten file)
+            raise DataError(
+                f"{self._store.path}: cannot read object {index} of the {self.name} split ({_first_line(exc)}); "
+                "the file is damaged: re-create it with `piro prepare`"
+            ) from exc
 
     def views(self, index: int, views: Sequence[int] | None = None, device: str | torch.device | None = None) -> torch.Tensor:
         """Normalised float views of one object, (v, 3, S, S)."""
@@ -256,7 +345,7 @@ class SplitData:
             target = torch.device(device) if device is not None else torch.device("cpu")
             out = torch.empty((stop - start, self.num_views, 3, size, size), dtype=torch.float32, device=target)
             for row, index in enumerate(range(start, stop)):
-                normalize_into(out[row], torch.from_numpy(images[index]).to(target))
+                normalize_into(out[row], torch.from_numpy(self._read(images, index)).to(target))
             yield np.arange(start, stop), out
 
 
@@ -292,6 +381,8 @@ class ViewSetStore:
         self.path = Path(path)
         if not self.path.exists():
             raise DataError(f"{self.path}: no such file; create it with `piro prepare DATASET RAW_DIR --out {self.path}`")
+        if self.path.is_dir():
+            raise DataError(f"{self.path}: is a directory; pass the .h5 file written by `piro prepare` (e.g. data/<source>.h5)")
         self._file: h5py.File | None = None
         self._pid = -1
         root = self._h5()
@@ -304,22 +395,84 @@ class ViewSetStore:
             raise DataError(
                 f"{self.path}: format version {version} is newer than this piro understands ({FORMAT_VERSION}); upgrade piro"
             )
+        self._check_root(root)
         self.categories = _strings(root["categories"])
         self.num_views = int(root.attrs["num_views"])
         self.image_size = int(root.attrs["image_size"])
         self.source_dataset = str(root.attrs["source_dataset"])
         self.fingerprint = str(root.attrs.get("fingerprint", ""))
         self.splits = [s for s in SPLITS if s in root]
+        for split in self.splits:
+            self._check_split(root, split)
         self._split_cache: dict[str, SplitData] = {}
+
+    # The structure is checked on opening, from attributes, shapes and the label arrays only (no image is read):
+    # a file edited or written by other tools must be refused, not evaluated into silently wrong numbers.
+
+    def _malformed(self, where: str, problem: str) -> DataError:
+        return DataError(f"{self.path}: {where}: {problem}; not a valid piro view-set file, re-create it with `piro prepare`")
+
+    def _check_root(self, root: h5py.File) -> None:
+        for key in ("num_views", "image_size", "source_dataset"):
+            if key not in root.attrs:
+                raise self._malformed(f"attribute '{key}'", "missing")
+        for key in ("num_views", "image_size"):
+            value = root.attrs[key]
+            if not (np.ndim(value) == 0 and np.issubdtype(np.asarray(value).dtype, np.integer) and int(value) >= 1):
+                raise self._malformed(f"attribute '{key}'", f"{value!r} is not a positive integer")
+        categories = root.get("categories")
+        if not isinstance(categories, h5py.Dataset):
+            raise self._malformed("'categories'", "missing (the list of category names)")
+        if categories.ndim != 1 or categories.dtype.kind not in "OSU" or len(categories) == 0:
+            raise self._malformed(
+                "'categories'", f"must be a non-empty 1-D list of names, not {categories.dtype} {categories.shape}"
+            )
+
+    def _check_split(self, root: h5py.File, split: str) -> None:
+        group = root[split]
+        if not isinstance(group, h5py.Group):
+            raise self._malformed(f"split '{split}'", "is not a group of images, category and object_name")
+        fields = ("images", "category", "object_name", *(("source_path",) if "source_path" in group else ()))
+        for name in fields:
+            if not isinstance(group.get(name), h5py.Dataset):
+                raise self._malformed(f"split '{split}'", f"'{name}' is missing")
+        images = group["images"]
+        where = f"split '{split}' images"
+        if images.ndim != 5:
+            raise self._malformed(
+                where, f"shape {images.shape} has {images.ndim} dimensions, expected 5 (objects, views, S, S, 3)"
+            )
+        if images.dtype != np.uint8:
+            raise self._malformed(where, f"dtype {images.dtype}, expected uint8")
+        if images.shape[4] != 3:
+            raise self._malformed(where, f"shape {images.shape} has {images.shape[4]} colour channels, expected 3 (RGB)")
+        if images.shape[1] != self.num_views:
+            raise self._malformed(
+                where, f"hold {images.shape[1]} views per object but the num_views attribute says {self.num_views}"
+            )
+        if images.shape[2:4] != (self.image_size, self.image_size):
+            raise self._malformed(
+                where, f"are {images.shape[2]}x{images.shape[3]} but the image_size attribute says {self.image_size}"
+            )
+        for name in fields[1:]:
+            if group[name].ndim != 1 or len(group[name]) != images.shape[0]:
+                raise self._malformed(
+                    f"split '{split}' {name}", f"shape {group[name].shape} does not match the {images.shape[0]} rows of images"
+                )
+        category = group["category"]
+        if not np.issubdtype(category.dtype, np.integer):
+            raise self._malformed(f"split '{split}' category", f"dtype {category.dtype}, expected integer category indices")
+        labels = category[:]
+        if len(labels) and (labels.min() < 0 or labels.max() >= len(self.categories)):
+            bad = int(labels.min()) if labels.min() < 0 else int(labels.max())
+            raise self._malformed(
+                f"split '{split}' category",
+                f"index {bad} is outside the {len(self.categories)} categories (0..{len(self.categories) - 1})",
+            )
 
     def _h5(self) -> h5py.File:
         if self._file is None or self._pid != os.getpid():
-            try:
-                # No chunk cache: reads are whole chunks (one object each), which HDF5 then copies
-                # straight into the destination; a cache only adds a copy (measured 2x slower).
-                self._file = h5py.File(self.path, "r", rdcc_nbytes=0)
-            except OSError as exc:
-                raise DataError(f"{self.path}: cannot open as HDF5 ({exc}); is it a file written by `piro prepare`?") from exc
+            self._file = open_hdf5(self.path, "a file written by `piro prepare`")
             self._pid = os.getpid()
         return self._file
 
@@ -353,11 +506,20 @@ class ViewSetStore:
             image_size=self.image_size,
             num_views=self.num_views,
             categories=list(self.categories),
-            creation_options=json.loads(root.attrs.get("creation_options", "{}")),
+            creation_options=self._creation_options(root),
             fingerprint=self.fingerprint,
             file_bytes=self.path.stat().st_size,
             splits=splits,
         )
+
+    def _creation_options(self, root: h5py.File) -> dict:
+        try:
+            options = json.loads(root.attrs.get("creation_options", "{}"))
+        except (TypeError, ValueError):
+            options = None
+        if not isinstance(options, dict):
+            raise self._malformed("attribute 'creation_options'", "not a JSON object of the `piro prepare` options")
+        return options
 
     def close(self) -> None:
         if self._file is not None:

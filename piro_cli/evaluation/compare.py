@@ -38,6 +38,7 @@ from piro_cli.errors import DataError, PiroError
 from piro_cli.evaluation.evaluate import SPLITS, Reporter, SilentReporter, json_safe
 from piro_cli.evaluation.picr import SHORT_NAMES, TASKS
 from piro_cli.methods import method_label
+from piro_cli.outputs import write_text
 from piro_cli.runs import MetricsLog, checkpoint_file, load_checkpoint, run_name
 
 FORMATS = ("table", "markdown", "csv", "json")
@@ -290,12 +291,7 @@ def out_format(out: str | Path | None, fmt: str) -> str | None:
 
 def write_comparison(comparison: Comparison, path: str | Path, fmt: str) -> Path:
     """Write the comparison as markdown, csv or json."""
-    path = Path(path)
-    try:
-        path.write_text(comparison.render(fmt))
-    except OSError as exc:
-        raise PiroError(f"--out {path}: cannot write it ({exc})") from exc
-    return path
+    return write_text(comparison.render(fmt), path)
 
 
 # ----------------------------------------------------------------------------- compare

@@ -26,7 +26,6 @@ category and object embeddings are the same vectors, stored under both names.
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -38,12 +37,13 @@ import torch
 
 from piro_cli import __version__
 from piro_cli.data.sources.base import IMAGE_SUFFIXES, read_image
-from piro_cli.data.store import ViewSetStore, normalize_views
-from piro_cli.errors import DataError, PiroError
+from piro_cli.data.store import ViewSetStore, normalize_views, open_hdf5
+from piro_cli.errors import BadItemError, DataError, PiroError
 from piro_cli.evaluation.metrics import KNN_VOTES, rank
 from piro_cli.evaluation.picr import EmbeddingSet
 from piro_cli.features import _autocast, embed_features
 from piro_cli.models.pan import PAN, PANConfig
+from piro_cli.outputs import AtomicFile, check_output_path
 
 FORMAT_NAME = "piro-embeddings"
 FORMAT_VERSION = 1
@@ -183,14 +183,11 @@ def check_same_data(checkpoint: dict, store: ViewSetStore) -> None:
 def write_embeddings(
     path: Path, groups: dict[str, EmbeddedGroup], categories: Sequence[str], meta: dict, overwrite: bool = False
 ) -> Path:
-    """Write an embeddings file atomically (temporary file renamed into place)."""
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise PiroError(f"{path} already exists; pass --overwrite to replace it, or --out to write elsewhere")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with h5py.File(tmp, "w") as f:
+    """Write an embeddings file atomically (piro_cli.outputs: a temporary file renamed into place)."""
+    path = check_output_path(path, "--out", overwrite)
+    # HDF5 writes through AtomicFile, which keeps a failed write (a full disk) from HDF5 and raises it on commit
+    with AtomicFile(path, reads_back=True) as target:
+        with h5py.File(target, "w") as f:
             f.attrs["format"] = FORMAT_NAME
             f.attrs["format_version"] = FORMAT_VERSION
             f.attrs["piro_version"] = __version__
@@ -206,9 +203,6 @@ def write_embeddings(
                 g.create_dataset("category", data=group.embeddings.labels.cpu().numpy().astype(np.int32))
                 g.create_dataset("object_name", data=np.array(group.names, dtype=object), dtype=_STR)
                 g.create_dataset("object_index", data=np.asarray(group.object_index, dtype=np.int64))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 
@@ -216,7 +210,11 @@ def is_embeddings_file(path: str | Path) -> bool:
     path = Path(path)
     if not path.is_file() or not h5py.is_hdf5(path):
         return False
-    with h5py.File(path, "r") as f:
+    try:
+        handle = h5py.File(path, "r")
+    except OSError:  # a truncated or damaged HDF5 file: not one to read embeddings from
+        return False
+    with handle as f:
         return f.attrs.get("format") == FORMAT_NAME
 
 
@@ -227,19 +225,63 @@ class EmbeddingsFile:
         self.path = Path(path)
         if not self.path.exists():
             raise DataError(f"{self.path}: no such file; write one with `piro embed CKPT --out {self.path}`")
-        try:
-            handle = h5py.File(self.path, "r")
-        except OSError as exc:
-            raise DataError(f"{self.path}: cannot open as HDF5 ({exc}); is it a file written by `piro embed`?") from exc
-        with handle as f:
+        with open_hdf5(self.path, "a file written by `piro embed`") as f:
             if f.attrs.get("format") != FORMAT_NAME:
                 raise DataError(f"{self.path}: not a piro embeddings file (no '{FORMAT_NAME}' tag); write one with `piro embed`")
             if int(f.attrs.get("format_version", 0)) > FORMAT_VERSION:
                 raise DataError(f"{self.path}: written by a newer piro; upgrade piro to read it")
             self.attrs = {k: (v.item() if hasattr(v, "item") else v) for k, v in f.attrs.items()}
-            self.categories = [_str(s) for s in f["categories"][:]]
+            categories = f.get("categories")
+            if not isinstance(categories, h5py.Dataset) or categories.ndim != 1 or len(categories) == 0:
+                raise self._malformed("'categories'", "missing or not a 1-D list of names")
+            self.categories = [_str(s) for s in categories[:]]
             self.groups = [g for g in GROUPS if g in f]
+            for group in self.groups:
+                self._check_group(f, group)
             self._sources = {g: str(f[g].attrs.get("source_split", g)) for g in self.groups}
+
+    # Checked on opening from shapes and labels only (no embedding is read): an edited or foreign file is refused,
+    # not evaluated into silently wrong numbers.
+
+    def _malformed(self, where: str, problem: str) -> DataError:
+        return DataError(f"{self.path}: {where}: {problem}; not a valid piro embeddings file, write it again with `piro embed`")
+
+    def _check_group(self, f: h5py.File, group: str) -> None:
+        g = f[group]
+        if not isinstance(g, h5py.Group):
+            raise self._malformed(f"'{group}'", "is not a group of embeddings")
+        for name in (*FIELDS, "category", "object_name", "object_index"):
+            if not isinstance(g.get(name), h5py.Dataset):
+                raise self._malformed(f"'{group}'", f"'{name}' is missing")
+        rows = len(g["category"]) if g["category"].ndim == 1 else -1
+        for name in (*FIELDS, "category", "object_name", "object_index"):
+            expected_ndim = 3 if name.startswith("sv_") else 2 if name in FIELDS else 1
+            if g[name].ndim != expected_ndim or g[name].shape[0] != rows:
+                raise self._malformed(
+                    f"'{group}' {name}", f"shape {g[name].shape}, expected {expected_ndim} dimensions and {rows} rows"
+                )
+            if name in FIELDS and g[name].dtype.kind != "f":
+                raise self._malformed(f"'{group}' {name}", f"dtype {g[name].dtype}, expected float embeddings")
+        views = int(self.attrs.get("num_views", g["sv_cat"].shape[1]))
+        for name in ("sv_cat", "sv_obj"):
+            if g[name].shape[1] != views:
+                raise self._malformed(f"'{group}' {name}", f"{g[name].shape[1]} views per object, but the file says {views}")
+        for single, multi in (("sv_cat", ("mv_cat",)), ("sv_obj", ("mv_obj", "mv_obj_first", "mv_obj_last"))):
+            for name in multi:
+                if g[name].shape[-1] != g[single].shape[-1]:
+                    raise self._malformed(
+                        f"'{group}' {name}", f"{g[name].shape[-1]} dimensions, but {single} has {g[single].shape[-1]}"
+                    )
+        labels = g["category"]
+        if not np.issubdtype(labels.dtype, np.integer):
+            raise self._malformed(f"'{group}' category", f"dtype {labels.dtype}, expected integer category indices")
+        values = labels[:]
+        if len(values) and (values.min() < 0 or values.max() >= len(self.categories)):
+            bad = int(values.min()) if values.min() < 0 else int(values.max())
+            raise self._malformed(
+                f"'{group}' category",
+                f"index {bad} is outside the {len(self.categories)} categories (0..{len(self.categories) - 1})",
+            )
 
     def source_split(self, group: str) -> str:
         return self._sources[group]
@@ -281,17 +323,19 @@ def _str(value) -> str:
 class AdhocResult:
     """Embeddings of one view set of photos, and (with a gallery) its nearest categories and objects."""
 
-    images: list[str]
+    images: list[str]  # the photos embedded, in order
     sv_cat: torch.Tensor  # (V, Dc)
     sv_obj: torch.Tensor  # (V, Do)
     mv_cat: torch.Tensor  # (Dc,)
     mv_obj: torch.Tensor  # (Do,)
     categories: list[dict] = field(default_factory=list)  # {category, votes, distance}, best first
     objects: list[dict] = field(default_factory=list)  # {object, category, distance}, nearest first
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (photo, reason): unreadable, left out (--skip-bad)
 
     def to_dict(self) -> dict:
         return {
             "images": self.images,
+            "skipped": [{"image": image, "reason": reason} for image, reason in self.skipped],
             "sv_cat": self.sv_cat.tolist(),
             "sv_obj": self.sv_obj.tolist(),
             "mv_cat": self.mv_cat.tolist(),
@@ -301,36 +345,52 @@ class AdhocResult:
         }
 
 
-def read_photos(paths: Sequence[str | Path], size: int) -> np.ndarray:
-    """The photos as uint8 (V, size, size, 3), resized like `piro prepare` does."""
-    views = []
+def read_photos(
+    paths: Sequence[str | Path], size: int, skip_bad: bool = False
+) -> tuple[np.ndarray, list[str], list[tuple[str, str]]]:
+    """The photos as uint8 (V, size, size, 3), resized like `piro prepare` does, the paths read, and the
+    (path, reason) of the photos left out: a photo that cannot be read is an error, or with `skip_bad` left out."""
+    views, read, skipped = [], [], []
     for raw in paths:
-        path = Path(raw)
-        if not path.is_file():
-            raise DataError(f"{path}: no such image file")
-        if path.suffix.lower() not in IMAGE_SUFFIXES:
-            raise DataError(f"{path}: not an image file name ({', '.join(sorted(IMAGE_SUFFIXES))})")
         try:
-            views.append(read_image(path, size))
-        except DataError as exc:
-            raise DataError(f"{path}: cannot read this image ({getattr(exc, 'reason', exc)})") from None
+            views.append(_read_photo(Path(raw), size))
+        except BadItemError as exc:
+            if not skip_bad:
+                raise
+            skipped.append((exc.path, exc.reason))
+        else:
+            read.append(str(raw))
+    if skipped and not views:
+        raise DataError(f"none of the photos can be read; the first: {skipped[0][0]}: {skipped[0][1]}")
     if not views:
         raise DataError("no photos given: pass one or more image files after --images")
-    return np.stack(views)
+    return np.stack(views), read, skipped
+
+
+def _read_photo(path: Path, size: int) -> np.ndarray:
+    if not path.is_file():
+        raise BadItemError(str(path), "no such image file", fix="check the path")
+    if path.suffix.lower() not in IMAGE_SUFFIXES:
+        raise BadItemError(str(path), "not an image file name", fix=f"pass image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    return read_image(path, size)
 
 
 @torch.no_grad()
-def embed_photos(model: PAN, paths: Sequence[str | Path], image_size: int, device: torch.device) -> AdhocResult:
-    """All embeddings of one object's photos (one view set, in the order given)."""
-    views = normalize_views(read_photos(paths, image_size)[None], device)
+def embed_photos(
+    model: PAN, paths: Sequence[str | Path], image_size: int, device: torch.device, skip_bad: bool = False
+) -> AdhocResult:
+    """All embeddings of one object's photos (one view set, in the order given); `skip_bad` leaves out the
+    photos that cannot be read (AdhocResult.skipped) instead of raising."""
+    views, read, skipped = read_photos(paths, image_size, skip_bad)
     with _autocast(device):
-        out = model(views)
+        out = model(normalize_views(views[None], device))
     return AdhocResult(
-        images=[str(p) for p in paths],
+        images=read,
         sv_cat=out.sv_cat[0].float().cpu(),
         sv_obj=out.sv_obj[0].float().cpu(),
         mv_cat=out.mv_cat[0].float().cpu(),
         mv_obj=out.mv_obj[0].float().cpu(),
+        skipped=skipped,
     )
 
 

@@ -32,12 +32,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+import h5py
 import numpy as np
 import torch
 
 from piro_cli import __version__
-from piro_cli.data.store import ViewSetStore
+from piro_cli.data.store import FORMAT_NAME as VIEWSET_FORMAT
+from piro_cli.data.store import ViewSetStore, open_hdf5
 from piro_cli.errors import DataError, PiroError
+from piro_cli.evaluation.embeddings import FORMAT_NAME as EMBEDDINGS_FORMAT
 from piro_cli.evaluation.embeddings import (
     EmbeddedGroup,
     EmbeddingsFile,
@@ -53,6 +56,7 @@ from piro_cli.evaluation.embeddings import (
 )
 from piro_cli.evaluation.metrics import TIE_BREAKS
 from piro_cli.evaluation.picr import SHORT_NAMES, needs_gallery, parse_tasks, required_fields, run_picr
+from piro_cli.outputs import OutputLock, check_output_path, write_text
 from piro_cli.runs import load_checkpoint, run_name
 from piro_cli.train import pick_device, resolve_data
 
@@ -205,12 +209,19 @@ def evaluate(
         chosen = parse_tasks(tasks)
     except ValueError as exc:
         raise PiroError(f"--task: {exc}") from None
+    if save:  # the results are saved beside each source: checked before any work
+        for source in map(Path, sources):
+            folder = source if source.is_dir() else source.parent
+            if folder.is_dir() and not os.access(folder, os.W_OK | os.X_OK):
+                raise PiroError(
+                    f"{source}: cannot save the results beside it (no permission to write in {folder}); pass --no-save"
+                )
     torch_device = pick_device(device)
     runs: list[SourceResult] = []
     categories: list[str] | None = None
     for source in sources:
         started = time.perf_counter()
-        if is_embeddings_file(source):
+        if _is_embeddings_source(Path(source)):
             run, gallery, probes, names = _from_embeddings(Path(source), chosen, split)
         else:
             run, gallery, probes, names = _from_checkpoint(Path(source), data, chosen, split, torch_device, reporter, tta)
@@ -232,6 +243,24 @@ def evaluate(
         for run in runs:
             run.saved = _save_beside(run, result)
     return result
+
+
+def _is_embeddings_source(path: Path) -> bool:
+    """True for an embeddings file, False for a checkpoint; any other HDF5 file (or .h5 name) is refused here,
+    with what it is, before torch.load would report it as a broken pickle."""
+    if not path.is_file() or (path.suffix.lower() not in (".h5", ".hdf5") and not h5py.is_hdf5(path)):
+        return False
+    expected = "a checkpoint (runs/<name>/best.pt) or a file written by `piro embed`"
+    with open_hdf5(path, expected) as handle:
+        kind = handle.attrs.get("format")
+    if kind == EMBEDDINGS_FORMAT:
+        return True
+    if kind == VIEWSET_FORMAT:
+        raise DataError(
+            f"{path}: a view-set data file from `piro prepare`, not a checkpoint or embeddings file; evaluate a "
+            f"checkpoint on it: `piro evaluate runs/<name>/best.pt --data {path}`"
+        )
+    raise DataError(f"{path}: an HDF5 file not written by piro (neither a piro embeddings nor a view-set file); pass {expected}")
 
 
 def _from_checkpoint(
@@ -334,33 +363,20 @@ def _save_beside(run: SourceResult, result: EvaluationResult) -> list[Path]:
         base = source.with_name(f"{source.stem}.eval_{suffix}")
     single = EvaluationResult(result.tasks, result.split, result.strict, [run], result.tie_break, result.tta)
     json_path, csv_path = base.with_name(base.name + ".json"), base.with_name(base.name + ".csv")
-    try:
-        _atomic_write(json_path, json.dumps(single.to_dict(), indent=2) + "\n")
-        _atomic_write(csv_path, single.csv())
-    except OSError as exc:
-        raise PiroError(f"cannot save the results beside {source} ({exc}); pass --no-save, or --out FILE") from exc
+    advice = "free space or pass --no-save"
+    write_text(json.dumps(single.to_dict(), indent=2) + "\n", json_path, advice)
+    write_text(single.csv(), csv_path, advice)
     return [json_path, csv_path]
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def write_results(result: EvaluationResult, path: str | Path) -> Path:
     """Write the results as JSON or CSV, chosen by the file's suffix."""
     path = Path(path)
     if path.suffix.lower() == ".json":
-        path.write_text(json.dumps(result.to_dict(), indent=2) + "\n")
-    elif path.suffix.lower() == ".csv":
-        path.write_text(result.csv())
-    else:
-        raise PiroError(f"--out {path}: use a .json or .csv file name")
-    return path
+        return write_text(json.dumps(result.to_dict(), indent=2) + "\n", path)
+    if path.suffix.lower() == ".csv":
+        return write_text(result.csv(), path)
+    raise PiroError(f"--out {path}: use a .json or .csv file name")
 
 
 def table_rows(result: EvaluationResult) -> tuple[list[str], list[list[str]]]:
@@ -416,29 +432,29 @@ def embed(
     store = ViewSetStore(data_path)
     check_categories(ckpt, store)
     path = Path(out) if out is not None else Path(ckpt["path"]).parent / f"embeddings_{'_'.join(groups)}.h5"
-    if path.exists() and not overwrite:
-        raise PiroError(f"{path} already exists; pass --overwrite to replace it, or --out to write elsewhere")
     if path.suffix.lower() not in (".h5", ".hdf5"):
         raise PiroError(f"--out {path}: embeddings files are HDF5; use a .h5 file name")
+    check_output_path(path, "--out", overwrite)
     plans = {g: group_rows(ckpt, store, g) for g in groups}  # every split checked before any work
     torch_device = pick_device(device)
-    model = load_model(ckpt, torch_device, tta)
-    reporter.info(f"{ckpt['path']}: epoch {ckpt.get('epoch', '?')}, data {data_path}, device {torch_device}")
-    embedded: dict[str, EmbeddedGroup] = {}
-    for group, (split, rows) in plans.items():
-        embedded[group] = embed_objects(model, store, split, rows, torch_device, _stage(reporter, f"embedding {group}"))
-    meta = {
-        "checkpoint": str(ckpt["path"]),
-        "checkpoint_epoch": int(ckpt.get("epoch", 0)),
-        "model_config": ckpt["model_config"],
-        "data_path": str(data_path),
-        "data_fingerprint": store.fingerprint,
-        "source_dataset": store.source_dataset,
-        "num_views": store.num_views,
-        "image_size": store.image_size,
-        "tta": tta,
-    }
-    write_embeddings(path, embedded, store.categories, meta, overwrite=overwrite)
+    with OutputLock(path):  # a second `piro embed` to the same file refuses instead of racing this one
+        model = load_model(ckpt, torch_device, tta)
+        reporter.info(f"{ckpt['path']}: epoch {ckpt.get('epoch', '?')}, data {data_path}, device {torch_device}")
+        embedded: dict[str, EmbeddedGroup] = {}
+        for group, (split, rows) in plans.items():
+            embedded[group] = embed_objects(model, store, split, rows, torch_device, _stage(reporter, f"embedding {group}"))
+        meta = {
+            "checkpoint": str(ckpt["path"]),
+            "checkpoint_epoch": int(ckpt.get("epoch", 0)),
+            "model_config": ckpt["model_config"],
+            "data_path": str(data_path),
+            "data_fingerprint": store.fingerprint,
+            "source_dataset": store.source_dataset,
+            "num_views": store.num_views,
+            "image_size": store.image_size,
+            "tta": tta,
+        }
+        write_embeddings(path, embedded, store.categories, meta, overwrite=overwrite)
     return EmbedResult(path, {g: len(e.names) for g, e in embedded.items()}, time.perf_counter() - started)
 
 
@@ -461,9 +477,11 @@ def embed_new_object(
     device: str | None = None,
     tta: bool = False,
     reporter: Reporter | None = None,
+    skip_bad: bool = False,
 ):
     """Embeddings of one new object's photos; with `gallery` (a data file, whose train split is embedded, or an
-    embeddings file with train embeddings) also its nearest categories and gallery objects."""
+    embeddings file with train embeddings) also its nearest categories and gallery objects. `skip_bad` leaves out
+    the photos that cannot be read (listed in the result's `skipped`) instead of raising."""
     reporter = reporter or SilentReporter()
     ckpt = load_checkpoint(checkpoint)
     torch_device = pick_device(device)
@@ -480,7 +498,7 @@ def embed_new_object(
             check_categories(ckpt, store)
             _require_split(store, "train", "the gallery")
     model = load_model(ckpt, torch_device, tta)
-    result = embed_photos(model, images, image_size, torch_device)
+    result = embed_photos(model, images, image_size, torch_device, skip_bad)
     if emb is not None:
         return nearest_in_gallery(result, emb.load("train", ("mv_cat", "mv_obj")), emb.categories, top=top)
     if store is not None:

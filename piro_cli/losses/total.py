@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,12 +68,10 @@ class LossConfig:
         self.obj_loss = parse_object_loss(self.obj_loss)
         if self.dvml and "piobj" not in self.terms:
             raise ValueError("DVML works on the object term; keep 'piobj' in the loss terms to use it")
-        for name in ("dvml_kl", "dvml_rec", "dvml_syn"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("alpha", "beta", "theta", "lam"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("alpha", "beta", "theta", "lam", "dvml_kl", "dvml_rec", "dvml_syn"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):  # a nan passes `value < 0`
+                raise ValueError(f"--{name.replace('_', '-')} {value}: must be a finite number >= 0")
         if self.gamma < 1 or not float(self.gamma).is_integer():
             raise ValueError(f"gamma (the L-Softmax margin) must be a positive integer, got {self.gamma}")
         if self.separation not in SEPARATIONS:

@@ -34,7 +34,8 @@ import torch
 from piro_cli.errors import PiroError
 from piro_cli.methods import method_for_space
 from piro_cli.models.pan import PAN, PANConfig
-from piro_cli.runs import CHECKPOINT_FORMAT, atomic_torch_save, checkpoint_header
+from piro_cli.outputs import atomic_torch_save, check_output_path
+from piro_cli.runs import CHECKPOINT_FORMAT, checkpoint_header, load_plain_torch_file
 from piro_cli.train import open_run_data, resolve_data
 
 RELEASED_FEAT_DIM = 512 * 7 * 7  # VGG-16 conv features, classifier removed
@@ -176,15 +177,11 @@ def load_released_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise PiroError(f"{path}: no such file; pass the .pth file of the released PiRO weights")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickled objects other than tensors, truncated files, other formats
-        reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
-        raise PiroError(
-            f"{path}: cannot be read as a plain PyTorch state dict ({type(exc).__name__}: {reason}); piro reads weights "
-            "only with torch.load(weights_only=True), which refuses pickled objects: pass the file the released scripts "
-            "save with torch.save(model.state_dict(), ...)"
-        ) from exc
+    state = load_plain_torch_file(
+        path,
+        "it cannot be read as a plain PyTorch state dict: pass the .pth file the released scripts save with "
+        "torch.save(model.state_dict(), ...)",
+    )
     if isinstance(state, Mapping) and state.get("format") == CHECKPOINT_FORMAT:
         raise PiroError(f"{path}: is already a piro checkpoint; pass it to `piro evaluate` directly")
     if not isinstance(state, Mapping):
@@ -222,8 +219,7 @@ def import_released_weights(
     weights, out = Path(weights), Path(out)
     if out.suffix.lower() not in (".pt", ".pth"):
         raise PiroError(f"--out {out}: a checkpoint is a .pt file, e.g. runs/released-dual/best.pt")
-    if out.is_dir() or (out.exists() and not overwrite):
-        raise PiroError(f"--out {out}: already exists; pass --overwrite to replace it, or choose another file")
+    check_output_path(out, "--out", overwrite)
     if out.resolve() == weights.resolve():
         raise PiroError(f"--out {out}: is the released weights file itself; write the checkpoint elsewhere")
     run_data = open_run_data(resolve_data(data), val_fraction=None, val_seed=0)
@@ -257,7 +253,6 @@ def import_released_weights(
         "metrics": {},
         "imported": imported,
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
     atomic_torch_save(payload, out)
     notes = []
     if store.image_size != RELEASED_IMAGE_SIZE:

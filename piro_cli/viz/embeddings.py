@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from piro_cli.data.store import SplitData, ViewSetStore
-from piro_cli.errors import PiroError
+from piro_cli.errors import PiroError, short_cause
 from piro_cli.features import compute_features
 from piro_cli.models.pan import PAN, PANConfig
 from piro_cli.runs import checkpoint_file, latest_run_dir, load_checkpoint
@@ -172,9 +172,7 @@ def open_run(ref: RunRef, data: str | Path | None = None, device: torch.device |
     try:
         model.load_state_dict(checkpoint["model_state"])
     except RuntimeError as exc:
-        raise PiroError(
-            f"{ref.checkpoint}: its weights do not fit its model config ({str(exc).splitlines()[0][:200]}); retrain"
-        ) from exc
+        raise PiroError(f"{ref.checkpoint}: its weights do not fit its model config ({short_cause(exc)}); retrain") from exc
     model.to(device).eval()
     store = _open_data(ref, checkpoint, data)
     split, indices, source = _test_objects(ref, checkpoint, store)

@@ -7,13 +7,14 @@ touched (the Agg canvas renders them), and nothing global is left behind. Sizes 
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+
+from piro_cli.outputs import AtomicFile
 
 DPI = 100
 CORRECT = "#2ca02c"  # green frame: a correct retrieval
@@ -58,16 +59,11 @@ def show_image(ax: Axes, image: np.ndarray, frame: str | None = None, width: flo
 
 
 def save_figure(fig: Figure, path: Path, pdf: bool = False) -> list[Path]:
-    """Write `path` (PNG) and, with `pdf`, the same figure as PDF beside it; atomic (temporary file, then rename)."""
+    """Write `path` (PNG) and, with `pdf`, the same figure as PDF beside it; atomic (piro_cli.outputs)."""
     written = []
-    path.parent.mkdir(parents=True, exist_ok=True)
     for target, fmt in [(path, "png")] + ([(path.with_suffix(".pdf"), "pdf")] if pdf else []):
-        tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
         metadata = {"CreationDate": None} if fmt == "pdf" else {}  # the same figure gives the same bytes
-        try:
-            fig.savefig(tmp, format=fmt, dpi=DPI, metadata=metadata)
-            os.replace(tmp, target)
-        finally:
-            tmp.unlink(missing_ok=True)
+        with AtomicFile(target) as file:
+            fig.savefig(file, format=fmt, dpi=DPI, metadata=metadata)
         written.append(target)
     return written

@@ -65,8 +65,8 @@ def read_image(path: Path, size: int) -> np.ndarray:
             if image.size != (size, size):
                 image = image.resize((size, size), Image.BILINEAR)
             return np.asarray(image, dtype=np.uint8)
-    except (OSError, UnidentifiedImageError, ValueError) as exc:
-        raise BadItemError(str(path), f"cannot read image ({exc}); fix or remove the file, or pass --skip-bad") from exc
+    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as exc:
+        raise BadItemError(str(path), f"cannot read image ({exc})", fix="fix or remove the file") from exc
 
 
 def image_loader(paths: Sequence[Path]) -> ViewLoader:

@@ -87,24 +87,45 @@ def keep_first_per_category(records: list[ObjectRecord], per_category: int | Non
 
 
 def load_object_to_category(path: Path) -> dict[str, object]:
-    """Read a `{split}_o2c.npy` map: object id -> category (index or name), from a dict or an array."""
+    """Read a `{split}_o2c.npy` map: object id -> category (index or name), from a plain .npy array.
+
+    Never unpickled: a pickled file (a dict, an object array) could run code while loading, so it is refused
+    with the conversion to a plain array, which the user can run on a file they trust.
+    """
     try:
         data = np.load(path, allow_pickle=False)
-    except ValueError:
-        # A pickled dict: only load it because the user pointed piro at this dataset folder.
-        data = np.load(path, allow_pickle=True)
-    except OSError as exc:
+    except ValueError as exc:
+        if "allow_pickle" in str(exc) and not _looks_pickled(path):  # numpy takes any non-.npy file for a pickle
+            raise DataError(f"{path}: not a .npy file; save the object-to-category map with np.save") from None
+        if "allow_pickle" in str(exc):
+            raise DataError(
+                f"{path}: holds pickled Python objects, which piro never loads (unpickling can run code); if you trust "
+                "the file, re-save it as a plain array: np.save(path, np.asarray(labels, dtype=np.int64)) with labels[i] "
+                "the category index of object i (dtype=str for category names), or an (N, 2) array of (object id, category) rows"
+            ) from None
+        raise DataError(f"{path}: not a readable .npy array ({exc}); re-save it with np.save") from None
+    except (OSError, EOFError) as exc:
         raise DataError(f"{path}: cannot read the object-to-category map ({exc})") from exc
-    if isinstance(data, np.ndarray) and data.dtype == object and data.shape == ():
-        data = data.item()
-    if isinstance(data, dict):
-        return {str(k): (v.item() if isinstance(v, np.generic) else v) for k, v in data.items()}
-    array = np.asarray(data)
-    if array.ndim == 1:
-        return {str(i): array[i].item() for i in range(len(array))}
-    if array.ndim == 2 and array.shape[1] == 2:  # rows of (object id, category)
-        return {str(row[0]): row[1].item() for row in array}
-    raise DataError(f"{path}: expected a dict or a 1-D array mapping object ids to categories, got shape {array.shape}")
+    if not isinstance(data, np.ndarray):  # an .npz archive
+        data.close()
+        raise DataError(f"{path}: an .npz archive, not a .npy array; save the map with np.save, not np.savez")
+    if data.dtype.kind not in "iuU":
+        raise DataError(
+            f"{path}: has dtype {data.dtype}; the map must hold integer category indices or category names "
+            "(re-save it with np.asarray(labels, dtype=np.int64) or dtype=str)"
+        )
+    if data.ndim == 1:
+        return {str(i): data[i].item() for i in range(len(data))}
+    if data.ndim == 2 and data.shape[1] == 2:  # rows of (object id, category)
+        return {str(row[0]): row[1].item() for row in data}
+    raise DataError(f"{path}: expected a 1-D array of categories or (N, 2) rows of (object id, category), got shape {data.shape}")
+
+
+def _looks_pickled(path: Path) -> bool:
+    """An .npy header (numpy refused its object array) or a pickle's protocol opcode (0x80) at the start."""
+    with path.open("rb") as handle:
+        head = handle.read(6)
+    return head.startswith((b"\x93NUMPY", b"\x80"))
 
 
 def scan_release_if_present(
@@ -127,7 +148,13 @@ def scan_release(root: Path, splits: list[str], category_names: list[str] | None
     """
     names_file = root / "categories.txt"
     if names_file.exists():  # one category name per line, index order: overrides the built-in names
-        category_names = [line.strip() for line in names_file.read_text().splitlines() if line.strip()]
+        try:
+            text = names_file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise DataError(
+                f"{names_file}: cannot read the category names ({exc}); it must be UTF-8 text, one name a line"
+            ) from exc
+        category_names = [line.strip() for line in text.splitlines() if line.strip()]
     records: list[ObjectRecord] = []
     used: set[str] = set()
     for split in splits:
