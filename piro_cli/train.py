@@ -45,7 +45,7 @@ from piro_cli.methods import (
     resolve_method,
     resolve_method_options,
 )
-from piro_cli.models.backbones import cut_points
+from piro_cli.models.backbones import NATIVE_SIZES, cut_points
 from piro_cli.models.pan import PAN, PANConfig
 from piro_cli.outputs import OutputLock, atomic_torch_save, check_output_path, remove_stale_temps, write_json
 from piro_cli.recipes import BUILTIN_DEFAULTS, Resolution, get_recipe
@@ -397,6 +397,12 @@ def _train(
     checked_views(data.store.num_views, config.views)
 
     device = pick_device(config.device)
+    native = NATIVE_SIZES.get(config.backbone)
+    if config.pretrained and native is not None and native != data.store.image_size:
+        reporter.info(
+            f"warning: {config.backbone}'s ImageNet weights were trained at {native} px and {data_path} holds "
+            f"{data.store.image_size} px views; prepare the data with `piro prepare ... --size {native}` for its best features"
+        )
     if device.type == "cpu" and not config.freeze_backbone and config.train_from is None and config.backbone != "tiny":
         reporter.info(
             "warning: full fine-tuning on a CPU is slow (docs/BENCHMARKS.md has step times); "

@@ -423,6 +423,10 @@ CUT_POINTS: dict[str, tuple[str, ...]] = {
 }
 
 
+NATIVE_SIZES = {**{name: spec[3] for name, spec in EFFICIENTNET_LITE.items()}, "vgg16": 224, "resnet18": 224, "resnet50": 224}
+"""The input side (pixels) each backbone's ImageNet weights were trained at; `piro prepare --size` should match."""
+
+
 def cut_points(name: str) -> tuple[str, ...]:
     """The stages `--train-from` accepts for backbone `name` (empty for backbones that cannot be cut)."""
     return CUT_POINTS.get(name, ())
