@@ -17,18 +17,11 @@ def cpu_has_native_bf16() -> bool:
         return False
 
 
-def training_threads(freeze_backbone: bool, cat_dim: int | None, obj_dim: int | None, dual: bool, available: int) -> int:
-    """Torch threads for CPU training steps, by the size of a step's work.
+def training_threads(freeze_backbone: bool, available: int) -> int:
+    """Torch threads for CPU training steps, by the kind of a step's work.
 
-    Steps on cached features with small heads are many tiny ops, where torch's thread pool mostly spin-waits (15x
-    slower per step when the two cores were shared, docs/BENCHMARKS.md): one thread. Heads of the paper's size
-    (2048-d attention) and steps through backbone layers (full fine-tuning, --train-from) are large matrix products
-    that split well across cores: every thread.
+    Steps on cached features (--freeze-backbone) are many small ops, where torch's thread pool mostly spin-waits:
+    one thread (15x faster per step when the two cores were shared, docs/BENCHMARKS.md). Steps through backbone
+    layers (full fine-tuning, --train-from) are convolutions that split across cores: every thread.
     """
-    if not freeze_backbone:
-        return available
-    widest = max(obj_dim or 0, (cat_dim or 0) if dual else 0)
-    return available if widest >= LARGE_HEAD_DIM else 1
-
-
-LARGE_HEAD_DIM = 1024  # heads at least this wide count as large work (bench/bench_head_step.py)
+    return 1 if freeze_backbone else available

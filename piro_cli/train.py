@@ -695,7 +695,7 @@ def _training_threads(config: TrainConfig, device: torch.device):
     """Torch threads for the run's training steps on a CPU (piro_cli.hardware.training_threads)."""
     previous = torch.get_num_threads()
     if device.type == "cpu":
-        torch.set_num_threads(training_threads(config.freeze_backbone, config.cat_dim, config.obj_dim, config.dual, previous))
+        torch.set_num_threads(training_threads(config.freeze_backbone, previous))
     try:
         yield
     finally:
