@@ -92,4 +92,7 @@ def load_feature_cache(path: Path, key: dict) -> dict | None:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception:  # a damaged cache is rebuilt, never trusted
         return None
-    return payload if payload.get("key") == key else None
+    # anything but the dict piro wrote (a file replaced by other data) is rebuilt too
+    if not isinstance(payload, dict) or payload.get("key") != key or not isinstance(payload.get("train"), torch.Tensor):
+        return None
+    return payload

@@ -148,22 +148,27 @@ class MetricsLog:
         self._write(text + buffer.getvalue())
 
     def truncate_after(self, epoch: int) -> None:
-        """On resume, drop rows of epochs that the checkpoint does not contain (a run killed mid-way)."""
-        if not self.path.exists():
-            return
-        rows = self._rows()
-        if not rows:
-            return
+        """On resume from a checkpoint of `epoch`: drop the rows of later epochs (a run killed mid-way); refuse a file
+        that lacks any of epochs 1..`epoch` (deleted, truncated or edited), which resuming would silently continue."""
+        rows = self._rows() if self.path.exists() else []
         try:
-            kept = [rows[0]] + [r for r in rows[1:] if r and int(r[0]) <= epoch]
+            kept = rows[:1] + [r for r in rows[1:] if r and int(r[0]) <= epoch]
         except ValueError:
             raise PiroError(f"{self.path}: a row's epoch is not a number; restore or delete the file") from None
-        buffer = io.StringIO(newline="")
-        csv.writer(buffer).writerows(kept)
-        self._write(buffer.getvalue())
+        recorded = [int(r[0]) for r in kept[1:]]
+        if recorded != list(range(1, epoch + 1)):
+            held = f"epoch{'s' * (len(recorded) > 1)} {', '.join(map(str, recorded))}" if recorded else "no epochs"
+            raise PiroError(
+                f"{self.path}: holds {held}, but the run's last.pt is at epoch {epoch} (deleted, truncated or edited?); "
+                "restore the file, or train a new run"
+            )
+        if len(kept) != len(rows):
+            buffer = io.StringIO(newline="")
+            csv.writer(buffer).writerows(kept)
+            self._write(buffer.getvalue())
 
     def _write(self, text: str) -> None:
-        write_text(text, self.path, f"free space, then continue the run with `piro train --resume {self.path.parent}`")
+        write_text(text, self.path, disk_full_advice(self.path.parent))
 
     def read(self) -> list[dict]:
         rows = self._rows() if self.path.exists() else []
@@ -180,7 +185,20 @@ class MetricsLog:
             ) from None
         if rows and rows[0][:1] != ["epoch"]:
             raise PiroError(f"{self.path}: not a metrics.csv written by piro (no 'epoch' column first); restore or delete it")
+        for number, row in enumerate(rows[1:], start=2):  # piro writes every field of every row
+            if row and len(row) != len(rows[0]):
+                raise PiroError(
+                    f"{self.path}: line {number} has {len(row)} fields but the header {len(rows[0])} (truncated or edited?); "
+                    "restore or delete it"
+                )
         return rows
+
+
+def disk_full_advice(run_dir: Path) -> str:
+    """What to do when the disk fills while a run is written: resume from its last.pt, or, before one exists, train again."""
+    if (run_dir / "last.pt").is_file():
+        return f"free space, then continue the run with `piro train --resume {run_dir}`"
+    return "free space, then train again (no epoch of this run was saved)"
 
 
 def _fmt(value: object) -> object:

@@ -50,7 +50,7 @@ from piro_cli.models.pan import PAN, PANConfig
 from piro_cli.outputs import OutputLock, atomic_torch_save, check_output_path, remove_stale_temps, write_json
 from piro_cli.recipes import BUILTIN_DEFAULTS, Resolution, get_recipe
 from piro_cli.recipes import resolve as resolve_recipe
-from piro_cli.runs import MetricsLog, checkpoint_header, load_checkpoint, new_run_dir
+from piro_cli.runs import MetricsLog, checkpoint_header, disk_full_advice, load_checkpoint, new_run_dir
 
 
 @dataclass
@@ -130,8 +130,9 @@ class TrainConfig:
         if self.augmentation not in AUGMENTATIONS:
             raise PiroError(f"--augmentation {self.augmentation!r}: choose one of {', '.join(AUGMENTATIONS)}")
         # the float options outside the losses (integer options are checked by the CLI's min=): nan passes any comparison
-        if self.lr is not None and not (math.isfinite(self.lr) and self.lr > 0):
-            raise PiroError(f"--lr {self.lr}: the learning rate must be a finite number > 0 (released: 1e-5)")
+        # above 1 an Adam step overflows float32 (a traceback, not a NaN) long before it could train anything
+        if self.lr is not None and not (math.isfinite(self.lr) and 0 < self.lr <= 1):
+            raise PiroError(f"--lr {self.lr}: the learning rate must be a number > 0 and <= 1 (released: 1e-5)")
         if self.early_stop_rho is not None and not (math.isfinite(self.early_stop_rho) and self.early_stop_rho >= 0):
             raise PiroError(f"--early-stop-rho {self.early_stop_rho}: must be a finite number >= 0 (0 disables the early stop)")
         try:
@@ -341,16 +342,15 @@ def train(
 
 
 def _remove_unfinished_run(run_dir: Path) -> None:
-    """Remove a run folder that no epoch was saved in: it holds config.json and at most the header of metrics.csv
-    (and this process's temporary files); a folder holding anything else is kept."""
+    """Remove a run folder that no epoch was saved in: it has no last.pt, so nothing in it can be resumed (its first
+    epoch's metrics.csv row and best.pt may be written, a full disk or a kill stopping it before last.pt); it holds
+    only those files, config.json and this process's temporary files. A folder holding anything else is kept."""
     if not run_dir.is_dir():
         return
     files = list(run_dir.iterdir())
-    ours = {"config.json", "metrics.csv"}
+    ours = {"config.json", "metrics.csv", "best.pt"}
     temporary = f".tmp-{os.getpid()}"
     if any(f.name not in ours and not f.name.endswith(temporary) for f in files):
-        return
-    if (run_dir / "metrics.csv").is_file() and MetricsLog(run_dir / "metrics.csv").read():
         return
     with contextlib.suppress(OSError):  # never hide the error that stopped the run behind one of the clean-up
         for f in files:
@@ -460,16 +460,16 @@ def _train(
         created.append(run_dir)
         locks.enter_context(OutputLock(run_dir, folder=True))
     reporter.info(f"run folder: {run_dir}")
-    # a full disk stops the run with the previous epoch's last.pt intact, from which it resumes
-    resume_advice = f"free space, then continue the run with `piro train --resume {run_dir}`"
     metrics_log = MetricsLog(run_dir / "metrics.csv")
+    if checkpoint is not None:  # before anything is written: refused if it lacks an epoch the checkpoint has
+        metrics_log.truncate_after(int(checkpoint["epoch"]))
     config_record = {
         "train": config.to_dict(),
         "model": model_config.to_dict(),
         "loss": _loss_dict(loss_config),
         "data": data.describe(),
     }
-    write_json(config_record, run_dir / "config.json", resume_advice)
+    write_json(config_record, run_dir / "config.json", disk_full_advice(run_dir))
 
     if checkpoint is not None:
         model.load_state_dict(checkpoint["model_state"])
@@ -488,7 +488,6 @@ def _train(
         torch.set_rng_state(checkpoint["rng"]["torch"])
         aug_generator.set_state(checkpoint["rng"]["augment"])
         start_epoch, best_score = int(checkpoint["epoch"]), float(checkpoint["best_score"])
-        metrics_log.truncate_after(start_epoch)
         reporter.info(f"resuming {run_dir} after epoch {start_epoch}")
 
     augment = build_augmentation(config.augmentation) if config.augment else None
@@ -545,6 +544,8 @@ def _train(
             # last.pt last: a run killed before it resumes from the previous epoch, which truncates metrics.csv to it
             # and redoes this epoch; killed after it, the epoch's row and best.pt are already written.
             metrics_log.append(row)
+            # a full disk stops the run with the previous epoch's last.pt intact, from which it resumes (if there is one)
+            resume_advice = disk_full_advice(run_dir)
             if improved:  # best.pt is for evaluation: without the training state (the optimiser's doubles the file)
                 best = {k: v for k, v in state.items() if k not in ("optimizer_state", "scheduler_state", "rng")}
                 atomic_torch_save(best, run_dir / "best.pt", resume_advice)

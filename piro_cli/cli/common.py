@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import re
 import signal
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -13,7 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from piro_cli.errors import PiroError
+from piro_cli.errors import PiroError, short_cause
 
 console = Console()
 err_console = Console(stderr=True)
@@ -45,6 +46,14 @@ def handle_errors(command: F) -> F:
             # soft_wrap: the message stays one line when stderr is not a terminal (logs, pipes, tests)
             err_console.print(f"[bold red]error:[/] {escape(error_message(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
+        except (MemoryError, RuntimeError) as exc:
+            if not out_of_memory(exc):
+                raise
+            asked = re.search(r"[Tt]ried to allocate ([\d.]+ ?\w+)", str(exc))
+            cause = f"tried to allocate {asked.group(1)}" if asked else short_cause(exc)
+            message = f"out of memory ({cause}); use smaller sizes (--embed-dim, --batch-pairs, --size) or free memory"
+            err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
         except KeyboardInterrupt as exc:
             what = "terminated" if isinstance(exc, Terminated) else "interrupted"
             err_console.print(f"[yellow]{what}[/]: files are only ever replaced whole, so none was left half-written")
@@ -53,6 +62,14 @@ def handle_errors(command: F) -> F:
             signal.signal(signal.SIGTERM, previous)
 
     return wrapper  # type: ignore[return-value]
+
+
+def out_of_memory(exc: BaseException) -> bool:
+    """A failed allocation: Python's MemoryError, torch's OutOfMemoryError (CUDA) or its CPU allocator's RuntimeError."""
+    if isinstance(exc, MemoryError):
+        return True
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
 
 
 def error_message(exc: PiroError) -> str:

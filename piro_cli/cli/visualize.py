@@ -9,7 +9,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from piro_cli.cli.common import SEED_MAX, console, err_console, handle_errors
-from piro_cli.viz.figures import DEFAULT_QUERIES, DEFAULT_TOP_K, KINDS
+from piro_cli.viz.figures import DEFAULT_QUERIES, DEFAULT_TOP_K, KINDS, MAX_QUERIES, MAX_TOP_K
 
 
 class StageBars:
@@ -56,9 +56,14 @@ def visualize(
         None, help="UMAP categories, comma-separated names (default: the 5 with the most test objects, as the paper's Fig. 5)."
     ),
     queries: int = typer.Option(
-        DEFAULT_QUERIES, min=1, help="Retrieval: number of query views (different test objects, chosen with --seed)."
+        DEFAULT_QUERIES,
+        min=1,
+        max=MAX_QUERIES,
+        help="Retrieval: number of query views (different test objects, chosen with --seed).",
     ),
-    top_k: int = typer.Option(DEFAULT_TOP_K, "--top-k", min=1, help="Retrieval: views retrieved per query and space."),
+    top_k: int = typer.Option(
+        DEFAULT_TOP_K, "--top-k", min=1, max=MAX_TOP_K, help="Retrieval: views retrieved per query and space."
+    ),
     seed: int = typer.Option(
         0,
         min=0,

@@ -442,6 +442,8 @@ class ViewSetStore:
             raise self._malformed(
                 where, f"shape {images.shape} has {images.ndim} dimensions, expected 5 (objects, views, S, S, 3)"
             )
+        if images.shape[0] == 0:  # piro writes a split only with its first object
+            raise self._malformed(where, "hold no objects")
         if images.dtype != np.uint8:
             raise self._malformed(where, f"dtype {images.dtype}, expected uint8")
         if images.shape[4] != 3:

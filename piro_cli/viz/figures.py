@@ -20,6 +20,9 @@ from piro_cli.viz.style import save_figure
 KINDS = ("umap", "distances", "retrieval", "attention")
 DEFAULT_QUERIES = 3
 DEFAULT_TOP_K = 5
+# a figure past 100 thumbnails a row or 100 query blocks is unreadable, and far wider ones exceed what matplotlib draws
+MAX_QUERIES = 100
+MAX_TOP_K = 100
 DEFAULT_CATEGORIES = 5  # the paper's Fig. 5 shows 5 categories
 
 
@@ -60,10 +63,10 @@ def draw_figures(
         raise PiroError(f"unknown figure {unknown[0]!r}; figures are {', '.join(KINDS)}")
     if not kinds:
         raise PiroError(f"no figure chosen; choose from {', '.join(KINDS)}")
-    if queries < 1:
-        raise PiroError(f"--queries {queries}: must be at least 1")
-    if top_k < 1:
-        raise PiroError(f"--top-k {top_k}: must be at least 1")
+    if not 1 <= queries <= MAX_QUERIES:
+        raise PiroError(f"--queries {queries}: must be 1 to {MAX_QUERIES}")
+    if not 1 <= top_k <= MAX_TOP_K:
+        raise PiroError(f"--top-k {top_k}: must be 1 to {MAX_TOP_K}")
     refs = resolve_runs(runs, project)
     wanted = [k for k in KINDS if k in kinds]
     if skip_missing_history and any(not ref.metrics_path.exists() for ref in refs):
