@@ -17,11 +17,17 @@ def cpu_has_native_bf16() -> bool:
         return False
 
 
-def training_threads(freeze_backbone: bool, available: int) -> int:
-    """Torch threads for CPU training steps, by the kind of a step's work.
+LARGE_HEAD_DIM = 2048  # the paper's heads: measured faster on every thread of an idle CPU (docs/BENCHMARKS.md)
 
-    Steps on cached features (--freeze-backbone) are many small ops, where torch's thread pool mostly spin-waits:
-    one thread (15x faster per step when the two cores were shared, docs/BENCHMARKS.md). Steps through backbone
-    layers (full fine-tuning, --train-from) are convolutions that split across cores: every thread.
+
+def training_threads(freeze_backbone: bool, widest_head: int, available: int) -> int:
+    """Torch threads for CPU training steps, by the size of a step's work (bench/bench_head_step.py).
+
+    Steps on cached features with small heads are many small ops: one thread (on an idle 2-core machine 2 threads
+    gain only 1.14x at 256/512, and on a shared one torch's spin-waiting pool made them 4-15x slower). Heads of
+    the paper's 2048 dimensions (1.45x faster on 2 idle threads) and steps through backbone layers (full
+    fine-tuning, --train-from) are large products that split across cores: every thread.
     """
-    return 1 if freeze_backbone else available
+    if not freeze_backbone or widest_head >= LARGE_HEAD_DIM:
+        return available
+    return 1

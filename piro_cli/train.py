@@ -696,7 +696,8 @@ def _training_threads(config: TrainConfig, device: torch.device):
     """Torch threads for the run's training steps on a CPU (piro_cli.hardware.training_threads)."""
     previous = torch.get_num_threads()
     if device.type == "cpu":
-        torch.set_num_threads(training_threads(config.freeze_backbone, previous))
+        widest = max(config.obj_dim or 0, (config.cat_dim or 0) if config.dual else 0)
+        torch.set_num_threads(training_threads(config.freeze_backbone, widest, previous))
     try:
         yield
     finally:
