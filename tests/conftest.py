@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import piro_cli.losses.total as total_module
 from piro_cli.data.prepare import PrepareOptions, prepare_dataset
 from piro_cli.train import TrainConfig
 
@@ -74,3 +75,15 @@ def image_tree(tmp_path: Path) -> Path:
 def _work_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every test runs in its own empty folder, so defaults like ./data/<name>.h5 never touch the repo."""
     monkeypatch.chdir(tmp_path)
+
+
+def poison_the_loss(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every loss becomes NaN, as a diverged training's does."""
+    original = total_module.PiroLoss.forward
+
+    def poisoned(self, out_a, out_b, labels, **kwargs):
+        losses = original(self, out_a, out_b, labels, **kwargs)
+        losses["total"] = losses["total"] * float("nan")
+        return losses
+
+    monkeypatch.setattr(total_module.PiroLoss, "forward", poisoned)

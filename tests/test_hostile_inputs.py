@@ -229,12 +229,18 @@ BROKEN = {
 }
 
 
+def edited_copy(good: Path, path: Path, edit) -> Path:
+    """A copy of the HDF5 file `good` at `path`, with `edit(h5py.File)` applied to it."""
+    shutil.copy(good, path)
+    with h5py.File(path, "r+") as f:
+        edit(f)
+    return path
+
+
 @pytest.mark.parametrize("case", list(BROKEN))
 def test_structurally_wrong_file_is_refused_on_opening(tiny_data, tmp_path, case):
     edit, words = BROKEN[case]
-    broken = shutil.copy(tiny_data, tmp_path / "broken.h5")
-    with h5py.File(broken, "r+") as f:
-        edit(f)
+    broken = edited_copy(tiny_data, tmp_path / "broken.h5", edit)
     with pytest.raises(DataError) as refused:
         ViewSetStore(broken)
     message = str(refused.value)
@@ -260,9 +266,7 @@ def tiny_checkpoint(tiny_data, tmp_path_factory) -> Path:
 @pytest.mark.parametrize("case", ["num_views attr", "label past the end", "no categories", "fewer image rows"])
 def test_evaluate_refuses_structurally_wrong_data(tiny_data, tiny_checkpoint, tmp_path, case):
     edit, words = BROKEN[case]
-    broken = shutil.copy(tiny_data, tmp_path / "broken.h5")
-    with h5py.File(broken, "r+") as f:
-        edit(f)
+    broken = edited_copy(tiny_data, tmp_path / "broken.h5", edit)
     line = one_error_line(runner.invoke(app, ["evaluate", str(tiny_checkpoint), "--data", str(broken), "--no-save"]))
     assert str(broken) in line and all(word in line for word in words)
 
@@ -366,9 +370,7 @@ BROKEN_EMBEDDINGS = {
 @pytest.mark.parametrize("case", list(BROKEN_EMBEDDINGS))
 def test_evaluate_refuses_structurally_wrong_embeddings(tiny_embeddings, tmp_path, case):
     edit, words = BROKEN_EMBEDDINGS[case]
-    broken = shutil.copy(tiny_embeddings, tmp_path / "broken.h5")
-    with h5py.File(broken, "r+") as f:
-        edit(f)
+    broken = edited_copy(tiny_embeddings, tmp_path / "broken.h5", edit)
     line = one_error_line(runner.invoke(app, ["evaluate", str(broken), "--no-save"]))
     assert f"{broken}: " in line and "write it again with `piro embed`" in line
     for word in words:

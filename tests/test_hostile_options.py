@@ -13,10 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 import typer
-from conftest import make_image_tree, tiny_config, write_image
+from conftest import make_image_tree, poison_the_loss, tiny_config, write_image
 from typer.testing import CliRunner
 
-import piro_cli.losses.total as total_module
 import piro_cli.train as train_module
 from piro_cli.cli import app
 from piro_cli.cli.common import handle_errors
@@ -180,18 +179,6 @@ def train_argv(data: Path, project: Path, *extra: str) -> list[str]:
     return ["train", "--data", str(data), "--project", str(project), "--backbone", "tiny", "--no-pretrained",
             "--device", "cpu", "--freeze-backbone", "--feature-passes", "1", "--epochs", "2", "--pairs-per-object", "2",
             "--embed-dim", "16", "--lr", "1e-3", "--early-stop-rho", "0", *extra]  # fmt: skip
-
-
-def poison_the_loss(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every loss becomes NaN, as a diverged training's does."""
-    original = total_module.PiroLoss.forward
-
-    def poisoned(self, out_a, out_b, labels, **kwargs):
-        losses = original(self, out_a, out_b, labels, **kwargs)
-        losses["total"] = losses["total"] * float("nan")
-        return losses
-
-    monkeypatch.setattr(total_module.PiroLoss, "forward", poisoned)
 
 
 def test_nan_in_the_first_epoch_names_no_missing_checkpoint_and_leaves_no_folder(tmp_path, tiny_data, monkeypatch):

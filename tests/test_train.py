@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_config
+from conftest import poison_the_loss, tiny_config
 from typer.testing import CliRunner
 
 import piro_cli.train as train_module
@@ -112,16 +112,7 @@ def test_resume_after_kill_matches_uninterrupted_run(tiny_data, freeze):
 def test_nan_loss_stops_with_epoch_and_step_and_keeps_last_good(tiny_data, monkeypatch):
     run = train(tiny_config(tiny_data, epochs=1, name="nan"))
     good = load_checkpoint(run.last_path)["model_state"]
-    import piro_cli.losses.total as total_module
-
-    original = total_module.PiroLoss.forward
-
-    def poisoned(self, out_a, out_b, labels, **kwargs):
-        losses = original(self, out_a, out_b, labels, **kwargs)
-        losses["total"] = losses["total"] * float("nan")
-        return losses
-
-    monkeypatch.setattr(total_module.PiroLoss, "forward", poisoned)
+    poison_the_loss(monkeypatch)
     with pytest.raises(TrainingDiverged, match=r"epoch 2, step 1/\d+.*last.pt"):
         train(TrainConfig(), resume=run.run_dir, resume_epochs=2)
     kept = load_checkpoint(run.last_path)

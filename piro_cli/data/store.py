@@ -246,6 +246,18 @@ def _fingerprint(root: h5py.Group) -> str:
     return digest.hexdigest()[:16]
 
 
+def category_label_problem(labels: h5py.Dataset, num_categories: int) -> str | None:
+    """What is wrong with a stored `category` array (its dtype, an index outside 0..C-1), or None: the label check
+    shared by view-set and embeddings files."""
+    if not np.issubdtype(labels.dtype, np.integer):
+        return f"dtype {labels.dtype}, expected integer category indices"
+    values = labels[:]
+    if len(values) and (values.min() < 0 or values.max() >= num_categories):
+        bad = int(values.min()) if values.min() < 0 else int(values.max())
+        return f"index {bad} is outside the {num_categories} categories (0..{num_categories - 1})"
+    return None
+
+
 def _strings(dataset: h5py.Dataset) -> list[str]:
     return [s.decode("utf-8") if isinstance(s, bytes) else str(s) for s in dataset[:]]
 
@@ -461,16 +473,9 @@ class ViewSetStore:
                 raise self._malformed(
                     f"split '{split}' {name}", f"shape {group[name].shape} does not match the {images.shape[0]} rows of images"
                 )
-        category = group["category"]
-        if not np.issubdtype(category.dtype, np.integer):
-            raise self._malformed(f"split '{split}' category", f"dtype {category.dtype}, expected integer category indices")
-        labels = category[:]
-        if len(labels) and (labels.min() < 0 or labels.max() >= len(self.categories)):
-            bad = int(labels.min()) if labels.min() < 0 else int(labels.max())
-            raise self._malformed(
-                f"split '{split}' category",
-                f"index {bad} is outside the {len(self.categories)} categories (0..{len(self.categories) - 1})",
-            )
+        problem = category_label_problem(group["category"], len(self.categories))
+        if problem is not None:
+            raise self._malformed(f"split '{split}' category", problem)
 
     def _h5(self) -> h5py.File:
         if self._file is None or self._pid != os.getpid():

@@ -37,7 +37,7 @@ import torch
 
 from piro_cli import __version__
 from piro_cli.data.sources.base import IMAGE_SUFFIXES, read_image
-from piro_cli.data.store import ViewSetStore, normalize_views, open_hdf5
+from piro_cli.data.store import ViewSetStore, category_label_problem, normalize_views, open_hdf5
 from piro_cli.errors import BadItemError, DataError, PiroError
 from piro_cli.evaluation.metrics import KNN_VOTES, rank
 from piro_cli.evaluation.picr import EmbeddingSet
@@ -272,16 +272,9 @@ class EmbeddingsFile:
                     raise self._malformed(
                         f"'{group}' {name}", f"{g[name].shape[-1]} dimensions, but {single} has {g[single].shape[-1]}"
                     )
-        labels = g["category"]
-        if not np.issubdtype(labels.dtype, np.integer):
-            raise self._malformed(f"'{group}' category", f"dtype {labels.dtype}, expected integer category indices")
-        values = labels[:]
-        if len(values) and (values.min() < 0 or values.max() >= len(self.categories)):
-            bad = int(values.min()) if values.min() < 0 else int(values.max())
-            raise self._malformed(
-                f"'{group}' category",
-                f"index {bad} is outside the {len(self.categories)} categories (0..{len(self.categories) - 1})",
-            )
+        problem = category_label_problem(g["category"], len(self.categories))
+        if problem is not None:
+            raise self._malformed(f"'{group}' category", problem)
 
     def source_split(self, group: str) -> str:
         return self._sources[group]
