@@ -137,15 +137,12 @@ class MetricsLog:
         self.path = path
 
     def append(self, row: dict) -> None:
-        rows = self._rows() if self.path.exists() else []
-        text = self.path.read_text(encoding="utf-8") if rows else ""
+        rows = self._rows() if self.path.exists() else []  # read once: the checked rows are what is rewritten
         fields = rows[0] if rows else list(row)
         buffer = io.StringIO(newline="")
-        writer = csv.DictWriter(buffer, fieldnames=fields, extrasaction="ignore")
-        if not rows:
-            writer.writeheader()
-        writer.writerow({k: _fmt(v) for k, v in row.items()})
-        self._write(text + buffer.getvalue())
+        csv.writer(buffer).writerows(rows or [fields])
+        csv.DictWriter(buffer, fieldnames=fields, extrasaction="ignore").writerow({k: _fmt(v) for k, v in row.items()})
+        self._write(buffer.getvalue())
 
     def truncate_after(self, epoch: int) -> None:
         """On resume from a checkpoint of `epoch`: drop the rows of later epochs (a run killed mid-way); refuse a file
