@@ -190,5 +190,5 @@ def resolve_method_options(spec: MethodSpec, config: Any) -> None:
     if config.batch_objects < 1:
         raise PiroError(f"--batch-objects {config.batch_objects}: must be at least 1")
     config.augmentation = config.augmentation or "pies"
-    if embedding_head(spec, config.backbone) == "vgg16_fc7":
+    if config.backbone is not None and embedding_head(spec, config.backbone) == "vgg16_fc7":  # None: not yet resolved
         config.obj_dim = VGG16_FC7_DIM  # the fc7 feature is the embedding: no linear layer to another size

@@ -41,6 +41,10 @@ BUILTIN_DEFAULTS: dict[str, Any] = {
     "lam": 1.0,
     "early_stop_rho": 1.5,
     "augment": True,
+    "backbone": "efficientnet_lite0",
+    "freeze_backbone": False,
+    "train_from": None,  # None: the whole backbone trains (none of it with freeze_backbone)
+    "feature_passes": 2,
 }
 """The options a recipe may set (TrainConfig fields), and their values when neither an option nor a recipe sets them."""
 
@@ -86,6 +90,27 @@ RECIPES: dict[str, Recipe] = {
             "the released FG3D values",
             {"batch_pairs": 9, "views": 12, "pairs_per_object": 3, "lr": 5e-5, "lam": 2.0, **_RELEASED_PIRO},
             sources=("fg3d",),
+        ),
+        Recipe(
+            "objectpi-cpu",
+            "piro's measured recipe for ObjectPI on a 2-core CPU",
+            {
+                "batch_pairs": 4,
+                "views": 8,
+                "pairs_per_object": 10,
+                "lam": 1.0,
+                **_RELEASED_PIRO,
+                # partial fine-tuning: efficientnet_lite0's last stage and conv_head train with 256/512-d heads from
+                # cached activations, at 10x the released learning rate for 3 epochs (docs/BENCHMARKS.md, issue #12)
+                "backbone": "efficientnet_lite0",
+                "train_from": "blocks.6",
+                "feature_passes": 2,
+                "cat_dim": 256,
+                "obj_dim": 512,
+                "lr": 1e-4,
+                "lr_step": 2,
+                "epochs": 3,
+            },  # fmt: skip
         ),
         Recipe(
             "pies",
@@ -148,6 +173,11 @@ def resolve(
     else:
         recipe, chosen_by = recipe_for_source(source_dataset), "the data's source"
     preset = dict(recipe.values) if recipe is not None else {}
+    # the two partial-training options exclude each other: the one given replaces the recipe's other
+    if explicit.get("freeze_backbone"):
+        preset.pop("train_from", None)
+    if explicit.get("train_from") is not None:
+        preset.pop("freeze_backbone", None)
     if preset.get("views") is not None:
         preset["views"] = min(preset["views"], num_views)
     values = {**BUILTIN_DEFAULTS, **preset, **explicit}

@@ -48,7 +48,7 @@ from piro_cli.methods import (
 from piro_cli.models.backbones import NATIVE_SIZES, cut_points
 from piro_cli.models.pan import PAN, PANConfig
 from piro_cli.outputs import OutputLock, atomic_torch_save, check_output_path, remove_stale_temps, write_json
-from piro_cli.recipes import BUILTIN_DEFAULTS, Resolution, get_recipe
+from piro_cli.recipes import BUILTIN_DEFAULTS, Resolution, describe, get_recipe
 from piro_cli.recipes import resolve as resolve_recipe
 from piro_cli.runs import MetricsLog, checkpoint_header, disk_full_advice, load_checkpoint, new_run_dir
 
@@ -69,7 +69,7 @@ class TrainConfig:
     recipe: str | None = None  # piro_cli/recipes.py; None: the data source's recipe, if it has one
     # model
     method: str | None = None  # piro_cli/methods.py; None: piro-dual, or piro-single with dual=False
-    backbone: str = "efficientnet_lite0"
+    backbone: str | None = None  # None: the recipe's, else efficientnet_lite0
     pretrained: bool = True
     dual: bool = True  # set from the method
     cat_dim: int | None = None
@@ -102,9 +102,9 @@ class TrainConfig:
     augmentation: str | None = None  # "piro" or "pies" (piro_cli/data/augment.py); None: the method's own
     seed: int = 0
     device: str | None = None  # None: cuda when available, else cpu
-    freeze_backbone: bool = False
+    freeze_backbone: bool | None = None
     train_from: str | None = None  # backbone stage where training starts (models.backbones.cut_points); None: all/none
-    feature_passes: int = 2
+    feature_passes: int | None = None
     val_fraction: float | None = None
     val_seed: int = 0  # seed of the carved validation split: fixed, so runs with other --seed see the same objects
     early_stop_rho: float | None = None  # 0 disables; piro_cli/convergence.py has the rule
@@ -124,9 +124,11 @@ class TrainConfig:
         if self.train_from is not None:
             if self.freeze_backbone:
                 raise PiroError("--train-from trains part of the backbone and --freeze-backbone none of it: pass one of them")
-            if self.train_from not in cut_points(self.backbone):
+            if self.backbone is not None and self.train_from not in cut_points(self.backbone):  # None: checked resolved
                 where = ", ".join(cut_points(self.backbone)) or "nowhere (use --freeze-backbone or full fine-tuning)"
                 raise PiroError(f"--train-from {self.train_from}: backbone {self.backbone} can start training at {where}")
+        if self.feature_passes is not None and self.feature_passes < 1:
+            raise PiroError(f"--feature-passes {self.feature_passes}: must be at least 1")
         if self.augmentation not in AUGMENTATIONS:
             raise PiroError(f"--augmentation {self.augmentation!r}: choose one of {', '.join(AUGMENTATIONS)}")
         # the float options outside the losses (integer options are checked by the CLI's min=): nan passes any comparison
@@ -153,7 +155,12 @@ class TrainConfig:
         """This config with every recipe-settable option set (piro_cli.recipes.resolve), and how they were set."""
         resolution = resolve_recipe(self.recipe, self.given(), source_dataset, num_views, get_method(self.method).family)
         name = resolution.recipe.name if resolution.recipe is not None else None
-        return dataclasses.replace(self, recipe=name, **resolution.values), resolution
+        try:
+            return dataclasses.replace(self, recipe=name, **resolution.values), resolution
+        except PiroError as exc:
+            if resolution.recipe is None or not set(resolution.recipe.values) - set(self.given()):
+                raise
+            raise PiroError(f"{exc} (with options of --recipe {name}: {describe(resolution.recipe.values)})") from None
 
     def to_dict(self) -> dict:
         out = asdict(self)
@@ -760,8 +767,6 @@ def _feature_cache(model: PAN, data: RunData, config: TrainConfig, device, augme
     if cached is not None:
         reporter.info(f"using cached backbone features {path}")
         return cached
-    if config.feature_passes < 1:
-        raise PiroError(f"--feature-passes {config.feature_passes}: must be at least 1")
     generator = torch.Generator().manual_seed(FEATURE_CACHE_SEED)
     all_train = np.arange(len(data.train))
     passes = []

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from piro_cli.cli import app
 from piro_cli.errors import PiroError
-from piro_cli.recipes import BUILTIN_DEFAULTS, RECIPES
+from piro_cli.recipes import BUILTIN_DEFAULTS, RECIPES, Recipe
 from piro_cli.train import TrainConfig
 
 runner = CliRunner()
@@ -95,6 +95,7 @@ def test_recipe_of_the_data_source_is_used_said_and_recorded(fg3d_labelled):
     assert recorded["recipe"] == "fg3d"
     assert {k: recorded[k] for k in BUILTIN_DEFAULTS} == {
         **RELEASED["fg3d"], **RELEASED_SHARED, "lr": 1e-3, "epochs": 1, "cat_dim": 16, "obj_dim": 16,
+        "backbone": "tiny", "freeze_backbone": True, "train_from": None, "feature_passes": 1,
     }  # fmt: skip
 
 
@@ -128,3 +129,49 @@ def test_help_documents_the_recipes():
         "Options given explicitly override the recipe",
     ):
         assert fragment in text, fragment
+
+
+@pytest.fixture
+def cut_recipe(monkeypatch):
+    """A recipe that trains from a cut of the tiny backbone, as objectpi-cpu does of efficientnet_lite0."""
+    recipe = Recipe("cut-test", "a test recipe", {"backbone": "tiny", "train_from": "body.6", "feature_passes": 3, "epochs": 1})
+    monkeypatch.setitem(RECIPES, recipe.name, recipe)
+    return recipe
+
+
+def test_a_recipe_sets_the_backbone_its_cut_and_passes(cut_recipe):
+    config, how = TrainConfig(recipe="cut-test").resolved("synthetic", num_views=4)
+    assert (config.backbone, config.train_from, config.freeze_backbone, config.feature_passes) == ("tiny", "body.6", False, 3)
+    assert "--backbone tiny, --train-from body.6, --feature-passes 3" in how.messages()[0]
+
+
+def test_freeze_backbone_and_train_from_given_replace_the_recipes_other(cut_recipe, monkeypatch):
+    config, how = TrainConfig(recipe="cut-test", freeze_backbone=True).resolved("synthetic", num_views=4)
+    assert (config.freeze_backbone, config.train_from) == (True, None)  # not both: the given one wins
+    frozen = Recipe("frozen-test", "a test recipe", {"backbone": "tiny", "freeze_backbone": True})
+    monkeypatch.setitem(RECIPES, frozen.name, frozen)
+    config, _ = TrainConfig(recipe="frozen-test", train_from="body.3").resolved("synthetic", num_views=4)
+    assert (config.freeze_backbone, config.train_from) == (False, "body.3")
+    with pytest.raises(PiroError, match="pass one of them"):  # both given: refused
+        TrainConfig(freeze_backbone=True, train_from="body.3")
+
+
+def test_a_recipes_cut_on_another_backbone_is_refused_naming_the_recipe(cut_recipe):
+    with pytest.raises(PiroError) as caught:
+        TrainConfig(recipe="cut-test", backbone="resnet50").resolved("synthetic", num_views=4)
+    message = str(caught.value)
+    assert message.startswith("--train-from body.6: backbone resnet50 can start training at layer1, layer2, layer3, layer4")
+    assert "(with options of --recipe cut-test: --backbone tiny, --train-from body.6" in message
+
+
+def test_objectpi_cpu_recipe_trains_from_the_cli(tiny_data):
+    """The CPU recipe as typed, but for its backbone (ImageNet efficientnet_lite0 on 32-px views is minutes, not seconds):
+    its cut, dimensions and schedule reach the run's config."""
+    args = ["train", "--data", str(tiny_data), "--recipe", "objectpi-cpu", "--backbone", "tiny", "--no-pretrained",
+            "--train-from", "body.6", "--epochs", "1", "--feature-passes", "1", "--name", "cpu"]  # fmt: skip
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    recorded = json.loads(Path("runs/cpu/config.json").read_text())["train"]
+    assert recorded["recipe"] == "objectpi-cpu"
+    assert (recorded["cat_dim"], recorded["obj_dim"], recorded["lr"], recorded["lr_step"]) == (256, 512, 1e-4, 2)
+    assert (recorded["train_from"], recorded["freeze_backbone"], recorded["views"]) == ("body.6", False, 8)

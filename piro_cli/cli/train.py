@@ -76,7 +76,11 @@ def train(
         "views). Options given explicitly override the recipe; config.json records the recipe and every resolved value.",
         show_default=False,
     ),
-    backbone: str = typer.Option("efficientnet_lite0", help=f"Backbone: {', '.join(available_backbones())}, or timm:<model>."),
+    backbone: str = typer.Option(
+        None,
+        help=f"Backbone: {', '.join(available_backbones())}, or timm:<model>. {_default('backbone')}",
+        show_default=False,
+    ),
     pretrained: bool = typer.Option(True, "--pretrained/--no-pretrained", help="Start from ImageNet weights (or random init)."),
     method: str = typer.Option(
         None, help="What to train: " + "; ".join(f"{m.name} ({m.summary})" for m in METHODS.values()) + ". [default: piro-dual]"
@@ -175,18 +179,26 @@ def train(
     seed: int = typer.Option(0, min=0, max=SEED_MAX, help="Random seed; CPU runs with the same seed are reproducible."),
     device: str = typer.Option(None, help="cpu, cuda or cuda:N (default: cuda when available)."),
     freeze_backbone: bool = typer.Option(
-        False, "--freeze-backbone", help="Cache backbone features once and train only the heads (fast on CPU)."
+        None,
+        "--freeze-backbone",
+        help="Cache backbone features once and train only the heads (fast on CPU); replaces a recipe's --train-from. "
+        "(default: the recipe's, else off)",
+        show_default=False,
     ),
     train_from: str = typer.Option(
         None,
         "--train-from",
         help="Train the backbone from this stage on, with the heads, from cached activations below it (partial "
-        f"fine-tuning, practical on a CPU). Stages: {_cut_points_help()}. Default: full fine-tuning, or none with "
-        "--freeze-backbone.",
+        f"fine-tuning, practical on a CPU). Stages: {_cut_points_help()}. Replaces a recipe's --freeze-backbone. "
+        "Default: the recipe's, else full fine-tuning (none with --freeze-backbone).",
         show_default=False,
     ),
     feature_passes: int = typer.Option(
-        2, min=1, help="With --freeze-backbone or --train-from: passes over the data cached (1 clean + K-1 augmented)."
+        None,
+        min=1,
+        help="With --freeze-backbone or --train-from: passes over the data cached (1 clean + K-1 augmented). "
+        f"{_default('feature_passes')}",
+        show_default=False,
     ),
     val_fraction: float = typer.Option(
         None, help="Carve this fraction of train objects (per category, seeded) out as validation."
