@@ -45,6 +45,7 @@ BUILTIN_DEFAULTS: dict[str, Any] = {
     "freeze_backbone": False,
     "train_from": None,  # None: the whole backbone trains (none of it with freeze_backbone)
     "feature_passes": 2,
+    "tta": False,  # evaluate and embed the run with test-time flips by default
 }
 """The options a recipe may set (TrainConfig fields), and their values when neither an option nor a recipe sets them."""
 

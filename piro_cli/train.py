@@ -105,6 +105,7 @@ class TrainConfig:
     freeze_backbone: bool | None = None
     train_from: str | None = None  # backbone stage where training starts (models.backbones.cut_points); None: all/none
     feature_passes: int | None = None
+    tta: bool | None = None  # the run's default for evaluate/embed: each view averaged with its mirror (test-time flips)
     val_fraction: float | None = None
     val_seed: int = 0  # seed of the carved validation split: fixed, so runs with other --seed see the same objects
     early_stop_rho: float | None = None  # 0 disables; piro_cli/convergence.py has the rule

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -16,6 +17,8 @@ from piro_cli.models.pan import PAN, PANConfig
 from piro_cli.runs import load_checkpoint
 from piro_cli.train import train
 
+runner = CliRunner()
+TINY_CLI = "--backbone tiny --no-pretrained --embed-dim 16 --epochs 1 --freeze-backbone --feature-passes 1".split()
 ONE_STEP = dict(epochs=1, pairs_per_object=1, batch_pairs=64, augment=False, feature_passes=1)  # the whole epoch: one step
 
 
@@ -77,7 +80,6 @@ def test_bad_train_from_is_refused(tiny_data, overrides, message):
 
 
 def test_cli_train_from(tiny_data):
-    runner = CliRunner()
     done = runner.invoke(app, ["train", "--data", str(tiny_data), "--backbone", "tiny", "--no-pretrained", "--embed-dim", "16",
                                "--epochs", "1", "--pairs-per-object", "1", "--train-from", "body.9", "--device", "cpu"])  # fmt: skip
     assert done.exit_code == 0, done.output
@@ -104,3 +106,30 @@ def test_tta_averages_each_view_with_its_mirror(tiny_data):
     report = evaluate([result.best_path], data=tiny_data, split="test", tta=True, save=True)
     saved = json.loads((result.run_dir / "eval_test_tta.json").read_text())  # beside the plain eval_test.json
     assert saved["tta"] is True and report.to_dict()["tta"] is True
+
+
+def test_a_runs_tta_setting_is_the_default_of_evaluate_and_embed(tiny_data):
+    """`piro train --tta` (or a recipe's) makes test-time flips the run's default: evaluate and embed use them unless
+    told --no-tta, and the saved results say which; runs without the setting evaluate plain."""
+    import h5py
+
+    flipped_run = runner.invoke(app, ["train", "--data", str(tiny_data), *TINY_CLI, "--tta", "--name", "flips"])
+    assert flipped_run.exit_code == 0, flipped_run.output
+    assert json.loads((Path("runs/flips/config.json")).read_text())["train"]["tta"] is True
+    result = runner.invoke(app, ["evaluate", "runs/flips/best.pt", "--data", str(tiny_data), "--format", "json"])
+    assert result.exit_code == 0, result.output
+    assert Path("runs/flips/eval_test_tta.json").is_file() and not Path("runs/flips/eval_test.json").exists()
+    by_default = json.loads(Path("runs/flips/eval_test_tta.json").read_text())
+    explicit = evaluate(["runs/flips/best.pt"], data=tiny_data, split="test", tta=True, save=False).to_dict()
+    assert by_default["tta"] is True and by_default["mean"] == explicit["mean"]  # the same numbers as --tta
+    plain = runner.invoke(app, ["evaluate", "runs/flips/best.pt", "--data", str(tiny_data), "--no-tta"])
+    assert plain.exit_code == 0, plain.output
+    assert json.loads(Path("runs/flips/eval_test.json").read_text())["tta"] is False
+    embedded = runner.invoke(app, ["embed", "runs/flips/best.pt", "--data", str(tiny_data), "--out", "e.h5"])
+    assert embedded.exit_code == 0, embedded.output
+    with h5py.File("e.h5") as handle:
+        assert bool(handle.attrs["tta"]) is True
+
+    default_run = runner.invoke(app, ["train", "--data", str(tiny_data), *TINY_CLI, "--name", "plain"])
+    assert default_run.exit_code == 0, default_run.output
+    assert evaluate(["runs/plain/best.pt"], data=tiny_data, split="test", save=False).to_dict()["tta"] is False

@@ -99,3 +99,15 @@ def progress_bar(description: str) -> Iterator[Callable[[int, int], None]]:
             progress.update(task, completed=done, total=total)
 
         yield update
+
+
+def tta_option(when: str = ""):
+    """`--tta/--no-tta` of the commands that embed with a run's model (evaluate, embed, compare)."""
+    return typer.Option(
+        None,
+        "--tta/--no-tta",
+        help=f"{when}Test-time augmentation: embed each view as the mean of its own and its horizontal mirror's "
+        "embedding (before normalisation); twice the backbone work. Default: the run's own setting (`piro train --tta`, "
+        "or its recipe's), off for runs without one.",
+        show_default=False,
+    )

@@ -11,7 +11,7 @@ from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Table
 
-from piro_cli.cli.common import console, err_console, handle_errors
+from piro_cli.cli.common import console, err_console, handle_errors, tta_option
 from piro_cli.cli.evaluate import progress_columns
 from piro_cli.cli.train import RichReporter
 from piro_cli.outputs import OutputLock, check_output_path
@@ -51,12 +51,7 @@ def compare(
         help="Also write the comparison to this file: in the --format chosen, or for --format table in the format its "
         "name says (.md, .csv or .json).",
     ),
-    tta: bool = typer.Option(
-        False,
-        "--tta",
-        help="With --split: "
-        + "Test-time augmentation: embed each view as the mean of its own and its horizontal mirror's embedding (before normalisation); twice the backbone work.",
-    ),
+    tta: bool = tta_option("With --split: "),
     device: str = typer.Option(None, help="With --split: cpu, cuda or cuda:N (default: cuda when available)."),
 ) -> None:
     """Compare runs: the eight PICR tasks per method, mean ± standard deviation over its runs (seeds), best per column.

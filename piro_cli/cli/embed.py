@@ -12,7 +12,7 @@ from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Table
 
-from piro_cli.cli.common import console, err_console, handle_errors
+from piro_cli.cli.common import console, err_console, handle_errors, tta_option
 from piro_cli.cli.evaluate import progress_columns
 from piro_cli.cli.train import RichReporter
 from piro_cli.errors import PiroError
@@ -52,11 +52,7 @@ def embed(
     ),
     top: int = typer.Option(5, min=1, help="With --images and --data: how many nearest categories and gallery objects to list."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out if it exists."),
-    tta: bool = typer.Option(
-        False,
-        "--tta",
-        help="Test-time augmentation: embed each view as the mean of its own and its horizontal mirror's embedding (before normalisation); twice the backbone work.",
-    ),
+    tta: bool = tta_option(),
     skip_bad: bool = typer.Option(
         False,
         "--skip-bad",

@@ -12,7 +12,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from piro_cli.cli.common import console, err_console, handle_errors
+from piro_cli.cli.common import console, err_console, handle_errors, tta_option
 from piro_cli.cli.train import RichReporter
 from piro_cli.errors import PiroError
 from piro_cli.evaluation.picr import TASKS
@@ -60,11 +60,7 @@ def evaluate(
         "category whose nearest neighbour ranks first; it depends on the ranking only, not on how the categories "
         "are numbered, so renumbering them cannot change the result.",
     ),
-    tta: bool = typer.Option(
-        False,
-        "--tta",
-        help="Test-time augmentation: embed each view as the mean of its own and its horizontal mirror's embedding (before normalisation); twice the backbone work.",
-    ),
+    tta: bool = tta_option(),
     output_format: str = typer.Option(
         "table", "--format", "-f", help="What to print: table, json or csv (for scripts; progress goes to stderr)."
     ),

@@ -200,6 +200,14 @@ def train(
         f"{_default('feature_passes')}",
         show_default=False,
     ),
+    tta: bool = typer.Option(
+        None,
+        "--tta/--no-tta",
+        help="Evaluate and embed this run with test-time flips by default (each view averaged with its mirror image; "
+        "`piro evaluate --tta/--no-tta` overrides it). The validation numbers of metrics.csv are always without. "
+        f"{_default('tta')}",
+        show_default=False,
+    ),
     val_fraction: float = typer.Option(
         None, help="Carve this fraction of train objects (per category, seeded) out as validation."
     ),
@@ -235,7 +243,7 @@ def train(
         theta=theta, gamma=gamma, lam=lam, separation=separation.strip().lower(),
         train_lsoftmax_weights=train_lsoftmax_weights, lr=lr, lr_step=lr_step, epochs=epochs, batch_pairs=batch_pairs, batch_objects=batch_objects,
         pairs_per_object=pairs_per_object, views=views, augment=augment, augmentation=augmentation, seed=seed, device=device, freeze_backbone=freeze_backbone,
-        train_from=train_from, feature_passes=feature_passes,
+        train_from=train_from, feature_passes=feature_passes, tta=tta,
         val_fraction=val_fraction, val_seed=val_seed, early_stop_rho=early_stop_rho, obj_loss=obj_loss, dvml=dvml, dvml_kl=dvml_kl,
         dvml_rec=dvml_rec, dvml_syn=dvml_syn, pi_alpha=pi_alpha, pi_beta=pi_beta,
     )  # fmt: skip

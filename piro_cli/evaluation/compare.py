@@ -124,7 +124,7 @@ class Comparison:
     groups: list[MethodGroup]
     split: str  # "val" or "test"
     recorded: bool  # True: the validation numbers recorded during training; False: re-evaluated now
-    tta: bool = False  # re-evaluated with test-time flips
+    tta: bool = False  # re-evaluated with test-time flips (every run)
 
     @property
     def runs(self) -> list[RunValues]:
@@ -302,7 +302,7 @@ def compare_runs(
     *,
     split: str | None = None,
     data: str | Path | None = None,
-    tta: bool = False,
+    tta: bool | None = None,
     device: str | None = None,
     reporter: Reporter | None = None,
 ) -> Comparison:
@@ -314,7 +314,7 @@ def compare_runs(
         raise PiroError(
             f"--split {split!r}: choose one of {', '.join(SPLITS)} (or leave it out for the recorded validation numbers)"
         )
-    if split is None and tta:
+    if split is None and tta is not None:
         raise PiroError("--tta applies when the runs are re-evaluated (--split test or --split val), not to recorded numbers")
     if split is None and data is not None:
         raise PiroError(
@@ -338,6 +338,7 @@ def compare_runs(
     if split in (None, "val"):
         _check_same_validation(runs, checkpoints)
 
+    flipped = False  # the numbers recorded in training never use test-time flips
     if split is None:
         values = [_recorded_values(run, ckpt) for run, ckpt in zip(runs, checkpoints, strict=True)]
     else:
@@ -351,6 +352,7 @@ def compare_runs(
                 f"the runs were evaluated on different data files ({', '.join(sorted(r.data['path'] for r in result.runs))}); pass one with --data"
             )
         values = [dict(r.values) for r in result.runs]
+        flipped = result.tta
         reporter.info(f"evaluated {len(paths)} runs on the {split} split in {time.perf_counter() - started:.1f}s")
 
     groups: dict[str, MethodGroup] = {}
@@ -360,7 +362,7 @@ def compare_runs(
     by_path = {str(ckpt["path"]): ckpt for ckpt in checkpoints}
     for group in groups.values():
         _warn_within_group(group, by_path, reporter)
-    return Comparison(list(groups.values()), split or "val", split is None, tta)
+    return Comparison(list(groups.values()), split or "val", split is None, flipped)
 
 
 def _is_feature_cache(path: Path) -> bool:

@@ -67,9 +67,14 @@ class EmbeddedGroup:
 # ----------------------------------------------------------------------------- the model of a checkpoint
 
 
-def load_model(checkpoint: dict, device: torch.device, tta: bool = False) -> PAN:
+def run_tta(checkpoint: dict) -> bool:
+    """The run's own test-time-flip setting (`piro train --tta`, or its recipe's); off for runs from before it."""
+    return bool((checkpoint.get("train_config") or {}).get("tta") or False)
+
+
+def load_model(checkpoint: dict, device: torch.device, tta: bool | None = None) -> PAN:
     """The checkpoint's PAN in eval mode on `device` (no ImageNet download: the saved weights replace them); `tta`:
-    each view embedded as the mean with its horizontal mirror (PAN.flip_views)."""
+    each view embedded as the mean with its horizontal mirror (PAN.flip_views); None: the run's setting (run_tta)."""
     try:
         config = PANConfig.from_dict({**checkpoint["model_config"], "pretrained": False})
         model = PAN(config)
@@ -79,7 +84,7 @@ def load_model(checkpoint: dict, device: torch.device, tta: bool = False) -> PAN
             f"{checkpoint.get('path', 'checkpoint')}: the model in it cannot be rebuilt ({exc}); is it from this piro version?"
         ) from exc
     model = model.to(device).eval()
-    model.flip_views = tta
+    model.flip_views = run_tta(checkpoint) if tta is None else tta
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     return model

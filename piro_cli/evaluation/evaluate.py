@@ -90,6 +90,7 @@ class SourceResult:
     data: dict = field(default_factory=dict)
     epoch: int | None = None
     saved: list[Path] = field(default_factory=list)
+    tta: bool = False  # embedded with test-time flips
 
     @property
     def mean(self) -> float:
@@ -103,7 +104,7 @@ class EvaluationResult:
     strict: bool
     runs: list[SourceResult]
     tie_break: str = "smallest"
-    tta: bool = False
+    tta: bool = False  # every source embedded with test-time flips (each run's own setting: SourceResult.tta)
 
     @property
     def protocol(self) -> dict:
@@ -172,6 +173,7 @@ def _run_dict(run: SourceResult, result: EvaluationResult) -> dict:
         "data": run.data,
         "split": result.split,
         **result.protocol,
+        "tta": run.tta,
         "tasks": dict(run.values),
         "mean": run.mean,
         "num_queries": dict(run.num_queries),
@@ -190,14 +192,15 @@ def evaluate(
     split: str = "test",
     strict: bool = False,
     tie_break: str = "smallest",
-    tta: bool = False,
+    tta: bool | None = None,
     device: str | None = None,
     save: bool = True,
     reporter: Reporter | None = None,
 ) -> EvaluationResult:
     """The PICR tasks for every source; see the module docstring for which objects, data file and outputs,
-    and piro_cli.evaluation.picr for the protocol (`strict`, `tie_break`). `tta`: checkpoints embed each view
-    as the mean with its horizontal mirror (embeddings files hold what they were written with)."""
+        and piro_cli.evaluation.picr for the protocol (`strict`, `tie_break`). `tta`: checkpoints embed each view
+        as the mean with its horizontal mirror, None: each run's own setting (embeddings files hold what they were written
+    with)."""
     reporter = reporter or SilentReporter()
     if not sources:
         raise PiroError("give at least one checkpoint (runs/<name>/best.pt) or embeddings file (from `piro embed`)")
@@ -238,7 +241,7 @@ def evaluate(
         run.values, run.num_queries = picr.values, picr.num_queries
         run.seconds = time.perf_counter() - started
         runs.append(run)
-    result = EvaluationResult(chosen, split, strict, runs, tie_break, tta)
+    result = EvaluationResult(chosen, split, strict, runs, tie_break, all(run.tta for run in runs))
     if save:
         for run in runs:
             run.saved = _save_beside(run, result)
@@ -264,7 +267,7 @@ def _is_embeddings_source(path: Path) -> bool:
 
 
 def _from_checkpoint(
-    path: Path, data: str | Path | None, tasks, split: str, device: torch.device, reporter: Reporter, tta: bool = False
+    path: Path, data: str | Path | None, tasks, split: str, device: torch.device, reporter: Reporter, tta: bool | None = None
 ):
     checkpoint = load_checkpoint(path)
     data_path = _data_for(checkpoint, data)
@@ -298,6 +301,7 @@ def _from_checkpoint(
     run = SourceResult(
         source=str(path), kind="checkpoint", name=name, values={}, num_queries={}, seconds=0.0,
         data={"path": str(data_path), "fingerprint": store.fingerprint}, epoch=checkpoint.get("epoch"),
+        tta=model.flip_views,
     )  # fmt: skip
     return run, (gallery.embeddings if gallery else None), probes.embeddings, list(store.categories)
 
@@ -344,7 +348,7 @@ def _from_embeddings(path: Path, tasks, split: str):
         source=str(path), kind="embeddings", name=path.name, values={}, num_queries={}, seconds=0.0,
         data={"path": emb.attrs.get("data_path"), "fingerprint": emb.attrs.get("data_fingerprint"),
               "checkpoint": emb.attrs.get("checkpoint")},
-        epoch=emb.attrs.get("checkpoint_epoch"),
+        epoch=emb.attrs.get("checkpoint_epoch"), tta=bool(emb.attrs.get("tta", False)),
     )  # fmt: skip
     return run, (gallery.embeddings if gallery else None), probes.embeddings, emb.categories
 
@@ -353,7 +357,7 @@ def _save_beside(run: SourceResult, result: EvaluationResult) -> list[Path]:
     source = Path(run.source)
     suffix = (
         f"{result.split}{'_strict' if result.strict else ''}{'_nearest' if result.tie_break == 'nearest' else ''}"
-        f"{'_tta' if result.tta else ''}"
+        f"{'_tta' if run.tta else ''}"
     )
     if run.kind == "checkpoint":
         ckpt = source / "best.pt" if source.is_dir() else source
@@ -361,7 +365,7 @@ def _save_beside(run: SourceResult, result: EvaluationResult) -> list[Path]:
         base = ckpt.parent / stem
     else:
         base = source.with_name(f"{source.stem}.eval_{suffix}")
-    single = EvaluationResult(result.tasks, result.split, result.strict, [run], result.tie_break, result.tta)
+    single = EvaluationResult(result.tasks, result.split, result.strict, [run], result.tie_break, run.tta)
     json_path, csv_path = base.with_name(base.name + ".json"), base.with_name(base.name + ".csv")
     advice = "free space or pass --no-save"
     write_text(json.dumps(single.to_dict(), indent=2) + "\n", json_path, advice)
@@ -418,7 +422,7 @@ def embed(
     splits: str | Sequence[str] = "test",
     device: str | None = None,
     overwrite: bool = False,
-    tta: bool = False,
+    tta: bool | None = None,
     reporter: Reporter | None = None,
 ) -> EmbedResult:
     """Embed every object of the given splits (train, val, test) into an embeddings file (layout: embeddings.py).
@@ -452,7 +456,7 @@ def embed(
             "source_dataset": store.source_dataset,
             "num_views": store.num_views,
             "image_size": store.image_size,
-            "tta": tta,
+            "tta": model.flip_views,
         }
         write_embeddings(path, embedded, store.categories, meta, overwrite=overwrite)
     return EmbedResult(path, {g: len(e.names) for g, e in embedded.items()}, time.perf_counter() - started)
@@ -475,7 +479,7 @@ def embed_new_object(
     gallery: str | Path | None = None,
     top: int = 5,
     device: str | None = None,
-    tta: bool = False,
+    tta: bool | None = None,
     reporter: Reporter | None = None,
     skip_bad: bool = False,
 ):
