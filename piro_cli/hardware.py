@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import functools
+import sys
 
 import torch
 
@@ -31,3 +34,26 @@ def training_threads(freeze_backbone: bool, widest_head: int, available: int) ->
     if not freeze_backbone or widest_head >= LARGE_HEAD_DIM:
         return available
     return 1
+
+
+# glibc's mallopt parameters (malloc.h)
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+
+
+def keep_freed_memory() -> bool:
+    """Let the process keep the memory torch frees on the CPU for its next tensors (glibc only; a no-op elsewhere).
+
+    By default glibc serves each large tensor (a batch's activations: 100 MB at 64 views of 224 px) with a fresh
+    mmap and returns it on free, so every batch pays again for zeroing its pages: on ObjectPI a backbone pass
+    spent twice its compute time in page faults (bench/bench_malloc.py, docs/BENCHMARKS.md). Serving them from
+    the heap and never trimming it keeps the pages mapped; the process holds on to its peak memory instead.
+    Returns True when the setting took effect. Process-wide: the CLI calls it once at start.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # musl and others have no mallopt
+        return False
+    return bool(mallopt(_M_MMAP_THRESHOLD, 1 << 30)) and bool(mallopt(_M_TRIM_THRESHOLD, (1 << 31) - 1))
