@@ -21,7 +21,7 @@ import time
 
 import torch
 
-from piro_cli.hardware import cpu_has_native_bf16
+from piro_cli.hardware import cpu_has_native_bf16, keep_freed_memory
 from piro_cli.losses import LossConfig, PiroLoss
 from piro_cli.models.pan import PAN, PANConfig
 
@@ -60,6 +60,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=20)
     args = parser.parse_args()
+    keep_freed_memory()  # as the piro command does at start (bench/bench_malloc.py measures what it changes)
     cores = os.cpu_count() or 1
     precisions = [False, True] if cpu_has_native_bf16() else [False]
     print(f"cpu count {cores}, native bf16: {cpu_has_native_bf16()}, load average {os.getloadavg()[0]:.2f}")

@@ -175,3 +175,4 @@ def test_objectpi_cpu_recipe_trains_from_the_cli(tiny_data):
     assert recorded["recipe"] == "objectpi-cpu"
     assert (recorded["cat_dim"], recorded["obj_dim"], recorded["lr"], recorded["lr_step"]) == (256, 512, 1e-4, 2)
     assert (recorded["train_from"], recorded["freeze_backbone"], recorded["views"]) == ("body.6", False, 8)
+    assert recorded["tta"] is True  # evaluate and embed flip by default
