@@ -69,7 +69,7 @@ class EmbeddedGroup:
 
 def run_tta(checkpoint: dict) -> bool:
     """The run's own test-time-flip setting (`piro train --tta`, or its recipe's); off for runs from before it."""
-    return bool((checkpoint.get("train_config") or {}).get("tta") or False)
+    return bool((checkpoint.get("train_config") or {}).get("tta"))
 
 
 def load_model(checkpoint: dict, device: torch.device, tta: bool | None = None) -> PAN:

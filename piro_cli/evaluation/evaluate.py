@@ -198,9 +198,9 @@ def evaluate(
     reporter: Reporter | None = None,
 ) -> EvaluationResult:
     """The PICR tasks for every source; see the module docstring for which objects, data file and outputs,
-        and piro_cli.evaluation.picr for the protocol (`strict`, `tie_break`). `tta`: checkpoints embed each view
-        as the mean with its horizontal mirror, None: each run's own setting (embeddings files hold what they were written
-    with)."""
+    and piro_cli.evaluation.picr for the protocol (`strict`, `tie_break`). `tta`: checkpoints embed each view
+    as the mean with its horizontal mirror; None: each run's own setting (embeddings files hold what they were
+    written with)."""
     reporter = reporter or SilentReporter()
     if not sources:
         raise PiroError("give at least one checkpoint (runs/<name>/best.pt) or embeddings file (from `piro embed`)")
