@@ -35,7 +35,8 @@ import numpy as np
 import torch
 
 from piro_cli.evaluation.metrics import numba_available, rank
-from piro_cli.evaluation.picr import SHORT_NAMES, TASKS, EmbeddingSet, run_picr
+from piro_cli.evaluation.picr import SHORT_NAMES, TASKS, run_picr
+from piro_cli.inference.embedding import EmbeddingSet
 
 DIM = 2048
 

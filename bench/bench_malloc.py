@@ -31,12 +31,12 @@ PAIRS, VIEWS, CLASSES = 4, 8, 25
 
 def features(args) -> None:
     from piro_cli.data.store import ViewSetStore
-    from piro_cli.features import compute_features
+    from piro_cli.inference.embedding import backbone_features
 
     model = PAN(PANConfig(backbone="efficientnet_lite0", cat_dim=256, obj_dim=512)).eval()
     split = ViewSetStore(args.data).split("train")
-    compute_features(model, split, range(2), torch.device("cpu"))  # warm-up
-    timed(lambda: compute_features(model, split, range(args.objects), torch.device("cpu")), "features")
+    backbone_features(model, split, range(2), torch.device("cpu"))  # warm-up
+    timed(lambda: backbone_features(model, split, range(args.objects), torch.device("cpu")), "features")
 
 
 def steps(args, cut: bool) -> None:

@@ -18,9 +18,9 @@ import numpy as np
 import torch
 
 from piro_cli.data.store import ViewSetStore
-from piro_cli.evaluation.embeddings import load_model
 from piro_cli.evaluation.picr import TASKS, evaluate_picr
-from piro_cli.features import compute_features, embed_features
+from piro_cli.inference.embedding import backbone_features, embed_features
+from piro_cli.inference.run import load_model
 from piro_cli.runs import checkpoint_file, load_checkpoint
 
 
@@ -36,9 +36,9 @@ def run_tasks(path: str, data: str | None) -> dict[str, dict[str, float]]:
     val_rows = np.asarray(checkpoint["data"]["val"]["indices"])
     model = load_model(checkpoint, torch.device("cpu"), tta=False)
     out = {}
-    plain = {rows: compute_features(model, split, r, torch.device("cpu")) for rows, r in (("g", gallery_rows), ("v", val_rows))}
+    plain = {rows: backbone_features(model, split, r, torch.device("cpu")) for rows, r in (("g", gallery_rows), ("v", val_rows))}
     flips = {
-        rows: compute_features(model, split, r, torch.device("cpu"), augment=mirrored)
+        rows: backbone_features(model, split, r, torch.device("cpu"), augment=mirrored)
         for rows, r in (("g", gallery_rows), ("v", val_rows))
     }
     labels = {"g": torch.as_tensor(split.category[gallery_rows]), "v": torch.as_tensor(split.category[val_rows])}

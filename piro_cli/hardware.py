@@ -9,6 +9,8 @@ import sys
 
 import torch
 
+from piro_cli.errors import PiroError
+
 
 @functools.cache
 def cpu_has_native_bf16() -> bool:
@@ -57,3 +59,24 @@ def keep_freed_memory() -> bool:
     except (OSError, AttributeError):  # musl and others have no mallopt
         return False
     return bool(mallopt(_M_MMAP_THRESHOLD, 1 << 30)) and bool(mallopt(_M_TRIM_THRESHOLD, (1 << 31) - 1))
+
+
+def pick_device(requested: str | None) -> torch.device:
+    """The device asked for (`--device cpu|cuda|cuda:N`); None: the GPU when there is one, else the CPU."""
+    if requested is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(requested)
+    except RuntimeError as exc:
+        raise PiroError(f"--device {requested!r}: not a device name (use cpu, cuda or cuda:N)") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise PiroError(f"--device {requested}: no CUDA GPU is available here; use --device cpu")
+    return device
+
+
+def autocast(device: torch.device):
+    """Mixed precision on CUDA (bf16 where supported); full fp32 on the CPU."""
+    if device.type == "cuda":
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.autocast("cuda", dtype=dtype)
+    return torch.autocast("cpu", enabled=False)

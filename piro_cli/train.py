@@ -30,11 +30,11 @@ import torch
 from piro_cli.convergence import Spread, object_spread, should_stop
 from piro_cli.data.augment import AUGMENTATIONS, build_augmentation
 from piro_cli.data.samplers import carve_validation, checked_views, object_batches, plan_pairs, sample_pairs, sample_views
-from piro_cli.data.store import SplitData, ViewSetStore, normalize_views
+from piro_cli.data.store import SplitData, ViewSetStore, normalize_views, resolve_data
 from piro_cli.errors import DataError, PiroError
-from piro_cli.evaluation.picr import TASKS, EmbeddingSet, evaluate_picr
-from piro_cli.features import _autocast, compute_features, embed_features, load_feature_cache
-from piro_cli.hardware import training_threads
+from piro_cli.evaluation.picr import TASKS, evaluate_picr
+from piro_cli.hardware import autocast, pick_device, training_threads
+from piro_cli.inference.embedding import EmbeddingSet, backbone_features, embed_features
 from piro_cli.losses import LOSS_TERMS, POSE_INVARIANT_LOSSES, LossConfig, parse_object_loss
 from piro_cli.methods import (
     PRE_OPTION_VALUES,
@@ -50,6 +50,7 @@ from piro_cli.models.pan import PAN, PANConfig
 from piro_cli.outputs import OutputLock, atomic_torch_save, check_output_path, remove_stale_temps, write_json
 from piro_cli.recipes import BUILTIN_DEFAULTS, Resolution, describe, get_recipe
 from piro_cli.recipes import resolve as resolve_recipe
+from piro_cli.reporting import Reporter, SilentReporter
 from piro_cli.runs import MetricsLog, checkpoint_header, disk_full_advice, load_checkpoint, new_run_dir
 
 
@@ -190,23 +191,10 @@ class TrainConfig:
 FEATURE_CACHE_SEED = 2  # seed of the augmented feature passes (what `seed + 2` gave seed-0 runs before)
 
 
-class TrainReporter(Protocol):
-    """How training talks to its caller (the CLI renders these; the library never prints)."""
+class TrainReporter(Reporter, Protocol):
+    """How training talks to its caller: a Reporter that also receives each epoch's metrics row."""
 
-    def info(self, message: str) -> None: ...
-    def progress(self, stage: str, done: int, total: int) -> None: ...
     def epoch(self, row: dict) -> None: ...
-
-
-class SilentReporter:
-    def info(self, message: str) -> None:
-        pass
-
-    def progress(self, stage: str, done: int, total: int) -> None:
-        pass
-
-    def epoch(self, row: dict) -> None:
-        pass
 
 
 class TrainingDiverged(PiroError):
@@ -224,21 +212,6 @@ class TrainResult:
     seconds: float = 0.0
 
 
-def resolve_data(data: str | Path | None) -> Path:
-    """The given file, or the most recently written ./data/*.h5."""
-    if data is not None:
-        path = Path(data)
-        if not path.exists():
-            raise DataError(f"{path}: no such file; create it with `piro prepare DATASET RAW_DIR --out {path}`")
-        return path
-    candidates = sorted(Path("data").glob("*.h5"), key=lambda p: p.stat().st_mtime)
-    if not candidates:
-        raise DataError(
-            "no dataset given and none in ./data/; run `piro prepare synthetic` (or another source) first, or pass --data FILE"
-        )
-    return candidates[-1]
-
-
 def _resume_data(given: str | None, recorded: str) -> Path:
     """The data file of a resumed run: the file it trained on; `--data` only when that is the same file, or when the
     file was moved (then `open_run_data` checks that `--data` holds the same data)."""
@@ -254,18 +227,6 @@ def _resume_data(given: str | None, recorded: str) -> Path:
             "(--data is for a run whose data file has moved)"
         )
     return Path(recorded)
-
-
-def pick_device(requested: str | None) -> torch.device:
-    if requested is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(requested)
-    except RuntimeError as exc:
-        raise PiroError(f"--device {requested!r}: not a device name (use cpu, cuda or cuda:N)") from exc
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise PiroError(f"--device {requested}: no CUDA GPU is available here; use --device cpu")
-    return device
 
 
 # ----------------------------------------------------------------------------- the data a run sees
@@ -599,7 +560,7 @@ def _train_one_epoch(
         objects = np.concatenate([batch[:, 0], batch[:, 1]])
         pair_views = sample_views(data.store.num_views, config.views, len(batch), rng)
         view_idx = np.concatenate([pair_views, pair_views])  # a pair's two objects: the same views, in the same order
-        with _autocast(device):
+        with autocast(device):
             feats = _batch_features(model, data, objects, view_idx, cache, device, augment, aug_generator, rng)
             out_a, out_b = _split_pairs(model.forward_features(feats), len(batch))
             ids = torch.as_tensor(batch, device=device)
@@ -639,7 +600,7 @@ def _train_one_epoch_of_objects(
     for step, rows in enumerate(batches):
         objects = data.train_indices[rows]
         view_idx = sample_views(data.store.num_views, config.views, len(objects), rng)
-        with _autocast(device):
+        with autocast(device):
             feats = _batch_features(model, data, objects, view_idx, cache, device, augment, aug_generator, rng)
             out = model.forward_features(feats)
             total = criterion(out.sv_obj, out.mv_obj, labels_all[objects].to(device), pooled=out.pooled_obj)
@@ -775,7 +736,7 @@ def _feature_cache(model: PAN, data: RunData, config: TrainConfig, device, augme
         pass_augment = augment if k > 0 else None  # pass 1 is the clean views, later passes augmented
         stage = f"backbone features, pass {k + 1}/{config.feature_passes}" + (" (augmented)" if pass_augment else "")
         passes.append(
-            compute_features(
+            backbone_features(
                 model,
                 data.train,
                 all_train,
@@ -788,7 +749,7 @@ def _feature_cache(model: PAN, data: RunData, config: TrainConfig, device, augme
         )
     payload = {"key": key, "train": torch.stack(passes)}
     if data.val is not None and data.val is not data.train:
-        payload["val"] = compute_features(
+        payload["val"] = backbone_features(
             model,
             data.val,
             np.arange(len(data.val)),
@@ -800,13 +761,27 @@ def _feature_cache(model: PAN, data: RunData, config: TrainConfig, device, augme
     return payload
 
 
+def load_feature_cache(path: Path, key: dict) -> dict | None:
+    """The cache at `path` if it was built with the same `key` (backbone, data, passes), else None."""
+    if not path.exists():
+        return None
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # a damaged cache is rebuilt, never trusted
+        return None
+    # anything but the dict piro wrote (a file replaced by other data) is rebuilt too
+    if not isinstance(payload, dict) or payload.get("key") != key or not isinstance(payload.get("train"), torch.Tensor):
+        return None
+    return payload
+
+
 def _training_gallery(model: PAN, data: RunData, cache: dict | None, device, reporter) -> EmbeddingSet:
     """Embeddings of the training objects' un-augmented views, the model in eval mode."""
     if cache is not None:
         feats = _features_of_cached(model, cache, cache["train"][0, data.train_indices], device)  # pass 1: the clean views
     else:
         progress = lambda done, total: reporter.progress("embedding training objects", done, total)  # noqa: E731
-        feats = compute_features(model, data.train, data.train_indices, device, progress=progress)
+        feats = backbone_features(model, data.train, data.train_indices, device, progress=progress)
     return embed_features(model, feats, torch.as_tensor(data.train.category[data.train_indices]), device)
 
 
@@ -826,7 +801,7 @@ def _epoch_evaluation(model: PAN, data: RunData, cache: dict | None, device, rep
         val_feats = _features_of_cached(model, cache, source[data.val_indices], device)
     else:
         progress = lambda done, total: reporter.progress("embedding validation objects", done, total)  # noqa: E731
-        val_feats = compute_features(model, data.val, data.val_indices, device, progress=progress)
+        val_feats = backbone_features(model, data.val, data.val_indices, device, progress=progress)
     probes = embed_features(model, val_feats, torch.as_tensor(data.val.category[data.val_indices]), device)
     results = evaluate_picr(gallery, probes)
     row = {f"val_{task}": value for task, value in results.items()}

@@ -18,9 +18,11 @@ from piro_cli.cli import app
 from piro_cli.data.prepare import PrepareOptions, prepare_dataset
 from piro_cli.data.store import StoreWriter, ViewSetStore
 from piro_cli.errors import DataError, PiroError
-from piro_cli.evaluation.embeddings import EmbeddingsFile, embed_objects, load_model
-from piro_cli.evaluation.evaluate import embed, evaluate
+from piro_cli.evaluation.evaluate import evaluate
 from piro_cli.evaluation.picr import TASKS, evaluate_picr
+from piro_cli.inference.embedding import embed_objects
+from piro_cli.inference.embeddings_file import EmbeddingsFile, embed
+from piro_cli.inference.run import load_model
 from piro_cli.runs import load_checkpoint
 from piro_cli.train import TrainConfig, train
 
@@ -219,7 +221,7 @@ def test_missing_split(world):
     result = invoke(["embed", world["runs"][0], "--data", "train-only.h5", "--split", "test"])
     assert result.exit_code == 1 and "has no 'test' split" in result.output
     result = invoke(["evaluate", world["runs"][0], "--data", "train-only.h5", "--split", "val"])
-    assert result.exit_code == 1 and "not the file" in result.output  # val rows are recorded for the original file
+    assert result.exit_code == 1 and "is not the dataset run" in result.output  # val rows are recorded for the original file
 
 
 def test_split_val_without_validation_objects(world, tmp_path):

@@ -351,7 +351,7 @@ def test_skip_bad_advice_only_where_it_applies(tmp_path, tiny_checkpoint):
 
 @pytest.fixture(scope="module")
 def tiny_embeddings(tiny_data, tiny_checkpoint, tmp_path_factory) -> Path:
-    from piro_cli.evaluation.evaluate import embed
+    from piro_cli.inference.embeddings_file import embed
 
     out = tmp_path_factory.mktemp("emb") / "emb.h5"
     return embed(tiny_checkpoint, out=out, data=tiny_data, splits="train,test", device="cpu").path

@@ -161,8 +161,8 @@ import numpy as np
 import torch
 from piro_cli.data.store import StoreWriter
 from piro_cli.errors import PiroError
-from piro_cli.evaluation.embeddings import EmbeddedGroup, write_embeddings
-from piro_cli.evaluation.picr import EmbeddingSet
+from piro_cli.inference.embedding import EmbeddedGroup, EmbeddingSet
+from piro_cli.inference.embeddings_file import write_embeddings
 
 def store():
     views = np.random.default_rng(0).integers(0, 256, (12, 16, 16, 3), dtype=np.uint8)

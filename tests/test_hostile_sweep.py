@@ -23,10 +23,9 @@ from piro_cli.cli import app
 from piro_cli.cli.common import err_console, handle_errors
 from piro_cli.data.store import ViewSetStore
 from piro_cli.errors import DataError, PiroError
-from piro_cli.features import load_feature_cache
 from piro_cli.outputs import write_error
 from piro_cli.runs import MetricsLog
-from piro_cli.train import train
+from piro_cli.train import load_feature_cache, train
 
 runner = CliRunner()
 

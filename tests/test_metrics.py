@@ -16,7 +16,8 @@ from sklearn.metrics import average_precision_score
 
 from piro_cli.errors import DataError
 from piro_cli.evaluation.metrics import mean_average_precision, nearest_accuracy, rank, vote
-from piro_cli.evaluation.picr import TASKS, EmbeddingSet, evaluate_picr, parse_tasks, run_picr
+from piro_cli.evaluation.picr import TASKS, evaluate_picr, parse_tasks, run_picr
+from piro_cli.inference.embedding import EmbeddingSet
 
 BACKENDS = ["torch", "numba"]
 

@@ -26,7 +26,7 @@ import pytest
 import torch
 
 from piro_cli.evaluation.picr import TASKS, evaluate_picr
-from piro_cli.features import embed_features
+from piro_cli.inference.embedding import embed_features
 
 CAT_DIM = 3  # features [:3] are the category space, [3:] the object space
 

@@ -91,7 +91,7 @@ def test_tta_averages_each_view_with_its_mirror(tiny_data):
     """--tta: a view's single-view embedding is L2norm of the mean of the unnormalised embeddings of the view and of
     its horizontal mirror, computed here by hand from the heads; MV embeddings use the same averaged views."""
     from piro_cli.data.store import ViewSetStore
-    from piro_cli.evaluation.embeddings import load_model
+    from piro_cli.inference.run import load_model
 
     result = train(tiny_config(tiny_data, name="t", epochs=1))
     checkpoint = load_checkpoint(result.best_path)

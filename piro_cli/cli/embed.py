@@ -69,8 +69,8 @@ def embed(
     --images embeds the photos of one new object and, with --data, lists its nearest categories and gallery
     objects: `piro embed runs/exp/best.pt --images mug1.jpg mug2.jpg --data data/objectpi.h5`.
     """
-    from piro_cli.evaluation.evaluate import embed as embed_split
-    from piro_cli.evaluation.evaluate import embed_new_object
+    from piro_cli.inference.embeddings_file import embed as embed_split
+    from piro_cli.inference.photos import embed_new_object
 
     if photos and not images:
         raise PiroError(f"{photos[0]}: extra argument; to embed photos of a new object put --images before them")

@@ -83,7 +83,7 @@ def visualize(
     Figures are PNG (--pdf adds PDF), written into the run folder (several runs: the first run's folder,
     e.g. umap_<run1>_vs_<run2>.png); their paths are printed.
     """
-    from piro_cli.train import pick_device
+    from piro_cli.hardware import pick_device
     from piro_cli.viz import draw_figures
 
     flags = {"umap": umap, "distances": distances, "retrieval": retrieval, "attention": attention}

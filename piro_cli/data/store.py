@@ -546,3 +546,18 @@ class ViewSetStore:
         state["_pid"] = -1
         state["_split_cache"] = {}
         return state
+
+
+def resolve_data(data: str | Path | None) -> Path:
+    """The given file, or the most recently written ./data/*.h5."""
+    if data is not None:
+        path = Path(data)
+        if not path.exists():
+            raise DataError(f"{path}: no such file; create it with `piro prepare DATASET RAW_DIR --out {path}`")
+        return path
+    candidates = sorted(Path("data").glob("*.h5"), key=lambda p: p.stat().st_mtime)
+    if not candidates:
+        raise DataError(
+            "no dataset given and none in ./data/; run `piro prepare synthetic` (or another source) first, or pass --data FILE"
+        )
+    return candidates[-1]

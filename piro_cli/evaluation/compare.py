@@ -35,10 +35,11 @@ import numpy as np
 
 from piro_cli import __version__
 from piro_cli.errors import DataError, PiroError
-from piro_cli.evaluation.evaluate import SPLITS, Reporter, SilentReporter, json_safe
+from piro_cli.evaluation.evaluate import SPLITS, json_safe
 from piro_cli.evaluation.picr import SHORT_NAMES, TASKS
 from piro_cli.methods import method_label
 from piro_cli.outputs import write_text
+from piro_cli.reporting import Reporter, SilentReporter
 from piro_cli.runs import MetricsLog, checkpoint_file, load_checkpoint, run_name
 
 FORMATS = ("table", "markdown", "csv", "json")

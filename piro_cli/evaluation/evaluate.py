@@ -1,4 +1,4 @@
-"""`piro evaluate` and `piro embed`, as library calls (the CLI only parses options and renders results).
+"""`piro evaluate`, as a library call (the CLI only parses options and renders results).
 
 Sources: checkpoints (a `best.pt` / `last.pt`, or a run folder meaning its `best.pt`) and embeddings files
 from `piro embed`, in any mix. Several sources give the mean and the sample standard deviation (n - 1)
@@ -30,7 +30,6 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
 
 import h5py
 import numpy as np
@@ -38,43 +37,20 @@ import torch
 
 from piro_cli import __version__
 from piro_cli.data.store import FORMAT_NAME as VIEWSET_FORMAT
-from piro_cli.data.store import ViewSetStore, open_hdf5
+from piro_cli.data.store import open_hdf5
 from piro_cli.errors import DataError, PiroError
-from piro_cli.evaluation.embeddings import FORMAT_NAME as EMBEDDINGS_FORMAT
-from piro_cli.evaluation.embeddings import (
-    EmbeddedGroup,
-    EmbeddingsFile,
-    check_categories,
-    check_same_data,
-    embed_objects,
-    embed_photos,
-    group_rows,
-    is_embeddings_file,
-    load_model,
-    nearest_in_gallery,
-    write_embeddings,
-)
-from piro_cli.evaluation.metrics import TIE_BREAKS
 from piro_cli.evaluation.picr import SHORT_NAMES, needs_gallery, parse_tasks, required_fields, run_picr
-from piro_cli.outputs import OutputLock, check_output_path, write_text
-from piro_cli.runs import load_checkpoint, run_name
-from piro_cli.train import pick_device, resolve_data
+from piro_cli.hardware import pick_device
+from piro_cli.inference.embedding import embed_objects
+from piro_cli.inference.embeddings_file import FORMAT_NAME as EMBEDDINGS_FORMAT
+from piro_cli.inference.embeddings_file import EmbeddingsFile
+from piro_cli.inference.run import check_same_data, group_rows, load_run, require_split
+from piro_cli.inference.search import TIE_BREAKS
+from piro_cli.outputs import write_text
+from piro_cli.reporting import Reporter, SilentReporter, stage_progress
 
 SPLITS = ("test", "val")
 FORMATS = ("table", "json", "csv")
-
-
-class Reporter(Protocol):
-    def info(self, message: str) -> None: ...
-    def progress(self, stage: str, done: int, total: int) -> None: ...
-
-
-class SilentReporter:
-    def info(self, message: str) -> None:
-        pass
-
-    def progress(self, stage: str, done: int, total: int) -> None:
-        pass
 
 
 @dataclass
@@ -269,62 +245,33 @@ def _is_embeddings_source(path: Path) -> bool:
 def _from_checkpoint(
     path: Path, data: str | Path | None, tasks, split: str, device: torch.device, reporter: Reporter, tta: bool | None = None
 ):
-    checkpoint = load_checkpoint(path)
-    data_path = _data_for(checkpoint, data)
-    store = ViewSetStore(data_path)
-    check_categories(checkpoint, store)
-    ckpt_path = Path(checkpoint["path"])
-    name = run_name(ckpt_path)
-    recorded_val = (checkpoint.get("data") or {}).get("val")
+    run = load_run(path, device, tta)
+    store = run.open_data(data)
+    recorded_val = (run.checkpoint.get("data") or {}).get("val")
     if split == "test":
         probe_split, probe_rows = "test", None
         gallery_rows = None
         hint = "; evaluate the run's validation objects with --split val" if recorded_val or "val" in store.splits else ""
-        _require_split(store, "test", "the probes", hint)
+        require_split(store, "test", "the probes", hint)
     else:
-        probe_split, probe_rows = group_rows(checkpoint, store, "val")
-        gallery_rows = np.asarray(checkpoint["data"]["train_indices"], dtype=np.int64) if recorded_val else None
+        probe_split, probe_rows = group_rows(run.checkpoint, store, "val")
+        gallery_rows = np.asarray(run.checkpoint["data"]["train_indices"], dtype=np.int64) if recorded_val else None
         if gallery_rows is not None:
-            check_same_data(checkpoint, store)
+            check_same_data(run.checkpoint, store)
     if needs_gallery(tasks):
-        _require_split(store, "train", "the gallery")
-    model = load_model(checkpoint, device, tta)
-    reporter.info(f"{ckpt_path}: epoch {checkpoint.get('epoch', '?')}, data {data_path}")
+        require_split(store, "train", "the gallery")
+    reporter.info(f"{run.path}: epoch {run.epoch if run.epoch is not None else '?'}, data {store.path}")
     gallery = None
     if needs_gallery(tasks):
-        gallery = embed_objects(
-            model, store, "train", gallery_rows, device, _stage(reporter, f"{name}: embedding the gallery (train)")
-        )
-    probes = embed_objects(
-        model, store, probe_split, probe_rows, device, _stage(reporter, f"{name}: embedding the {split} objects")
-    )
-    run = SourceResult(
-        source=str(path), kind="checkpoint", name=name, values={}, num_queries={}, seconds=0.0,
-        data={"path": str(data_path), "fingerprint": store.fingerprint}, epoch=checkpoint.get("epoch"),
-        tta=model.flip_views,
+        stage = stage_progress(reporter, f"{run.name}: embedding the gallery (train)")
+        gallery = embed_objects(run.model, store, "train", gallery_rows, device, stage)
+    stage = stage_progress(reporter, f"{run.name}: embedding the {split} objects")
+    probes = embed_objects(run.model, store, probe_split, probe_rows, device, stage)
+    result = SourceResult(
+        source=str(path), kind="checkpoint", name=run.name, values={}, num_queries={}, seconds=0.0,
+        data={"path": str(store.path), "fingerprint": store.fingerprint}, epoch=run.epoch, tta=run.tta,
     )  # fmt: skip
-    return run, (gallery.embeddings if gallery else None), probes.embeddings, list(store.categories)
-
-
-def _require_split(store: ViewSetStore, split: str, role: str, hint: str = "") -> None:
-    if split not in store.splits:
-        have = ", ".join(store.splits) or "none"
-        raise DataError(
-            f"{store.path}: has no '{split}' split for {role} (it has: {have}){hint or '; prepare a file with train and test splits'}"
-        )
-
-
-def _stage(reporter: Reporter, stage: str):
-    return lambda done, total: reporter.progress(stage, done, total)
-
-
-def _data_for(checkpoint: dict, data: str | Path | None) -> Path:
-    if data is not None:
-        return resolve_data(data)
-    recorded = (checkpoint.get("data") or {}).get("path")
-    if recorded and Path(recorded).is_file():
-        return Path(recorded)
-    return resolve_data(None)
+    return result, (gallery.embeddings if gallery else None), probes.embeddings, list(store.categories)
 
 
 def _from_embeddings(path: Path, tasks, split: str):
@@ -402,110 +349,3 @@ def table_rows(result: EvaluationResult) -> tuple[list[str], list[list[str]]]:
             ["std", *(f"{stds[t]:.2f}" for t in result.tasks)] + ([f"{np.std(run_means, ddof=1):.2f}"] if average else [])
         )
     return header, rows
-
-
-# ----------------------------------------------------------------------------- embed
-
-
-@dataclass
-class EmbedResult:
-    path: Path
-    groups: dict[str, int]  # group -> objects
-    seconds: float
-
-
-def embed(
-    checkpoint: str | Path,
-    *,
-    out: str | Path | None = None,
-    data: str | Path | None = None,
-    splits: str | Sequence[str] = "test",
-    device: str | None = None,
-    overwrite: bool = False,
-    tta: bool | None = None,
-    reporter: Reporter | None = None,
-) -> EmbedResult:
-    """Embed every object of the given splits (train, val, test) into an embeddings file (layout: embeddings.py).
-
-    Default `out`: `<run folder>/embeddings_<splits>.h5`."""
-    reporter = reporter or SilentReporter()
-    started = time.perf_counter()
-    groups = _parse_groups(splits)
-    ckpt = load_checkpoint(checkpoint)
-    data_path = _data_for(ckpt, data)
-    store = ViewSetStore(data_path)
-    check_categories(ckpt, store)
-    path = Path(out) if out is not None else Path(ckpt["path"]).parent / f"embeddings_{'_'.join(groups)}.h5"
-    if path.suffix.lower() not in (".h5", ".hdf5"):
-        raise PiroError(f"--out {path}: embeddings files are HDF5; use a .h5 file name")
-    check_output_path(path, "--out", overwrite)
-    plans = {g: group_rows(ckpt, store, g) for g in groups}  # every split checked before any work
-    torch_device = pick_device(device)
-    with OutputLock(path):  # a second `piro embed` to the same file refuses instead of racing this one
-        model = load_model(ckpt, torch_device, tta)
-        reporter.info(f"{ckpt['path']}: epoch {ckpt.get('epoch', '?')}, data {data_path}, device {torch_device}")
-        embedded: dict[str, EmbeddedGroup] = {}
-        for group, (split, rows) in plans.items():
-            embedded[group] = embed_objects(model, store, split, rows, torch_device, _stage(reporter, f"embedding {group}"))
-        meta = {
-            "checkpoint": str(ckpt["path"]),
-            "checkpoint_epoch": int(ckpt.get("epoch", 0)),
-            "model_config": ckpt["model_config"],
-            "data_path": str(data_path),
-            "data_fingerprint": store.fingerprint,
-            "source_dataset": store.source_dataset,
-            "num_views": store.num_views,
-            "image_size": store.image_size,
-            "tta": model.flip_views,
-        }
-        write_embeddings(path, embedded, store.categories, meta, overwrite=overwrite)
-    return EmbedResult(path, {g: len(e.names) for g, e in embedded.items()}, time.perf_counter() - started)
-
-
-def _parse_groups(splits: str | Sequence[str]) -> list[str]:
-    items = [s.strip() for part in ([splits] if isinstance(splits, str) else splits) for s in part.split(",") if s.strip()]
-    if "all" in items:
-        items = ["train", "val", "test"]
-    bad = [s for s in items if s not in ("train", "val", "test")]
-    if bad or not items:
-        raise PiroError(f"--split {bad[0] if bad else ''!r}: choose train, val, test (comma-separated) or all")
-    return [g for g in ("train", "val", "test") if g in items]
-
-
-def embed_new_object(
-    checkpoint: str | Path,
-    images: Sequence[str | Path],
-    *,
-    gallery: str | Path | None = None,
-    top: int = 5,
-    device: str | None = None,
-    tta: bool | None = None,
-    reporter: Reporter | None = None,
-    skip_bad: bool = False,
-):
-    """Embeddings of one new object's photos; with `gallery` (a data file, whose train split is embedded, or an
-    embeddings file with train embeddings) also its nearest categories and gallery objects. `skip_bad` leaves out
-    the photos that cannot be read (listed in the result's `skipped`) instead of raising."""
-    reporter = reporter or SilentReporter()
-    ckpt = load_checkpoint(checkpoint)
-    torch_device = pick_device(device)
-    image_size = int((ckpt.get("data") or {}).get("image_size") or 224)
-    emb = store = None
-    if gallery is not None:  # checked before any work
-        if is_embeddings_file(gallery):
-            emb = EmbeddingsFile(gallery)
-            if emb.categories != list(ckpt.get("categories", [])):
-                raise DataError(f"{gallery}: its categories are not the ones {ckpt['path']} was trained on")
-            emb.require("train", hint=" (the gallery)")
-        else:
-            store = ViewSetStore(resolve_data(gallery))
-            check_categories(ckpt, store)
-            _require_split(store, "train", "the gallery")
-    model = load_model(ckpt, torch_device, tta)
-    result = embed_photos(model, images, image_size, torch_device, skip_bad)
-    if emb is not None:
-        return nearest_in_gallery(result, emb.load("train", ("mv_cat", "mv_obj")), emb.categories, top=top)
-    if store is not None:
-        group = embed_objects(model, store, "train", None, torch_device, _stage(reporter, "embedding the gallery (train)"))
-        return nearest_in_gallery(result, group, list(store.categories), top=top)
-    return result

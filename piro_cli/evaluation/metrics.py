@@ -60,11 +60,11 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 
+from piro_cli.inference.search import KNN_VOTES, vote
+
 Progress = Callable[[int, int], None]
 
-KNN_VOTES = 10
 BACKENDS = ("torch", "numba")
-TIE_BREAKS = ("smallest", "nearest")
 CPU_CHUNK_BYTES = 256 * 2**20  # keys of one chunk of queries on the CPU
 SELF_BLOCK = 4096  # side of the square blocks of the symmetric CPU path
 
@@ -147,30 +147,6 @@ def rank(
         else:
             _rank_torch(q32, x32, search_k, query_ids, item_ids, exclude_self, drop_first, found, ap, progress, chunk_rows)
     return RankResult(neighbours.contiguous() if neighbours is not None else None, ap)
-
-
-def vote(neighbour_labels: torch.Tensor, tie_break: str = "smallest") -> torch.Tensor:
-    """Majority label of each row of (q, k) labels in rank order.
-
-    tie_break: "smallest": a tie goes to the smallest tied label, as the released code's
-    `argmax(bincount(...))` decides; "nearest": to the tied label whose nearest member ranks first (it
-    depends on the ranking only, not on how the labels are numbered)."""
-    if tie_break not in TIE_BREAKS:
-        raise ValueError(f"unknown tie break {tie_break!r}; choose one of {', '.join(TIE_BREAKS)}")
-    q, k = neighbour_labels.shape
-    if k == 0:
-        return torch.full((q,), -1, dtype=torch.int64)
-    labels = neighbour_labels.long()
-    num = int(labels.max()) + 1
-    votes = torch.zeros(q, num, dtype=torch.int64, device=labels.device)
-    votes.scatter_add_(1, labels, torch.ones_like(labels))
-    if tie_break == "smallest":
-        return votes.argmax(dim=1)  # the first of equal maxima: the smallest label
-    first = torch.full((q, num), k, dtype=torch.int64, device=labels.device)
-    ranks = torch.arange(k, device=labels.device).expand_as(labels)
-    first.scatter_reduce_(1, labels, ranks, reduce="amin")
-    # more votes first; among equal votes the smaller first rank (distinct per label, so no tie remains)
-    return (votes * (k + 1) + (k - first)).argmax(dim=1)
 
 
 def knn_vote_accuracy(

@@ -41,7 +41,9 @@ from dataclasses import dataclass, field
 import torch
 
 from piro_cli.errors import DataError
-from piro_cli.evaluation.metrics import KNN_VOTES, TIE_BREAKS, rank, vote
+from piro_cli.evaluation.metrics import rank
+from piro_cli.inference.embedding import EmbeddingSet
+from piro_cli.inference.search import KNN_VOTES, TIE_BREAKS, vote
 
 TASKS = (
     "sv-category-recognition",
@@ -79,22 +81,6 @@ TASK_FIELDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 }
 
 StageProgress = Callable[[str, int, int], None]
-
-
-@dataclass
-class EmbeddingSet:
-    """Embeddings of the objects of one split (all L2-normalised). A field a task does not read may be None."""
-
-    sv_cat: torch.Tensor | None  # (N, V, Dc)
-    sv_obj: torch.Tensor | None  # (N, V, Do)
-    mv_cat: torch.Tensor | None  # (N, Dc)
-    mv_obj: torch.Tensor | None  # (N, Do)
-    mv_obj_first: torch.Tensor | None  # (N, Do) o_mv of views [:V//2]: the MV object tasks' gallery
-    mv_obj_last: torch.Tensor | None  # (N, Do) o_mv of views [V//2:]: their queries
-    labels: torch.Tensor  # (N,) category indices
-
-    def __len__(self) -> int:
-        return len(self.labels)
 
 
 @dataclass

@@ -15,7 +15,7 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
 from piro_cli.errors import PiroError
-from piro_cli.viz.embeddings import LoadedRun, StageProgress
+from piro_cli.viz.embeddings import PlotRun, StageProgress
 from piro_cli.viz.style import new_figure, show_image
 
 CELL_INCHES = 0.6  # one thumbnail / heatmap cell
@@ -25,7 +25,7 @@ TITLE_INCHES = 0.8
 ANNOTATE_MAX_VIEWS = 12  # print the weight in each cell up to this many views
 
 
-def panels_of(run: LoadedRun, row: int, progress: StageProgress | None = None) -> list[tuple[str, np.ndarray]]:
+def panels_of(run: PlotRun, row: int, progress: StageProgress | None = None) -> list[tuple[str, np.ndarray]]:
     """(title, (V, V) weights) of each attention layer of the run, for test object `row`."""
     emb = run.embed([row], progress)
     if run.dual:
@@ -43,7 +43,7 @@ def figure_inches(views: int, panels_per_row: int, rows: int) -> tuple[float, fl
     return panels_per_row * (panel + GAP_INCHES) + COLORBAR_INCHES, rows * (panel + GAP_INCHES) + TITLE_INCHES
 
 
-def plot_attention(runs: Sequence[LoadedRun], row: int, progress: StageProgress | None = None) -> Figure:
+def plot_attention(runs: Sequence[PlotRun], row: int, progress: StageProgress | None = None) -> Figure:
     """One row of heatmaps per run."""
     reference = runs[0]
     for run in runs[1:]:

@@ -5,11 +5,8 @@ recently trained run under `./runs` (the newest `runs/*/last.pt`). A run is name
 (`runs/synth-dual/best.pt` -> `synth-dual`; another checkpoint of the folder adds its stem: `synth-dual-last`),
 and its figures go into that folder.
 
-Which data. The data file the checkpoint recorded (`data.path`, as given to `piro train`; a relative path is
-looked up from the current folder, then from the folder that holds the run's project folder), or the file
-given with `--data`. Either way the file must hold the categories the run was trained on and have the
-fingerprint the run recorded (a file with the same content prepared elsewhere has the same fingerprint);
-anything else is a PiroError that says to pass the right file with `--data`.
+Which data: the run's data file as piro_cli.inference.run finds it (or `--data`), with the categories
+and the fingerprint the run recorded; anything else is a PiroError that says to pass the right file with `--data`.
 
 Which views ("test views"). The data file's `test` split when it has one; otherwise the run's validation
 objects (the checkpoint's `data.val`: a `val` split, or the objects `--val-fraction` carved out of `train`,
@@ -31,16 +28,13 @@ import numpy as np
 import torch
 
 from piro_cli.data.store import SplitData, ViewSetStore
-from piro_cli.errors import PiroError, short_cause
-from piro_cli.features import compute_features
-from piro_cli.models.pan import PAN, PANConfig
-from piro_cli.runs import checkpoint_file, latest_run_dir, load_checkpoint
+from piro_cli.errors import PiroError
+from piro_cli.inference.embedding import backbone_features
+from piro_cli.inference.run import LoadedRun, group_rows, load_run
+from piro_cli.models.pan import PAN
+from piro_cli.runs import checkpoint_file, latest_run_dir
 
 StageProgress = Callable[[str, int, int], None]
-
-# Checkpoint entries a plot never needs; dropped after loading to free memory.
-_TRAINING_STATE = ("optimizer_state", "scheduler_state", "loss_state", "rng")
-
 
 @dataclass
 class RunRef:
@@ -98,11 +92,11 @@ class ObjectEmbeddings:
 
 
 @dataclass
-class LoadedRun:
+class PlotRun:
+    """A run loaded for plotting: its model (piro_cli.inference) and the test objects its figures show."""
+
     ref: RunRef
-    checkpoint: dict
-    model: PAN
-    device: torch.device
+    run: LoadedRun
     store: ViewSetStore
     split: SplitData  # the split the test objects are rows of
     indices: np.ndarray  # test objects: rows of `split`
@@ -112,6 +106,18 @@ class LoadedRun:
     @property
     def name(self) -> str:
         return self.ref.name
+
+    @property
+    def checkpoint(self) -> dict:
+        return self.run.checkpoint
+
+    @property
+    def model(self) -> PAN:
+        return self.run.model
+
+    @property
+    def device(self) -> torch.device:
+        return self.run.device
 
     @property
     def dual(self) -> bool:
@@ -144,7 +150,7 @@ class LoadedRun:
         if missing:
             stage = f"embedding {self.name}: {len(missing)} test objects"
             report = (lambda done, total: progress(stage, done, total)) if progress is not None else None
-            feats = compute_features(self.model, self.split, self.indices[missing], self.device, progress=report)
+            feats = backbone_features(self.model, self.split, self.indices[missing], self.device, progress=report)
             with torch.no_grad():
                 for start in range(0, len(missing), 256):
                     out = self.model.forward_features(feats[start : start + 256].to(self.device))
@@ -155,87 +161,36 @@ class LoadedRun:
         return ObjectEmbeddings(rows, self.labels[rows], *stacked)
 
 
-def open_run(ref: RunRef, data: str | Path | None = None, device: torch.device | str = "cpu") -> LoadedRun:
+def open_run(ref: RunRef, data: str | Path | None = None, device: torch.device | str = "cpu") -> PlotRun:
     """Load a run's model and find its data file and test objects (see the module docstring)."""
-    device = torch.device(device)
-    checkpoint = load_checkpoint(ref.checkpoint)
-    for key in _TRAINING_STATE:
-        checkpoint.pop(key, None)
-    for key in ("model_config", "model_state", "categories", "data"):
-        if key not in checkpoint:
-            raise PiroError(
-                f"{ref.checkpoint}: the checkpoint has no '{key}' entry; pass a best.pt or last.pt written by `piro train`"
-            )
-    config = PANConfig.from_dict(checkpoint["model_config"])
-    config.pretrained = False  # the weights come from the checkpoint: never fetch ImageNet weights for nothing
-    model = PAN(config)
-    try:
-        model.load_state_dict(checkpoint["model_state"])
-    except RuntimeError as exc:
-        raise PiroError(f"{ref.checkpoint}: its weights do not fit its model config ({short_cause(exc)}); retrain") from exc
-    model.to(device).eval()
-    store = _open_data(ref, checkpoint, data)
-    split, indices, source = _test_objects(ref, checkpoint, store)
-    return LoadedRun(ref, checkpoint, model, device, store, split, indices, source)
+    run = load_run(ref.checkpoint, torch.device(device))
+    if "data" not in run.checkpoint or "categories" not in run.checkpoint:
+        raise PiroError(f"{ref.checkpoint}: the checkpoint has no data record; pass a best.pt or last.pt written by `piro train`")
+    store = run.open_data(data, same_data=True)
+    split, indices, source = _test_objects(ref, run, store)
+    return PlotRun(ref, run, store, split, indices, source)
 
 
-def _open_data(ref: RunRef, checkpoint: dict, data: str | Path | None) -> ViewSetStore:
-    recorded = checkpoint["data"].get("path")
-    if data is not None:
-        path = Path(data)
-        if not path.exists():
-            raise PiroError(f"--data {path}: no such file; pass the HDF5 file run {ref.name} was trained on")
-    else:
-        candidates = [Path(recorded)] if recorded else []
-        if recorded and not Path(recorded).is_absolute():
-            candidates.append(ref.folder.parent.parent / recorded)  # trained from the folder holding runs/
-        path = next((p for p in candidates if p.exists()), None)
-        if path is None:
-            raise PiroError(
-                f"{ref.checkpoint}: its data file {recorded} is not there (looked in {', '.join(str(c) for c in candidates) or 'nowhere'}); "
-                "pass the file the run was trained on with --data FILE"
-            )
-    store = ViewSetStore(path)
-    if list(store.categories) != list(checkpoint["categories"]):
-        raise PiroError(
-            f"{path}: its {len(store.categories)} categories are not the {len(checkpoint['categories'])} run {ref.name} was trained on "
-            f"({', '.join(checkpoint['categories'][:5])}...); pass the run's data file with --data FILE"
-        )
-    expected = checkpoint["data"].get("fingerprint")
-    if expected and store.fingerprint != expected:
-        raise PiroError(
-            f"{path}: is not the dataset run {ref.name} was trained on (fingerprint {store.fingerprint}, the run recorded {expected}); "
-            "pass the original file with --data FILE"
-        )
-    return store
-
-
-def _test_objects(ref: RunRef, checkpoint: dict, store: ViewSetStore) -> tuple[SplitData, np.ndarray, str]:
+def _test_objects(ref: RunRef, run: LoadedRun, store: ViewSetStore) -> tuple[SplitData, np.ndarray, str]:
     if "test" in store.splits:
         split = store.split("test")
         indices, source = np.arange(len(split)), "the test split"
     else:
-        val = checkpoint["data"].get("val")
-        if not val:
+        if not run.checkpoint["data"].get("val"):
             raise PiroError(
                 f"{store.path}: has no test split and run {ref.name} kept no validation objects, so every object was trained on; "
                 "prepare the data with a test split, or train with --val-fraction"
             )
-        split = store.split(val["split"])
-        indices = np.asarray(val["indices"], dtype=np.int64)
-        in_range = len(indices) == 0 or (indices.min() >= 0 and indices.max() < len(split))
-        recorded = val.get("names")
-        if not in_range or (recorded is not None and [split.object_names[int(i)] for i in indices] != list(recorded)):
-            raise PiroError(
-                f"{store.path}: its '{val['split']}' split does not hold run {ref.name}'s validation objects; pass the run's data file with --data FILE"
-            )
-        source = f"the run's validation objects from the {val['split']} split (the file has no test split)"
+        name, rows = group_rows(run.checkpoint, store, "val")
+        split = store.split(name)
+        indices = np.arange(len(split)) if rows is None else rows
+        source = f"the run's validation objects from the {name} split (the file has no test split)"
     if len(indices) == 0:
         raise PiroError(f"{store.path}: run {ref.name} has no test objects to plot; prepare the data with a test split")
     return split, indices, source
 
 
-def select_categories(run: LoadedRun, wanted: Sequence[str] | None, count: int = 5) -> list[int]:
+def select_categories(run: PlotRun, wanted: Sequence[str] | None, count: int = 5) -> list[int]:
     """Category indices to plot: the named ones (case-insensitive), or the `count` with the most test objects (ties: file order)."""
     counts = np.bincount(run.labels, minlength=len(run.categories))
     present = [c for c in range(len(counts)) if counts[c] > 0]

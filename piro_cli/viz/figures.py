@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from piro_cli.errors import PiroError
-from piro_cli.viz.embeddings import LoadedRun, RunRef, StageProgress, open_run, resolve_runs, select_categories
+from piro_cli.viz.embeddings import PlotRun, RunRef, StageProgress, open_run, resolve_runs, select_categories
 from piro_cli.viz.style import save_figure
 
 KINDS = ("umap", "distances", "retrieval", "attention")
@@ -79,7 +79,7 @@ def draw_figures(
     model_kinds = [k for k in wanted if k != "distances"]
     if not model_kinds:
         return written
-    loaded: list[LoadedRun] = []
+    loaded: list[PlotRun] = []
     try:
         for ref in refs:
             loaded.append(open_run(ref, data, device))
@@ -111,7 +111,7 @@ def _model_figures(loaded, refs, kinds, categories, queries, top_k, seed, pdf, u
     return written
 
 
-def _umap_figure(loaded: list[LoadedRun], categories: Sequence[str] | None, seed: int, umap_epochs: int | None, progress):
+def _umap_figure(loaded: list[PlotRun], categories: Sequence[str] | None, seed: int, umap_epochs: int | None, progress):
     from piro_cli.viz.umap_plot import plot_umap, umap_panels
 
     chosen = select_categories(loaded[0], categories, DEFAULT_CATEGORIES)

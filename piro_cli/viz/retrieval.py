@@ -21,7 +21,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from piro_cli.errors import PiroError
-from piro_cli.viz.embeddings import LoadedRun, ObjectEmbeddings
+from piro_cli.viz.embeddings import ObjectEmbeddings, PlotRun
 from piro_cli.viz.style import CORRECT, QUERY, WRONG, new_figure, show_image
 
 CELL_INCHES = (1.3, 1.6)  # one thumbnail with its two-line caption
@@ -33,7 +33,7 @@ TITLE_INCHES = 0.9
 
 @dataclass
 class Hit:
-    row: int  # test object (position in LoadedRun.indices)
+    row: int  # test object (position in PlotRun.indices)
     view: int
     distance: float
     correct: bool
@@ -47,7 +47,7 @@ class RetrievalRow:
     hits: list[Hit]
 
 
-def pick_queries(run: LoadedRun, count: int, seed: int) -> list[tuple[int, int]]:
+def pick_queries(run: PlotRun, count: int, seed: int) -> list[tuple[int, int]]:
     """`count` (test object, view) pairs, different objects, seeded."""
     if count < 1:
         raise PiroError(f"--queries {count}: must be at least 1")
@@ -76,7 +76,7 @@ def retrieve(emb: ObjectEmbeddings, query: tuple[int, int], space: str, top_k: i
     return [Hit(int(r), int(i % views), float(distances[i]), bool(c)) for r, i, c in zip(owner_row, order, correct, strict=True)]
 
 
-def retrieval_rows(run: LoadedRun, emb: ObjectEmbeddings, query: tuple[int, int], top_k: int) -> list[RetrievalRow]:
+def retrieval_rows(run: PlotRun, emb: ObjectEmbeddings, query: tuple[int, int], top_k: int) -> list[RetrievalRow]:
     rows = []
     for space in ("object", "category"):
         if run.dual:
@@ -93,7 +93,7 @@ def figure_inches(num_queries: int, num_runs: int, top_k: int) -> tuple[float, f
     return width, height
 
 
-def plot_retrieval(runs: Sequence[LoadedRun], queries: Sequence[tuple[int, int]], top_k: int, seed: int) -> Figure:
+def plot_retrieval(runs: Sequence[PlotRun], queries: Sequence[tuple[int, int]], top_k: int, seed: int) -> Figure:
     """One block per query: the query view (blue) on the left, then per run an object-space and a category-space row."""
     if top_k < 1:
         raise PiroError(f"--top-k {top_k}: must be at least 1")

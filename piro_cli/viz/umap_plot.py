@@ -24,7 +24,7 @@ import torch
 from matplotlib.figure import Figure
 
 from piro_cli.errors import PiroError
-from piro_cli.viz.embeddings import LoadedRun, StageProgress
+from piro_cli.viz.embeddings import PlotRun, StageProgress
 from piro_cli.viz.style import MARKERS, new_figure, palette, style_of
 
 PANEL_INCHES = (7.2, 5.0)  # one panel: a square scatter plot and its legend on the right
@@ -87,14 +87,14 @@ def exact_neighbours(points: np.ndarray, k: int, chunk: int = 2048) -> tuple[np.
     return np.concatenate(indices), np.concatenate(distances)
 
 
-def umap_rows(run: LoadedRun, categories: Sequence[int]) -> list[int]:
+def umap_rows(run: PlotRun, categories: Sequence[int]) -> list[int]:
     """Test objects of the chosen categories, grouped in the order of `categories`."""
     labels = run.labels
     return [r for c in categories for r in np.flatnonzero(labels == c).tolist()]
 
 
 def umap_panels(
-    run: LoadedRun, categories: Sequence[int], seed: int, progress: StageProgress | None = None, n_epochs: int | None = None
+    run: PlotRun, categories: Sequence[int], seed: int, progress: StageProgress | None = None, n_epochs: int | None = None
 ) -> list[UmapPanel]:
     """The run's two panels (object space, category space); embeds only the chosen categories' test objects."""
     rows = umap_rows(run, categories)

@@ -1,0 +1,236 @@
+"""Embedding with a trained PAN: backbone features of stored objects, every embedding the PICR tasks read, and the
+embeddings of one view set of photos.
+
+Views are embedded in batches sized to the device (`batch_views_for`); on a GPU under mixed precision
+(piro_cli.hardware.autocast), on a CPU in float32. Every embedding returned is float32 on the CPU.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from piro_cli.data.augment import Augmentation
+from piro_cli.data.sources.base import IMAGE_SUFFIXES, read_image
+from piro_cli.data.store import SplitData, ViewSetStore, normalize_views
+from piro_cli.errors import BadItemError, DataError
+from piro_cli.hardware import autocast
+from piro_cli.models.pan import PAN
+
+Progress = Callable[[int, int], None]
+FIELDS = ("sv_cat", "sv_obj", "mv_cat", "mv_obj", "mv_obj_first", "mv_obj_last")
+
+
+@dataclass
+class EmbeddingSet:
+    """Embeddings of the objects of one split (all L2-normalised). A field a task does not read may be None."""
+
+    sv_cat: torch.Tensor | None  # (N, V, Dc)
+    sv_obj: torch.Tensor | None  # (N, V, Do)
+    mv_cat: torch.Tensor | None  # (N, Dc)
+    mv_obj: torch.Tensor | None  # (N, Do)
+    mv_obj_first: torch.Tensor | None  # (N, Do) o_mv of views [:V//2]: the MV object tasks' gallery
+    mv_obj_last: torch.Tensor | None  # (N, Do) o_mv of views [V//2:]: their queries
+    labels: torch.Tensor  # (N,) category indices
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclass
+class EmbeddedGroup:
+    """The embeddings of some objects of one data split, with who they are."""
+
+    embeddings: EmbeddingSet
+    names: list[str]
+    object_index: np.ndarray  # rows in the data file's `source_split`
+    source_split: str
+
+
+def batch_views_for(device: torch.device, image_size: int) -> int:
+    """Views per backbone batch: 64 on a CPU; on a GPU as many as a quarter of its free memory allows (up to 1024)."""
+    if device.type != "cuda":
+        return 64
+    free, _ = torch.cuda.mem_get_info(device)
+    per_view = image_size * image_size * 3 * 4 * 60  # input plus a generous allowance for activations
+    return int(max(64, min(1024, free // 4 // per_view)))
+
+
+# ----------------------------------------------------------------------------- stored objects
+
+
+@torch.no_grad()
+def backbone_features(
+    model: PAN,
+    split: SplitData,
+    indices: Sequence[int],
+    device: torch.device,
+    augment: Augmentation | None = None,
+    generator: torch.Generator | None = None,
+    batch_views: int = 64,
+    progress: Progress | None = None,
+    stage: str | None = None,
+) -> torch.Tensor:
+    """Backbone features (N, V, F) of the given objects, in float32 on the CPU; with `stage` (--train-from), the
+    backbone's activations where that stage starts, (N, V, C, h, w) in float16 (what training caches)."""
+    model.eval()
+    indices = [int(i) for i in indices]
+    per_batch = max(1, batch_views // split.num_views)
+    chunks = []
+    for start in range(0, len(indices), per_batch):
+        block = np.stack([split.views_uint8(i) for i in indices[start : start + per_batch]])
+        views = normalize_views(block, device)
+        if augment is not None:
+            views = augment(views, generator)
+        with autocast(device):
+            if stage is None:
+                chunks.append(model.features(_channels_last(views, device)).float().cpu())
+            else:
+                chunks.append(model.activations(views, stage).half().cpu())
+        if progress is not None:
+            progress(min(start + per_batch, len(indices)), len(indices))
+    return torch.cat(chunks)
+
+
+def _channels_last(views: torch.Tensor, device: torch.device) -> torch.Tensor:
+    return views.contiguous(memory_format=torch.channels_last) if device.type == "cuda" and views.dim() == 4 else views
+
+
+@torch.no_grad()
+def embed_features(model: PAN, feats: torch.Tensor, labels: torch.Tensor, device: torch.device, batch: int = 256) -> EmbeddingSet:
+    """All embeddings the PICR tasks need, from backbone features (N, V, F)."""
+    model.eval()
+    v = feats.shape[1]
+    parts: dict[str, list[torch.Tensor]] = {k: [] for k in FIELDS}
+    for start in range(0, len(feats), batch):
+        f = feats[start : start + batch].to(device)
+        out = model.forward_features(f)
+        for name in ("sv_cat", "sv_obj", "mv_cat", "mv_obj"):
+            parts[name].append(getattr(out, name).float().cpu())
+        # MV object tasks (METHOD.md section 5): gallery o_mv of views [:V//2], queries o_mv of views [V//2:],
+        # the released split (for an odd V the queries have the extra view); one view serves as both
+        first, last = (f, f) if v == 1 else (f[:, : v // 2], f[:, v // 2 :])
+        parts["mv_obj_first"].append(model.forward_features(first).mv_obj.float().cpu())
+        parts["mv_obj_last"].append(model.forward_features(last).mv_obj.float().cpu())
+    if not parts["sv_cat"]:
+        return _empty_set(model, labels)
+    return EmbeddingSet(*(torch.cat(parts[name]) for name in FIELDS), labels.long().cpu())
+
+
+def _empty_set(model: PAN, labels: torch.Tensor) -> EmbeddingSet:
+    dc = model.config.cat_dim if model.config.dual else model.config.obj_dim
+    do = model.config.obj_dim
+    return EmbeddingSet(
+        torch.empty(0, 0, dc), torch.empty(0, 0, do), torch.empty(0, dc), torch.empty(0, do), torch.empty(0, do),
+        torch.empty(0, do), labels.long(),
+    )  # fmt: skip
+
+
+@torch.no_grad()
+def embed_objects(
+    model: PAN,
+    store: ViewSetStore,
+    split: str,
+    indices: Sequence[int] | None,
+    device: torch.device,
+    progress: Progress | None = None,
+) -> EmbeddedGroup:
+    """Embeddings of the given objects (default: all) of one split, streamed in batches sized to the device."""
+    data = store.split(split)
+    rows = np.arange(len(data)) if indices is None else np.asarray(indices, dtype=np.int64)
+    per_batch = max(1, batch_views_for(device, store.image_size) // max(1, store.num_views))
+    parts: list[EmbeddingSet] = []
+    for start in range(0, len(rows), per_batch):
+        chunk = rows[start : start + per_batch]
+        feats = backbone_features(model, data, chunk, device, batch_views=len(chunk) * store.num_views)
+        parts.append(embed_features(model, feats, torch.as_tensor(data.category[chunk]), device))
+        if progress is not None:
+            progress(min(start + per_batch, len(rows)), len(rows))
+    labels = torch.as_tensor(data.category[rows]).long()
+    if not parts:
+        embeddings = _empty_set(model, labels)
+    else:
+        embeddings = EmbeddingSet(*(torch.cat([getattr(p, f) for p in parts]) for f in FIELDS), labels)
+    return EmbeddedGroup(embeddings, [data.object_names[i] for i in rows], rows, split)
+
+
+# ----------------------------------------------------------------------------- photos
+
+
+@dataclass
+class PhotoEmbeddings:
+    """Embeddings of one view set of photos, and (with a gallery) its nearest categories and objects."""
+
+    images: list[str]  # the photos embedded, in order
+    sv_cat: torch.Tensor  # (V, Dc)
+    sv_obj: torch.Tensor  # (V, Do)
+    mv_cat: torch.Tensor  # (Dc,)
+    mv_obj: torch.Tensor  # (Do,)
+    categories: list[dict] = field(default_factory=list)  # {category, votes, distance}, best first
+    objects: list[dict] = field(default_factory=list)  # {object, category, distance}, nearest first
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (photo, reason): unreadable, left out (--skip-bad)
+
+    def to_dict(self) -> dict:
+        return {
+            "images": self.images,
+            "skipped": [{"image": image, "reason": reason} for image, reason in self.skipped],
+            "sv_cat": self.sv_cat.tolist(),
+            "sv_obj": self.sv_obj.tolist(),
+            "mv_cat": self.mv_cat.tolist(),
+            "mv_obj": self.mv_obj.tolist(),
+            "nearest_categories": self.categories,
+            "nearest_objects": self.objects,
+        }
+
+
+def read_photos(
+    paths: Sequence[str | Path], size: int, skip_bad: bool = False
+) -> tuple[np.ndarray, list[str], list[tuple[str, str]]]:
+    """The photos as uint8 (V, size, size, 3), resized like `piro prepare` does, the paths read, and the
+    (path, reason) of the photos left out: a photo that cannot be read is an error, or with `skip_bad` left out."""
+    views, read, skipped = [], [], []
+    for raw in paths:
+        try:
+            views.append(_read_photo(Path(raw), size))
+        except BadItemError as exc:
+            if not skip_bad:
+                raise
+            skipped.append((exc.path, exc.reason))
+        else:
+            read.append(str(raw))
+    if skipped and not views:
+        raise DataError(f"none of the photos can be read; the first: {skipped[0][0]}: {skipped[0][1]}")
+    if not views:
+        raise DataError("no photos given: pass one or more image files")
+    return np.stack(views), read, skipped
+
+
+def _read_photo(path: Path, size: int) -> np.ndarray:
+    if not path.is_file():
+        raise BadItemError(str(path), "no such image file", fix="check the path")
+    if path.suffix.lower() not in IMAGE_SUFFIXES:
+        raise BadItemError(str(path), "not an image file name", fix=f"pass image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    return read_image(path, size)
+
+
+@torch.no_grad()
+def embed_views(model: PAN, views: np.ndarray, device: torch.device) -> tuple[torch.Tensor, ...]:
+    """(sv_cat (V, Dc), sv_obj (V, Do), mv_cat (Dc,), mv_obj (Do,)) of one view set, uint8 (V, S, S, 3), float32 on the CPU."""
+    model.eval()
+    with autocast(device):
+        out = model(normalize_views(views[None], device))
+    return tuple(t[0].float().cpu() for t in (out.sv_cat, out.sv_obj, out.mv_cat, out.mv_obj))
+
+
+def embed_photos(
+    model: PAN, paths: Sequence[str | Path], image_size: int, device: torch.device, skip_bad: bool = False
+) -> PhotoEmbeddings:
+    """All embeddings of one object's photos (one view set, in the order given); `skip_bad` leaves out the
+    photos that cannot be read (PhotoEmbeddings.skipped) instead of raising."""
+    views, read, skipped = read_photos(paths, image_size, skip_bad)
+    sv_cat, sv_obj, mv_cat, mv_obj = embed_views(model, views, device)
+    return PhotoEmbeddings(images=read, sv_cat=sv_cat, sv_obj=sv_obj, mv_cat=mv_cat, mv_obj=mv_obj, skipped=skipped)
