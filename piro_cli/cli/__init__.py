@@ -13,7 +13,10 @@ from piro_cli.cli.common import SEED_MAX, console, err_console, handle_errors
 from piro_cli.cli.compare import compare as compare_command
 from piro_cli.cli.embed import embed as embed_command
 from piro_cli.cli.evaluate import evaluate as evaluate_command
+from piro_cli.cli.export import export as export_command
 from piro_cli.cli.import_weights import import_weights as import_weights_command
+from piro_cli.cli.index import identify as identify_command
+from piro_cli.cli.index import index_app
 from piro_cli.cli.prepare import prepare
 from piro_cli.cli.train import RichReporter
 from piro_cli.cli.train import train as train_command
@@ -40,7 +43,7 @@ def _version(value: bool) -> None:
 def root(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
 ) -> None:
-    """piro: prepare -> train -> embed / evaluate -> visualize."""
+    """piro: prepare -> train -> embed / evaluate -> visualize; serve: index -> identify, export."""
 
 
 app.command(help=prepare.__doc__)(prepare)
@@ -54,6 +57,9 @@ app.command(help=import_weights_command.__doc__, name="import-weights")(import_w
 
 
 app.command(help=visualize_command.__doc__, name="visualize")(visualize_command)
+app.add_typer(index_app)
+app.command(help=identify_command.__doc__, name="identify")(identify_command)
+app.command(help=export_command.__doc__, name="export")(export_command)
 
 
 @app.command()

@@ -1,0 +1,45 @@
+"""`piro export`: options -> piro_cli.inference.export.export_onnx."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.markup import escape
+
+from piro_cli.cli.common import console, handle_errors
+from piro_cli.errors import PiroError
+
+
+@handle_errors
+def export(
+    run: Path = typer.Argument(..., show_default=False, help="A run folder (its best.pt) or a checkpoint file."),
+    onnx: Path = typer.Option(
+        None,
+        "--onnx",
+        show_default=False,
+        help="The single-view embedder to write, NAME.onnx; the view-set head goes to "
+        "NAME.viewset.onnx and a description to NAME.json beside it.",
+    ),
+    check: bool = typer.Option(
+        True,
+        "--check/--no-check",
+        help="Run both graphs in onnxruntime (when installed) and compare with piro's own embeddings (1e-4).",
+    ),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing files."),
+) -> None:
+    """Export a run's model to ONNX, to embed photos and view sets without piro or torch (see README, Deploying).
+
+    Example: `piro export runs/exp --onnx exp.onnx` (needs `pip install 'piro[deploy]'`).
+    """
+    from piro_cli.inference.export import export_onnx
+
+    if onnx is None:
+        raise PiroError("say what to export: --onnx NAME.onnx")
+    result = export_onnx(run, onnx, overwrite=overwrite, check=check)
+    for path in (result.embedder, result.viewset, result.metadata):
+        console.print(f"[green]wrote[/] {escape(str(path))}", highlight=False)
+    if result.max_difference is not None:
+        console.print(f"onnxruntime matches piro within {result.max_difference:.1e}", highlight=False)
+    elif check:
+        console.print("not checked: onnxruntime is not installed (pip install onnxruntime)", highlight=False)

@@ -1,0 +1,280 @@
+"""`piro index build|add|remove|info|calibrate` and `piro identify`: options -> piro_cli.inference.index / calibration."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.markup import escape
+from rich.progress import Progress
+from rich.table import Table
+
+from piro_cli.cli.common import console, err_console, handle_errors, tta_option
+from piro_cli.cli.evaluate import progress_columns
+from piro_cli.cli.train import RichReporter
+from piro_cli.errors import PiroError
+
+index_app = typer.Typer(
+    name="index",
+    help="A saved gallery of enrolled objects that `piro identify` searches: build it from a run, enrol new objects "
+    "from a few photos without retraining, calibrate the distance beyond which a photo is `unknown`.\n\n"
+    "piro index build runs/exp --out shop.piro-index\n\n"
+    "piro index add shop.piro-index --object my-mug --category mug mug1.jpg mug2.jpg\n\n"
+    "piro index calibrate shop.piro-index --split val",
+    no_args_is_help=True,
+)
+
+INDEX_ARG = typer.Argument(..., show_default=False, help="An index folder (NAME.piro-index) from `piro index build`.")
+RUN_OPTION = typer.Option(
+    None, "--run", help="The run the index was built with, when its checkpoint has moved (default: the path the index recorded)."
+)
+DEVICE_OPTION = typer.Option(None, help="cpu, cuda or cuda:N (default: cuda when available).")
+
+
+def _reporting():
+    progress = Progress(*progress_columns(), console=err_console, transient=True)
+    return progress, RichReporter(progress)
+
+
+@index_app.command("build")
+@handle_errors
+def build(
+    run: Path = typer.Argument(..., show_default=False, help="A run folder (its best.pt) or a checkpoint file."),
+    out: Path = typer.Option(..., "--out", "-o", show_default=False, help="The index folder to create, NAME.piro-index."),
+    data: Path = typer.Option(
+        None, help="The run's HDF5 data file (default: the file it was trained on, else the newest ./data/*.h5)."
+    ),
+    split: str = typer.Option(
+        "train",
+        help="Which objects to enrol: train (the objects the run trained on; its validation objects stay out, for "
+        "calibrate), val (its validation objects) or test (the data file's test split).",
+    ),
+    tta: bool = tta_option("Also used by every later add and identify on this index. "),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing index at --out."),
+    device: str = DEVICE_OPTION,
+) -> None:
+    """Embed a split's objects (every view, both spaces, and each object's view set) into a new index.
+
+    Example: `piro index build runs/exp --out shop.piro-index`.
+    """
+    from piro_cli.inference.index import build_index
+
+    progress, reporter = _reporting()
+    with progress:
+        change = build_index(run, out, data=data, split=split, device=device, tta=tta, overwrite=overwrite, reporter=reporter)
+    console.print(
+        f"[green]built[/] {escape(str(change.path))}: {change.objects} objects, {change.views} views in {change.seconds:.1f} s; "
+        f"next: `piro index calibrate {escape(str(change.path))}`",
+        highlight=False,
+    )
+
+
+@index_app.command("add")
+@handle_errors
+def add(
+    index: Path = INDEX_ARG,
+    photos: list[Path] = typer.Argument(
+        ...,
+        show_default=False,
+        metavar="PHOTOS...",
+        help="With --object: the photos of one object (its views). Without: folders laid out category/object/*.jpg, "
+        "each object folder enrolled as one object of its category.",
+    ),
+    object_name: str = typer.Option(None, "--object", help="Name of the object the photos show (must be new to the index)."),
+    category: str = typer.Option(None, "--category", help="Its category (a new name adds a category to the index)."),
+    skip_bad: bool = typer.Option(False, "--skip-bad", help="Leave out photos that cannot be read instead of stopping."),
+    run: Path = RUN_OPTION,
+    device: str = DEVICE_OPTION,
+) -> None:
+    """Enrol new objects from a few photos each, without retraining; all or nothing.
+
+    Examples: `piro index add shop.piro-index --object my-mug --category mug mug1.jpg mug2.jpg mug3.jpg`,
+    `piro index add shop.piro-index new-stock/` (new-stock/<category>/<object>/*.jpg).
+    """
+    from piro_cli.inference.index import Enrolment, add_objects, enrolments_from_folder
+
+    if (object_name is None) != (category is None):
+        raise PiroError("--object and --category go together: name the object and its category, or pass folders only")
+    if object_name is not None:
+        enrolments = [Enrolment(object_name, category, list(photos))]
+    else:
+        files = [p for p in photos if not p.is_dir()]
+        if files:
+            raise PiroError(
+                f"{files[0]}: photos need --object NAME --category CAT; without them pass folders category/object/*.jpg"
+            )
+        enrolments = [e for folder in photos for e in enrolments_from_folder(folder)]
+    progress, reporter = _reporting()
+    with progress:
+        change = add_objects(index, enrolments, run=run, device=device, skip_bad=skip_bad, reporter=reporter)
+    console.print(
+        f"[green]added[/] {change.objects} objects ({change.views} photos) to {escape(str(change.path))} in {change.seconds:.1f} s; "
+        f"it holds {change.total_objects} objects, {change.total_views} views",
+        highlight=False,
+    )
+
+
+@index_app.command("remove")
+@handle_errors
+def remove(
+    index: Path = INDEX_ARG,
+    names: list[str] = typer.Argument(..., show_default=False, metavar="OBJECTS...", help="Names of the objects to remove."),
+) -> None:
+    """Remove objects from an index (all or nothing). Example: `piro index remove shop.piro-index my-mug`."""
+    from piro_cli.inference.index import remove_objects
+
+    change = remove_objects(index, names)
+    console.print(
+        f"[green]removed[/] {change.objects} objects ({change.views} views) from {escape(str(change.path))}; "
+        f"it holds {change.total_objects} objects",
+        highlight=False,
+    )
+
+
+@index_app.command("info")
+@handle_errors
+def info(
+    index: Path = INDEX_ARG,
+    output_format: str = typer.Option("table", "--format", "-f", help="table or json."),
+    objects: bool = typer.Option(False, "--objects", help="Also list every object (name, category, views, where from)."),
+) -> None:
+    """What an index holds, what built it and its threshold. Example: `piro index info shop.piro-index`."""
+    from piro_cli.inference.index import GalleryIndex
+
+    if output_format not in ("table", "json"):
+        raise PiroError(f"--format {output_format!r}: choose table or json")
+    gallery = GalleryIndex(index)
+    facts = gallery.info()
+    if objects:
+        facts["object_list"] = [{**o.to_dict(), "category": gallery.categories[o.category]} for o in gallery.objects]
+    if output_format == "json":
+        console.print_json(json.dumps(facts))
+        return
+    threshold = facts["threshold"]
+    lines = [
+        f"{facts['objects']} objects ({facts['enrolled']} enrolled with `add`), {facts['views']} views, {facts['categories']} categories",
+        f"checkpoint {facts['checkpoint']} (weights {facts['fingerprint']}), dims {facts['dims']['category']}/{facts['dims']['object']}"
+        + (", test-time flips" if facts["tta"] else ""),
+        f"{facts['bytes_on_disk'] / 2**20:.1f} MiB on disk",
+        "threshold: none (every photo gets its nearest object); run `piro index calibrate`"
+        if not threshold
+        else f"threshold {threshold['distance']:.4f} ({threshold['rule']} on {threshold['objects']} held-out objects of "
+        f"{threshold['split']}: FAR {100 * threshold['far']:.1f}%, FRR {100 * threshold['frr']:.1f}%)",
+    ]
+    console.print(f"[bold]{escape(str(gallery.path))}[/]", highlight=False)
+    for line in lines:
+        console.print(f"  {escape(line)}", highlight=False)
+    if objects:
+        table = Table("object", "category", "views", "from")
+        for o in facts["object_list"]:
+            table.add_row(escape(o["name"]), escape(o["category"]), str(o["views"]), escape(o["source"]))
+        console.print(table)
+
+
+@index_app.command("calibrate")
+@handle_errors
+def calibrate(
+    index: Path = INDEX_ARG,
+    data: Path = typer.Option(None, help="The run's HDF5 data file (default: the file it was trained on)."),
+    split: str = typer.Option(
+        "val", help="Held-out objects the index does not hold: val (the run's validation objects) or test."
+    ),
+    far: float = typer.Option(
+        None,
+        "--far",
+        help="Pick the largest threshold whose false-accept rate is at most this (e.g. 0.05); default: the equal-error point.",
+    ),
+    draws: int = typer.Option(5, min=1, help="Random enrolled/unseen halves of the held-out objects, pooled."),
+    seed: int = typer.Option(0, min=0, help="Seed of the draws."),
+    plot: Path = typer.Option(None, "--plot", help="Also draw false accepts and false rejects against the threshold (.png)."),
+    save: bool = typer.Option(True, "--save/--no-save", help="Write the threshold into the index (--no-save: report only)."),
+    run: Path = RUN_OPTION,
+    device: str = DEVICE_OPTION,
+) -> None:
+    """Choose the distance beyond which `identify` answers `unknown`, on held-out objects, and report its error rates.
+
+    Half of the held-out objects are enrolled from half their views and queried with the rest (known); the
+    other half are queried without being enrolled (unknown). Example: `piro index calibrate shop.piro-index --plot cal.png`.
+    """
+    from piro_cli.inference.calibration import calibrate_index
+    from piro_cli.viz.calibration import check_plot_path, plot_calibration
+
+    if plot is not None:
+        check_plot_path(plot)
+    progress, reporter = _reporting()
+    with progress:
+        result = calibrate_index(
+            index,
+            data=data,
+            split=split,
+            draws=draws,
+            seed=seed,
+            target_far=far,
+            run=run,
+            device=device,
+            save=save,
+            reporter=reporter,
+        )
+    if result.excluded:
+        err_console.print(
+            f"[yellow]warning:[/] left out {len(result.excluded)} {split} objects the index already holds", highlight=False
+        )
+    console.print(
+        f"threshold {result.threshold:.4f} ({result.rule}, {result.objects} held-out objects, {result.draws} draws): "
+        f"false accepts {100 * result.far:.1f}% of {len(result.impostor)} unknown photos, false rejects {100 * result.frr:.1f}% "
+        f"of {len(result.genuine)} known photos; {100 * result.wrong_object:.1f}% of known photos accepted as another object",
+        highlight=False,
+    )
+    if plot is not None:
+        console.print(f"[green]wrote[/] {escape(str(plot_calibration(result, plot)))}", highlight=False)
+    if save:
+        console.print(f"saved in {escape(str(index))}; `piro identify` uses it unless --threshold is given", highlight=False)
+
+
+@handle_errors
+def identify(
+    index: Path = INDEX_ARG,
+    photos: list[Path] = typer.Argument(..., show_default=False, metavar="PHOTOS...", help="Photos of one object: one view set."),
+    top: int = typer.Option(5, min=1, help="How many nearest objects to list."),
+    threshold: float = typer.Option(
+        None, help="Answer `unknown` when the nearest object is farther than this distance (default: the index's calibrated one)."
+    ),
+    output_format: str = typer.Option("table", "--format", "-f", help="table or json (for scripts)."),
+    skip_bad: bool = typer.Option(False, "--skip-bad", help="Leave out photos that cannot be read instead of stopping."),
+    run: Path = RUN_OPTION,
+    device: str = DEVICE_OPTION,
+) -> None:
+    """Which category and which enrolled object the photos show, or `unknown`.
+
+    The category is the 10-NN vote of the photos' views among the enrolled views (as the PICR tasks); the
+    objects are ranked by distance (per photo to an object's nearest view, averaged over the photos).
+    Examples: `piro identify shop.piro-index photo.jpg`, `piro identify shop.piro-index a.jpg b.jpg --format json`.
+    """
+    from piro_cli.inference.index import identify as run_identify
+
+    if output_format not in ("table", "json"):
+        raise PiroError(f"--format {output_format!r}: choose table or json")
+    result = run_identify(index, photos, top=top, threshold=threshold, run=run, device=device, skip_bad=skip_bad)
+    for image, reason in result.skipped:
+        err_console.print(f"[yellow]warning:[/] skipped {escape(image)}: {escape(reason)}", highlight=False, soft_wrap=True)
+    if output_format == "json":
+        console.print_json(json.dumps(result.to_dict()))
+        return
+    answer = result.answer
+    limit = "no threshold (run `piro index calibrate`)" if answer["threshold"] is None else f"threshold {answer['threshold']:.4f}"
+    verdict = "[yellow]unknown[/]" if answer["answer"] == "unknown" else f"[bold green]{escape(answer['answer'])}[/]"
+    console.print(
+        f"{verdict}: nearest at distance {answer['distance']:.4f}, {limit}; category [bold]{escape(answer['category'])}[/] "
+        f"({answer['category_votes'][answer['category']]} of {sum(answer['category_votes'].values())} votes)",
+        highlight=False,
+    )
+    table = Table("object", "category", "distance")
+    for row in answer["nearest"]:
+        table.add_row(escape(row["object"]), escape(row["category"]), f"{row['distance']:.4f}")
+    console.print(table)
+    seconds = result.to_dict()["seconds"]
+    console.print(
+        f"{len(result.images)} photos; model {1000 * seconds['model']:.0f} ms, search {1000 * seconds['search']:.1f} ms",
+        highlight=False,
+    )

@@ -1,0 +1,609 @@
+"""A gallery index: the embeddings of enrolled objects, saved, searched exactly, and extended without retraining.
+
+`piro index build` embeds the objects of a data file's split; `piro index add` enrols new objects from a few
+photos; `piro identify` answers a view set of photos with a category, the nearest objects and, beyond the
+calibrated distance (`piro index calibrate`), `unknown`.
+
+Layout: a folder `NAME.piro-index/`:
+
+    index.json          the manifest (format "piro-index", version 1): the checkpoint it was built with (path,
+                        weights fingerprint, model config, image size, test-time flips), the categories, the
+                        objects (id, name, category, views, where from, shard), the shards, the threshold and
+                        its calibration
+    shards/NNNNNN.npz   the embeddings of the objects one build or add enrolled, float32, L2-normalised:
+                        view_object (n,) object ids; sv_cat (n, Dc), sv_obj (n, Do) single-view embeddings;
+                        set_object (m,); mv_cat (m, Dc), mv_obj (m, Do) the view-set embeddings of every object
+
+Writes are whole or not at all: a new shard is written under a new name and the manifest replaced in one
+rename, so a crash leaves the old index or the new one (a shard the manifest does not name is removed by the
+next write). A lock (`.lock` in the folder) keeps two writers apart. An index refuses any checkpoint but the
+one it was built with (the fingerprint of its weights).
+
+How a view set of photos is answered (`identify`), every photo embedded alone (its single-view embeddings):
+- category: each photo's 10 nearest enrolled views in the category space vote, all photos' votes pooled; the
+  majority wins, a tie goes to the category listed first (with one photo: SV category recognition);
+- objects: an object's distance to one photo is the distance to its nearest enrolled view in the object
+  space (SV object recognition's rule), and to the view set the mean over the photos; nearest first;
+- `unknown` when the nearest object is farther than the threshold. The mean keeps distances on one scale
+  whatever the number of photos, so the threshold calibrated on single photos applies to any number.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from piro_cli import __version__
+from piro_cli.data.sources.base import IMAGE_SUFFIXES
+from piro_cli.errors import DataError, PiroError
+from piro_cli.inference.embedding import embed_objects, embed_views, read_photos
+from piro_cli.inference.run import LoadedRun, group_rows, load_run, trained_rows, weights_fingerprint
+from piro_cli.inference.search import KNN_VOTES, as_matrix, nearest, squared_distances, squared_norms, vote
+from piro_cli.outputs import OutputLock, check_output_path, write_bytes, write_json
+from piro_cli.reporting import Reporter, SilentReporter, stage_progress
+
+FORMAT_NAME = "piro-index"
+FORMAT_VERSION = 1
+SUFFIX = ".piro-index"
+MANIFEST = "index.json"
+SHARDS = "shards"
+VIEW_FIELDS = ("sv_cat", "sv_obj")
+SET_FIELDS = ("mv_cat", "mv_obj")
+
+
+@dataclass
+class IndexedObject:
+    id: int
+    name: str
+    category: int  # index into the index's categories
+    views: int
+    source: str  # "build: <data file> <split>" or "add: <n> photos"
+    shard: str
+
+    def to_dict(self) -> dict:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "category": self.category,
+            "views": self.views,
+            "source": self.source,
+            "shard": self.shard,
+        }
+
+
+@dataclass
+class Vectors:
+    """The enrolled embeddings, views grouped by object (contiguous, objects in manifest order)."""
+
+    view_object: np.ndarray  # (n,) position of each view's object in `GalleryIndex.objects`
+    sv_cat: np.ndarray
+    sv_obj: np.ndarray
+    mv_cat: np.ndarray  # (objects, Dc), manifest order
+    mv_obj: np.ndarray
+    view_starts: np.ndarray  # (objects,) first view row of each object
+    sv_cat_norms: np.ndarray = field(default_factory=lambda: np.empty(0, np.float32))
+    sv_obj_norms: np.ndarray = field(default_factory=lambda: np.empty(0, np.float32))
+
+    def __post_init__(self) -> None:
+        self.sv_cat_norms = squared_norms(self.sv_cat)
+        self.sv_obj_norms = squared_norms(self.sv_obj)
+
+
+class GalleryIndex:
+    """An index folder, opened: the manifest in memory, the vectors loaded on first use."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        manifest = self.path / MANIFEST
+        if not self.path.is_dir() or not manifest.is_file():
+            if self.path.exists() and not self.path.is_dir():
+                raise PiroError(
+                    f"{self.path}: is a file, not an index folder; build one with `piro index build RUN --out NAME{SUFFIX}`"
+                )
+            raise PiroError(
+                f"{self.path}: no such index (no {MANIFEST} in it); build one with `piro index build RUN --out NAME{SUFFIX}`"
+            )
+        try:
+            self.manifest = json.loads(manifest.read_text())
+        except (OSError, ValueError) as exc:
+            raise DataError(f"{manifest}: cannot be read as JSON ({exc}); the index is damaged, build it again") from None
+        if not isinstance(self.manifest, dict) or self.manifest.get("format") != FORMAT_NAME:
+            raise DataError(f"{manifest}: not a piro index manifest (no '{FORMAT_NAME}' tag); build one with `piro index build`")
+        if int(self.manifest.get("format_version", 0)) > FORMAT_VERSION:
+            raise DataError(
+                f"{self.path}: written by a newer piro ({self.manifest.get('piro_version')}); upgrade piro to read it"
+            )
+        try:
+            self.objects = [IndexedObject(**o) for o in self.manifest["objects"]]
+            self.categories = list(self.manifest["categories"])
+            self.checkpoint = dict(self.manifest["checkpoint"])
+        except (KeyError, TypeError) as exc:
+            raise DataError(f"{manifest}: a required entry is missing or malformed ({exc}); build the index again") from None
+        self._vectors: Vectors | None = None
+
+    # ------------------------------------------------------------------ facts
+
+    @property
+    def threshold(self) -> float | None:
+        value = (self.manifest.get("threshold") or {}).get("distance")
+        return None if value is None else float(value)
+
+    @property
+    def num_views(self) -> int:
+        return sum(o.views for o in self.objects)
+
+    def info(self) -> dict:
+        per_category: dict[str, int] = {}
+        for obj in self.objects:
+            per_category[self.categories[obj.category]] = per_category.get(self.categories[obj.category], 0) + 1
+        shard_bytes = sum(
+            (self.path / SHARDS / s).stat().st_size for s in self.manifest.get("shards", []) if (self.path / SHARDS / s).is_file()
+        )
+        return {
+            "path": str(self.path),
+            "objects": len(self.objects),
+            "views": self.num_views,
+            "categories": len(self.categories),
+            "objects_per_category": per_category,
+            "enrolled": sum(1 for o in self.objects if o.source.startswith("add")),
+            "checkpoint": self.checkpoint.get("path"),
+            "fingerprint": self.checkpoint.get("fingerprint"),
+            "dims": {"category": self.checkpoint.get("cat_dim"), "object": self.checkpoint.get("obj_dim")},
+            "tta": self.checkpoint.get("tta"),
+            "threshold": self.manifest.get("threshold"),
+            "bytes_on_disk": shard_bytes,
+            "created_at": self.manifest.get("created_at"),
+            "updated_at": self.manifest.get("updated_at"),
+        }
+
+    # ------------------------------------------------------------------ the run behind it
+
+    def load_run(self, run: str | Path | None = None, device: str | None = None) -> LoadedRun:
+        """The index's own checkpoint (or `run`, when it has moved), refused when its weights are not the index's."""
+        source = Path(run) if run is not None else Path(self.checkpoint["path"])
+        if run is None and not source.exists():
+            raise PiroError(
+                f"{self.path}: its checkpoint {source} is not there; pass the run it was built with (moved) with --run RUN"
+            )
+        loaded = load_run(source, device, tta=bool(self.checkpoint.get("tta")))
+        found = loaded.fingerprint()
+        if found != self.checkpoint["fingerprint"]:
+            raise PiroError(
+                f"{loaded.path}: not the checkpoint {self.path} was built with (weights fingerprint {found}, the index "
+                f"holds {self.checkpoint['fingerprint']}); embeddings of other weights cannot be compared: pass the index's "
+                "own run with --run, or build a new index for this one"
+            )
+        return loaded
+
+    # ------------------------------------------------------------------ vectors
+
+    def vectors(self) -> Vectors:
+        if self._vectors is None:
+            self._vectors = self._load_vectors()
+        return self._vectors
+
+    def _load_vectors(self) -> Vectors:
+        position = {o.id: i for i, o in enumerate(self.objects)}
+        views: dict[str, list] = {"object": [], "sv_cat": [], "sv_obj": []}
+        sets: dict[str, list] = {"object": [], "mv_cat": [], "mv_obj": []}
+        for shard in self.manifest.get("shards", []):
+            arrays = self._read_shard(shard)
+            keep = np.array([i in position for i in arrays["view_object"].tolist()], dtype=bool)
+            views["object"].append(np.array([position[i] for i in arrays["view_object"][keep].tolist()], dtype=np.int64))
+            for name in VIEW_FIELDS:
+                views[name].append(arrays[name][keep])
+            keep = np.array([i in position for i in arrays["set_object"].tolist()], dtype=bool)
+            sets["object"].append(np.array([position[i] for i in arrays["set_object"][keep].tolist()], dtype=np.int64))
+            for name in SET_FIELDS:
+                sets[name].append(arrays[name][keep])
+        dc, do = int(self.checkpoint["cat_dim"]), int(self.checkpoint["obj_dim"])
+        view_object = np.concatenate(views["object"]) if views["object"] else np.empty(0, np.int64)
+        order = np.argsort(view_object, kind="stable")  # views grouped by object, in manifest order
+        sv = {
+            n: (np.concatenate(views[n])[order] if views[n] else np.empty((0, d), np.float32))
+            for n, d in (("sv_cat", dc), ("sv_obj", do))
+        }
+        set_object = np.concatenate(sets["object"]) if sets["object"] else np.empty(0, np.int64)
+        set_order = np.argsort(set_object, kind="stable")
+        mv = {
+            n: (np.concatenate(sets[n])[set_order] if sets[n] else np.empty((0, d), np.float32))
+            for n, d in (("mv_cat", dc), ("mv_obj", do))
+        }
+        view_object = view_object[order]
+        counts = np.bincount(view_object, minlength=len(self.objects))
+        if len(set_object) != len(self.objects) or np.any(counts != [o.views for o in self.objects]):
+            raise DataError(
+                f"{self.path}: its shards do not hold the objects its manifest lists; the index is damaged, build it again"
+            )
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+        return Vectors(
+            view_object,
+            as_matrix(sv["sv_cat"]),
+            as_matrix(sv["sv_obj"]),
+            as_matrix(mv["mv_cat"]),
+            as_matrix(mv["mv_obj"]),
+            starts,
+        )
+
+    def _read_shard(self, shard: str) -> dict[str, np.ndarray]:
+        path = self.path / SHARDS / shard
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                arrays = {name: data[name] for name in ("view_object", *VIEW_FIELDS, "set_object", *SET_FIELDS)}
+        except (OSError, KeyError, ValueError) as exc:
+            raise DataError(f"{path}: cannot be read ({exc}); the index is damaged, build it again") from None
+        return arrays
+
+    # ------------------------------------------------------------------ answering
+
+    def identify(self, sv_cat: torch.Tensor, sv_obj: torch.Tensor, top: int = 5, threshold: float | None = None) -> dict:
+        """The answer for one view set of photos, from their single-view embeddings (k, Dc) and (k, Do); see the
+        module docstring. `threshold`: None uses the index's calibrated one (no threshold: never unknown)."""
+        vectors = self.vectors()
+        if len(self.objects) == 0:
+            raise PiroError(f"{self.path}: holds no objects; enrol some with `piro index add`")
+        threshold = self.threshold if threshold is None else threshold
+        search_started = time.perf_counter()
+        neighbours, _ = nearest(as_matrix(sv_cat), vectors.sv_cat, KNN_VOTES, vectors.sv_cat_norms)
+        labels = torch.as_tensor(
+            np.array([self.objects[i].category for i in vectors.view_object[neighbours.ravel()]], dtype=np.int64)
+        )
+        winner = int(vote(labels[None])[0])
+        counts = np.bincount(labels.numpy(), minlength=len(self.categories))
+        distances = self.object_distances(sv_obj)
+        order = np.argsort(distances, kind="stable")[: max(1, int(top))]
+        search_seconds = time.perf_counter() - search_started
+        best = float(distances[order[0]])
+        known = threshold is None or best <= threshold
+        return {
+            "answer": self.objects[order[0]].name if known else "unknown",
+            "category": self.categories[winner],
+            "category_votes": {self.categories[c]: int(counts[c]) for c in np.argsort(-counts, kind="stable") if counts[c] > 0},
+            "nearest": [
+                {
+                    "object": self.objects[i].name,
+                    "category": self.categories[self.objects[i].category],
+                    "distance": round(float(distances[i]), 4),
+                }
+                for i in order
+            ],
+            "distance": round(best, 4),
+            "threshold": threshold,
+            "photos": int(len(sv_obj)),
+            "search_seconds": search_seconds,
+        }
+
+    def object_distances(self, sv_obj: torch.Tensor | np.ndarray) -> np.ndarray:
+        """(objects,) distance of each enrolled object to a view set: per photo the nearest of the object's views,
+        then the mean over the photos."""
+        vectors = self.vectors()
+        d2 = squared_distances(as_matrix(sv_obj), vectors.sv_obj, vectors.sv_obj_norms)
+        per_object = np.minimum.reduceat(d2, vectors.view_starts, axis=1)  # (photos, objects)
+        return np.sqrt(per_object).mean(axis=0)
+
+
+# ----------------------------------------------------------------------------- writing
+
+
+def _shard_bytes(view_object: np.ndarray, sets: np.ndarray, embeddings: dict[str, np.ndarray]) -> bytes:
+    buffer = io.BytesIO()
+    np.savez(
+        buffer, view_object=view_object.astype(np.int64), set_object=sets.astype(np.int64),
+        **{name: as_matrix(embeddings[name]) for name in (*VIEW_FIELDS, *SET_FIELDS)},
+    )  # fmt: skip
+    return buffer.getvalue()
+
+
+def _commit(path: Path, manifest: dict, new_shard: tuple[str, bytes] | None = None) -> None:
+    """Write a shard (new name) then the manifest (one rename); remove the shards the manifest no longer names."""
+    shards = path / SHARDS
+    shards.mkdir(parents=True, exist_ok=True)
+    advice = f"free space; {path} is unchanged"
+    if new_shard is not None:
+        write_bytes(new_shard[1], shards / new_shard[0], advice)
+    manifest["updated_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    write_json(manifest, path / MANIFEST, advice)
+    named = set(manifest["shards"])
+    for entry in shards.iterdir():
+        if entry.suffix == ".npz" and entry.name not in named:
+            entry.unlink(missing_ok=True)
+
+
+def _next_shard(manifest: dict) -> str:
+    number = int(manifest.get("next_shard", 0))
+    manifest["next_shard"] = number + 1
+    return f"{number:06d}.npz"
+
+
+@dataclass
+class IndexChange:
+    path: Path
+    objects: int  # objects added or removed
+    views: int
+    seconds: float
+    total_objects: int
+    total_views: int
+    names: list[str] = field(default_factory=list)
+
+
+def build_index(
+    run: str | Path,
+    out: str | Path,
+    *,
+    data: str | Path | None = None,
+    split: str = "train",
+    device: str | None = None,
+    tta: bool | None = None,
+    overwrite: bool = False,
+    reporter: Reporter | None = None,
+) -> IndexChange:
+    """Embed the objects of a data split into a new index: train: the objects the run trained on; val: its
+    validation objects; test: the data file's test split."""
+    reporter = reporter or SilentReporter()
+    started = time.perf_counter()
+    out = Path(out)
+    if out.suffix != SUFFIX:
+        raise PiroError(f"--out {out}: name the index NAME{SUFFIX}")
+    previous = 0
+    if out.exists():
+        if not overwrite:
+            raise PiroError(f"--out {out}: already exists; pass --overwrite to replace it, or choose another --out")
+        if out.is_dir() and any(out.iterdir()):
+            previous = int(GalleryIndex(out).manifest.get("next_shard", 0))  # only an index is replaced, never other files
+    check_output_path(out, "--out", folder=True)
+    if split not in ("train", "val", "test"):
+        raise PiroError(f"--split {split!r}: choose train, val or test")
+    loaded = load_run(run, device, tta)
+    store = loaded.open_data(data)
+    source_split, rows = group_rows(loaded.checkpoint, store, split)
+    if split == "train":  # the objects the run trained on: its validation objects stay held out (calibrate)
+        rows = trained_rows(loaded.checkpoint, store)
+    out.mkdir(parents=True, exist_ok=True)
+    with OutputLock(out, folder=True):
+        reporter.info(f"{loaded.path}: embedding {store.path} {split} into {out}")
+        group = embed_objects(
+            loaded.model, store, source_split, rows, loaded.device, stage_progress(reporter, f"embedding {split}")
+        )
+        config = loaded.checkpoint["model_config"]
+        e = group.embeddings
+        n, v = e.sv_obj.shape[:2]
+        manifest = {
+            "format": FORMAT_NAME,
+            "format_version": FORMAT_VERSION,
+            "piro_version": __version__,
+            "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "checkpoint": {
+                "path": str(loaded.path.resolve()),
+                "fingerprint": weights_fingerprint(loaded.checkpoint),
+                "epoch": loaded.epoch,
+                "model_config": config,
+                "cat_dim": int(e.sv_cat.shape[-1]),
+                "obj_dim": int(e.sv_obj.shape[-1]),
+                "image_size": loaded.image_size,
+                "tta": loaded.tta,
+            },
+            "data": {"path": str(store.path), "fingerprint": store.fingerprint, "split": split},
+            "categories": list(store.categories),
+            "objects": [],
+            "shards": [],
+            "threshold": None,
+            "next_shard": previous,  # new shard names: the old index stays whole until the manifest is replaced
+            "next_id": n,
+        }
+        shard = _next_shard(manifest)
+        manifest["shards"] = [shard]
+        manifest["objects"] = [
+            IndexedObject(i, name, int(e.labels[i]), v, f"build: {store.path.name} {split}", shard).to_dict()
+            for i, name in enumerate(group.names)
+        ]
+        ids = np.arange(n)
+        payload = _shard_bytes(
+            np.repeat(ids, v), ids,
+            {"sv_cat": e.sv_cat.reshape(n * v, -1), "sv_obj": e.sv_obj.reshape(n * v, -1), "mv_cat": e.mv_cat, "mv_obj": e.mv_obj},
+        )  # fmt: skip
+        _commit(out, manifest, (shard, payload))
+    return IndexChange(out, n, n * v, time.perf_counter() - started, n, n * v, list(group.names))
+
+
+@dataclass
+class Enrolment:
+    """One object to enrol: its name, category and photos."""
+
+    name: str
+    category: str
+    photos: list[Path]
+
+
+def enrolments_from_folder(folder: str | Path) -> list[Enrolment]:
+    """A folder tree `category/object/*.jpg` -> one Enrolment per object folder."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise PiroError(
+            f"{root}: no such folder; pass photos with --object NAME --category CAT, or a folder category/object/*.jpg"
+        )
+    found: list[Enrolment] = []
+    for category in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        for obj in sorted(p for p in category.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            photos = sorted(p for p in obj.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            if photos:
+                found.append(Enrolment(obj.name, category.name, photos))
+    if not found:
+        raise DataError(f"{root}: no photos found in a category/object/*.jpg layout; pass photos with --object and --category")
+    return found
+
+
+def add_objects(
+    index: str | Path,
+    enrolments: Sequence[Enrolment],
+    *,
+    run: str | Path | None = None,
+    device: str | None = None,
+    skip_bad: bool = False,
+    reporter: Reporter | None = None,
+) -> IndexChange:
+    """Enrol objects from their photos (no retraining): every object is checked and embedded, then all are
+    written in one commit. A category the index does not know is added to it."""
+    reporter = reporter or SilentReporter()
+    started = time.perf_counter()
+    gallery = GalleryIndex(index)
+    if not enrolments:
+        raise PiroError("nothing to add: pass --object NAME --category CAT and photos, or a folder category/object/*.jpg")
+    taken = {o.name for o in gallery.objects}
+    seen: set[str] = set()
+    for item in enrolments:
+        if not item.name.strip() or not item.category.strip():
+            raise PiroError("--object and --category must not be empty")
+        if item.name in taken:
+            raise PiroError(
+                f"--object {item.name!r}: already in {gallery.path}; remove it first with `piro index remove {gallery.path} {item.name}`"
+            )
+        if item.name in seen:
+            raise PiroError(f"--object {item.name!r}: given twice; give each object once")
+        seen.add(item.name)
+    with OutputLock(gallery.path, folder=True):
+        gallery = GalleryIndex(index)  # re-read under the lock: another writer may have committed meanwhile
+        loaded = gallery.load_run(run, device)
+        manifest = gallery.manifest
+        categories = list(gallery.categories)
+        view_rows: list[int] = []
+        parts: dict[str, list] = {name: [] for name in (*VIEW_FIELDS, *SET_FIELDS)}
+        new_objects: list[dict] = []
+        shard = _next_shard(manifest)
+        next_id = int(manifest.get("next_id", len(gallery.objects)))
+        for done, item in enumerate(enrolments, 1):
+            views, read, skipped = read_photos(item.photos, loaded.image_size, skip_bad)
+            sv_cat, sv_obj, mv_cat, mv_obj = embed_views(loaded.model, views, loaded.device)
+            if item.category not in categories:
+                categories.append(item.category)
+                reporter.info(f"new category {item.category!r}")
+            for bad, reason in skipped:
+                reporter.info(f"skipped {bad}: {reason}")
+            new_objects.append(
+                IndexedObject(
+                    next_id, item.name, categories.index(item.category), len(read), f"add: {len(read)} photos", shard
+                ).to_dict()
+            )
+            view_rows.extend([next_id] * len(read))
+            for name, value in (("sv_cat", sv_cat), ("sv_obj", sv_obj), ("mv_cat", mv_cat[None]), ("mv_obj", mv_obj[None])):
+                parts[name].append(value.numpy())
+            next_id += 1
+            reporter.progress("embedding photos", done, len(enrolments))
+        payload = _shard_bytes(
+            np.asarray(view_rows), np.array([o["id"] for o in new_objects]), {k: np.concatenate(v) for k, v in parts.items()}
+        )
+        manifest["categories"] = categories
+        manifest["objects"] = manifest["objects"] + new_objects
+        manifest["shards"] = manifest["shards"] + [shard]
+        manifest["next_id"] = next_id
+        _commit(gallery.path, manifest, (shard, payload))
+    total = GalleryIndex(index)
+    return IndexChange(
+        total.path,
+        len(new_objects),
+        len(view_rows),
+        time.perf_counter() - started,
+        len(total.objects),
+        total.num_views,
+        [o["name"] for o in new_objects],
+    )
+
+
+def remove_objects(index: str | Path, names: Sequence[str], reporter: Reporter | None = None) -> IndexChange:
+    """Remove objects by name; their shards are rewritten without them, in one commit."""
+    started = time.perf_counter()
+    gallery = GalleryIndex(index)
+    if not names:
+        raise PiroError("nothing to remove: name the objects to remove")
+    with OutputLock(gallery.path, folder=True):
+        gallery = GalleryIndex(index)
+        present = {o.name: o for o in gallery.objects}
+        missing = [n for n in names if n not in present]
+        if missing:
+            close = ", ".join(sorted(present)[:5])
+            raise PiroError(
+                f"{missing[0]!r}: no such object in {gallery.path} (it holds {len(present)}: {close}, ...); see `piro index info`"
+            )
+        gone = {present[n].id for n in names}
+        manifest = gallery.manifest
+        touched = sorted({present[n].shard for n in names})
+        replacement = {}
+        for old in touched:
+            arrays = gallery._read_shard(old)
+            keep_views = ~np.isin(arrays["view_object"], list(gone))
+            keep_sets = ~np.isin(arrays["set_object"], list(gone))
+            if keep_sets.any():
+                new = _next_shard(manifest)
+                data = _shard_bytes(
+                    arrays["view_object"][keep_views], arrays["set_object"][keep_sets],
+                    {**{n: arrays[n][keep_views] for n in VIEW_FIELDS}, **{n: arrays[n][keep_sets] for n in SET_FIELDS}},
+                )  # fmt: skip
+                write_bytes(data, gallery.path / SHARDS / new, f"free space; {gallery.path} is unchanged")
+                replacement[old] = new
+            else:
+                replacement[old] = None
+        removed_views = sum(present[n].views for n in names)
+        objects = []
+        for obj in manifest["objects"]:
+            if obj["id"] in gone:
+                continue
+            if obj["shard"] in replacement:
+                obj = {**obj, "shard": replacement[obj["shard"]]}
+            objects.append(obj)
+        manifest["objects"] = objects
+        manifest["shards"] = [replacement.get(s, s) for s in manifest["shards"] if replacement.get(s, s) is not None]
+        _commit(gallery.path, manifest)
+    total = GalleryIndex(index)
+    return IndexChange(
+        total.path, len(gone), removed_views, time.perf_counter() - started, len(total.objects), total.num_views, list(names)
+    )
+
+
+# ----------------------------------------------------------------------------- identify
+
+
+@dataclass
+class Identification:
+    images: list[str]
+    skipped: list[tuple[str, str]]
+    answer: dict
+    model_seconds: float
+
+    def to_dict(self) -> dict:
+        return {
+            "images": self.images,
+            "skipped": [{"image": i, "reason": r} for i, r in self.skipped],
+            **{k: v for k, v in self.answer.items() if k != "search_seconds"},
+            "seconds": {"model": round(self.model_seconds, 4), "search": round(self.answer["search_seconds"], 4)},
+        }
+
+
+def identify(
+    index: str | Path,
+    photos: Sequence[str | Path],
+    *,
+    top: int = 5,
+    threshold: float | None = None,
+    run: str | Path | None = None,
+    device: str | None = None,
+    skip_bad: bool = False,
+) -> Identification:
+    """Which category and which enrolled object the photos (one view set) show, or `unknown` (module docstring)."""
+    if top < 1:
+        raise PiroError(f"--top {top}: give at least 1")
+    if threshold is not None and not (threshold >= 0):
+        raise PiroError(f"--threshold {threshold}: give a distance of 0 or more (embeddings are unit vectors: 0 to 2)")
+    gallery = GalleryIndex(index)
+    loaded = gallery.load_run(run, device)
+    started = time.perf_counter()
+    views, read, skipped = read_photos(photos, loaded.image_size, skip_bad)
+    sv_cat, sv_obj, _, _ = embed_views(loaded.model, views, loaded.device)
+    model_seconds = time.perf_counter() - started
+    answer = gallery.identify(sv_cat, sv_obj, top=top, threshold=threshold)
+    return Identification(read, skipped, answer, model_seconds)
