@@ -308,3 +308,17 @@ def test_onnx_export_matches_the_model(world):
     assert meta["fingerprint"] == load_run(run, "cpu").fingerprint()
     again = invoke(["export", run, "--onnx", "model.onnx"])
     assert again.exit_code == 1 and "--overwrite" in again.output
+
+
+def test_identify_each_answers_every_photo_as_its_own_query(world):
+    build_index(world["runs"][0], "g.piro-index", data=world["data"])
+    gallery = GalleryIndex("g.piro-index")
+    photos = sorted(world["photos"].glob("*/*/*.png"))[:7]
+    sv_cat, sv_obj = model_embeddings(world["runs"][0], photos)
+    batch = gallery.identify_each(sv_cat, sv_obj, top=3, threshold=0.05, chunk=3)  # chunks of 3: 3 + 3 + 1
+    for k in range(len(photos)):
+        alone = gallery.identify(sv_cat[k : k + 1], sv_obj[k : k + 1], top=3, threshold=0.05)
+        category, ranking = brute_answer(gallery, sv_cat[k : k + 1], sv_obj[k : k + 1])
+        assert batch[k]["category"] == alone["category"] == category
+        assert [r["object"] for r in batch[k]["nearest"]] == [r["object"] for r in alone["nearest"]] == [n for n, _ in ranking[:3]]
+        assert batch[k]["answer"] == alone["answer"]

@@ -19,6 +19,7 @@ object. The threshold is written into the index; `identify --threshold` override
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -95,12 +96,14 @@ def calibrate_index(
     draws: int = 5,
     seed: int = 0,
     target_far: float | None = None,
+    objects: Sequence[str] | None = None,
     run: str | Path | None = None,
     device: str | None = None,
     save: bool = True,
     reporter: Reporter | None = None,
 ) -> Calibration:
-    """Pick the index's `unknown` threshold on held-out objects (module docstring) and, with `save`, store it."""
+    """Pick the index's `unknown` threshold on held-out objects (module docstring) and, with `save`, store it.
+    `objects`: use only the held-out objects of these names (e.g. to keep others for a test of the threshold)."""
     reporter = reporter or SilentReporter()
     started = time.perf_counter()
     if draws < 1:
@@ -120,6 +123,9 @@ def calibrate_index(
     enrolled = {o.name for o in gallery.objects}
     excluded = [names[int(r)] for r in rows if names[int(r)] in enrolled]
     rows = np.array([r for r in rows if names[int(r)] not in enrolled], dtype=np.int64)
+    if objects is not None:
+        wanted = set(objects)
+        rows = np.array([r for r in rows if names[int(r)] in wanted], dtype=np.int64)
     if len(rows) < 2:
         raise PiroError(
             f"{store.path} {split}: {len(rows)} objects the index does not already hold; calibration needs at least 2 "

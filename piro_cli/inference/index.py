@@ -45,7 +45,7 @@ from piro_cli.data.sources.base import IMAGE_SUFFIXES
 from piro_cli.errors import DataError, PiroError
 from piro_cli.inference.embedding import embed_objects, embed_views, read_photos
 from piro_cli.inference.run import LoadedRun, group_rows, load_run, trained_rows, weights_fingerprint
-from piro_cli.inference.search import KNN_VOTES, as_matrix, nearest, squared_distances, squared_norms, vote
+from piro_cli.inference.search import KNN_VOTES, as_matrix, nearest, squared_distances, squared_norms
 from piro_cli.outputs import OutputLock, check_output_path, write_bytes, write_json
 from piro_cli.reporting import Reporter, SilentReporter, stage_progress
 
@@ -88,6 +88,7 @@ class Vectors:
     mv_cat: np.ndarray  # (objects, Dc), manifest order
     mv_obj: np.ndarray
     view_starts: np.ndarray  # (objects,) first view row of each object
+    view_category: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))  # (n,) category of each view
     sv_cat_norms: np.ndarray = field(default_factory=lambda: np.empty(0, np.float32))
     sv_obj_norms: np.ndarray = field(default_factory=lambda: np.empty(0, np.float32))
 
@@ -190,39 +191,30 @@ class GalleryIndex:
         return self._vectors
 
     def _load_vectors(self) -> Vectors:
-        position = {o.id: i for i, o in enumerate(self.objects)}
+        ids = np.array([o.id for o in self.objects], dtype=np.int64)
+        lookup = np.full(int(ids.max(initial=-1)) + 2, -1, dtype=np.int64)  # object id -> position; -1: removed
+        lookup[ids] = np.arange(len(ids))
         views: dict[str, list] = {"object": [], "sv_cat": [], "sv_obj": []}
         sets: dict[str, list] = {"object": [], "mv_cat": [], "mv_obj": []}
         for shard in self.manifest.get("shards", []):
             arrays = self._read_shard(shard)
-            keep = np.array([i in position for i in arrays["view_object"].tolist()], dtype=bool)
-            views["object"].append(np.array([position[i] for i in arrays["view_object"][keep].tolist()], dtype=np.int64))
-            for name in VIEW_FIELDS:
-                views[name].append(arrays[name][keep])
-            keep = np.array([i in position for i in arrays["set_object"].tolist()], dtype=bool)
-            sets["object"].append(np.array([position[i] for i in arrays["set_object"][keep].tolist()], dtype=np.int64))
-            for name in SET_FIELDS:
-                sets[name].append(arrays[name][keep])
+            for rows_of, fields, into in (("view_object", VIEW_FIELDS, views), ("set_object", SET_FIELDS, sets)):
+                position = lookup[np.clip(arrays[rows_of], -1, len(lookup) - 1)]
+                keep = position >= 0
+                every = bool(keep.all())
+                into["object"].append(position if every else position[keep])
+                for name in fields:
+                    into[name].append(arrays[name] if every else arrays[name][keep])
         dc, do = int(self.checkpoint["cat_dim"]), int(self.checkpoint["obj_dim"])
-        view_object = np.concatenate(views["object"]) if views["object"] else np.empty(0, np.int64)
-        order = np.argsort(view_object, kind="stable")  # views grouped by object, in manifest order
-        sv = {
-            n: (np.concatenate(views[n])[order] if views[n] else np.empty((0, d), np.float32))
-            for n, d in (("sv_cat", dc), ("sv_obj", do))
-        }
-        set_object = np.concatenate(sets["object"]) if sets["object"] else np.empty(0, np.int64)
-        set_order = np.argsort(set_object, kind="stable")
-        mv = {
-            n: (np.concatenate(sets[n])[set_order] if sets[n] else np.empty((0, d), np.float32))
-            for n, d in (("mv_cat", dc), ("mv_obj", do))
-        }
-        view_object = view_object[order]
+        view_object, sv = _grouped(views, {"sv_cat": dc, "sv_obj": do})
+        set_object, mv = _grouped(sets, {"mv_cat": dc, "mv_obj": do})
         counts = np.bincount(view_object, minlength=len(self.objects))
         if len(set_object) != len(self.objects) or np.any(counts != [o.views for o in self.objects]):
             raise DataError(
                 f"{self.path}: its shards do not hold the objects its manifest lists; the index is damaged, build it again"
             )
         starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+        categories = np.array([o.category for o in self.objects], dtype=np.int64)
         return Vectors(
             view_object,
             as_matrix(sv["sv_cat"]),
@@ -230,6 +222,7 @@ class GalleryIndex:
             as_matrix(mv["mv_cat"]),
             as_matrix(mv["mv_obj"]),
             starts,
+            categories[view_object] if len(categories) else np.empty(0, np.int64),
         )
 
     def _read_shard(self, shard: str) -> dict[str, np.ndarray]:
@@ -246,26 +239,64 @@ class GalleryIndex:
     def identify(self, sv_cat: torch.Tensor, sv_obj: torch.Tensor, top: int = 5, threshold: float | None = None) -> dict:
         """The answer for one view set of photos, from their single-view embeddings (k, Dc) and (k, Do); see the
         module docstring. `threshold`: None uses the index's calibrated one (no threshold: never unknown)."""
-        vectors = self.vectors()
-        if len(self.objects) == 0:
+        started = time.perf_counter()
+        votes = self._category_votes(as_matrix(sv_cat)).sum(axis=0)
+        distances = np.sqrt(self._squared_object_distances(as_matrix(sv_obj))).mean(axis=0)
+        return self._answer(votes, distances, top, threshold, len(sv_obj), time.perf_counter() - started)
+
+    def identify_each(
+        self, sv_cat: torch.Tensor | np.ndarray, sv_obj: torch.Tensor | np.ndarray, top: int = 5, threshold: float | None = None,
+        chunk: int = 256,
+    ) -> list[dict]:  # fmt: skip
+        """One answer per photo, each photo its own query (a batch of single-photo `identify` calls, vectorised)."""
+        sv_cat, sv_obj = as_matrix(sv_cat), as_matrix(sv_obj)
+        answers = []
+        for start in range(0, len(sv_obj), chunk):
+            began = time.perf_counter()
+            votes = self._category_votes(sv_cat[start : start + chunk])
+            distances = np.sqrt(self._squared_object_distances(sv_obj[start : start + chunk]))
+            each = (time.perf_counter() - began) / len(distances)
+            answers += [self._answer(v, d, top, threshold, 1, each) for v, d in zip(votes, distances, strict=True)]
+        return answers
+
+    def object_distances(self, sv_obj: torch.Tensor | np.ndarray) -> np.ndarray:
+        """(objects,) distance of each enrolled object to a view set: per photo the nearest of the object's views,
+        then the mean over the photos."""
+        return np.sqrt(self._squared_object_distances(as_matrix(sv_obj))).mean(axis=0)
+
+    def _squared_object_distances(self, sv_obj: np.ndarray) -> np.ndarray:
+        """(photos, objects): squared distance from each photo to each object's nearest view."""
+        vectors = self._searchable()
+        d2 = squared_distances(sv_obj, vectors.sv_obj, vectors.sv_obj_norms)
+        return np.minimum.reduceat(d2, vectors.view_starts, axis=1)
+
+    def _category_votes(self, sv_cat: np.ndarray) -> np.ndarray:
+        """(photos, categories): the categories of each photo's 10 nearest enrolled views, counted."""
+        vectors = self._searchable()
+        neighbours, _ = nearest(sv_cat, vectors.sv_cat, KNN_VOTES, vectors.sv_cat_norms)
+        labels = vectors.view_category[neighbours]
+        votes = np.zeros((len(sv_cat), len(self.categories)), dtype=np.int64)
+        np.add.at(votes, (np.repeat(np.arange(len(sv_cat)), labels.shape[1]), labels.ravel()), 1)
+        return votes
+
+    def _searchable(self) -> Vectors:
+        if not self.objects:
             raise PiroError(f"{self.path}: holds no objects; enrol some with `piro index add`")
+        return self.vectors()
+
+    def _answer(
+        self, votes: np.ndarray, distances: np.ndarray, top: int, threshold: float | None, photos: int, seconds: float
+    ) -> dict:
         threshold = self.threshold if threshold is None else threshold
-        search_started = time.perf_counter()
-        neighbours, _ = nearest(as_matrix(sv_cat), vectors.sv_cat, KNN_VOTES, vectors.sv_cat_norms)
-        labels = torch.as_tensor(
-            np.array([self.objects[i].category for i in vectors.view_object[neighbours.ravel()]], dtype=np.int64)
-        )
-        winner = int(vote(labels[None])[0])
-        counts = np.bincount(labels.numpy(), minlength=len(self.categories))
-        distances = self.object_distances(sv_obj)
-        order = np.argsort(distances, kind="stable")[: max(1, int(top))]
-        search_seconds = time.perf_counter() - search_started
+        top = min(max(1, int(top)), len(distances))
+        candidates = np.argpartition(distances, top - 1)[:top] if top < len(distances) else np.arange(len(distances))
+        order = candidates[np.lexsort((candidates, distances[candidates]))]  # nearest first, ties to the earlier object
         best = float(distances[order[0]])
-        known = threshold is None or best <= threshold
+        winner = int(np.argmax(votes))  # the most votes; a tie to the category listed first (`vote`'s "smallest")
         return {
-            "answer": self.objects[order[0]].name if known else "unknown",
+            "answer": self.objects[order[0]].name if threshold is None or best <= threshold else "unknown",
             "category": self.categories[winner],
-            "category_votes": {self.categories[c]: int(counts[c]) for c in np.argsort(-counts, kind="stable") if counts[c] > 0},
+            "category_votes": {self.categories[c]: int(votes[c]) for c in np.argsort(-votes, kind="stable") if votes[c] > 0},
             "nearest": [
                 {
                     "object": self.objects[i].name,
@@ -276,17 +307,22 @@ class GalleryIndex:
             ],
             "distance": round(best, 4),
             "threshold": threshold,
-            "photos": int(len(sv_obj)),
-            "search_seconds": search_seconds,
+            "photos": int(photos),
+            "search_seconds": seconds,
         }
 
-    def object_distances(self, sv_obj: torch.Tensor | np.ndarray) -> np.ndarray:
-        """(objects,) distance of each enrolled object to a view set: per photo the nearest of the object's views,
-        then the mean over the photos."""
-        vectors = self.vectors()
-        d2 = squared_distances(as_matrix(sv_obj), vectors.sv_obj, vectors.sv_obj_norms)
-        per_object = np.minimum.reduceat(d2, vectors.view_starts, axis=1)  # (photos, objects)
-        return np.sqrt(per_object).mean(axis=0)
+
+def _grouped(parts: dict[str, list], dims: dict[str, int]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The shards' rows joined and ordered by object position (stable), copying only what must move."""
+    objects = np.concatenate(parts["object"]) if len(parts["object"]) > 1 else (parts["object"] or [np.empty(0, np.int64)])[0]
+    ordered = bool(np.all(objects[1:] >= objects[:-1]))
+    order = None if ordered else np.argsort(objects, kind="stable")
+    out = {}
+    for name, dim in dims.items():
+        pieces = parts[name]
+        joined = np.concatenate(pieces) if len(pieces) > 1 else (pieces[0] if pieces else np.empty((0, dim), np.float32))
+        out[name] = joined if order is None else joined[order]
+    return (objects if order is None else objects[order]), out
 
 
 # ----------------------------------------------------------------------------- writing
