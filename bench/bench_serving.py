@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from piro_cli.hardware import keep_freed_memory
 from piro_cli.inference.index import (
     MANIFEST,
     SHARDS,
@@ -235,7 +236,36 @@ def trial(args: argparse.Namespace) -> None:
     shutil.rmtree(work)
 
 
+def onnx(args: argparse.Namespace) -> None:
+    import onnxruntime as ort
+
+    from piro_cli.inference.embedding import embed_views
+    from piro_cli.inference.export import export_onnx
+    from piro_cli.inference.run import load_run
+
+    work = Path(tempfile.mkdtemp(prefix="bench-onnx-"))
+    started = time.perf_counter()
+    result = export_onnx(args.run, work / "model.onnx")
+    print(f"export: {time.perf_counter() - started:.1f} s, onnxruntime vs torch largest difference {result.max_difference:.1e}")
+    loaded = load_run(args.run, "cpu")
+    size = loaded.image_size
+    photo = np.random.default_rng(0).integers(0, 256, (1, size, size, 3), dtype=np.uint8)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    session = ort.InferenceSession(str(result.embedder), options, providers=["CPUExecutionProvider"])
+    for _ in range(args.rounds):  # interleaved, so both see the same machine
+        torch_time, _ = timed(lambda: embed_views(loaded.model, photo, torch.device("cpu")), args.repeats)
+        ort_time, _ = timed(lambda: session.run(None, {"images": photo}), args.repeats)
+        print(
+            f"  one photo at {size} px: torch {1000 * torch_time:.1f} ms, onnxruntime {1000 * ort_time:.1f} ms, torch/onnxruntime {torch_time / ort_time:.2f}"
+        )
+    sizes = {p.name: p.stat().st_size / 2**20 for p in (result.embedder, result.viewset)}
+    print("  files: " + ", ".join(f"{name} {mb:.1f} MiB" for name, mb in sizes.items()))
+    shutil.rmtree(work)
+
+
 def main() -> None:
+    keep_freed_memory()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="what", required=True)
     s = sub.add_parser("search")
@@ -253,8 +283,12 @@ def main() -> None:
     t.add_argument("--trials", type=int, default=5)
     t.add_argument("--enrol", type=int, default=4)
     t.add_argument("--draws", type=int, default=5)
+    o = sub.add_parser("onnx")
+    o.add_argument("run")
+    o.add_argument("--repeats", type=int, default=10)
+    o.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    {"search": search, "model": model, "trial": trial}[args.what](args)
+    {"search": search, "model": model, "trial": trial, "onnx": onnx}[args.what](args)
 
 
 if __name__ == "__main__":

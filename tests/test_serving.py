@@ -322,3 +322,34 @@ def test_identify_each_answers_every_photo_as_its_own_query(world):
         assert batch[k]["category"] == alone["category"] == category
         assert [r["object"] for r in batch[k]["nearest"]] == [r["object"] for r in alone["nearest"]] == [n for n, _ in ranking[:3]]
         assert batch[k]["answer"] == alone["answer"]
+
+
+def test_the_readme_deploy_snippet_answers_like_identify(world, capsys):
+    """The README's onnxruntime + numpy lines, run as printed, give `piro identify`'s answer for one photo."""
+    pytest.importorskip("onnxruntime")
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    snippet = readme.split("**Without piro.**", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    assert len(snippet.strip().splitlines()) <= 14
+    build_index(world["runs"][0], "shop.piro-index", data=world["data"])
+    calibrate_index("shop.piro-index", data=world["data"])
+    invoke(["export", world["runs"][0], "--onnx", "exp.onnx"])
+    for photo in sorted(world["photos"].glob("*/*/*.png"))[:4]:
+        Path("photo.jpg").write_bytes(photo.read_bytes())  # a PNG under a .jpg name: PIL reads it by content
+        capsys.readouterr()
+        exec(compile(snippet, "README.md", "exec"), {})
+        printed = capsys.readouterr().out.split()
+        expected = identify("shop.piro-index", [photo]).answer
+        assert printed[0] == expected["answer"]
+        assert abs(float(printed[1]) - expected["distance"]) < 1e-3
+
+
+def test_a_failed_export_check_writes_nothing(world, monkeypatch):
+    pytest.importorskip("onnxruntime")
+    import piro_cli.inference.export as export_module
+
+    Path("model.onnx").write_bytes(b"the previous export")
+    monkeypatch.setattr(export_module, "TOLERANCE", -1.0)  # every difference, even 0, fails the check
+    result = invoke(["export", world["runs"][0], "--onnx", "model.onnx", "--overwrite"])
+    assert result.exit_code == 1 and "nothing written" in result.output
+    assert Path("model.onnx").read_bytes() == b"the previous export"
+    assert sorted(p.name for p in Path(".").iterdir()) == ["model.onnx"]

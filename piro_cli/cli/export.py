@@ -28,9 +28,11 @@ def export(
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing files."),
 ) -> None:
-    """Export a run's model to ONNX, to embed photos and view sets without piro or torch (see README, Deploying).
+    """Export a run's model to ONNX, to embed photos and view sets without piro or torch (README: Deploying).
 
-    Example: `piro export runs/exp --onnx exp.onnx` (needs `pip install 'piro[deploy]'`).
+    Needs the deploy extra: pip install -e '.[deploy]'
+
+    Example: piro export runs/exp --onnx exp.onnx
     """
     from piro_cli.inference.export import export_onnx
 

@@ -17,7 +17,7 @@ from piro_cli.errors import PiroError
 
 index_app = typer.Typer(
     name="index",
-    help="A saved gallery of enrolled objects that `piro identify` searches: build it from a run, enrol new objects "
+    help="A saved gallery of enrolled objects that `piro identify` searches.\n\nBuild it from a run, enrol new objects "
     "from a few photos without retraining, calibrate the distance beyond which a photo is `unknown`.\n\n"
     "piro index build runs/exp --out shop.piro-index\n\n"
     "piro index add shop.piro-index --object my-mug --category mug mug1.jpg mug2.jpg\n\n"
@@ -25,7 +25,9 @@ index_app = typer.Typer(
     no_args_is_help=True,
 )
 
-INDEX_ARG = typer.Argument(..., show_default=False, help="An index folder (NAME.piro-index) from `piro index build`.")
+INDEX_ARG = typer.Argument(
+    ..., show_default=False, metavar="INDEX", help="An index folder (NAME.piro-index) from `piro index build`."
+)
 RUN_OPTION = typer.Option(
     None, "--run", help="The run the index was built with, when its checkpoint has moved (default: the path the index recorded)."
 )
@@ -56,7 +58,7 @@ def build(
 ) -> None:
     """Embed a split's objects (every view, both spaces, and each object's view set) into a new index.
 
-    Example: `piro index build runs/exp --out shop.piro-index`.
+    Example: piro index build runs/exp --out shop.piro-index
     """
     from piro_cli.inference.index import build_index
 
@@ -89,8 +91,11 @@ def add(
 ) -> None:
     """Enrol new objects from a few photos each, without retraining; all or nothing.
 
-    Examples: `piro index add shop.piro-index --object my-mug --category mug mug1.jpg mug2.jpg mug3.jpg`,
-    `piro index add shop.piro-index new-stock/` (new-stock/<category>/<object>/*.jpg).
+    Examples:
+
+    piro index add shop.piro-index --object my-mug --category mug mug1.jpg mug2.jpg
+
+    piro index add shop.piro-index new-stock/   (new-stock/CATEGORY/OBJECT/*.jpg)
     """
     from piro_cli.inference.index import Enrolment, add_objects, enrolments_from_folder
 
@@ -121,7 +126,10 @@ def remove(
     index: Path = INDEX_ARG,
     names: list[str] = typer.Argument(..., show_default=False, metavar="OBJECTS...", help="Names of the objects to remove."),
 ) -> None:
-    """Remove objects from an index (all or nothing). Example: `piro index remove shop.piro-index my-mug`."""
+    """Remove objects from an index (all or nothing).
+
+    Example: piro index remove shop.piro-index my-mug
+    """
     from piro_cli.inference.index import remove_objects
 
     change = remove_objects(index, names)
@@ -139,7 +147,10 @@ def info(
     output_format: str = typer.Option("table", "--format", "-f", help="table or json."),
     objects: bool = typer.Option(False, "--objects", help="Also list every object (name, category, views, where from)."),
 ) -> None:
-    """What an index holds, what built it and its threshold. Example: `piro index info shop.piro-index`."""
+    """What an index holds, what built it and its threshold.
+
+    Example: piro index info shop.piro-index --objects
+    """
     from piro_cli.inference.index import GalleryIndex
 
     if output_format not in ("table", "json"):
@@ -192,10 +203,15 @@ def calibrate(
     run: Path = RUN_OPTION,
     device: str = DEVICE_OPTION,
 ) -> None:
-    """Choose the distance beyond which `identify` answers `unknown`, on held-out objects, and report its error rates.
+    """Choose the distance beyond which `identify` answers `unknown`, on held-out objects; report its error rates.
 
-    Half of the held-out objects are enrolled from half their views and queried with the rest (known); the
-    other half are queried without being enrolled (unknown). Example: `piro index calibrate shop.piro-index --plot cal.png`.
+    In each draw half of the held-out objects are enrolled from half their views and queried with the rest (known photos), the other half are queried without being enrolled (unknown photos).
+
+    Examples:
+
+    piro index calibrate shop.piro-index --plot cal.png
+
+    piro index calibrate shop.piro-index --far 0.05
     """
     from piro_cli.inference.calibration import calibrate_index
     from piro_cli.viz.calibration import check_plot_path, plot_calibration
@@ -247,9 +263,13 @@ def identify(
 ) -> None:
     """Which category and which enrolled object the photos show, or `unknown`.
 
-    The category is the 10-NN vote of the photos' views among the enrolled views (as the PICR tasks); the
-    objects are ranked by distance (per photo to an object's nearest view, averaged over the photos).
-    Examples: `piro identify shop.piro-index photo.jpg`, `piro identify shop.piro-index a.jpg b.jpg --format json`.
+    The category is the 10-NN vote of the photos' views among the enrolled views (as the PICR tasks); objects are ranked by distance (per photo to an object's nearest view, averaged over the photos).
+
+    Examples:
+
+    piro identify shop.piro-index photo.jpg
+
+    piro identify shop.piro-index front.jpg side.jpg --format json
     """
     from piro_cli.inference.index import identify as run_identify
 

@@ -17,6 +17,7 @@ outputs must match piro's own to 1e-4.
 
 from __future__ import annotations
 
+import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,9 +102,17 @@ def export_onnx(run: str | Path, out: str | Path, *, overwrite: bool = False, ch
     sets = torch.randn(2, 3, feats.shape[-1], generator=torch.Generator().manual_seed(1))
     batch = torch.export.Dim("batch", min=1, max=4096)
     views = torch.export.Dim("views", min=1, max=1024)
-    _export(embedder, (images,), out, ["images"], ["sv_cat", "sv_obj", "view_features"], {"images": {0: batch}})
-    _export(head, (sets,), viewset, ["view_features"], ["mv_cat", "mv_obj"], {"view_features": {0: batch, 1: views}})
-    difference = _check(out, viewset, embedder, head, size, feats.shape[-1]) if check else None
+    # both graphs are written under temporary names and checked there; only then do they replace the targets
+    staged = {path: path.with_name(f".{path.name}.staged-{os.getpid()}") for path in (out, viewset)}
+    try:
+        _export(embedder, (images,), staged[out], ["images"], ["sv_cat", "sv_obj", "view_features"], {"images": {0: batch}})
+        _export(head, (sets,), staged[viewset], ["view_features"], ["mv_cat", "mv_obj"], {"view_features": {0: batch, 1: views}})
+        difference = _check(staged[out], staged[viewset], embedder, head, size, feats.shape[-1]) if check else None
+        for final, temporary in staged.items():
+            os.replace(temporary, final)
+    finally:
+        for temporary in staged.values():
+            temporary.unlink(missing_ok=True)
     write_json(
         {
             "format": "piro-onnx",

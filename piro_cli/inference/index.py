@@ -391,8 +391,10 @@ def build_index(
     if out.exists():
         if not overwrite:
             raise PiroError(f"--out {out}: already exists; pass --overwrite to replace it, or choose another --out")
-        if out.is_dir() and any(out.iterdir()):
-            previous = int(GalleryIndex(out).manifest.get("next_shard", 0))  # only an index is replaced, never other files
+        if out.is_dir() and any(out.iterdir()):  # only an index is replaced, never other files
+            if not (out / MANIFEST).is_file():
+                raise PiroError(f"--out {out}: a folder that is not a piro index; choose another --out")
+            previous = int(GalleryIndex(out).manifest.get("next_shard", 0))
     check_output_path(out, "--out", folder=True)
     if split not in ("train", "val", "test"):
         raise PiroError(f"--split {split!r}: choose train, val or test")
