@@ -9,8 +9,16 @@
    ranked list) against piro's kernels, on the same embeddings in the same run, at ObjectPI size
    (98 test objects x 8 views, 25 categories) and ModelNet-40 size (800 x 12, 40 categories).
 
+3. `bf16`: SV category recognition, the step that is ~80% of the fg3d time, with the float32 kernels and with
+   the bf16 candidate pass + exact re-ranking (metrics._rank_bf16), on the same embeddings in the same run:
+   wall time of each and, for each, how many neighbour lists differ from a float64 brute-force sort
+   (`--queries` of the test views against the whole FG3D-scale gallery). bf16 is automatic only where the CPU
+   computes it natively (piro_cli.hardware.cpu_has_native_bf16); here it is forced, so on other CPUs this
+   measures torch's emulated bf16.
+
     python bench/bench_evaluate.py fg3d
     python bench/bench_evaluate.py speedup
+    python bench/bench_evaluate.py bf16 --queries 1000
     python bench/bench_evaluate.py all          # both, speedup first
 
 The synthetic embeddings: category space view = L2norm(c + 0.5 h_o + 3 e_v), with c the subtype centre
@@ -255,9 +263,33 @@ def speedup(args: argparse.Namespace) -> None:
         )
 
 
+def bf16(args: argparse.Namespace) -> None:
+    from piro_cli.hardware import cpu_has_native_bf16
+
+    train_objects, test_objects = round(21575 * args.scale), round(3977 * args.scale)
+    gallery, probes = make_dataset(train_objects, test_objects, 12, 66, args.seed)
+    items = gallery.sv_cat.flatten(0, 1).contiguous()
+    queries = probes.sv_cat.flatten(0, 1)[: args.queries].contiguous()
+    print(f"SV category recognition: {len(queries)} queries x {len(items)} items, dim {DIM}; native bf16: {cpu_has_native_bf16()}")
+    x64, q64 = items.double(), queries.double()
+    truth = []
+    for start in range(0, len(q64), 256):  # float64 brute force, ties by index
+        keys = ((x64 * x64).sum(1)[None, :] - 2.0 * q64[start : start + 256] @ x64.T).numpy()
+        truth += [np.lexsort((np.arange(keys.shape[1]), row))[:10] for row in keys]
+    truth = np.stack(truth)
+    for precision in ("fp32", "bf16", "fp32", "bf16"):  # interleaved: both see the same machine
+        started = time.perf_counter()
+        found = rank(queries, items, k=10, precision=precision).neighbours.numpy()
+        seconds = time.perf_counter() - started
+        differ = int((found != truth).any(1).sum())
+        print(f"  {precision}: {seconds:.1f} s ({len(queries) / seconds:.0f} queries/s); neighbour lists unlike float64's: {differ}")
+    print(f"peak RSS {peak_rss_gb():.2f} GB")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=("fg3d", "speedup", "all"))
+    parser.add_argument("what", choices=("fg3d", "speedup", "bf16", "all"))
+    parser.add_argument("--queries", type=int, default=1000, help="bf16: test views to rank")
     parser.add_argument("--scale", type=float, default=1.0, help="fg3d: fraction of the FG3D object counts (quick runs)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
@@ -269,6 +301,8 @@ def main() -> None:
         print()
     if args.what in ("fg3d", "all"):
         fg3d(args)
+    if args.what == "bf16":
+        bf16(args)
 
 
 if __name__ == "__main__":

@@ -60,7 +60,7 @@ def steps(args, cut: bool) -> None:
         a = type(out)(**{k: v[:PAIRS] for k, v in vars(out).items()})
         b = type(out)(**{k: v[PAIRS:] for k, v in vars(out).items()})
         loss = criterion(a, b, labels)["total"]
-        optimizer.zero_grad(set_to_none=True)  # as piro_cli.train does
+        optimizer.zero_grad(set_to_none=True)  # as piro_cli.training does
         loss.backward()
         optimizer.step()
 

@@ -26,7 +26,7 @@ from piro_cli.evaluation.picr import TASKS
 from piro_cli.losses import LossConfig, PiroLoss
 from piro_cli.models.pan import PAN, PANConfig
 from piro_cli.runs import load_checkpoint
-from piro_cli.train import TrainConfig, train
+from piro_cli.training import TrainConfig, train
 
 
 def compare(args: argparse.Namespace) -> None:

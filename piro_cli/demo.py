@@ -13,7 +13,7 @@ from piro_cli.data.prepare import PrepareOptions, PrepareSummary, prepare_datase
 from piro_cli.data.sources import synthetic
 from piro_cli.data.store import ViewSetStore
 from piro_cli.evaluation.evaluate import EvaluationResult, evaluate
-from piro_cli.train import TrainConfig, TrainReporter, TrainResult, train
+from piro_cli.training import TrainConfig, TrainReporter, TrainResult, train
 from piro_cli.viz import KINDS, draw_figures
 
 DEMO_EPOCHS = 10

@@ -10,7 +10,7 @@ from PIL import Image
 
 import piro_cli.losses.total as total_module
 from piro_cli.data.prepare import PrepareOptions, prepare_dataset
-from piro_cli.train import TrainConfig
+from piro_cli.training import TrainConfig
 
 OBJECTPI_RAW = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "objectpi"
 

@@ -20,7 +20,7 @@ from piro_cli.evaluation.evaluate import evaluate
 from piro_cli.evaluation.picr import SHORT_NAMES, TASKS
 from piro_cli.methods import method_label
 from piro_cli.runs import load_checkpoint
-from piro_cli.train import TrainConfig, train
+from piro_cli.training import TrainConfig, train
 
 runner = CliRunner()
 WIDE = {"COLUMNS": "250"}

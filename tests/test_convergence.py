@@ -11,12 +11,12 @@ import pytest
 import torch
 from conftest import tiny_config
 
-import piro_cli.train as train_module
+import piro_cli.training.trainer as train_module
 from piro_cli.convergence import Spread, object_spread, should_stop
 from piro_cli.data.store import ViewSetStore, normalize_views
 from piro_cli.models.pan import PAN, PANConfig
 from piro_cli.runs import load_checkpoint
-from piro_cli.train import train
+from piro_cli.training import train
 
 
 def released_stats(embeddings: torch.Tensor, labels: list[int]) -> tuple[float, float, float]:

@@ -24,7 +24,7 @@ from piro_cli.inference.embedding import embed_objects
 from piro_cli.inference.embeddings_file import EmbeddingsFile, embed
 from piro_cli.inference.run import load_model
 from piro_cli.runs import load_checkpoint
-from piro_cli.train import TrainConfig, train
+from piro_cli.training import TrainConfig, train
 
 runner = CliRunner()
 WIDE = {"COLUMNS": "250"}

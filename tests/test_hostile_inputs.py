@@ -23,7 +23,8 @@ from piro_cli.cli.common import err_console
 from piro_cli.data.prepare import PrepareOptions, prepare_dataset
 from piro_cli.data.store import ViewSetStore
 from piro_cli.errors import DataError
-from piro_cli.train import SilentReporter, train
+from piro_cli.reporting import SilentReporter
+from piro_cli.training import train
 
 runner = CliRunner()
 

@@ -16,13 +16,13 @@ import typer
 from conftest import make_image_tree, poison_the_loss, tiny_config, write_image
 from typer.testing import CliRunner
 
-import piro_cli.train as train_module
+import piro_cli.training.trainer as train_module
 from piro_cli.cli import app
 from piro_cli.cli.common import handle_errors
 from piro_cli.data.prepare import PrepareOptions, prepare_dataset
 from piro_cli.errors import DataError, PiroError
 from piro_cli.runs import load_checkpoint
-from piro_cli.train import train
+from piro_cli.training import train
 
 runner = CliRunner()
 
@@ -204,7 +204,7 @@ def test_a_training_stopped_before_its_first_epoch_leaves_no_folder(tmp_path, ti
     def stopped(*args, **kwargs):
         raise stop("stopped in epoch 1")
 
-    monkeypatch.setattr(train_module, "_train_one_epoch", stopped)
+    monkeypatch.setattr(train_module.Trainer, "epoch", stopped)
     project = tmp_path / "runs"
     if stop is KeyboardInterrupt:  # Ctrl-C through the command line
         assert runner.invoke(app, train_argv(tiny_data, project)).exit_code == 130
@@ -215,14 +215,14 @@ def test_a_training_stopped_before_its_first_epoch_leaves_no_folder(tmp_path, ti
 
 
 def test_a_training_stopped_after_an_epoch_keeps_its_folder(tmp_path, tiny_data, monkeypatch):
-    original = train_module._train_one_epoch
+    original = train_module.Trainer.epoch
 
-    def second_epoch_fails(epoch, *args, **kwargs):
+    def second_epoch_fails(self, epoch):
         if epoch == 2:
             raise RuntimeError("stopped in epoch 2")
-        return original(epoch, *args, **kwargs)
+        return original(self, epoch)
 
-    monkeypatch.setattr(train_module, "_train_one_epoch", second_epoch_fails)
+    monkeypatch.setattr(train_module.Trainer, "epoch", second_epoch_fails)
     project = tmp_path / "runs"
     with pytest.raises(RuntimeError, match="stopped in epoch 2"):
         train(tiny_config(tiny_data, project=str(project), name="kept", epochs=2, freeze_backbone=True, feature_passes=1))

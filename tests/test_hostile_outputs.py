@@ -26,7 +26,7 @@ from typer.testing import CliRunner
 from piro_cli.cli import app
 from piro_cli.outputs import OutputLock
 from piro_cli.runs import MetricsLog
-from piro_cli.train import train
+from piro_cli.training import train
 
 runner = CliRunner()
 PIRO = [sys.executable, "-m", "piro_cli"]

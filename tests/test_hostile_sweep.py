@@ -18,14 +18,14 @@ import typer
 from conftest import tiny_config
 from typer.testing import CliRunner
 
-import piro_cli.train as train_module
+import piro_cli.training.trainer as train_module
 from piro_cli.cli import app
 from piro_cli.cli.common import err_console, handle_errors
 from piro_cli.data.store import ViewSetStore
 from piro_cli.errors import DataError, PiroError
 from piro_cli.outputs import write_error
 from piro_cli.runs import MetricsLog
-from piro_cli.train import load_feature_cache, train
+from piro_cli.training import load_feature_cache, train
 
 runner = CliRunner()
 

@@ -22,7 +22,8 @@ from piro_cli.losses import OBJECT_LOSSES
 from piro_cli.methods import METHODS, build_criterion, get_method, method_label
 from piro_cli.models.pan import PAN, PANConfig
 from piro_cli.runs import load_checkpoint
-from piro_cli.train import TrainConfig, _split_pairs, train
+from piro_cli.training import TrainConfig, train
+from piro_cli.training.trainer import _split_pairs
 
 runner = CliRunner()
 METRIC_LOSSES = [name for name in OBJECT_LOSSES if name != "piro"]
@@ -127,16 +128,16 @@ def test_baselines_have_one_space_and_average_pooling(tiny_data):
 
 def test_a_baseline_epoch_is_shuffled_batches_of_whole_objects(tiny_data, monkeypatch):
     """Every training object once per epoch, in batches of --batch-objects, each with all its views."""
-    import piro_cli.train as train_module
+    import piro_cli.training.trainer as train_module
 
     seen = []
-    real = train_module._cached_batch
+    real = train_module.cached_batch
 
     def spy(cache, objects, view_idx, rng):
         seen.append((objects.copy(), view_idx.copy()))
         return real(cache, objects, view_idx, rng)
 
-    monkeypatch.setattr(train_module, "_cached_batch", spy)
+    monkeypatch.setattr(train_module, "cached_batch", spy)
     result = train(method_config(tiny_data, method="mv-tc", epochs=2, batch_objects=4))
     data = load_checkpoint(result.last_path)["data"]
     train_objects, num_views = data["train_indices"], data["num_views"]

@@ -333,3 +333,54 @@ def test_task_selection_steps_and_errors():
         "sv-category-recognition", "mv-object-retrieval")  # fmt: skip
     with pytest.raises(ValueError, match="unknown task 'sv-nope'"):
         parse_tasks(["sv-nope"])
+
+
+# ----------------------------------------------------------------------------- bf16 candidates, float32 ranking
+
+
+@pytest.mark.parametrize("kind", ["clustered", "duplicates", "integers"])
+def test_bf16_candidates_give_the_float32_neighbours(kind):
+    """The bf16 path (forced here; automatic only on CPUs with native bf16) returns the exact k nearest (a float64
+    brute-force sort, ties by index), on clustered embeddings, exact duplicates and small-integer embeddings full of
+    ties; the float32 path agrees wherever its own rounding does not swap two nearly equidistant items."""
+    from piro_cli.evaluation.metrics import rank
+
+    rng = np.random.default_rng(5)
+    dim = 96
+    if kind == "integers":
+        items = rng.integers(-2, 3, size=(3000, dim)).astype(np.float32)
+        queries = rng.integers(-2, 3, size=(150, dim)).astype(np.float32)
+    else:
+        centres = rng.standard_normal((20, dim)).astype(np.float32)
+        items = centres[rng.integers(0, 20, 3000)] + 0.05 * rng.standard_normal((3000, dim)).astype(np.float32)
+        if kind == "duplicates":
+            items[1500:1800] = items[1200:1500]  # exact duplicates: ties broken by the lower index
+        queries = items[rng.integers(0, 3000, 150)] + 0.01 * rng.standard_normal((150, dim)).astype(np.float32)
+        items /= np.linalg.norm(items, axis=1, keepdims=True)
+        queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    q, x = torch.from_numpy(queries), torch.from_numpy(items)
+    x64, q64 = items.astype(np.float64), queries.astype(np.float64)
+    keys = (x64 * x64).sum(1)[None, :] - 2.0 * q64 @ x64.T
+    exact = np.stack([np.lexsort((np.arange(len(row)), row))[:10] for row in keys])
+    fast = rank(q, x, k=10, precision="bf16", chunk_rows=40).neighbours.numpy()
+    assert np.array_equal(fast, exact)
+    float32 = rank(q, x, k=10, precision="fp32").neighbours.numpy()
+    differ = np.flatnonzero((float32 != exact).any(1))
+    for row in differ:  # only swaps within float32 rounding of the keys
+        assert np.abs(np.sort(keys[row, float32[row]]) - keys[row, exact[row]]).max() < 1e-6 * (1 + np.abs(keys[row]).max())
+
+
+def test_the_bf16_key_bound_holds():
+    """|approximate key - float32 key| stays under bf16_key_slack's bound, with room to spare, on wide vectors."""
+    from piro_cli.evaluation.metrics import bf16_key_slack
+
+    rng = np.random.default_rng(1)
+    for dim, scale in ((64, 1.0), (2048, 1.0), (2048, 30.0)):
+        q = (scale * rng.standard_normal((64, dim))).astype(np.float32)
+        x = (scale * rng.standard_normal((2000, dim))).astype(np.float32)
+        xx = np.einsum("ij,ij->i", x, x, dtype=np.float32)
+        exact = xx[None, :] - 2.0 * (q.astype(np.float64) @ x.T.astype(np.float64))
+        approx = xx[None, :] - 2.0 * (torch.from_numpy(q).bfloat16() @ torch.from_numpy(x).bfloat16().T).float().numpy()
+        a, b = bf16_key_slack(dim)
+        bound = a * np.multiply.outer(np.linalg.norm(q, axis=1), np.linalg.norm(x, axis=1)) + b * xx[None, :]
+        assert np.all(np.abs(approx - exact) <= bound)

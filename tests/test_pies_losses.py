@@ -20,7 +20,7 @@ from piro_cli.models import backbones
 from piro_cli.models import pan as pan_module
 from piro_cli.models.pan import PAN, PANConfig
 from piro_cli.recipes import RECIPES
-from piro_cli.train import TrainConfig
+from piro_cli.training import TrainConfig
 
 # ----------------------------------------------------------------------------- a tiny batch worked out by hand
 #

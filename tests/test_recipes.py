@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from piro_cli.cli import app
 from piro_cli.errors import PiroError
 from piro_cli.recipes import BUILTIN_DEFAULTS, RECIPES, Recipe
-from piro_cli.train import TrainConfig
+from piro_cli.training import TrainConfig
 
 runner = CliRunner()
 

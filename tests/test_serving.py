@@ -21,7 +21,7 @@ from piro_cli.errors import PiroError
 from piro_cli.inference.calibration import calibrate_index, choose_threshold, rates
 from piro_cli.inference.index import GalleryIndex, add_objects, build_index, enrolments_from_folder, identify
 from piro_cli.inference.run import load_run
-from piro_cli.train import TrainConfig, train
+from piro_cli.training import TrainConfig, train
 
 runner = CliRunner()
 WIDE = {"COLUMNS": "250"}

@@ -13,13 +13,13 @@ import torch
 from conftest import poison_the_loss, tiny_config
 from typer.testing import CliRunner
 
-import piro_cli.train as train_module
+import piro_cli.training.trainer as train_module
 from piro_cli.cli import app
 from piro_cli.data.store import ViewSetStore
 from piro_cli.errors import DataError, PiroError
 from piro_cli.evaluation.picr import TASKS
 from piro_cli.runs import load_checkpoint
-from piro_cli.train import TrainConfig, TrainingDiverged, train
+from piro_cli.training import TrainConfig, TrainingDiverged, train
 
 runner = CliRunner()
 
@@ -127,13 +127,13 @@ def test_early_stop_on_rho(tiny_data):
 
 def test_both_objects_of_a_pair_see_the_same_views(tiny_data, monkeypatch):
     seen = []
-    original = train_module._cached_batch
+    original = train_module.cached_batch
 
     def spy(cache, objects, view_idx, rng):
         seen.append((objects.copy(), view_idx.copy()))
         return original(cache, objects, view_idx, rng)
 
-    monkeypatch.setattr(train_module, "_cached_batch", spy)
+    monkeypatch.setattr(train_module, "cached_batch", spy)
     train(tiny_config(tiny_data, epochs=1, freeze_backbone=True, feature_passes=1, views=5))
     categories = ViewSetStore(tiny_data).split("train").category
     assert seen

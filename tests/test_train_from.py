@@ -15,7 +15,7 @@ from piro_cli.errors import PiroError
 from piro_cli.evaluation.evaluate import evaluate
 from piro_cli.models.pan import PAN, PANConfig
 from piro_cli.runs import load_checkpoint
-from piro_cli.train import train
+from piro_cli.training import train
 
 runner = CliRunner()
 TINY_CLI = "--backbone tiny --no-pretrained --embed-dim 16 --epochs 1 --freeze-backbone --feature-passes 1".split()

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from piro_cli.cli import app
 from piro_cli.data.prepare import PrepareOptions, prepare_dataset
 from piro_cli.errors import PiroError
-from piro_cli.train import TrainConfig, train
+from piro_cli.training import TrainConfig, train
 from piro_cli.viz import attention as attention_plot
 from piro_cli.viz import distances as distances_plot
 from piro_cli.viz import draw_figures, umap_plot

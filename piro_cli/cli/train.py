@@ -1,7 +1,9 @@
-"""`piro train`: options -> TrainConfig -> piro_cli.train.train."""
+"""`piro train`: options -> TrainConfig -> piro_cli.training.train."""
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 
 import typer
@@ -14,8 +16,9 @@ from piro_cli.losses import OBJECT_LOSSES, parse_loss_terms
 from piro_cli.methods import METHODS, get_method, method_for_space
 from piro_cli.models.backbones import CUT_POINTS, available_backbones
 from piro_cli.recipes import BUILTIN_DEFAULTS, RECIPES, option_flag, recipe_help
-from piro_cli.train import TrainConfig
-from piro_cli.train import train as run_training
+from piro_cli.training import train as run_training
+from piro_cli.training.config_file import merged_config
+from piro_cli.training.distributed import launch
 
 
 def _default(field: str) -> str:
@@ -220,6 +223,28 @@ def train(
         "before each epoch, and when it exceeds this value training stops after that epoch (so one more epoch runs "
         f"after rho crosses it); 0 disables. {_default('early_stop_rho')}",
     ),
+    dropout: float = typer.Option(0.25, help="Dropout on the attention layers' output (released: 0.25)."),
+    config: Path = typer.Option(
+        None,
+        "--config",
+        help="Read options from a YAML, TOML or JSON file (keys: these options' names); options typed here override it. "
+        "A run's config.json works too: `piro train --config runs/x/config.json --name x-again` trains it again.",
+        show_default=False,
+    ),
+    logger: list[str] = typer.Option(
+        None,
+        "--logger",
+        help="Also mirror metrics.csv to: tensorboard (events in <run folder>/tensorboard/; needs tensorboard).",
+        show_default=False,
+    ),
+    devices: int = typer.Option(
+        None,
+        "--devices",
+        min=1,
+        help="Train on this many processes on this machine (one per GPU, or CPU processes sharing the cores), through "
+        "torchrun; multi-machine: run `torchrun ... -m piro_cli train ...` yourself (README: Scaling out).",
+        show_default=False,
+    ),
     resume: Path = typer.Option(None, help="Continue an interrupted run: its folder or last.pt (its saved options are used)."),
 ) -> None:
     """Train PAN (dual or single space) with the pose-invariant losses, or a baseline, and write runs/<name>/.
@@ -229,6 +254,8 @@ def train(
     on a CPU, `piro train --freeze-backbone` (heads only) or `piro train --train-from blocks.6` (heads and the top
     of efficientnet_lite0).
     """
+    if devices is not None and devices > 1 and "WORLD_SIZE" not in os.environ:
+        raise typer.Exit(launch(devices, strip_option(sys.argv[1:], "--devices")))
     if resume is not None:
         _refuse_options_with_resume(ctx)
     try:
@@ -236,7 +263,7 @@ def train(
     except ValueError as exc:
         raise PiroError(f"--losses: {exc}") from None
     method = _method_from_flags(method, dual)
-    config = TrainConfig(
+    command_line = dict(
         data=str(data) if data else None, project=str(project), name=name, recipe=recipe, method=method, backbone=backbone,
         pretrained=pretrained, cat_dim=embed_dim if cat_dim is None else cat_dim,
         obj_dim=embed_dim if obj_dim is None else obj_dim, losses=terms, alpha=alpha, beta=beta,
@@ -245,8 +272,9 @@ def train(
         pairs_per_object=pairs_per_object, views=views, augment=augment, augmentation=augmentation, seed=seed, device=device, freeze_backbone=freeze_backbone,
         train_from=train_from, feature_passes=feature_passes, tta=tta,
         val_fraction=val_fraction, val_seed=val_seed, early_stop_rho=early_stop_rho, obj_loss=obj_loss, dvml=dvml, dvml_kl=dvml_kl,
-        dvml_rec=dvml_rec, dvml_syn=dvml_syn, pi_alpha=pi_alpha, pi_beta=pi_beta,
+        dvml_rec=dvml_rec, dvml_syn=dvml_syn, pi_alpha=pi_alpha, pi_beta=pi_beta, dropout=dropout, loggers=tuple(logger or ()),
     )  # fmt: skip
+    config = merged_config(config, command_line, _given_fields(ctx))
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
     with Progress(*columns, console=err_console, transient=True) as progress:
         result = run_training(config, RichReporter(progress), resume=resume, resume_epochs=epochs)
@@ -257,7 +285,36 @@ def train(
     )
 
 
-RESUME_OPTIONS = {"resume", "epochs", "data"}  # what --resume takes from the command line; the rest is the run's own
+RESUME_OPTIONS = {"resume", "epochs", "data", "devices"}
+# the TrainConfig fields a command-line option sets, where its name is not the field's
+FIELDS_OF_OPTION = {
+    "embed_dim": ("cat_dim", "obj_dim"),
+    "dual": ("method", "dual"),
+    "method": ("method", "dual"),
+    "logger": ("loggers",),
+}
+
+
+def _given_fields(ctx: typer.Context) -> set[str]:
+    """The TrainConfig fields typed on the command line (they override a --config file)."""
+    given = set()
+    for param in ctx.command.params:
+        if getattr(ctx.get_parameter_source(param.name), "name", "") == "COMMANDLINE":
+            given.update(FIELDS_OF_OPTION.get(param.name, (param.name,)))
+    return given
+
+
+def strip_option(argv: list[str], option: str) -> list[str]:
+    """argv without `option VALUE` / `option=VALUE` (what `--devices` hands on to each process)."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == option:
+            skip = True
+        elif not arg.startswith(option + "="):
+            out.append(arg)
+    return out  # what --resume takes from the command line; the rest is the run's own
 
 
 def _refuse_options_with_resume(ctx: typer.Context) -> None:

@@ -41,16 +41,16 @@ from piro_cli.methods import method_label
 from piro_cli.outputs import write_text
 from piro_cli.reporting import Reporter, SilentReporter
 from piro_cli.runs import MetricsLog, checkpoint_file, load_checkpoint, run_name
+from piro_cli.training.cache import FEATURE_CACHE  # runs/feature-cache/, beside the run folders
 
 FORMATS = ("table", "markdown", "csv", "json")
 TEXT_SUFFIXES = {".md": "markdown", ".markdown": "markdown", ".csv": "csv", ".json": "json"}
 COLUMNS = (*TASKS, "mean")
 """The compared columns: the eight tasks in the paper's order, then their mean."""
-FEATURE_CACHE = "feature-cache"  # runs/feature-cache/, beside the run folders (piro_cli.train)
 DECIMALS = 2  # shown in the tables; equal means at this precision are all best
 
 # Training options that may differ between the runs of one group without making them different methods.
-_NOT_METHOD = {"seed", "name", "project", "data", "device"}
+_NOT_METHOD = {"seed", "name", "project", "data", "device", "loggers"}
 
 
 @dataclass

@@ -60,6 +60,7 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 
+from piro_cli.hardware import cpu_has_native_bf16
 from piro_cli.inference.search import KNN_VOTES, vote
 
 Progress = Callable[[int, int], None]
@@ -92,6 +93,7 @@ def rank(
     backend: str | None = None,
     chunk_rows: int | None = None,
     progress: Progress | None = None,
+    precision: str | None = None,
 ) -> RankResult:
     """Rank `items` (n, D) for every query (q, D), on the device of `queries`.
 
@@ -105,6 +107,9 @@ def rank(
     backend: "torch" or "numba" (CPU only); default numba on a CPU when installed, else torch.
     chunk_rows: queries per chunk (CPU symmetric path: block side); default sized to the device.
     progress: callback(done, total) in units of work.
+    precision: how the CPU finds the k nearest of queries against other items, without AP: "bf16" (a bf16 pass
+        keeps a provably sufficient candidate set, then float32 keys rank it: `_rank_bf16`), "fp32", or None:
+        bf16 where the CPU computes it natively (AVX512-BF16 / AMX) and the sizes make it worth it, else fp32.
     """
     self_mode = items is None or items is queries
     items = queries if self_mode else items
@@ -139,8 +144,17 @@ def rank(
     backend = _pick_backend(device, backend)
     q32 = queries.float().contiguous()
     x32 = q32 if self_mode else items.float().contiguous()
+    if precision not in (None, "fp32", "bf16"):
+        raise ValueError(f"unknown precision {precision!r}; choose fp32 or bf16")
+    bf16 = k > 0 and not want_ap and not self_mode and device.type == "cpu" and not (exclude_self or drop_first)
+    if precision is None:
+        bf16 = bf16 and cpu_has_native_bf16() and num_items >= BF16_MIN_ITEMS and q32.shape[1] >= 64
+    else:
+        bf16 = bf16 and precision == "bf16"
     with _full_fp32():
-        if backend == "numba" and self_mode:
+        if bf16:
+            _rank_bf16(q32, x32, search_k, found, progress, chunk_rows)
+        elif backend == "numba" and self_mode:
             _rank_self_numba(q32, search_k, _ids(query_ids), exclude_self, drop_first, found, ap, progress, chunk_rows)
         elif backend == "numba":
             _rank_numba(q32, x32, search_k, _ids(query_ids), _ids(item_ids), found, ap, progress, chunk_rows)
@@ -305,6 +319,63 @@ def _ap_torch(keys: torch.Tensor, relevant: torch.Tensor, drop_first: bool = Fal
     precision_sum = ((found / positions) * hits).sum(1)
     num_relevant = hits.sum(1)
     return torch.where(num_relevant > 0, precision_sum / num_relevant.clamp(min=1), torch.zeros_like(precision_sum))
+
+
+# ----------------------------------------------------------------------------- bf16 candidates, float32 ranking (CPU)
+
+BF16_UNIT = 2.0**-8  # unit roundoff of bfloat16 (8 significant bits)
+F32_UNIT = 2.0**-24
+BF16_MIN_ITEMS = 4096  # below this the float32 product is cheap: no second pass is worth it
+
+
+def bf16_key_slack(dim: int) -> tuple[float, float]:
+    """(a, b) such that |approximate key - float32 key| <= a * ||q|| * ||x|| + b * ||x||^2 for every query q and item x.
+
+    The approximate key is fl32(||x||^2 - 2 s~) with s~ the bf16 product: q and x rounded to bf16 (relative error
+    u = 2^-8 each, so their products carry 2u + u^2), summed in float32 (gamma_D = D 2^-24 / (1 - D 2^-24) of the
+    sum of |products|, which Cauchy-Schwarz bounds by (1 + u)^2 ||q|| ||x||) and rounded to bf16 once more (u). The
+    float32 key the other paths rank by differs from the exact one by the float32 product's gamma_D and the
+    subtraction's rounding (so the bound holds against the float32 keys and, a fortiori, the exact ones). Each error
+    in s counts twice in the key; a 25% margin covers the higher-order terms."""
+    u, gamma = BF16_UNIT, dim * F32_UNIT / (1 - dim * F32_UNIT)
+    approximate = (2 * u + u * u) + gamma * (1 + u) ** 2 + u * (1 + u) ** 2 * (1 + gamma)
+    reference = gamma
+    a = 1.25 * (2 * (approximate + reference) + 4 * F32_UNIT)
+    b = 1.25 * 2 * F32_UNIT
+    return a, b
+
+
+def _rank_bf16(q32, x32, k, neighbours, progress, chunk_rows) -> None:
+    """k nearest items of each query: a bf16 product gives approximate keys with a proven error bound (above); every
+    item whose key could be among the k smallest (approximate key - bound <= the k-th smallest approximate key +
+    bound) is a candidate, and the candidates are ranked by float64 keys, ties by index. That is the exact order of
+    the distances: where the float32 path's rounding (about 1e-7 of a key) swaps two nearly equidistant items, this
+    path has them in their true order; everywhere else the two agree."""
+    qn, xn = q32.numpy(), x32.numpy()
+    xx = _sq_norms(xn)
+    x_norm, q_norm = np.sqrt(xx), np.sqrt(_sq_norms(qn))
+    a, b = bf16_key_slack(xn.shape[1])
+    xb = x32.to(torch.bfloat16)
+    num_q, num_items = len(qn), len(xn)
+    rows = _rows_per_chunk(num_items, q32.device, 12, chunk_rows)
+    for start in range(0, num_q, rows):
+        stop = min(start + rows, num_q)
+        approx = torch.matmul(q32[start:stop].to(torch.bfloat16), xb.T).float().numpy()
+        approx *= -2.0
+        approx += xx[None, :]
+        slack = np.multiply.outer(a * q_norm[start:stop], x_norm)
+        slack += b * xx[None, :]
+        upper = np.partition(approx + slack, k - 1, axis=1)[:, k - 1]  # >= the k-th smallest float32 key
+        approx -= slack
+        del slack
+        for row in range(stop - start):
+            candidates = np.flatnonzero(approx[row] <= upper[row])
+            near = xn[candidates].astype(np.float64)
+            keys = np.einsum("ij,ij->i", near, near) - 2.0 * (near @ qn[start + row].astype(np.float64))
+            order = np.lexsort((candidates, keys))[:k]
+            neighbours[start + row] = torch.from_numpy(candidates[order])
+        if progress is not None:
+            progress(stop, num_q)
 
 
 # ----------------------------------------------------------------------------- numba path (CPU)

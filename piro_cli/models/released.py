@@ -37,7 +37,7 @@ from piro_cli.methods import method_for_space
 from piro_cli.models.pan import PAN, PANConfig
 from piro_cli.outputs import atomic_torch_save, check_output_path
 from piro_cli.runs import CHECKPOINT_FORMAT, checkpoint_header, load_plain_torch_file
-from piro_cli.train import open_run_data
+from piro_cli.training import open_run_data
 
 RELEASED_FEAT_DIM = 512 * 7 * 7  # VGG-16 conv features, classifier removed
 RELEASED_DROPOUT = 0.25  # ConfigLearn.HyperParams.dropout (no effect in evaluation)

@@ -1,0 +1,125 @@
+"""`piro train --config FILE`: training options from a YAML, TOML or JSON file.
+
+Keys are `piro train`'s options, with `-` or `_` (`batch-pairs` or `batch_pairs`); `embed-dim` sets both
+dimensions, as on the command line. A run's own `config.json` is accepted as it is (its `train` section is used),
+so `piro train --config runs/x/config.json --name x-again` trains the run again with every resolved value.
+Options given on the command line override the file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+from piro_cli.errors import PiroError
+from piro_cli.losses import parse_loss_terms
+from piro_cli.training.config import TrainConfig
+
+SUFFIXES = (".yaml", ".yml", ".toml", ".json")
+# keys a file may hold besides TrainConfig's fields: the command line's own spellings
+ALIASES = {"embed_dim": ("cat_dim", "obj_dim")}
+
+
+def read_config_file(path: str | Path) -> dict:
+    """The options of a config file as TrainConfig fields; any unknown key or bad file is one PiroError."""
+    path = Path(path)
+    if not path.is_file():
+        raise PiroError(f"--config {path}: no such file; write the options as YAML, TOML or JSON (see `piro train --help`)")
+    suffix = path.suffix.lower()
+    if suffix not in SUFFIXES:
+        raise PiroError(f"--config {path}: use a .yaml, .yml, .toml or .json file")
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PiroError(f"--config {path}: cannot be read ({exc})") from None
+    values = _parse(path, suffix, text)
+    if not isinstance(values, dict):
+        raise PiroError(f"--config {path}: expected a mapping of option names to values, found {type(values).__name__}")
+    if isinstance(values.get("train"), dict) and {"model", "data"} & set(values):  # a run's config.json
+        values = values["train"]
+    return _fields(path, values)
+
+
+def _parse(path: Path, suffix: str, text: str):
+    try:
+        if suffix == ".json":
+            return json.loads(text)
+        if suffix == ".toml":
+            try:
+                import tomllib
+            except ImportError:  # Python 3.10
+                import tomli as tomllib
+            return tomllib.loads(text)
+        import yaml
+
+        return yaml.safe_load(text) or {}
+    except Exception as exc:  # each parser has its own error type; all mean the same to the user
+        where = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise PiroError(f"--config {path}: not valid {suffix.lstrip('.').upper()} ({where})") from None
+
+
+def _kind_problem(value, annotation: str) -> str | None:
+    """Why `value` cannot be a TrainConfig field annotated `annotation` (a string: `int | None`, ...), or None."""
+    kinds = {part.strip() for part in annotation.replace("tuple[str, ...]", "tuple").split("|")}
+    if value is None:
+        return None if "None" in kinds else "must not be empty"
+    checks = {
+        "bool": lambda v: isinstance(v, bool),
+        "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+        "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+        "str": lambda v: isinstance(v, str),
+        "tuple": lambda v: isinstance(v, (list, tuple)) and all(isinstance(x, str) for x in v),
+    }
+    if any(checks[k](value) for k in kinds if k in checks):
+        return None
+    wanted = " or ".join(sorted(k if k != "tuple" else "a list of names" for k in kinds if k in checks))
+    return f"must be {wanted}, not {value!r}"
+
+
+def _fields(path: Path, values: dict) -> dict:
+    annotations = {f.name: str(f.type) for f in dataclasses.fields(TrainConfig)}
+    known = set(annotations)
+    out: dict = {}
+    for raw_key, value in values.items():
+        key = str(raw_key).replace("-", "_")
+        if key in ALIASES:
+            for target in ALIASES[key]:
+                out.setdefault(target, value)
+        elif key in known:
+            out[key] = value
+        else:
+            close = sorted(k.replace("_", "-") for k in known if k.startswith(key[:3]))
+            hint = f" (did you mean {', '.join(close[:3])}?)" if close else ""
+            raise PiroError(f"--config {path}: unknown option {raw_key!r}{hint}; keys are `piro train` options")
+    if isinstance(out.get("losses"), str):
+        try:
+            out["losses"] = parse_loss_terms(out["losses"])
+        except ValueError as exc:
+            raise PiroError(f"--config {path}: losses: {exc}") from None
+    elif isinstance(out.get("losses"), list):
+        out["losses"] = tuple(out["losses"])
+    if isinstance(out.get("loggers"), str):
+        out["loggers"] = (out["loggers"],)
+    for key, value in out.items():
+        problem = _kind_problem(value, annotations[key])
+        if problem is not None:
+            raise PiroError(f"--config {path}: {key.replace('_', '-')} {problem}")
+    for key in ("losses", "loggers"):
+        if isinstance(out.get(key), list):
+            out[key] = tuple(out[key])
+    return out
+
+
+def merged_config(file: str | Path | None, command_line: dict, given: set[str]) -> TrainConfig:
+    """The TrainConfig of the command line's values (`command_line`, TrainConfig fields) over a config file's:
+    a field in `given` (typed on the command line) keeps its value, any other takes the file's when it has one."""
+    values = dict(command_line)
+    if file is not None:
+        for key, value in read_config_file(file).items():
+            if key not in given:
+                values[key] = value
+    try:
+        return TrainConfig(**values)
+    except TypeError as exc:  # a value of the wrong kind in the file (a list where a number goes, ...)
+        raise PiroError(f"--config {file}: {exc}") from None

@@ -1,0 +1,176 @@
+"""Training on 2 processes (torch.distributed, gloo on the CPU) against 1 process with the same global batch, config
+files and the tensorboard logger."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from piro_cli.cli import app
+from piro_cli.errors import PiroError
+from piro_cli.runs import load_checkpoint
+from piro_cli.training import TrainConfig, train
+from piro_cli.training.config_file import read_config_file
+from piro_cli.training.distributed import Processes
+
+runner = CliRunner()
+
+# dropout 0: its masks are drawn per process, so only without it can the two runs match to float tolerance
+TINY = [
+    "--backbone", "tiny", "--no-pretrained", "--cat-dim", "16", "--obj-dim", "16", "--epochs", "2", "--batch-pairs", "5",
+    "--pairs-per-object", "2", "--lr", "1e-3", "--seed", "0", "--device", "cpu", "--early-stop-rho", "0", "--freeze-backbone",
+    "--feature-passes", "1", "--val-fraction", "0.25", "--dropout", "0",
+]  # fmt: skip
+
+
+def rows(run: Path) -> list[dict]:
+    with open(run / "metrics.csv") as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.fixture(scope="module")
+def two_runs(tiny_data, tmp_path_factory):
+    """The same run on 1 process and, through `piro train --devices 2` (torchrun), on 2."""
+    project = tmp_path_factory.mktemp("distributed") / "runs"
+    one = runner.invoke(app, ["train", "--data", str(tiny_data), "--project", str(project), "--name", "one", *TINY])
+    assert one.exit_code == 0, one.output
+    command = [sys.executable, "-m", "piro_cli", "train", "--devices", "2", "--data", str(tiny_data), "--project", str(project)]
+    two = subprocess.run([*command, "--name", "two", *TINY], capture_output=True, text=True, timeout=600)
+    assert two.returncode == 0, two.stdout + two.stderr
+    return project, two.stdout + two.stderr
+
+
+def test_two_processes_write_one_complete_run_folder(two_runs):
+    project, output = two_runs
+    assert sorted(p.name for p in project.iterdir()) == ["feature-cache", "one", "two"]
+    files = sorted(p.name for p in (project / "two").iterdir())
+    assert files == ["best.pt", "config.json", "last.pt", "metrics.csv"]
+    assert len(rows(project / "two")) == 2
+    assert "2 processes (gloo)" in output
+    assert output.count("run folder:") == 1  # process 0 alone reports
+
+
+def test_two_processes_optimise_what_one_does_with_the_global_batch(two_runs):
+    project, _ = two_runs
+    one, two = rows(project / "one"), rows(project / "two")
+    for key in ("loss", "loss_cat", "loss_piobj", "loss_picat", "val_mean"):
+        assert float(two[0][key]) == pytest.approx(float(one[0][key]), rel=1e-5, abs=1e-6), key
+    # the weights after 2 epochs: the same steps, up to float summation order. Not the attention layers' key biases:
+    # adding b to every key adds q.b to a whole row of logits, which softmax ignores, so their true gradient is 0 and
+    # Adam turns the rounding noise in it into full-size steps of either sign
+    a, b = load_checkpoint(project / "one" / "last.pt"), load_checkpoint(project / "two" / "last.pt")
+    compared = [name for name in a["model_state"] if not name.endswith("attention.k.bias")]
+    assert len(compared) > 10
+    for name in compared:
+        assert torch.allclose(a["model_state"][name], b["model_state"][name], atol=1e-4), name
+
+
+def test_a_two_process_run_resumes_in_one_process(two_runs, tmp_path):
+    project, _ = two_runs
+    result = train(TrainConfig(), resume=project / "two", resume_epochs=3)
+    assert result.epochs_done == 3 and [int(r["epoch"]) for r in rows(project / "two")] == [1, 2, 3]
+
+
+def test_shares_cover_every_item_once():
+    for count in range(0, 12):
+        for world in (1, 2, 3, 5):
+            shares = [Processes(rank, world).share(count) for rank in range(world)]
+            covered = [i for s in shares for i in range(count)[s]]
+            assert covered == list(range(count)), (count, world)
+
+
+def test_devices_1_trains_in_this_process(tiny_data):
+    result = runner.invoke(app, ["train", "--data", str(tiny_data), "--devices", "1", *TINY])
+    # one process: trains as without the option
+    assert result.exit_code == 0, result.output
+
+
+# ----------------------------------------------------------------------------- config files
+
+
+@pytest.mark.parametrize("suffix", [".yaml", ".toml", ".json"])
+def test_a_config_file_sets_options_and_the_command_line_overrides_it(tiny_data, tmp_path, suffix):
+    text = {
+        ".yaml": "backbone: tiny\npretrained: false\nembed-dim: 16\nepochs: 1\nbatch_pairs: 3\nlr: 0.002\nlosses: cat,piobj\n",
+        ".toml": 'backbone = "tiny"\npretrained = false\nembed-dim = 16\nepochs = 1\nbatch_pairs = 3\nlr = 0.002\nlosses = ["cat", "piobj"]\n',
+        ".json": json.dumps({"backbone": "tiny", "pretrained": False, "embed-dim": 16, "epochs": 1, "batch_pairs": 3, "lr": 0.002,
+                             "losses": "cat,piobj"}),
+    }[suffix]  # fmt: skip
+    path = tmp_path / f"options{suffix}"
+    path.write_text(text)
+    project = tmp_path / "runs"
+    argv = ["train", "--config", path, "--data", tiny_data, "--project", project, "--name", "c", "--lr", "0.003"]
+    argv += ["--freeze-backbone", "--feature-passes", "1", "--device", "cpu", "--pairs-per-object", "1"]
+    result = runner.invoke(app, [str(a) for a in argv])
+    assert result.exit_code == 0, result.output
+    saved = json.loads((project / "c" / "config.json").read_text())["train"]
+    assert saved["backbone"] == "tiny" and saved["cat_dim"] == saved["obj_dim"] == 16 and saved["batch_pairs"] == 3
+    assert saved["losses"] == ["cat", "piobj"] and saved["lr"] == 0.003  # typed on the command line: it wins
+
+
+def test_a_runs_config_json_trains_it_again(two_runs, tmp_path):
+    project, _ = two_runs
+    argv = ["train", "--config", str(project / "one" / "config.json"), "--name", "one-again"]
+    result = runner.invoke(app, argv)
+    assert result.exit_code == 0, result.output
+    first = json.loads((project / "one" / "config.json").read_text())
+    again = json.loads((project / "one-again" / "config.json").read_text())
+    assert {**first["train"], "name": None} == {**again["train"], "name": None}
+    assert rows(project / "one-again")[0]["loss"] == rows(project / "one")[0]["loss"]  # the same seed, the same numbers
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("batch-objects: [1, 2]\n", "batch-objects must be int, not [1, 2]"),
+        ("lr: fast\n", "lr must be float, not 'fast'"),
+        ("epoch: 3\n", "unknown option 'epoch'"),
+        ("- a\n- b\n", "expected a mapping"),
+        ("a: [\n", "not valid YAML"),
+    ],
+)
+def test_bad_config_files_get_one_line(tiny_data, tmp_path, text, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    result = runner.invoke(app, ["train", "--config", str(path), "--data", str(tiny_data), *TINY])
+    assert result.exit_code == 1 and message in result.output, result.output
+    assert "Traceback" not in result.output
+
+
+def test_config_file_reader_refuses_other_suffixes(tmp_path):
+    path = tmp_path / "options.ini"
+    path.write_text("[x]\n")
+    with pytest.raises(PiroError, match=r"\.yaml, \.yml, \.toml or \.json"):
+        read_config_file(path)
+
+
+# ----------------------------------------------------------------------------- loggers
+
+
+def test_the_tensorboard_logger_mirrors_metrics(tiny_data, tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    project = tmp_path / "runs"
+    argv = ["train", "--data", str(tiny_data), "--project", str(project), "--name", "tb", "--logger", "tensorboard", *TINY]
+    result = runner.invoke(app, argv)
+    assert result.exit_code == 0, result.output
+    events = EventAccumulator(str(project / "tb" / "tensorboard"))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"loss/total", "loss/cat", "lr", "spread/rho", "val/mean"} <= tags
+    logged = [e.value for e in events.Scalars("loss/total")]
+    assert logged == pytest.approx([float(r["loss"]) for r in rows(project / "tb")])
+    assert "picr/best_epoch/text_summary" in events.Tags()["tensors"]
+
+
+def test_an_unknown_logger_is_refused(tiny_data):
+    result = runner.invoke(app, ["train", "--data", str(tiny_data), "--logger", "wandb", *TINY])
+    assert result.exit_code == 1 and "--logger 'wandb'" in result.output
