@@ -384,3 +384,21 @@ def test_the_bf16_key_bound_holds():
         a, b = bf16_key_slack(dim)
         bound = a * np.multiply.outer(np.linalg.norm(q, axis=1), np.linalg.norm(x, axis=1)) + b * xx[None, :]
         assert np.all(np.abs(approx - exact) <= bound)
+
+
+def test_bf16_is_chosen_only_where_measured_faster(monkeypatch):
+    import piro_cli.evaluation.metrics as metrics
+
+    calls = []
+    real = metrics._rank_bf16
+    monkeypatch.setattr(metrics, "_rank_bf16", lambda *args: (calls.append(1), real(*args)))
+    rng = np.random.default_rng(0)
+    q = torch.from_numpy(rng.standard_normal((8, 64)).astype(np.float32))
+    x = torch.from_numpy(rng.standard_normal((metrics.BF16_MIN_ITEMS, 64)).astype(np.float32))
+    for speedup, used in ((0.0, False), (1.5, False), (3.0, True)):
+        monkeypatch.setattr(metrics, "bf16_matmul_speedup", lambda speedup=speedup: speedup)
+        calls.clear()
+        metrics.rank(q, x, k=5)
+        assert bool(calls) == used, speedup
+        metrics.rank(q, x, k=5, query_ids=torch.zeros(8), item_ids=torch.zeros(len(x)))  # AP: never bf16
+        assert len(calls) == (1 if used else 0)

@@ -202,3 +202,32 @@ def finish_ap(offsets, before, out, drop_first):
         a = offsets[i]
         R = offsets[i + 1] - a
         out[i] = finish(before[a + i : a + i + R + 1], R, drop_first) if R > 0 else 0.0
+
+
+@njit
+def rerank_rows(lower, upper, x, xx64, queries, k, out, r0, r1):
+    """For rows r0..r1: among the items whose lower bound `lower[i, j]` is at most `upper[i]` (the bf16 pass's
+    candidates), the k nearest by float64 keys ||x||^2 - 2 q.x (exact to float64 rounding), ties to the lower index.
+    The candidate rows of `x` are read in place."""
+    n, d = x.shape
+    best_key = np.empty(k, np.float64)
+    best_index = np.empty(k, np.int64)
+    for i in range(r0, r1):
+        count = 0
+        worst = np.inf
+        limit = upper[i]
+        q = queries[i]
+        for j in range(n):
+            if lower[i, j] > limit:
+                continue
+            row = x[j]
+            dot = 0.0
+            for t in range(d):
+                dot += np.float64(row[t]) * np.float64(q[t])
+            v = xx64[j] - 2.0 * dot
+            if v < worst or count < k:
+                count = insert(best_key, best_index, count, k, v, j)
+                if count == k:
+                    worst = best_key[k - 1]
+        for t in range(k):
+            out[i, t] = best_index[t]

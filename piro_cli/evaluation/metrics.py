@@ -60,7 +60,7 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 
-from piro_cli.hardware import cpu_has_native_bf16
+from piro_cli.hardware import bf16_matmul_speedup
 from piro_cli.inference.search import KNN_VOTES, vote
 
 Progress = Callable[[int, int], None]
@@ -107,9 +107,10 @@ def rank(
     backend: "torch" or "numba" (CPU only); default numba on a CPU when installed, else torch.
     chunk_rows: queries per chunk (CPU symmetric path: block side); default sized to the device.
     progress: callback(done, total) in units of work.
-    precision: how the CPU finds the k nearest of queries against other items, without AP: "bf16" (a bf16 pass
-        keeps a provably sufficient candidate set, then float32 keys rank it: `_rank_bf16`), "fp32", or None:
-        bf16 where the CPU computes it natively (AVX512-BF16 / AMX) and the sizes make it worth it, else fp32.
+    precision: how the CPU (numba backend) finds the k nearest of queries against other items, without AP: "bf16"
+        (a bf16 pass keeps a provably sufficient candidate set, then exact keys rank it: `_rank_bf16`), "fp32", or
+        None: bf16 where the CPU computes it natively (AVX512-BF16 / AMX) and a bf16 product measured at least
+        twice as fast as float32 (piro_cli.hardware.bf16_matmul_speedup), for large galleries; else fp32.
     """
     self_mode = items is None or items is queries
     items = queries if self_mode else items
@@ -146,9 +147,9 @@ def rank(
     x32 = q32 if self_mode else items.float().contiguous()
     if precision not in (None, "fp32", "bf16"):
         raise ValueError(f"unknown precision {precision!r}; choose fp32 or bf16")
-    bf16 = k > 0 and not want_ap and not self_mode and device.type == "cpu" and not (exclude_self or drop_first)
-    if precision is None:
-        bf16 = bf16 and cpu_has_native_bf16() and num_items >= BF16_MIN_ITEMS and q32.shape[1] >= 64
+    bf16 = k > 0 and not want_ap and not self_mode and backend == "numba" and not (exclude_self or drop_first)
+    if precision is None:  # only where measured faster: emulated bf16 (AVX2 CPUs) is several times slower
+        bf16 = bf16 and num_items >= BF16_MIN_ITEMS and queries.shape[1] >= 64 and bf16_matmul_speedup() >= 2.0
     else:
         bf16 = bf16 and precision == "bf16"
     with _full_fp32():
@@ -351,13 +352,16 @@ def _rank_bf16(q32, x32, k, neighbours, progress, chunk_rows) -> None:
     bound) is a candidate, and the candidates are ranked by float64 keys, ties by index. That is the exact order of
     the distances: where the float32 path's rounding (about 1e-7 of a key) swaps two nearly equidistant items, this
     path has them in their true order; everywhere else the two agree."""
+    kernels = _numba_kernels()
     qn, xn = q32.numpy(), x32.numpy()
     xx = _sq_norms(xn)
+    xx64 = np.einsum("ij,ij->i", xn, xn, dtype=np.float64)
     x_norm, q_norm = np.sqrt(xx), np.sqrt(_sq_norms(qn))
     a, b = bf16_key_slack(xn.shape[1])
     xb = x32.to(torch.bfloat16)
     num_q, num_items = len(qn), len(xn)
     rows = _rows_per_chunk(num_items, q32.device, 12, chunk_rows)
+    out = neighbours.numpy()
     for start in range(0, num_q, rows):
         stop = min(start + rows, num_q)
         approx = torch.matmul(q32[start:stop].to(torch.bfloat16), xb.T).float().numpy()
@@ -365,15 +369,10 @@ def _rank_bf16(q32, x32, k, neighbours, progress, chunk_rows) -> None:
         approx += xx[None, :]
         slack = np.multiply.outer(a * q_norm[start:stop], x_norm)
         slack += b * xx[None, :]
-        upper = np.partition(approx + slack, k - 1, axis=1)[:, k - 1]  # >= the k-th smallest float32 key
-        approx -= slack
+        upper = np.partition(approx + slack, k - 1, axis=1)[:, k - 1]  # >= the k-th smallest key
+        approx -= slack  # now a lower bound of every key
         del slack
-        for row in range(stop - start):
-            candidates = np.flatnonzero(approx[row] <= upper[row])
-            near = xn[candidates].astype(np.float64)
-            keys = np.einsum("ij,ij->i", near, near) - 2.0 * (near @ qn[start + row].astype(np.float64))
-            order = np.lexsort((candidates, keys))[:k]
-            neighbours[start + row] = torch.from_numpy(candidates[order])
+        _in_threads(kernels.rerank_rows, stop - start, approx, upper, xn, xx64, qn[start:stop], k, out[start:stop])
         if progress is not None:
             progress(stop, num_q)
 
@@ -499,4 +498,4 @@ def _numba_kernels() -> SimpleNamespace | None:
     except ImportError:  # pragma: no cover - numba comes with umap-learn
         return None
     return SimpleNamespace(topk_rows=kernels.topk_rows, ap_rows=kernels.ap_rows, self_update=kernels.self_update,
-                           finish_ap=kernels.finish_ap)  # fmt: skip
+                           finish_ap=kernels.finish_ap, rerank_rows=kernels.rerank_rows)  # fmt: skip
