@@ -278,6 +278,8 @@ def train(
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
     with Progress(*columns, console=err_console, transient=True) as progress:
         result = run_training(config, RichReporter(progress), resume=resume, resume_epochs=epochs)
+    if os.environ.get("RANK", "0") != "0":  # under torchrun process 0 alone reports
+        return
     console.print(
         f"[green]done[/]: {result.epochs_done} epochs ({result.stop_reason}) in {result.seconds:.0f} s; "
         f"best {escape(str(result.best_path))}, last {escape(str(result.last_path))}",

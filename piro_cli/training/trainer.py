@@ -142,8 +142,9 @@ class Trainer:
         self.step_module: torch.nn.Module = _Step(self.model)
         if processes.active:
             self.step_module = DistributedDataParallel(
-                self.step_module, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True
-            )
+                self.step_module, device_ids=[device.index] if device.type == "cuda" else None,
+                find_unused_parameters=_leaves_parameters_unused(config, self.spec.family),
+            )  # fmt: skip
         self.cache: dict | None = None
         self.loggers: list[Logger] = []  # process 0's mirrors of metrics.csv (train() opens them)
         self.start_epoch, self.best_score = 0, -math.inf
@@ -542,6 +543,19 @@ def _broadcast_path(path: Path | None, processes: Processes) -> str:
 
 
 # ----------------------------------------------------------------------------- helpers
+
+
+def _leaves_parameters_unused(config: TrainConfig, family: str) -> bool:
+    """Whether some head or attention layer gets no gradient (DDP must then look for such parameters every step): a
+    PiRO loss-term ablation that drops every term reading a space's view-set embedding, or a metric object loss."""
+    if family != "piro":
+        return False
+    terms = set(config.losses)
+    if config.obj_loss != "piro":
+        return True
+    if config.dual:
+        return not {"piobj", "picat"} <= terms
+    return not terms & {"piobj", "picat"}
 
 
 def _train_mode(model: PAN, config: TrainConfig) -> None:
