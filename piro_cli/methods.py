@@ -2,6 +2,8 @@
 
 - piro-dual / piro-single: PAN with attention aggregation and the PiRO losses (METHOD.md sections 2-3);
   the object-space term is L_piobj or, with `--obj-loss`, a classic metric-learning loss; `--dvml` adds DVML.
+- backbone: no training at all, the frozen backbone's pooled features serve as both spaces (mean over views for a
+  view set): the baseline that says whether training helped;
 - the PIEs baselines of Ho et al. (METHOD.md section 8, piro_cli/losses/pies.py): one embedding space, views
   aggregated by average pooling, trained on shuffled batches of whole objects with the released losses; with
   `--backbone vgg16` the embedding is VGG-16's fc7 feature (PAN head `vgg16_fc7`), else a linear layer.
@@ -35,7 +37,7 @@ PRE_OPTION_VALUES = {"separation": "plain", "train_lsoftmax_weights": True}
 @dataclass(frozen=True)
 class MethodSpec:
     name: str
-    family: str  # "piro" or "pies"
+    family: str  # "piro", "pies" or "untrained"
     dual: bool  # two embedding spaces (category + object) or one
     aggregation: str  # "attention" (PAN) or "mean" (average pooling of view features)
     summary: str = ""
@@ -56,6 +58,7 @@ METHODS: dict[str, MethodSpec] = {
             summary="PiRO-SE: PAN with one space for both",
             default_losses=("cat", "piobj"),
         ),
+        MethodSpec("backbone", "untrained", False, "mean", "no training: the frozen backbone's features as both spaces"),
         MethodSpec("mv-cnn", "pies", False, "mean", "PIEs: softmax classifier on the pooled views", objects_per_batch=8),
         MethodSpec(
             "pi-cnn",
@@ -128,6 +131,8 @@ def build_criterion(config: Any, num_classes: int, num_objects: int, feat_dim: i
     backbone's feature size (DVML reconstructs features).
     """
     spec = get_method(config.method)
+    if spec.family == "untrained":
+        return torch.nn.Module()  # nothing is optimised
     if spec.family == "pies":
         weights = {"a": config.pi_alpha, "b": config.pi_beta} if spec.name in POSE_INVARIANT_LOSSES else {}
         return PIES_LOSSES[spec.name](num_classes, config.obj_dim, **weights)
@@ -151,17 +156,20 @@ def resolve_method(method: str | None, dual: bool, obj_loss: str, dvml: bool) ->
     `method=None` (configs written before `--method`) means piro-dual or piro-single by `dual`.
     """
     spec = get_method(method or method_for_space(dual))
-    if spec.family == "pies" and (obj_loss or DEFAULT_OBJ_LOSS) != DEFAULT_OBJ_LOSS:
+    if spec.family != "piro" and (obj_loss or DEFAULT_OBJ_LOSS) != DEFAULT_OBJ_LOSS:
         raise PiroError(
             f"--obj-loss {obj_loss}: the object-space loss is part of piro-dual / piro-single; {spec.name} has its own loss"
         )
-    if spec.family == "pies" and dvml:
+    if spec.family != "piro" and dvml:
         raise PiroError(f"--dvml: DVML works on the object space of piro-dual / piro-single, not on {spec.name}")
     return spec
 
 
 def embedding_head(spec: MethodSpec, backbone: str) -> str:
-    """The PAN head of a method on a backbone: VGG-16's fc7 for the PIEs baselines on vgg16 (as released), else linear."""
+    """The PAN head of a method on a backbone: none (identity) for the untrained baseline, VGG-16's fc7 for the PIEs
+    baselines on vgg16 (as released), else linear."""
+    if spec.family == "untrained":
+        return "identity"
     return "vgg16_fc7" if spec.family == "pies" and backbone == "vgg16" else "linear"
 
 
@@ -178,6 +186,11 @@ def resolve_method_options(spec: MethodSpec, config: Any) -> None:
         config.pi_beta = weights["b"].default if config.pi_beta is None else config.pi_beta
         if not all(math.isfinite(w) and w >= 0 for w in (config.pi_alpha, config.pi_beta)):  # a nan passes `w < 0`
             raise PiroError(f"--pi-alpha {config.pi_alpha}, --pi-beta {config.pi_beta}: the weights must be finite numbers >= 0")
+    if spec.family == "untrained":
+        if config.batch_objects is not None:
+            raise PiroError("--batch-objects: the backbone baseline does not train")
+        config.augmentation = config.augmentation or "piro"
+        return
     if spec.family != "pies":
         if config.batch_objects is not None:
             raise PiroError(

@@ -35,7 +35,7 @@ def method_config(data: Path | None, **overrides) -> TrainConfig:
 
 
 VARIANTS = (
-    [{"method": name} for name in METHODS]
+    [{"method": name} for name, spec in METHODS.items() if spec.family != "untrained"]
     + [{"method": m, "obj_loss": loss} for loss in METRIC_LOSSES for m in ("piro-dual", "piro-single")]
     + [{"method": "piro-dual", "dvml": True}, {"method": "piro-single", "obj_loss": "triplet", "dvml": True}]
 )
@@ -263,3 +263,28 @@ def test_attention_figure_of_a_baseline_says_average_pooling(tiny_data):
     [(title, weights)] = panels_of(run, 0)
     assert "average pooling" in title
     assert np.allclose(weights, 1.0 / weights.shape[0])
+
+
+
+def test_the_backbone_baseline_is_the_untrained_features(tiny_data):
+    """`--method backbone`: no step, a normal run folder whose embeddings are the backbone's features, L2-normalised
+    (a view set: the normalised mean of its views' features), computed here straight from the backbone."""
+    result = train(method_config(tiny_data, method="backbone", epochs=5))
+    assert result.epochs_done == 1 and "loss" not in result.history[0] and "val_mean" in result.history[0]
+    checkpoint = load_checkpoint(result.best_path)
+    assert checkpoint["model_config"]["head"] == "identity" and checkpoint["model_config"]["dual"] is False
+    model = PAN(PANConfig.from_dict({**checkpoint["model_config"], "pretrained": False}))
+    model.load_state_dict(checkpoint["model_state"])
+    model.eval()
+    split = ViewSetStore(tiny_data).split("test")
+    views = normalize_views(np.stack([split.views_uint8(i) for i in range(len(split))]), torch.device("cpu"))
+    with torch.no_grad():
+        feats = model.backbone(views.flatten(0, 1)).reshape(len(split), split.num_views, -1)
+        out = model(views)
+    assert torch.allclose(out.sv_obj, torch.nn.functional.normalize(feats, dim=-1), atol=1e-6)
+    assert torch.allclose(out.mv_obj, torch.nn.functional.normalize(feats.mean(1), dim=-1), atol=1e-6)
+    assert out.sv_cat is out.sv_obj
+    assert all(name.startswith("backbone.") for name in checkpoint["model_state"])  # no head weights at all
+    values = evaluate([result.best_path], split="val", save=False).runs[0].values
+    assert set(values) == set(TASKS)
+    assert method_label(json.loads((result.run_dir / "config.json").read_text())["train"]) == "backbone"

@@ -56,7 +56,7 @@ class RichReporter:
         self._progress.update(self._task, completed=done, total=total)
 
     def epoch(self, row: dict) -> None:
-        parts = [f"epoch {row['epoch']}", f"loss {row['loss']:.4f}"]
+        parts = [f"epoch {row['epoch']}"] + ([f"loss {row['loss']:.4f}"] if "loss" in row else [])
         parts += [f"{k[5:]} {v:.4f}" for k, v in row.items() if k.startswith("loss_")]
         parts += [f"d_intra_max {row['d_intra_max']:.3f}", f"d_inter_min {row['d_inter_min']:.3f}", f"rho {row['rho']:.3f}"]
         if "val_mean" in row:

@@ -21,7 +21,9 @@ and the reported attention weights are the uniform 1/V that pooling amounts to.
 Head `vgg16_fc7` (the PIEs baselines on the `vgg16` backbone, as released): F_obj is VGG-16's own classifier up
 to fc7 and its ReLU (ImageNet weights, dropout between fc6 and fc7), so the single-view embedding is the
 L2-normalised 4096-d fc7 feature and the view set's is L2norm(mean of the views' fc7 features); no linear layer.
-With the default head `linear`, F_obj (and F_cat) are one Linear layer each.
+With the default head `linear`, F_obj (and F_cat) are one Linear layer each. Head `identity` (the untrained
+`backbone` baseline): no layer at all, the single-view embedding is the L2-normalised backbone feature and the view
+set's the L2-normalised mean of its views' features.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from piro_cli.models.attention import ViewSetAttention
 from piro_cli.models.backbones import VGG16_FC7_DIM, BackboneCut, build_backbone, cut_backbone, vgg16_fc7_head
 
 AGGREGATIONS = ("attention", "mean")
-HEADS = ("linear", "vgg16_fc7")
+HEADS = ("linear", "vgg16_fc7", "identity")
 
 
 @dataclass
@@ -48,7 +50,8 @@ class PANConfig:
     obj_dim: int = 2048  # in single-space mode only obj_dim is used (cat_dim is ignored)
     dropout: float = 0.25
     aggregation: str = "attention"  # or "mean": average pooling of the views (PIEs baselines)
-    head: str = "linear"  # F_obj / F_cat; "vgg16_fc7": VGG-16's classifier up to fc7 (PIEs baselines on vgg16)
+    head: str = "linear"  # F_obj / F_cat; "vgg16_fc7": VGG-16's classifier up to fc7 (PIEs baselines on vgg16);
+    # "identity": the backbone's pooled features themselves (the untrained `backbone` baseline; obj_dim = their size)
 
     def __post_init__(self) -> None:
         if self.aggregation not in AGGREGATIONS:
@@ -96,9 +99,15 @@ class PAN(nn.Module):
         self.backbone = backbone.module
         self.feat_dim = backbone.feat_dim
         attend = config.aggregation == "attention"
-        self.obj_head = (
-            vgg16_fc7_head(config.pretrained) if config.head == "vgg16_fc7" else nn.Linear(self.feat_dim, config.obj_dim)
-        )
+        if config.head == "identity":
+            if config.dual or config.aggregation != "mean":
+                raise PiroError("head identity: one space and mean aggregation only (the untrained backbone baseline)")
+            config.obj_dim = self.feat_dim  # the embedding is the feature vector
+            self.obj_head = nn.Identity()
+        elif config.head == "vgg16_fc7":
+            self.obj_head = vgg16_fc7_head(config.pretrained)
+        else:
+            self.obj_head = nn.Linear(self.feat_dim, config.obj_dim)
         self.obj_attention = ViewSetAttention(config.obj_dim, dropout=config.dropout) if attend else None  # A_obj
         if config.dual:
             self.cat_head = nn.Linear(self.feat_dim, config.cat_dim)  # F_cat

@@ -128,19 +128,21 @@ class Trainer:
             trainable = [p for p in self.model.parameters() if p.requires_grad]
         # fused Adam: one kernel over all parameters instead of a dozen per tensor, the optimiser's cost at large heads
         # (docs/BENCHMARKS.md, bench/bench_head_step.py); the same update up to float rounding
-        self.optimizer = torch.optim.Adam(
-            trainable + list(self.criterion.parameters()), lr=config.lr, fused=device.type in ("cpu", "cuda")
-        )
+        parameters = trainable + list(self.criterion.parameters()) if self.spec.family != "untrained" else []
+        # None: nothing to optimise (the untrained `backbone` baseline: one evaluation, no step)
+        self.optimizer = torch.optim.Adam(parameters, lr=config.lr, fused=device.type in ("cpu", "cuda")) if parameters else None
         # lr_step 0: a constant learning rate (the PIEs recipe)
-        self.scheduler = torch.optim.lr_scheduler.StepLR(
-            self.optimizer, step_size=max(config.lr_step, 1), gamma=0.5 if config.lr_step > 0 else 1.0
+        self.scheduler = (
+            torch.optim.lr_scheduler.StepLR(self.optimizer, step_size=max(config.lr_step, 1), gamma=0.5 if config.lr_step > 0 else 1.0)
+            if self.optimizer is not None
+            else None
         )
         self.scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and not torch.cuda.is_bf16_supported())
         self.rng = np.random.default_rng(config.seed)
         self.aug_generator = torch.Generator().manual_seed(config.seed + 1 + 1000 * processes.rank)
         self.augment = build_augmentation(config.augmentation) if config.augment else None
         self.step_module: torch.nn.Module = _Step(self.model)
-        if processes.active:
+        if processes.active and self.optimizer is not None:
             self.step_module = DistributedDataParallel(
                 self.step_module, device_ids=[device.index] if device.type == "cuda" else None,
                 find_unused_parameters=_leaves_parameters_unused(config, self.spec.family),
@@ -173,8 +175,9 @@ class Trainer:
                 f"{self.run_dir}: its {self.config.method} loss state does not fit this piro version's loss ({exc}); "
                 "it cannot be resumed: retrain it (its checkpoints still evaluate)"
             ) from None
-        self.optimizer.load_state_dict(checkpoint["optimizer_state"])
-        self.scheduler.load_state_dict(checkpoint["scheduler_state"])
+        if self.optimizer is not None:
+            self.optimizer.load_state_dict(checkpoint["optimizer_state"])
+            self.scheduler.load_state_dict(checkpoint["scheduler_state"])
         self.rng.bit_generator.state = checkpoint["rng"]["numpy"]
         torch.set_rng_state(checkpoint["rng"]["torch"])
         self.aug_generator.set_state(checkpoint["rng"]["augment"])
@@ -194,8 +197,8 @@ class Trainer:
             "epoch": epoch,
             "best_score": self.best_score,
             "metrics": {k: v for k, v in row.items() if isinstance(v, (int, float))},
-            "optimizer_state": self.optimizer.state_dict(),
-            "scheduler_state": self.scheduler.state_dict(),
+            "optimizer_state": self.optimizer.state_dict() if self.optimizer is not None else {},
+            "scheduler_state": self.scheduler.state_dict() if self.scheduler is not None else {},
             "rng": {
                 "numpy": self.rng.bit_generator.state,
                 "torch": torch.get_rng_state(),
@@ -234,9 +237,10 @@ class Trainer:
                 epoch_start = time.perf_counter()
                 if spread_before is None:
                     spread_before = object_spread(*self._spread_inputs())
-                lr = self.optimizer.param_groups[0]["lr"]
+                lr = self.optimizer.param_groups[0]["lr"] if self.optimizer is not None else 0.0
                 mean_losses = self.epoch(epoch)
-                self.scheduler.step()
+                if self.scheduler is not None:
+                    self.scheduler.step()
                 row: dict = {"epoch": epoch, "lr": lr}
                 row.update({f"loss_{k}" if k != "total" else "loss": v for k, v in mean_losses.items()})
                 row.update(spread_before.as_row())  # metrics.csv's d_intra_max, d_inter_min, rho: before this epoch
@@ -266,6 +270,8 @@ class Trainer:
 
     def epoch(self, epoch: int) -> dict[str, float]:
         """One epoch; returns the mean of each loss term over its steps (of the global batches)."""
+        if self.optimizer is None:  # the untrained baseline: its one epoch is the evaluation after it
+            return {}
         _train_mode(self.model, self.config)
         if self.plan is None:
             return self._epoch_of_objects(epoch)
@@ -484,6 +490,12 @@ def _train(
             reporter.info(line)
     checked_views(data.store.num_views, config.views)
     check_loggers(config.loggers)
+    if get_method(config.method).family == "untrained" and checkpoint is None:
+        # nothing trains: one pass of (clean) features, one "epoch" without steps, evaluated and saved as a run
+        config = dataclasses.replace(
+            config, epochs=1, freeze_backbone=True, train_from=None, feature_passes=1, augment=False, early_stop_rho=0.0
+        )
+        reporter.info(f"method backbone: no training; the {config.backbone} features, evaluated and saved as a run")
 
     device = device_for(processes, pick_device(config.device))
     native = NATIVE_SIZES.get(config.backbone)
