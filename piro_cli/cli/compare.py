@@ -84,7 +84,7 @@ def print_comparison_table(comparison) -> None:
     table = Table(
         title=comparison.title, title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 0), pad_edge=False, show_edge=False
     )
-    table.add_column("method", justify="left", overflow="fold", min_width=8)
+    table.add_column("method", justify="left", overflow="fold", min_width=11)  # "piro-single" on one line
     for name in header[2:]:
         table.add_column(name, justify="right", width=6)  # "100.00", "±12.34"; headers wrap ("SV cat" / "acc")
     for _, cells, flags in rows:

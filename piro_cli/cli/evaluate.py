@@ -71,6 +71,13 @@ def evaluate(
         help="Save eval_<split>.json and .csv into each checkpoint's run folder (beside an embeddings file).",
     ),
     device: str = typer.Option(None, help="cpu, cuda or cuda:N (default: cuda when available)."),
+    views_curve: bool = typer.Option(
+        False,
+        "--views-curve",
+        help="Instead of the eight tasks: MV category and MV object recognition for 1, 2, ... V query views (random view "
+        "subsets, --draws of them, seeded), saved as views_<split>.json/.csv in each run folder; `piro visualize --views` draws it.",
+    ),
+    draws: int = typer.Option(5, min=1, help="With --views-curve: random view subsets averaged for each number of views."),
 ) -> None:
     """Compute the eight pose-invariant classification and retrieval (PICR) tasks of a trained model.
 
@@ -81,6 +88,9 @@ def evaluate(
     from piro_cli.evaluation.evaluate import FORMATS, write_results
     from piro_cli.evaluation.evaluate import evaluate as run_evaluation
 
+    if views_curve:
+        _views_curves(sources, data, split, draws, tta, device, save)
+        return
     if output_format not in FORMATS:
         raise PiroError(f"--format {output_format!r}: choose one of {', '.join(FORMATS)}")
     if out is not None:
@@ -106,6 +116,35 @@ def evaluate(
             err_console.print(f"saved {escape(', '.join(str(p) for p in run.saved))}", highlight=False)
     if out is not None:
         err_console.print(f"wrote {escape(str(out))}", highlight=False)
+
+
+def _views_curves(sources, data, split, draws, tta, device, save) -> None:
+    """--views-curve: one curve per checkpoint, then one table (rows: k; columns: each run's two tasks)."""
+    from piro_cli.evaluation.views_curve import TASKS, views_curve
+
+    curves = []
+    with Progress(*progress_columns(), console=err_console, transient=True) as progress:
+        for source in sources:
+            curves.append(
+                views_curve(source, data=data, split=split, draws=draws, tta=tta, device=device, save=save,
+                            reporter=RichReporter(progress))
+            )  # fmt: skip
+    table = Table(title=f"accuracy (%) against query views k on {split}, mean of {draws} draws", title_justify="left", box=box.SIMPLE_HEAD)
+    table.add_column("k", justify="right")
+    for curve in curves:
+        table.add_column(f"{escape(curve.run)}\nMV cat", justify="right")
+        table.add_column(f"{escape(curve.run)}\nMV obj", justify="right")
+    for k in range(1, max(c.num_views for c in curves) + 1):
+        cells = [str(k)]
+        for curve in curves:
+            for task in TASKS:
+                value = curve.mean(task).get(k)
+                cells.append("" if value is None else f"{value:.2f}")
+        table.add_row(*cells)
+    console.print(table)
+    for curve in curves:
+        if curve.saved:
+            err_console.print(f"saved {escape(', '.join(str(p) for p in curve.saved))}", highlight=False)
 
 
 def print_results_table(result) -> None:

@@ -43,6 +43,11 @@ def prepare(
     test_fraction: float = typer.Option(
         synthetic.DEFAULT_TEST_FRACTION, help="synthetic: fraction of each category's objects in the test split."
     ),
+    difficulty: str = typer.Option(
+        "hard",
+        help="synthetic: hard (one colour scheme per category, per-view camera jitter, lights and cluttered backgrounds, "
+        "like photographs) or easy (per-instance colours, fixed cameras and light, white background).",
+    ),
     info: Path = typer.Option(None, "--info", help="Print a summary of an existing piro HDF5 file and exit."),
 ) -> None:
     """Turn a raw dataset (view images, or 3-D meshes rendered to 12 views) into one HDF5 file.
@@ -71,7 +76,8 @@ def prepare(
             source_options["up_axis"] = up_axis
     elif source == "synthetic":
         source_options.update(
-            seed=seed, categories=categories, objects_per_category=objects_per_category, test_fraction=test_fraction
+            seed=seed, categories=categories, objects_per_category=objects_per_category, test_fraction=test_fraction,
+            difficulty=difficulty,
         )
     options = PrepareOptions(
         size=size, views=views, skip_bad=skip_bad, overwrite=overwrite, compression=compression, workers=workers

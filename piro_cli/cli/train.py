@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import sys
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import typer
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
 
 from piro_cli.cli.common import SEED_MAX, console, err_console, handle_errors
 from piro_cli.errors import PiroError
@@ -65,28 +67,41 @@ class RichReporter:
         self._progress.console.print("  ".join(parts), highlight=False)
 
 
+def _print_methods(value: bool) -> None:
+    if not value:
+        return
+    table = Table("method", "what it trains", title="--method", title_justify="left")
+    for spec in METHODS.values():
+        table.add_row(spec.name, spec.summary)
+    console.print(table)
+    table = Table("object loss", "what it is", title="--obj-loss (piro-dual, piro-single)", title_justify="left")
+    for name, summary in OBJECT_LOSSES.items():
+        table.add_row(name, summary)
+    console.print(table)
+    console.print(f"--backbone: {', '.join(available_backbones())}, or timm:<model> (README: Training)", highlight=False)
+    console.print(f"--recipe: {recipe_help()}", highlight=False)
+    raise typer.Exit()
+
+
 @handle_errors
 def train(
     ctx: typer.Context,
     data: Path = typer.Option(None, help="HDF5 file from `piro prepare`. Default: the most recently written ./data/*.h5."),
-    name: str = typer.Option(None, help="Run folder name under --project (default exp, exp2, ...)."),
-    project: Path = typer.Option(Path("runs"), help="Folder holding the run folders."),
     recipe: str = typer.Option(
         None,
-        help=f"Training values of the released code: {', '.join(RECIPES)}. {recipe_help()} "
-        "Default: pies for the PIEs baselines; for PiRO the recipe of the data file's source when it is objectpi, "
-        "modelnet40 or fg3d (said in the first lines of output), else the built-in defaults (the ObjectPI values, all "
-        "views). Options given explicitly override the recipe; config.json records the recipe and every resolved value.",
+        help=f"Training values of the released code: {', '.join(RECIPES)} (what each sets: --help-methods). Default: "
+        "pies for the PIEs baselines; for PiRO the recipe of the data file's source (objectpi, modelnet40, fg3d), else "
+        "the built-in defaults. Options given explicitly override it; config.json records every resolved value.",
         show_default=False,
     ),
     backbone: str = typer.Option(
         None,
-        help=f"Backbone: {', '.join(available_backbones())}, or timm:<model>. {_default('backbone')}",
+        help=f"Backbone (--help-methods lists them), or timm:<model>. {_default('backbone')}",
         show_default=False,
     ),
     pretrained: bool = typer.Option(True, "--pretrained/--no-pretrained", help="Start from ImageNet weights (or random init)."),
     method: str = typer.Option(
-        None, help="What to train: " + "; ".join(f"{m.name} ({m.summary})" for m in METHODS.values()) + ". [default: piro-dual]"
+        None, help=f"What to train: {', '.join(METHODS)} (each explained by --help-methods). [default: piro-dual]"
     ),
     dual: bool = typer.Option(
         None,
@@ -96,8 +111,7 @@ def train(
         show_default=False,
     ),
     obj_loss: str = typer.Option(
-        "piro",
-        help="Object-space loss of piro-dual/piro-single: " + "; ".join(f"{k} ({v})" for k, v in OBJECT_LOSSES.items()) + ".",
+        "piro", help=f"Object-space loss of piro-dual/piro-single: {', '.join(OBJECT_LOSSES)} (see --help-methods)."
     ),
     dvml: bool = typer.Option(False, "--dvml", help="Add deep variational metric learning (DVML) to the object-space loss."),
     dvml_kl: float = typer.Option(0.1, help="With --dvml: weight of the KL term."),
@@ -245,14 +259,25 @@ def train(
         "torchrun; multi-machine: run `torchrun ... -m piro_cli train ...` yourself (README: Scaling out).",
         show_default=False,
     ),
+    name: str = typer.Option(None, help="Run folder name under --project (default exp, exp2, ...)."),
+    project: Path = typer.Option(Path("runs"), help="Folder holding the run folders."),
     resume: Path = typer.Option(None, help="Continue an interrupted run: its folder or last.pt (its saved options are used)."),
+    help_methods: bool = typer.Option(
+        False, "--help-methods", callback=_print_methods, is_eager=True, expose_value=False,
+        help="List the methods, object losses and backbones with what each is, and exit.",
+    ),
 ) -> None:
     """Train PAN (dual or single space) with the pose-invariant losses, or a baseline, and write runs/<name>/.
 
-    The run folder holds config.json, metrics.csv (one row per epoch), last.pt and best.pt (best validation
-    mean when there is a validation split, else last). Examples: `piro train --dual --epochs 25`;
-    on a CPU, `piro train --freeze-backbone` (heads only) or `piro train --train-from blocks.6` (heads and the top
-    of efficientnet_lite0).
+    The run folder holds config.json, metrics.csv (one row per epoch), last.pt and best.pt (best validation mean when there is a validation split, else last).
+
+    Examples:
+
+    piro train --data data/objectpi.h5 --recipe objectpi-cpu --val-fraction 0.2
+
+    piro train --freeze-backbone --single --name single    (heads only: minutes on a CPU)
+
+    piro train --devices 2 --config runs/exp/config.json --name exp-again
     """
     if devices is not None and devices > 1 and "WORLD_SIZE" not in os.environ:
         raise typer.Exit(launch(devices, strip_option(sys.argv[1:], "--devices")))
@@ -285,6 +310,25 @@ def train(
         f"best {escape(str(result.best_path))}, last {escape(str(result.last_path))}",
         highlight=False,
     )
+
+
+PANELS = {
+    "Data": ("data", "val_fraction", "val_seed", "views", "augment", "augmentation"),
+    "Model": ("backbone", "pretrained", "embed_dim", "cat_dim", "obj_dim", "dropout", "freeze_backbone", "train_from",
+              "feature_passes", "tta"),
+    "Method and losses": ("recipe", "method", "dual", "obj_loss", "dvml", "dvml_kl", "dvml_rec", "dvml_syn", "pi_alpha",
+                          "pi_beta", "losses", "alpha", "beta", "theta", "gamma", "lam", "separation", "train_lsoftmax_weights"),
+    "Optimisation": ("lr", "lr_step", "epochs", "batch_pairs", "batch_objects", "pairs_per_object", "seed", "early_stop_rho"),
+    "Run": ("name", "project", "config", "resume", "logger", "device", "devices", "help_methods"),
+}  # fmt: skip
+
+
+def _set_panels(command) -> None:
+    """Group `piro train`'s options into help panels (rich_help_panel) instead of one long list."""
+    parameters = inspect.signature(command).parameters
+    for panel, names in PANELS.items():
+        for name in names:
+            parameters[name].default.rich_help_panel = panel
 
 
 RESUME_OPTIONS = {"resume", "epochs", "data", "devices"}
@@ -347,3 +391,6 @@ def _method_from_flags(method: str | None, dual: bool | None) -> str:
             f"{flag} contradicts --method {spec.name} ({'two spaces' if spec.dual else 'one space'}); drop one of them"
         )
     return spec.name
+
+
+_set_panels(train)

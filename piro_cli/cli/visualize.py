@@ -49,6 +49,9 @@ def visualize(
     attention: bool = typer.Option(
         False, "--attention", help="Multi-view attention weights of one test object's view set, beside its views."
     ),
+    views: bool = typer.Option(
+        False, "--views", help="Accuracy against the number of query views, from `piro evaluate RUN --views-curve`."
+    ),
     all_figures: bool = typer.Option(
         False, "--all", help="Draw every figure (also what happens when no figure option is given)."
     ),
@@ -86,7 +89,7 @@ def visualize(
     from piro_cli.hardware import pick_device
     from piro_cli.viz import draw_figures
 
-    flags = {"umap": umap, "distances": distances, "retrieval": retrieval, "attention": attention}
+    flags = {"umap": umap, "distances": distances, "retrieval": retrieval, "attention": attention, "views": views}
     every = all_figures or not any(flags.values())
     kinds = list(KINDS) if every else [k for k, on in flags.items() if on]
     names = [c.strip() for c in categories.split(",") if c.strip()] if categories else None

@@ -100,6 +100,22 @@ class ViewProtocol:
         return [k * 360.0 / self.num_views for k in range(self.num_views)]
 
 
+@dataclass(frozen=True)
+class ViewVariation:
+    """What changes from view to view in a photograph and the plain protocol keeps fixed (the synthetic set's
+    default): the camera's elevation, distance and azimuth jitter, the key light's direction and the lights'
+    intensities, and a textured, cluttered background instead of white. Drawn per view from `seed`, so the same
+    seed renders the same images."""
+
+    seed: int = 0
+    elevation_jitter_deg: float = 12.0  # elevation = protocol's +- this
+    azimuth_jitter_deg: float = 6.0
+    distance_range: tuple[float, float] = (0.92, 1.12)  # times the protocol's distance
+    intensity_range: tuple[float, float] = (0.55, 1.35)  # scales the head and key lights
+    ambient_range: tuple[float, float] = (0.6, 1.3)  # scales the ambient light
+    clutter: int = 6  # random shapes in each view's background
+
+
 # --------------------------------------------------------------------------- loading
 
 
@@ -261,16 +277,19 @@ def normalize_to_unit_sphere(mesh: trimesh.Trimesh) -> trimesh.Trimesh:
 # --------------------------------------------------------------------------- cameras
 
 
-def _camera_frames(protocol: ViewProtocol, dtype: torch.dtype, device: torch.device):
-    """Camera centres (V,3), right (V,3), up (V,3), forward (V,3) in z-up world coordinates."""
-    az = torch.tensor(protocol.azimuths_deg(), dtype=torch.float64) * (math.pi / 180.0)
-    el = math.radians(protocol.elevation_deg)
-    d = protocol.distance
+def _camera_frames(
+    protocol: ViewProtocol, dtype: torch.dtype, device: torch.device, jitter: dict[str, torch.Tensor] | None = None
+):
+    """Camera centres (V,3), right (V,3), up (V,3), forward (V,3) in z-up world coordinates; `jitter` (per view:
+    azimuth and elevation offsets in degrees, distance factors) moves each camera (ViewVariation)."""
+    az = torch.tensor(protocol.azimuths_deg(), dtype=torch.float64)
+    el = torch.full_like(az, protocol.elevation_deg)
+    d = torch.full_like(az, protocol.distance)
+    if jitter is not None:
+        az, el, d = az + jitter["azimuth"], el + jitter["elevation"], d * jitter["distance"]
+    az, el = az * (math.pi / 180.0), el * (math.pi / 180.0)
     # azimuth 0 -> camera on the -y side looking towards +y; moves counter-clockwise seen from above
-    centre = torch.stack(
-        [d * math.cos(el) * torch.sin(az), -d * math.cos(el) * torch.cos(az), torch.full_like(az, d * math.sin(el))],
-        dim=1,
-    )
+    centre = torch.stack([d * torch.cos(el) * torch.sin(az), -d * torch.cos(el) * torch.cos(az), d * torch.sin(el)], dim=1)
     forward = -centre / centre.norm(dim=1, keepdim=True)
     world_up = torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64).expand_as(forward)
     right = torch.linalg.cross(forward, world_up)
@@ -281,6 +300,47 @@ def _camera_frames(protocol: ViewProtocol, dtype: torch.dtype, device: torch.dev
     right = right / right.norm(dim=1, keepdim=True)
     up = torch.linalg.cross(right, forward)
     return tuple(t.to(device=device, dtype=dtype) for t in (centre, right, up, forward))
+
+
+def _draw_variation(variation: ViewVariation, num_views: int) -> dict[str, torch.Tensor]:
+    """Each view's camera jitter, light direction and intensities (float64, from the variation's seed)."""
+    g = torch.Generator().manual_seed(int(variation.seed) % 2**63)
+
+    def uniform(lo: float, hi: float, *shape: int) -> torch.Tensor:
+        return lo + (hi - lo) * torch.rand(*(shape or (num_views,)), generator=g, dtype=torch.float64)
+
+    return {
+        "azimuth": uniform(-variation.azimuth_jitter_deg, variation.azimuth_jitter_deg),
+        "elevation": uniform(-variation.elevation_jitter_deg, variation.elevation_jitter_deg),
+        "distance": uniform(*variation.distance_range),
+        "light_azimuth": uniform(-math.pi, math.pi),
+        "light_elevation": uniform(0.1, 1.2),
+        "intensity": uniform(*variation.intensity_range),
+        "ambient": uniform(*variation.ambient_range),
+        "background_seed": torch.randint(0, 2**62, (num_views,), generator=g),
+    }
+
+
+def _backgrounds(draws: dict[str, torch.Tensor], num_views: int, res: int, clutter: int, device) -> torch.Tensor:
+    """(V, res*res, 3) float backgrounds: a smooth random colour field with `clutter` random boxes and discs of
+    muted colours, different in every view."""
+    out = []
+    ys, xs = torch.meshgrid(torch.linspace(0, 1, res), torch.linspace(0, 1, res), indexing="ij")
+    for v in range(num_views):
+        g = torch.Generator().manual_seed(int(draws["background_seed"][v]))
+        field = torch.rand(1, 3, 4, 4, generator=g) * 0.5 + 0.35
+        image = torch.nn.functional.interpolate(field, size=(res, res), mode="bicubic", align_corners=True)[0].permute(1, 2, 0)
+        for _ in range(clutter):
+            colour = torch.rand(3, generator=g) * 0.6 + 0.2
+            cx, cy, w, h = torch.rand(4, generator=g).tolist()
+            w, h = 0.08 + 0.3 * w, 0.08 + 0.3 * h
+            if torch.rand(1, generator=g).item() < 0.5:
+                mask = ((xs - cx).abs() < w / 2) & ((ys - cy).abs() < h / 2)
+            else:
+                mask = ((xs - cx) / (w / 2)) ** 2 + ((ys - cy) / (h / 2)) ** 2 < 1
+            image[mask] = 0.6 * colour + 0.4 * image[mask]
+        out.append(image.clamp(0, 1).reshape(-1, 3))
+    return torch.stack(out).to(device)
 
 
 def _to_z_up(vertices: torch.Tensor, up_axis: str) -> torch.Tensor:
@@ -465,13 +525,15 @@ def render_views(
     protocol: ViewProtocol = ViewProtocol(),
     use_colors: bool = False,
     device: str | torch.device = "cpu",
+    variation: ViewVariation | None = None,
 ) -> np.ndarray:
     """Render the (already normalised) mesh from ``protocol.num_views`` cameras.
 
     Returns uint8 (V, size, size, 3): view k at azimuth ``k*360/V`` degrees,
     z-buffered, flat two-sided Lambertian shading (headlight + key light +
     ambient), white background. Grey by default; with ``use_colors`` the
-    per-face RGBA ``mesh.visual.face_colors`` are the albedo.
+    per-face RGBA ``mesh.visual.face_colors`` are the albedo. With `variation`, each view's camera, lights and
+    background vary as a ViewVariation says.
     """
     if size < 1:
         raise ValueError(f"size must be >= 1, got {size}")
@@ -486,7 +548,8 @@ def render_views(
         return np.full((V, size, size, 3), BACKGROUND, dtype=np.uint8)
     faces = torch.as_tensor(faces_np, device=device)
     verts = _to_z_up(verts, protocol.up_axis)
-    centre, right, up, forward = _camera_frames(protocol, dtype, device)
+    draws = _draw_variation(variation, V) if variation is not None else None
+    centre, right, up, forward = _camera_frames(protocol, dtype, device, draws)
 
     # view-space coordinates (V, N)
     rel = verts[None, :, :] - centre[:, None, :]
@@ -525,10 +588,19 @@ def render_views(
     # directional lights fixed to each camera, so coplanar triangles shade identically:
     # a headlight along the view axis and a key light from above-left
     head = (n_oriented * (-forward)[:, None, :]).sum(-1).clamp(min=0.0)
-    key_dir = -forward + 0.6 * up - 0.5 * right
+    if draws is None:
+        key_dir = -forward + 0.6 * up - 0.5 * right
+    else:  # a key light from a random direction of the camera's hemisphere, per view
+        la, le = draws["light_azimuth"].to(device, dtype)[:, None], draws["light_elevation"].to(device, dtype)[:, None]
+        key_dir = -forward * torch.cos(le) * torch.cos(la) + right * torch.cos(le) * torch.sin(la) + up * torch.sin(le)
     key_dir = key_dir / key_dir.norm(dim=1, keepdim=True)
     key = (n_oriented * key_dir[:, None, :]).sum(-1).clamp(min=0.0)
-    intensity = (AMBIENT + HEADLIGHT * head + KEY_LIGHT * key).clamp(max=1.0)  # (V, F)
+    if draws is None:
+        intensity = (AMBIENT + HEADLIGHT * head + KEY_LIGHT * key).clamp(max=1.0)  # (V, F)
+    else:
+        scale = draws["intensity"].to(device, dtype)[:, None]
+        ambient = AMBIENT * draws["ambient"].to(device, dtype)[:, None]
+        intensity = (ambient + scale * (HEADLIGHT * head + KEY_LIGHT * key)).clamp(max=1.0)
     albedo = torch.as_tensor(_face_albedo(mesh, use_colors), device=device)
     color = intensity[..., None] * albedo[None]  # (V, F, 3)
 
@@ -537,6 +609,10 @@ def render_views(
     flat_color = torch.cat([color, bg], dim=1).reshape(-1, 3)  # per view: F face colours + background
     idx = winner + (torch.arange(V, device=device) * (Fn + 1))[:, None, None]
     img = flat_color.index_select(0, idx.reshape(-1))  # (V*res*res, 3)
+    if draws is not None and variation.clutter >= 0:  # textured, cluttered backgrounds where no face won
+        empty = (winner == Fn).reshape(V, -1)
+        scenes = _backgrounds(draws, V, res, variation.clutter, device).to(dtype)
+        img = torch.where(empty.reshape(-1, 1), scenes.reshape(-1, 3), img)
     if SUPERSAMPLE > 1:  # box-filter down: sum the s*s strided sub-images
         s = SUPERSAMPLE
         sub = img.view(V, size, s, size, s, 3)

@@ -30,6 +30,7 @@ that generator only, so the same pair gives the same arrays on every machine.
 
 from __future__ import annotations
 
+import contextvars
 import zlib
 from collections.abc import Callable
 
@@ -338,9 +339,16 @@ def _panel(r0: float, r1: float, z0: float, z1: float, d: float, start: float, s
 # --------------------------------------------------------------------------------------
 
 
+# With family colours (make_object(..., family_colours=True)) the palette choice comes from a generator seeded by the
+# category alone, so every instance of a family wears the same colour scheme and colour cannot tell them apart.
+_FAMILY_COLOURS: contextvars.ContextVar[np.random.Generator | None] = contextvars.ContextVar("family_colours", default=None)
+
+
 def _colours(rng: np.random.Generator, k: int = 3) -> list[np.ndarray]:
-    """k distinct palette colours with a small per-instance jitter."""
-    idx = rng.choice(len(PALETTE), size=k, replace=False)
+    """k distinct palette colours with a small per-instance jitter (the choice shared by the family, with
+    family colours)."""
+    scheme = _FAMILY_COLOURS.get()
+    idx = (scheme if scheme is not None else rng).choice(len(PALETTE), size=k, replace=False)
     jit = rng.uniform(-10.0, 10.0, size=(k, 3))
     return [np.clip(PALETTE[i] + jit[n], 0, 255) for n, i in enumerate(idx)]
 
@@ -1413,8 +1421,9 @@ def _seed_sequence(category: str, seed: int) -> np.random.SeedSequence:
     return np.random.SeedSequence([zlib.crc32(category.encode("utf-8")), s & 0xFFFFFFFF, s >> 32])
 
 
-def make_object(category: str, seed: int) -> trimesh.Trimesh:
-    """One instance of `category`, drawn deterministically from `seed`.
+def make_object(category: str, seed: int, family_colours: bool = False) -> trimesh.Trimesh:
+    """One instance of `category`, drawn deterministically from `seed`; with `family_colours` every instance of the
+    category wears the same colour scheme (small per-instance jitter only).
 
     Same (category, seed) -> identical vertices, faces and face colours on any machine.
     The object stands on z = 0, centred on the z axis; z is up.
@@ -1425,7 +1434,12 @@ def make_object(category: str, seed: int) -> trimesh.Trimesh:
     except (KeyError, TypeError):
         raise KeyError(f"unknown shape category {category!r}; known categories: {', '.join(SHAPE_FAMILIES)}") from None
     rng = np.random.default_rng(_seed_sequence(category, seed))
-    mesh = family(rng)
+    scheme = np.random.default_rng(zlib.crc32(category.encode("utf-8"))) if family_colours else None
+    token = _FAMILY_COLOURS.set(scheme)
+    try:
+        mesh = family(rng)
+    finally:
+        _FAMILY_COLOURS.reset(token)
     while len(mesh.faces) < MIN_FACES:
         mesh = _subdivide(mesh)
     V = np.asarray(mesh.vertices, dtype=np.float64)

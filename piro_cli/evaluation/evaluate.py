@@ -247,17 +247,7 @@ def _from_checkpoint(
 ):
     run = load_run(path, device, tta)
     store = run.open_data(data)
-    recorded_val = (run.checkpoint.get("data") or {}).get("val")
-    if split == "test":
-        probe_split, probe_rows = "test", None
-        gallery_rows = None
-        hint = "; evaluate the run's validation objects with --split val" if recorded_val or "val" in store.splits else ""
-        require_split(store, "test", "the probes", hint)
-    else:
-        probe_split, probe_rows = group_rows(run.checkpoint, store, "val")
-        gallery_rows = np.asarray(run.checkpoint["data"]["train_indices"], dtype=np.int64) if recorded_val else None
-        if gallery_rows is not None:
-            check_same_data(run.checkpoint, store)
+    probe_split, probe_rows, gallery_rows = evaluation_objects(run, store, split)
     if needs_gallery(tasks):
         require_split(store, "train", "the gallery")
     reporter.info(f"{run.path}: epoch {run.epoch if run.epoch is not None else '?'}, data {store.path}")
@@ -298,6 +288,20 @@ def _from_embeddings(path: Path, tasks, split: str):
         epoch=emb.attrs.get("checkpoint_epoch"), tta=bool(emb.attrs.get("tta", False)),
     )  # fmt: skip
     return run, (gallery.embeddings if gallery else None), probes.embeddings, emb.categories
+
+
+def evaluation_objects(run, store, split: str) -> tuple[str, np.ndarray | None, np.ndarray | None]:
+    """(probe split, probe rows, gallery rows; None: all) of a checkpoint's evaluation on `split` (module docstring)."""
+    recorded_val = (run.checkpoint.get("data") or {}).get("val")
+    if split == "test":
+        hint = "; evaluate the run's validation objects with --split val" if recorded_val or "val" in store.splits else ""
+        require_split(store, "test", "the probes", hint)
+        return "test", None, None
+    probe_split, probe_rows = group_rows(run.checkpoint, store, "val")
+    gallery_rows = np.asarray(run.checkpoint["data"]["train_indices"], dtype=np.int64) if recorded_val else None
+    if gallery_rows is not None:
+        check_same_data(run.checkpoint, store)
+    return probe_split, probe_rows, gallery_rows
 
 
 def _save_beside(run: SourceResult, result: EvaluationResult) -> list[Path]:

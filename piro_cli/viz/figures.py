@@ -17,7 +17,7 @@ from piro_cli.errors import PiroError
 from piro_cli.viz.embeddings import PlotRun, RunRef, StageProgress, open_run, resolve_runs, select_categories
 from piro_cli.viz.style import save_figure
 
-KINDS = ("umap", "distances", "retrieval", "attention")
+KINDS = ("umap", "distances", "retrieval", "attention", "views")
 DEFAULT_QUERIES = 3
 DEFAULT_TOP_K = 5
 # a figure past 100 thumbnails a row or 100 query blocks is unreadable, and far wider ones exceed what matplotlib draws
@@ -55,7 +55,8 @@ def draw_figures(
     queries and hits per row. `seed`: UMAP, query and attention-object choice. `data`: the HDF5 file to
     use instead of each checkpoint's recorded one. `umap_epochs`: UMAP optimisation epochs (None: UMAP's
     default; small values make tests fast). `skip_missing_history`: leave the distance figure out, instead of
-    refusing, when a run has no training history (an imported checkpoint has no metrics.csv); for "every figure".
+    refusing, when a run has no training history (an imported checkpoint has no metrics.csv), and the views curve when
+    a run has none saved; for "every figure".
     Returns the paths written (PNG, and PDF with `pdf`).
     """
     unknown = [k for k in kinds if k not in KINDS]
@@ -71,12 +72,21 @@ def draw_figures(
     wanted = [k for k in KINDS if k in kinds]
     if skip_missing_history and any(not ref.metrics_path.exists() for ref in refs):
         wanted = [k for k in wanted if k != "distances"]
+    if skip_missing_history and "views" in wanted:
+        from piro_cli.viz.views import has_curve
+
+        if not all(has_curve(ref) for ref in refs):
+            wanted = [k for k in wanted if k != "views"]
     written: list[Path] = []
     if "distances" in wanted:  # needs only metrics.csv: drawn (and its errors raised) before any model loads
         from piro_cli.viz.distances import plot_distances
 
         written += save_figure(plot_distances(refs), output_path(refs, "distances"), pdf)
-    model_kinds = [k for k in wanted if k != "distances"]
+    if "views" in wanted:  # from the saved curves alone, like the distances
+        from piro_cli.viz.views import plot_views
+
+        written += save_figure(plot_views(refs), output_path(refs, "views"), pdf)
+    model_kinds = [k for k in wanted if k not in ("distances", "views")]
     if not model_kinds:
         return written
     loaded: list[PlotRun] = []

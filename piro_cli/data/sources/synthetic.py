@@ -1,9 +1,14 @@
 """The built-in synthetic dataset: procedurally generated objects, rendered with the 12-view protocol.
 
-Needs no download, so the demo and the tests run anywhere. Instances of a
-category share a shape family and differ in proportions, parts and colour
-(drawn from one palette shared by every category), so telling instances apart
-takes more than colour.
+Needs no download, so the demo and the tests run anywhere. Instances of a category share a shape family and
+differ in small geometric ways (proportions, part shapes, part presence).
+
+Two difficulties:
+- `hard` (the default), hard in the way photographs are: every instance of a family wears the family's colour
+  scheme (colour cannot tell instances apart), and every view has its own camera jitter (elevation, azimuth,
+  distance), key-light direction and light intensities, and a textured, cluttered background;
+- `easy`: the earlier set, per-instance colours from one palette, the fixed protocol, white background.
+Both are deterministic for a seed.
 """
 
 from __future__ import annotations
@@ -27,12 +32,16 @@ def object_seed(seed: int, category_index: int, instance: int) -> int:
     return int(np.random.SeedSequence([seed, category_index, instance]).generate_state(1)[0])
 
 
-def render_object(category: str, seed: int, size: int) -> np.ndarray:
-    from piro_cli.data.render import normalize_to_unit_sphere, render_views
+DIFFICULTIES = ("hard", "easy")
+
+
+def render_object(category: str, seed: int, size: int, difficulty: str = "hard") -> np.ndarray:
+    from piro_cli.data.render import ViewVariation, normalize_to_unit_sphere, render_views
     from piro_cli.data.shapes import make_object
 
-    mesh = normalize_to_unit_sphere(make_object(category, seed))
-    return render_views(mesh, size=size, use_colors=True)
+    hard = difficulty == "hard"
+    mesh = normalize_to_unit_sphere(make_object(category, seed, family_colours=hard))
+    return render_views(mesh, size=size, use_colors=True, variation=ViewVariation(seed=seed) if hard else None)
 
 
 def scan(
@@ -41,9 +50,12 @@ def scan(
     categories: int = DEFAULT_CATEGORIES,
     objects_per_category: int = DEFAULT_OBJECTS_PER_CATEGORY,
     test_fraction: float = DEFAULT_TEST_FRACTION,
+    difficulty: str = "hard",
 ) -> SourceScan:
     from piro_cli.data.shapes import SHAPE_FAMILIES
 
+    if difficulty not in DIFFICULTIES:
+        raise DataError(f"--difficulty {difficulty!r}: choose one of {', '.join(DIFFICULTIES)}")
     families = list(SHAPE_FAMILIES)
     if not 1 <= categories <= len(families):
         raise DataError(
@@ -63,10 +75,11 @@ def scan(
             name = f"{category}_{instance:03d}"
             records.append(
                 ObjectRecord(
-                    split, category, name, f"synthetic:{category}:{object_id}", partial(render_object, category, object_id)
-                )
+                    split, category, name, f"synthetic:{category}:{object_id}",
+                    partial(render_object, category, object_id, difficulty=difficulty),
+                )  # fmt: skip
             )
-    return SourceScan(records, families[:categories], description=f"procedural shapes, seed {seed}")
+    return SourceScan(records, families[:categories], description=f"procedural shapes, seed {seed}, {difficulty}")
 
 
 SOURCE = Source(
