@@ -21,6 +21,7 @@ from piro_cli.outputs import OutputLock, check_output_path
 def compare(
     runs: list[Path] = typer.Argument(
         ...,
+        metavar="RUN",
         show_default=False,
         help="Run folders (runs/<name>, meaning its best.pt) or checkpoint files, e.g. runs/*. Runs are grouped by "
         "method (--method and the options that change it); groups appear in the order their first run is given.",
@@ -56,8 +57,13 @@ def compare(
 ) -> None:
     """Compare runs: the eight PICR tasks per method, mean ± standard deviation over its runs (seeds), best per column.
 
-    Like the paper's Tables 2 and 3. Examples: `piro compare runs/dual-s0 runs/dual-s1 runs/single-s0`,
-    `piro compare runs/* --split test --format markdown > table.md`, `piro compare runs/* --out table.csv`.
+    Like the paper's Tables 2 and 3.
+
+    Examples:
+
+    piro compare runs/dual-s0 runs/dual-s1 runs/single-s0
+
+    piro compare runs/* --split test --format markdown > table.md
     """
     from piro_cli.evaluation.compare import compare_runs, out_format, write_comparison
 
@@ -86,7 +92,8 @@ def print_comparison_table(comparison) -> None:
     )
     table.add_column("method", justify="left", overflow="fold", min_width=11)  # "piro-single" on one line
     for name in header[2:]:
-        table.add_column(name, justify="right", width=6)  # "100.00", "±12.34"; headers wrap ("SV cat" / "acc")
+        # "100.00", "±12.34"; headers wrap ("SV cat" / "acc"); the train time ("38.6") in 5, so 80 columns hold it all
+        table.add_column(name, justify="right", width=5 if "time" in name else 6)
     for _, cells, flags in rows:
         runs = int(cells[1])
         shown = [escape(f"{cells[0]}\n{runs} run{'s' if runs != 1 else ''}")]

@@ -22,7 +22,7 @@ from piro_cli.outputs import AtomicFile, OutputLock, check_output_path, write_te
 @handle_errors
 def embed(
     checkpoint: Path = typer.Argument(
-        ..., show_default=False, help="A checkpoint (runs/<name>/best.pt or last.pt), or a run folder (its best.pt)."
+        ..., metavar="RUN", show_default=False, help="A checkpoint (runs/<name>/best.pt or last.pt), or a run folder (its best.pt)."
     ),
     photos: list[Path] = typer.Argument(
         None, show_default=False, metavar="IMAGES", help="With --images: the photos of one new object (its views), in order."
@@ -62,12 +62,13 @@ def embed(
 ) -> None:
     """Single- and multi-view embeddings of both spaces, from a trained checkpoint.
 
-    Split mode writes every object of a split, with object and category labels and names, to an HDF5 file
-    (layout in data/README.md); `piro evaluate` accepts that file in place of the checkpoint:
-    `piro embed runs/exp/best.pt --split train,test --out emb.h5`.
+    Split mode writes every object of a split, with object and category labels and names, to an HDF5 file (layout in data/README.md); `piro evaluate` accepts that file in place of the checkpoint. --images embeds the photos of one new object and, with --data, lists its nearest categories and gallery objects.
 
-    --images embeds the photos of one new object and, with --data, lists its nearest categories and gallery
-    objects: `piro embed runs/exp/best.pt --images mug1.jpg mug2.jpg --data data/objectpi.h5`.
+    Examples:
+
+    piro embed runs/exp --split train,test --out emb.h5
+
+    piro embed runs/exp --images mug1.jpg mug2.jpg --data data/objectpi.h5
     """
     from piro_cli.inference.embeddings_file import embed as embed_split
     from piro_cli.inference.photos import embed_new_object

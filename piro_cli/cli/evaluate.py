@@ -29,6 +29,7 @@ def progress_columns():
 def evaluate(
     sources: list[Path] = typer.Argument(
         ...,
+        metavar="SOURCE",
         show_default=False,
         help="Checkpoints (runs/<name>/best.pt or last.pt; a run folder means its best.pt) and/or embeddings files "
         "from `piro embed`. Several give the mean and standard deviation of every task, like the paper's Table 1.",
@@ -81,9 +82,15 @@ def evaluate(
 ) -> None:
     """Compute the eight pose-invariant classification and retrieval (PICR) tasks of a trained model.
 
-    Accuracy for recognition, mAP for retrieval, in percent, in the paper's column order. Examples:
-    `piro evaluate runs/exp/best.pt`, `piro evaluate runs/exp/best.pt --task sv-object-retrieval`,
-    `piro evaluate runs/seed*/best.pt --format csv --out table1.csv`.
+    Accuracy for recognition, mAP for retrieval, in percent, in the paper's column order.
+
+    Examples:
+
+    piro evaluate runs/exp --split val
+
+    piro evaluate runs/seed*/best.pt --format csv --out table1.csv
+
+    piro evaluate runs/dual runs/single --views-curve
     """
     from piro_cli.evaluation.evaluate import FORMATS, write_results
     from piro_cli.evaluation.evaluate import evaluate as run_evaluation

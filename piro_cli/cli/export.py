@@ -13,7 +13,7 @@ from piro_cli.errors import PiroError
 
 @handle_errors
 def export(
-    run: Path = typer.Argument(..., show_default=False, help="A run folder (its best.pt) or a checkpoint file."),
+    run: Path = typer.Argument(..., show_default=False, metavar="RUN", help="A run folder (its best.pt) or a checkpoint file."),
     onnx: Path = typer.Option(
         None,
         "--onnx",

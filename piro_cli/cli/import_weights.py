@@ -48,8 +48,11 @@ def import_weights(
     Every key of the released state dict is mapped onto piro's PAN, with the embedding sizes the weights have; a file
     with unknown or missing keys, other shapes or the other embedding space is refused.
 
-    Example: `piro import-weights PiRO_dual.pth --dual --data data/objectpi.h5 --out runs/released-dual/best.pt`,
-    then `piro evaluate runs/released-dual --data data/objectpi.h5`.
+    Examples:
+
+    piro import-weights PiRO_dual.pth --dual --data data/objectpi.h5 --out runs/released-dual/best.pt
+
+    piro evaluate runs/released-dual --data data/objectpi.h5
     """
     from piro_cli.models.released import import_released_weights
 

@@ -42,7 +42,7 @@ def _reporting():
 @index_app.command("build")
 @handle_errors
 def build(
-    run: Path = typer.Argument(..., show_default=False, help="A run folder (its best.pt) or a checkpoint file."),
+    run: Path = typer.Argument(..., show_default=False, metavar="RUN", help="A run folder (its best.pt) or a checkpoint file."),
     out: Path = typer.Option(..., "--out", "-o", show_default=False, help="The index folder to create, NAME.piro-index."),
     data: Path = typer.Option(
         None, help="The run's HDF5 data file (default: the file it was trained on, else the newest ./data/*.h5)."
@@ -79,7 +79,7 @@ def add(
     photos: list[Path] = typer.Argument(
         ...,
         show_default=False,
-        metavar="PHOTOS...",
+        metavar="PHOTO",
         help="With --object: the photos of one object (its views). Without: folders laid out category/object/*.jpg, "
         "each object folder enrolled as one object of its category.",
     ),
@@ -124,7 +124,7 @@ def add(
 @handle_errors
 def remove(
     index: Path = INDEX_ARG,
-    names: list[str] = typer.Argument(..., show_default=False, metavar="OBJECTS...", help="Names of the objects to remove."),
+    names: list[str] = typer.Argument(..., show_default=False, metavar="OBJECT", help="Names of the objects to remove."),
 ) -> None:
     """Remove objects from an index (all or nothing).
 
@@ -251,7 +251,7 @@ def calibrate(
 @handle_errors
 def identify(
     index: Path = INDEX_ARG,
-    photos: list[Path] = typer.Argument(..., show_default=False, metavar="PHOTOS...", help="Photos of one object: one view set."),
+    photos: list[Path] = typer.Argument(..., show_default=False, metavar="PHOTO", help="Photos of one object: one view set."),
     top: int = typer.Option(5, min=1, help="How many nearest objects to list."),
     threshold: float = typer.Option(
         None, help="Answer `unknown` when the nearest object is farther than this distance (default: the index's calibrated one)."

@@ -18,8 +18,8 @@ SOURCE_HELP = "Dataset source: " + "; ".join(f"[bold]{s.name}[/] ({s.summary})" 
 
 @handle_errors
 def prepare(
-    source: str = typer.Argument(None, help=SOURCE_HELP, show_default=False),
-    raw_dir: Path = typer.Argument(None, help="Folder with the raw dataset (not used by 'synthetic').", show_default=False),
+    source: str = typer.Argument(None, metavar="SOURCE", help=SOURCE_HELP, show_default=False),
+    raw_dir: Path = typer.Argument(None, metavar="RAW_DIR", help="Folder with the raw dataset (not used by 'synthetic').", show_default=False),
     out: Path = typer.Option(None, "--out", "-o", help="Output HDF5 file. Default: ./data/<source>.h5"),
     size: int = typer.Option(224, help="Side of the square view images stored, in pixels."),
     views: int = typer.Option(
@@ -52,8 +52,13 @@ def prepare(
 ) -> None:
     """Turn a raw dataset (view images, or 3-D meshes rendered to 12 views) into one HDF5 file.
 
-    Examples: `piro prepare objectpi ./ObjectPI`, `piro prepare modelnet40 ./ModelNet40 --per-category 100`,
-    `piro prepare synthetic`, `piro prepare --info data/objectpi.h5`.
+    Examples:
+
+    piro prepare objectpi ./ObjectPI
+
+    piro prepare modelnet40 ./ModelNet40 --per-category 100
+
+    piro prepare synthetic --difficulty easy --out data/easy.h5
     """
     if info is not None:
         with ViewSetStore(info) as store:

@@ -80,11 +80,17 @@ def visualize(
     ),
     device: str = typer.Option(None, help="cpu, cuda or cuda:N for embedding the views (default: cuda when available)."),
 ) -> None:
-    """Draw the figures a run is read by: UMAP of both spaces, distance curves, retrievals, attention.
+    """Draw the figures a run is read by: UMAP of both spaces, distance curves, retrievals, attention, views curves.
 
-    Test views are the data file's test split, or the run's validation objects when the file has none.
-    Figures are PNG (--pdf adds PDF), written into the run folder (several runs: the first run's folder,
-    e.g. umap_<run1>_vs_<run2>.png); their paths are printed.
+    Test views are the data file's test split, or the run's validation objects when the file has none. Figures are PNG (--pdf adds PDF), written into the run folder (several runs: the first run's folder, e.g. umap_<run1>_vs_<run2>.png); their paths are printed.
+
+    Examples:
+
+    piro visualize runs/dual runs/single --umap --distances
+
+    piro visualize runs/dual --retrieval --queries 5
+
+    piro visualize runs/dual runs/single --views   (after piro evaluate ... --views-curve)
     """
     from piro_cli.hardware import pick_device
     from piro_cli.viz import draw_figures
