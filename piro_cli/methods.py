@@ -111,6 +111,9 @@ def method_label(train: dict[str, Any]) -> str:
         obj_loss = train.get("obj_loss") or DEFAULT_OBJ_LOSS
         if obj_loss != DEFAULT_OBJ_LOSS:
             parts.append(obj_loss)
+        gml = (train.get("gml_proxies", 12), train.get("gml_neighbourhood", 0.05), train.get("gml_reg", 0.3))
+        if obj_loss == "proxy-gml" and gml != (12, 0.05, 0.3):
+            parts.append("gml={}/{}/{}".format(*gml))
         terms = [t for t in LOSS_TERMS if t in (train.get("losses") or LOSS_TERMS)]
         if terms != list(spec.default_losses):
             parts.append("losses=" + ",".join(terms))
@@ -147,6 +150,7 @@ def loss_config_of(config: Any) -> LossConfig:
         alpha=config.alpha, beta=config.beta, theta=config.theta, gamma=config.gamma, lam=config.lam, terms=tuple(config.losses),
         train_lsoftmax_weights=config.train_lsoftmax_weights, separation=config.separation, obj_loss=config.obj_loss,
         dvml=config.dvml, dvml_kl=config.dvml_kl, dvml_rec=config.dvml_rec, dvml_syn=config.dvml_syn,
+        gml_proxies=config.gml_proxies, gml_neighbourhood=config.gml_neighbourhood, gml_reg=config.gml_reg,
     )  # fmt: skip
 
 

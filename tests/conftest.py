@@ -44,14 +44,16 @@ def make_image_tree(
 
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory) -> Path:
-    """A synthetic set of 3 categories x 5 objects (1 per category in test), 32 px views; one per test module."""
+    """A synthetic set of 3 categories x 5 objects (1 per category in test), 32 px views; one per test module. The easy
+    difficulty (fixed cameras and light, white background): tests that check that losses fall in a few steps of the
+    tiny backbone need objects that differ."""
     path = tmp_path_factory.mktemp("data") / "synthetic.h5"
     prepare_dataset(
         "synthetic",
         None,
         path,
         PrepareOptions(size=32),
-        {"seed": 0, "categories": 3, "objects_per_category": 5, "test_fraction": 0.2},
+        {"seed": 0, "categories": 3, "objects_per_category": 5, "test_fraction": 0.2, "difficulty": "easy"},
     )
     return path
 

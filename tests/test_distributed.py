@@ -167,7 +167,7 @@ def test_the_tensorboard_logger_mirrors_metrics(tiny_data, tmp_path):
     tags = set(events.Tags()["scalars"])
     assert {"loss/total", "loss/cat", "lr", "spread/rho", "val/mean"} <= tags
     logged = [e.value for e in events.Scalars("loss/total")]
-    assert logged == pytest.approx([float(r["loss"]) for r in rows(project / "tb")])
+    assert logged == pytest.approx([float(r["loss"]) for r in rows(project / "tb")], rel=1e-5)  # metrics.csv rounds
     assert "picr/best_epoch/text_summary" in events.Tags()["tensors"]
 
 

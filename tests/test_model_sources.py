@@ -177,7 +177,13 @@ def test_synthetic_is_deterministic_and_sized_by_options(tmp_path):
     sc = ViewSetStore(tmp_path / "c.h5")
     assert not np.array_equal(sa.split("train").views_uint8(0), sc.split("train").views_uint8(0))
     views = sa.split("train").views_uint8(1)
-    assert (views[:, 0, 0] == 255).all() and not np.array_equal(views[0], views[6])
+    # hard (the default): every view its own cluttered background; easy: the fixed protocol on white
+    assert not (views[:, 0, 0] == 255).all() and not np.array_equal(views[0], views[6])
+    assert len({tuple(view[0, 0]) for view in views}) > 6
+    easy = prepare_dataset("synthetic", None, tmp_path / "e.h5", opts(), {**options, "difficulty": "easy"})
+    assert easy.objects_per_split == a.objects_per_split
+    easy_views = ViewSetStore(tmp_path / "e.h5").split("train").views_uint8(1)
+    assert (easy_views[:, 0, 0] == 255).all() and not np.array_equal(easy_views[0], easy_views[6])
 
 
 def test_synthetic_bad_options(tmp_path):

@@ -119,6 +119,9 @@ def test_explicit_recipe_and_no_recipe(tiny_data):
 def test_help_documents_the_recipes():
     output = runner.invoke(app, ["train", "--help"], env={"COLUMNS": "400"}).output  # wide: no word is cut
     text = " ".join(output.split()).replace("│ ", "").replace(" │", "")
+    assert "--recipe" in text and "Options given explicitly override it" in text and "--help-methods" in text
+    output = runner.invoke(app, ["train", "--help-methods"], env={"COLUMNS": "400"}).output  # what each recipe sets
+    text = " ".join(output.split()).replace("│ ", "").replace(" │", "")
     for fragment in (
         "--recipe",
         "objectpi (the released ObjectPI values): --batch-pairs 4, --views 8, --pairs-per-object 10, --lr 1e-05, --lam 1",
@@ -126,7 +129,6 @@ def test_help_documents_the_recipes():
         "fg3d (the released FG3D values): --batch-pairs 9, --views 12, --pairs-per-object 3, --lr 5e-05, --lam 2",
         "All of these also set --epochs 25, --lr-step 5",
         "pies (the released PIEs baselines' values): --lr 1e-05, --lr-step 0, --epochs 40, --early-stop-rho 0",
-        "Options given explicitly override the recipe",
     ):
         assert fragment in text, fragment
 

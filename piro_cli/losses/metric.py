@@ -13,6 +13,8 @@ import torch
 from pytorch_metric_learning import losses, miners
 from torch import Tensor
 
+from .proxy_gml import ProxyGMLLoss
+
 # name -> one-line description; "piro" is PiRO's own L_piobj (losses/object.py), handled by PiroLoss.
 OBJECT_LOSSES: dict[str, str] = {
     "piro": "L_piobj: confuser-based clustering and separation (PiRO)",
@@ -22,6 +24,7 @@ OBJECT_LOSSES: dict[str, str] = {
     "multi-similarity": "multi-similarity loss with its miner",
     "proxy-nca": "ProxyNCA, one proxy per training object",
     "proxy-anchor": "Proxy-Anchor, one proxy per training object",
+    "proxy-gml": "ProxyGML: N proxies per object, a sub-graph of the nearest, reverse label propagation",
 }
 
 
@@ -36,10 +39,11 @@ class ObjectMetricLoss(torch.nn.Module):
     """A pytorch-metric-learning loss (and its miner, where the method has one) on object identities.
 
     forward(sv (N, V, D), mv (N, D), object_ids (N,)) -> scalar, over the N*V single views and the N view sets.
-    `num_objects` sizes the proxies of proxy-nca / proxy-anchor (object ids must be < num_objects).
+    `num_objects` sizes the proxies of proxy-nca / proxy-anchor / proxy-gml (object ids must be < num_objects);
+    `options` go to ProxyGMLLoss (proxies_per_class, neighbourhood, regularisation).
     """
 
-    def __init__(self, name: str, num_objects: int, dim: int) -> None:
+    def __init__(self, name: str, num_objects: int, dim: int, **options) -> None:
         super().__init__()
         self.name = parse_object_loss(name)
         if self.name == "piro":
@@ -55,6 +59,8 @@ class ObjectMetricLoss(torch.nn.Module):
         elif self.name == "multi-similarity":
             self.loss = losses.MultiSimilarityLoss()
             self.miner = miners.MultiSimilarityMiner()
+        elif self.name == "proxy-gml":
+            self.loss = ProxyGMLLoss(num_objects, dim, **options)
         elif self.name == "proxy-nca":
             self.loss = losses.ProxyNCALoss(num_objects, dim, softmax_scale=3.0)  # see losses/pies.py on the scale
         else:

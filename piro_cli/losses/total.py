@@ -61,6 +61,9 @@ class LossConfig:
     dvml_kl: float = 0.1  # weight of DVML's KL term
     dvml_rec: float = 0.1  # weight of DVML's feature reconstruction term
     dvml_syn: float = 0.5  # weight of the object term on DVML's synthetic embeddings
+    gml_proxies: int = 12  # --obj-loss proxy-gml: proxies per object (ProxyGML's N; losses/proxy_gml.py)
+    gml_neighbourhood: float = 0.05  # ... the fraction r of all proxies in each sample's sub-graph
+    gml_reg: float = 0.3  # ... the weight lambda of the proxy regulariser
 
     def __post_init__(self) -> None:
         # Accepts a comma-separated string too, and normalises to the canonical tuple so configs compare/serialise cleanly.
@@ -72,6 +75,12 @@ class LossConfig:
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):  # a nan passes `value < 0`
                 raise ValueError(f"--{name.replace('_', '-')} {value}: must be a finite number >= 0")
+        if int(self.gml_proxies) != self.gml_proxies or self.gml_proxies < 1:
+            raise ValueError(f"--gml-proxies {self.gml_proxies}: give a whole number of proxies per object, at least 1")
+        if not (math.isfinite(self.gml_neighbourhood) and 0 < self.gml_neighbourhood <= 1):
+            raise ValueError(f"--gml-neighbourhood {self.gml_neighbourhood}: the fraction r of the proxies must be in (0, 1]")
+        if not (math.isfinite(self.gml_reg) and self.gml_reg >= 0):
+            raise ValueError(f"--gml-reg {self.gml_reg}: must be a finite number >= 0")
         if self.gamma < 1 or not float(self.gamma).is_integer():
             raise ValueError(f"gamma (the L-Softmax margin) must be a positive integer, got {self.gamma}")
         if self.separation not in SEPARATIONS:
@@ -117,7 +126,12 @@ class PiroLoss(torch.nn.Module):
         elif "piobj" in self.terms:
             if config.obj_loss.startswith("proxy") and not num_objects:
                 raise ValueError(f"obj_loss {config.obj_loss!r} keeps a proxy per object: give num_objects")
-            self.metric = ObjectMetricLoss(config.obj_loss, num_objects or 1, obj_dim)
+            options = (
+                {"proxies_per_class": config.gml_proxies, "neighbourhood": config.gml_neighbourhood, "regularisation": config.gml_reg}
+                if config.obj_loss == "proxy-gml"
+                else {}
+            )
+            self.metric = ObjectMetricLoss(config.obj_loss, num_objects or 1, obj_dim, **options)
         self.dvml = None
         if config.dvml:
             if not feat_dim:

@@ -53,6 +53,9 @@ class TrainConfig:
     dvml_kl: float = 0.1
     dvml_rec: float = 0.1
     dvml_syn: float = 0.5
+    gml_proxies: int = 12  # --obj-loss proxy-gml: proxies per object, the sub-graph's fraction r, the regulariser's lambda
+    gml_neighbourhood: float = 0.05
+    gml_reg: float = 0.3
     pi_alpha: float | None = None  # PI- baselines: weight a of d2(view, view set); None: the released value
     pi_beta: float | None = None  # PI- baselines: weight b of d2(view set, category centre); None: the released value
     # optimisation
