@@ -24,6 +24,7 @@ import torch
 
 from piro_cli.errors import PiroError
 from piro_cli.losses import LOSS_TERMS, PIES_LOSSES, POSE_INVARIANT_LOSSES, LossConfig, PiroLoss
+from piro_cli.losses.language import name_embeddings
 from piro_cli.models.backbones import VGG16_FC7_DIM
 
 DEFAULT_METHOD = "piro-dual"
@@ -124,14 +125,19 @@ def method_label(train: dict[str, Any]) -> str:
             parts.append("lsoftmax-trained")
     if train.get("dvml"):
         parts.append("dvml")
+    if train.get("language_guidance"):
+        weight, space = train.get("language_weight", 7.5), train.get("language_space", "object")
+        parts.append("language" + (f"={weight}" if weight != 7.5 else "") + ("-category" if space == "category" else ""))
     return "+".join(parts)
 
 
-def build_criterion(config: Any, num_classes: int, num_objects: int, feat_dim: int) -> torch.nn.Module:
+def build_criterion(
+    config: Any, num_classes: int, num_objects: int, feat_dim: int, categories: list[str] | None = None
+) -> torch.nn.Module:
     """The loss module of a TrainConfig's method: PiroLoss for piro-*, the method's PIES_LOSSES class for the baselines.
 
     `num_objects` sizes per-object proxies (object ids are rows of the training split); `feat_dim` is the
-    backbone's feature size (DVML reconstructs features).
+    backbone's feature size (DVML reconstructs features); `categories` are the category names (language guidance).
     """
     spec = get_method(config.method)
     if spec.family == "untrained":
@@ -141,7 +147,18 @@ def build_criterion(config: Any, num_classes: int, num_objects: int, feat_dim: i
         return PIES_LOSSES[spec.name](num_classes, config.obj_dim, **weights)
     loss_config = loss_config_of(config)
     cat_dim = config.cat_dim if spec.dual else config.obj_dim
-    return PiroLoss(loss_config, num_classes, cat_dim=cat_dim, obj_dim=config.obj_dim, num_objects=num_objects, feat_dim=feat_dim)
+    names = None
+    if loss_config.language_weight > 0:
+        if not categories:
+            raise PiroError("--language-guidance needs the category names of the data")
+        try:
+            names = name_embeddings(categories)
+        except ImportError as exc:
+            raise PiroError(f"--language-guidance: {exc}") from None
+    return PiroLoss(
+        loss_config, num_classes, cat_dim=cat_dim, obj_dim=config.obj_dim, num_objects=num_objects, feat_dim=feat_dim,
+        category_names=names,
+    )  # fmt: skip
 
 
 def loss_config_of(config: Any) -> LossConfig:
@@ -151,6 +168,7 @@ def loss_config_of(config: Any) -> LossConfig:
         train_lsoftmax_weights=config.train_lsoftmax_weights, separation=config.separation, obj_loss=config.obj_loss,
         dvml=config.dvml, dvml_kl=config.dvml_kl, dvml_rec=config.dvml_rec, dvml_syn=config.dvml_syn,
         gml_proxies=config.gml_proxies, gml_neighbourhood=config.gml_neighbourhood, gml_reg=config.gml_reg,
+        language_weight=config.language_weight if config.language_guidance else 0.0, language_space=config.language_space,
     )  # fmt: skip
 
 

@@ -11,6 +11,7 @@ from torch import Tensor
 
 from .category import CategoryLSoftmaxLoss, PoseInvariantCategoryLoss
 from .dvml import VariationalBranch
+from .language import SPACES, LanguageGuidance
 from .metric import ObjectMetricLoss, parse_object_loss
 from .object import SEPARATIONS, PoseInvariantObjectLoss
 
@@ -64,6 +65,8 @@ class LossConfig:
     gml_proxies: int = 12  # --obj-loss proxy-gml: proxies per object (ProxyGML's N; losses/proxy_gml.py)
     gml_neighbourhood: float = 0.05  # ... the fraction r of all proxies in each sample's sub-graph
     gml_reg: float = 0.3  # ... the weight lambda of the proxy regulariser
+    language_weight: float = 0.0  # --language-guidance: weight of the language matching loss (losses/language.py); 0: off
+    language_space: str = "object"  # the space it shapes: "object" or "category"
 
     def __post_init__(self) -> None:
         # Accepts a comma-separated string too, and normalises to the canonical tuple so configs compare/serialise cleanly.
@@ -81,6 +84,10 @@ class LossConfig:
             raise ValueError(f"--gml-neighbourhood {self.gml_neighbourhood}: the fraction r of the proxies must be in (0, 1]")
         if not (math.isfinite(self.gml_reg) and self.gml_reg >= 0):
             raise ValueError(f"--gml-reg {self.gml_reg}: must be a finite number >= 0")
+        if not (math.isfinite(self.language_weight) and self.language_weight >= 0):
+            raise ValueError(f"--language-weight {self.language_weight}: must be a finite number >= 0")
+        if self.language_space not in SPACES:
+            raise ValueError(f"--language-space {self.language_space!r}: choose one of {', '.join(SPACES)}")
         if self.gamma < 1 or not float(self.gamma).is_integer():
             raise ValueError(f"gamma (the L-Softmax margin) must be a positive integer, got {self.gamma}")
         if self.separation not in SEPARATIONS:
@@ -104,7 +111,7 @@ class PiroLoss(torch.nn.Module):
 
     def __init__(
         self, config: LossConfig, num_classes: int, cat_dim: int, obj_dim: int | None = None, num_objects: int | None = None,
-        feat_dim: int | None = None,
+        feat_dim: int | None = None, category_names: Tensor | None = None,
     ) -> None:  # fmt: skip
         super().__init__()
         obj_dim = obj_dim or cat_dim
@@ -138,6 +145,11 @@ class PiroLoss(torch.nn.Module):
                 raise ValueError("DVML reconstructs backbone features: give feat_dim")
             self.dvml = VariationalBranch(feat_dim, obj_dim, variance_scale=max(config.alpha, 1e-3))
         self.picat = PoseInvariantCategoryLoss(theta=config.theta) if "picat" in self.terms else None
+        self.language = None
+        if config.language_weight > 0:
+            if category_names is None:
+                raise ValueError("language guidance needs the embeddings of the category names (category_names=)")
+            self.language = LanguageGuidance(category_names, config.language_weight)
 
     def forward(
         self, out_a: Any, out_b: Any, labels: Tensor, object_ids: tuple[Tensor, Tensor] | None = None,
@@ -165,8 +177,25 @@ class PiroLoss(torch.nn.Module):
                 parts["dvml_rec"] = self.config.dvml_rec * (rec_a + rec_b) / 2
         if self.picat is not None:
             parts["picat"] = self.picat(out_a.sv_cat, out_b.sv_cat, out_a.mv_cat, out_b.mv_cat)
+        if self.language is not None:
+            parts["language"] = self._language_term(out_a, out_b, labels, object_ids)
         total = sum(parts.values())  # at least one term: LossConfig/_canonical_terms refuse an empty list
         return {"total": total, **parts}
+
+    def _language_term(self, out_a: Any, out_b: Any, labels: Tensor, object_ids) -> Tensor:
+        """Language guidance on the pair's single views: in the object space identities are the objects (their
+        categories' names guide), in the category space the categories."""
+        object_space = self.config.language_space == "object"
+        sv = torch.cat([out_a.sv_obj, out_b.sv_obj]) if object_space else torch.cat([out_a.sv_cat, out_b.sv_cat])
+        views = sv.shape[1]
+        categories = torch.cat([labels, labels]).repeat_interleave(views)  # both objects of a pair share its category
+        if object_space:
+            if object_ids is None:
+                raise ValueError("language guidance in the object space needs the object ids (object_ids=)")
+            identities = torch.cat(list(object_ids)).repeat_interleave(views)
+        else:
+            identities = categories
+        return self.language(sv.flatten(0, 1), categories, identities)
 
     def _object_term(self, sv_a: Tensor, sv_b: Tensor, out_a: Any, out_b: Any, object_ids) -> Tensor:
         """The object term on the given single views (the real ones, or DVML's synthetic ones)."""

@@ -56,6 +56,9 @@ class TrainConfig:
     gml_proxies: int = 12  # --obj-loss proxy-gml: proxies per object, the sub-graph's fraction r, the regulariser's lambda
     gml_neighbourhood: float = 0.05
     gml_reg: float = 0.3
+    language_guidance: bool = False  # distil the category names' language similarities (losses/language.py)
+    language_weight: float = 7.5
+    language_space: str = "object"
     pi_alpha: float | None = None  # PI- baselines: weight a of d2(view, view set); None: the released value
     pi_beta: float | None = None  # PI- baselines: weight b of d2(view set, category centre); None: the released value
     # optimisation
@@ -106,6 +109,8 @@ class TrainConfig:
         # above 1 an Adam step overflows float32 (a traceback, not a NaN) long before it could train anything
         if self.lr is not None and not (math.isfinite(self.lr) and 0 < self.lr <= 1):
             raise PiroError(f"--lr {self.lr}: the learning rate must be a number > 0 and <= 1 (released: 1e-5)")
+        if self.language_guidance and get_method(self.method).family != "piro":
+            raise PiroError(f"--language-guidance: shapes the spaces of piro-dual / piro-single, not {self.method}")
         if not (math.isfinite(self.dropout) and 0 <= self.dropout < 1):
             raise PiroError(f"--dropout {self.dropout}: must be a number >= 0 and < 1 (released: 0.25)")
         self.loggers = tuple(dict.fromkeys(self.loggers))

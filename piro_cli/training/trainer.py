@@ -113,7 +113,9 @@ class Trainer:
         if device.type == "cuda":
             self.model = self.model.to(memory_format=torch.channels_last)
         self.loss_config = loss_config_of(config)
-        self.criterion = build_criterion(config, len(data.store.categories), len(data.train), self.model.feat_dim).to(device)
+        self.criterion = build_criterion(
+            config, len(data.store.categories), len(data.train), self.model.feat_dim, list(data.store.categories)
+        ).to(device)
         self.uses_cache = config.freeze_backbone or config.train_from is not None
         if self.uses_cache:
             for parameter in self.model.backbone_parameters():

