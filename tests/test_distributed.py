@@ -174,3 +174,13 @@ def test_the_tensorboard_logger_mirrors_metrics(tiny_data, tmp_path):
 def test_an_unknown_logger_is_refused(tiny_data):
     result = runner.invoke(app, ["train", "--data", str(tiny_data), "--logger", "wandb", *TINY])
     assert result.exit_code == 1 and "--logger 'wandb'" in result.output
+
+
+def test_a_config_files_dual_false_trains_the_single_space(tiny_data, tmp_path):
+    path = tmp_path / "single.yaml"
+    path.write_text("dual: false\n")
+    project = tmp_path / "runs"
+    result = runner.invoke(app, ["train", "--config", str(path), "--data", str(tiny_data), "--project", str(project), "--name", "s", *TINY])
+    assert result.exit_code == 0, result.output
+    saved = json.loads((project / "s" / "config.json").read_text())["train"]
+    assert saved["method"] == "piro-single" and saved["dual"] is False

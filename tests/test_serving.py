@@ -353,3 +353,21 @@ def test_a_failed_export_check_writes_nothing(world, monkeypatch):
     assert result.exit_code == 1 and "nothing written" in result.output
     assert Path("model.onnx").read_bytes() == b"the previous export"
     assert sorted(p.name for p in Path(".").iterdir()) == ["model.onnx"]
+
+
+def test_index_names_and_a_failed_build(world, monkeypatch):
+    build_index(world["runs"][0], "g.piro-index", data=world["data"])
+    photos = sorted(world["photos"].glob("*/*/*.png"))[:2]
+    with pytest.raises(PiroError, match="'unknown'"):
+        add_objects("g.piro-index", [index_module.Enrolment("unknown", "mug", photos)])
+    name = GalleryIndex("g.piro-index").objects[0].name
+    change = index_module.remove_objects("g.piro-index", [name, name])  # named twice: removed once
+    assert change.objects == 1 and change.total_objects == len(GalleryIndex("g.piro-index").objects)
+
+    def fails(*args, **kwargs):
+        raise RuntimeError("the machine stopped")
+
+    monkeypatch.setattr(index_module, "embed_objects", fails)
+    with pytest.raises(RuntimeError):
+        build_index(world["runs"][0], "new.piro-index", data=world["data"])
+    assert not Path("new.piro-index").exists()  # a retry is not refused by a half-made folder

@@ -299,7 +299,8 @@ def train(
         terms = parse_loss_terms(losses) if losses is not None else None
     except ValueError as exc:
         raise PiroError(f"--losses: {exc}") from None
-    method = _method_from_flags(method, dual)
+    # neither typed: None, so that a --config file's method or dual decides (else TrainConfig's piro-dual)
+    method = _method_from_flags(method, dual) if method is not None or dual is not None else None
     command_line = dict(
         data=str(data) if data else None, project=str(project), name=name, recipe=recipe, method=method, backbone=backbone,
         pretrained=pretrained, cat_dim=embed_dim if cat_dim is None else cat_dim,

@@ -83,8 +83,9 @@ class ViewsCurve:
         return curve
 
 
-def curve_path(run_folder: Path, split: str) -> Path:
-    return run_folder / f"views_{split}.json"
+def curve_path(run_folder: Path, split: str, checkpoint: str = "best") -> Path:
+    """views_<split>.json for a run's best.pt, views_<checkpoint stem>_<split>.json for its other checkpoints."""
+    return run_folder / (f"views_{split}.json" if checkpoint == "best" else f"views_{checkpoint}_{split}.json")
 
 
 def views_curve(
@@ -109,6 +110,8 @@ def views_curve(
         raise PiroError(f"{source}: --views-curve re-embeds view subsets, so it needs a checkpoint, not an embeddings file")
     run = load_run(source, device, tta)
     store = run.open_data(data)
+    if store.num_views < 2:
+        raise PiroError(f"{store.path}: one view per object; a views curve needs at least 2")
     probe_split, probe_rows, gallery_rows = evaluation_objects(run, store, split)
     require_split(store, "train", "the gallery")
     gallery = embed_objects(run.model, store, "train", gallery_rows, run.device, stage_progress(reporter, f"{run.name}: gallery"))
@@ -118,8 +121,6 @@ def views_curve(
     labels = torch.as_tensor(probes.category[rows])
     base = embed_features(run.model, feats, labels, run.device)
     v = feats.shape[1]
-    if v < 2:
-        raise PiroError(f"{store.path}: one view per object; a views curve needs at least 2")
     half = v // 2
     curve = ViewsCurve(run.name, str(source), split, draws, seed, v, {t: {} for t in TASKS})
     total = v + (v - half)
@@ -143,7 +144,7 @@ def views_curve(
         done += 1
         reporter.progress(f"{run.name}: views curve", done, total)
     if save:
-        path = curve_path(run.folder, split)
+        path = curve_path(run.folder, split, run.path.stem)
         write_text(json.dumps(curve.to_dict(), indent=2) + "\n", path, "free space or pass --no-save")
         write_text(curve.csv(), path.with_suffix(".csv"), "free space or pass --no-save")
         curve.saved = [path, path.with_suffix(".csv")]

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from piro_cli.data.store import IMAGENET_MEAN, IMAGENET_STD
-from piro_cli.errors import PiroError
+from piro_cli.errors import PiroError, short_cause
 from piro_cli.inference.run import load_run
 from piro_cli.models.pan import PAN
 from piro_cli.outputs import AtomicFile, check_output_path, write_json
@@ -134,6 +134,15 @@ def export_onnx(run: str | Path, out: str | Path, *, overwrite: bool = False, ch
 
 
 def _export(module: nn.Module, args: tuple, path: Path, inputs: list[str], outputs: list[str], dynamic: dict) -> None:
+    try:
+        _write_graph(module, args, path, inputs, outputs, dynamic)
+    except PiroError:
+        raise
+    except Exception as exc:  # an operator torch.onnx cannot express (some timm backbones), or onnxscript's own errors
+        raise PiroError(f"--onnx: this model cannot be exported to ONNX ({short_cause(exc)}); nothing written") from None
+
+
+def _write_graph(module: nn.Module, args: tuple, path: Path, inputs: list[str], outputs: list[str], dynamic: dict) -> None:
     with warnings.catch_warnings(), AtomicFile(path) as target:
         warnings.simplefilter("ignore")
         program = torch.onnx.export(

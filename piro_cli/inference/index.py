@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -403,7 +404,17 @@ def build_index(
     source_split, rows = group_rows(loaded.checkpoint, store, split)
     if split == "train":  # the objects the run trained on: its validation objects stay held out (calibrate)
         rows = trained_rows(loaded.checkpoint, store)
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
+    try:
+        return _build(loaded, store, source_split, rows, split, out, previous, reporter, started)
+    except BaseException:
+        if created and not (out / MANIFEST).exists():  # nothing committed: no half-made index blocks a retry
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+
+
+def _build(loaded, store, source_split, rows, split, out: Path, previous: int, reporter, started: float) -> IndexChange:
     with OutputLock(out, folder=True):
         reporter.info(f"{loaded.path}: embedding {store.path} {split} into {out}")
         group = embed_objects(
@@ -477,6 +488,23 @@ def enrolments_from_folder(folder: str | Path) -> list[Enrolment]:
     return found
 
 
+def _check_names(gallery: GalleryIndex, enrolments: Sequence[Enrolment]) -> None:
+    taken = {o.name for o in gallery.objects}
+    seen: set[str] = set()
+    for item in enrolments:
+        if not item.name.strip() or not item.category.strip():
+            raise PiroError("--object and --category must not be empty")
+        if item.name == "unknown":
+            raise PiroError("--object 'unknown': the answer `identify` gives for no enrolled object; choose another name")
+        if item.name in taken:
+            raise PiroError(
+                f"--object {item.name!r}: already in {gallery.path}; remove it first with `piro index remove {gallery.path} {item.name}`"
+            )
+        if item.name in seen:
+            raise PiroError(f"--object {item.name!r}: given twice; give each object once")
+        seen.add(item.name)
+
+
 def add_objects(
     index: str | Path,
     enrolments: Sequence[Enrolment],
@@ -493,20 +521,10 @@ def add_objects(
     gallery = GalleryIndex(index)
     if not enrolments:
         raise PiroError("nothing to add: pass --object NAME --category CAT and photos, or a folder category/object/*.jpg")
-    taken = {o.name for o in gallery.objects}
-    seen: set[str] = set()
-    for item in enrolments:
-        if not item.name.strip() or not item.category.strip():
-            raise PiroError("--object and --category must not be empty")
-        if item.name in taken:
-            raise PiroError(
-                f"--object {item.name!r}: already in {gallery.path}; remove it first with `piro index remove {gallery.path} {item.name}`"
-            )
-        if item.name in seen:
-            raise PiroError(f"--object {item.name!r}: given twice; give each object once")
-        seen.add(item.name)
+    _check_names(gallery, enrolments)
     with OutputLock(gallery.path, folder=True):
         gallery = GalleryIndex(index)  # re-read under the lock: another writer may have committed meanwhile
+        _check_names(gallery, enrolments)
         loaded = gallery.load_run(run, device)
         manifest = gallery.manifest
         categories = list(gallery.categories)
@@ -557,6 +575,7 @@ def remove_objects(index: str | Path, names: Sequence[str], reporter: Reporter |
     """Remove objects by name; their shards are rewritten without them, in one commit."""
     started = time.perf_counter()
     gallery = GalleryIndex(index)
+    names = list(dict.fromkeys(names))  # each once
     if not names:
         raise PiroError("nothing to remove: name the objects to remove")
     with OutputLock(gallery.path, folder=True):

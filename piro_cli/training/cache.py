@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from piro_cli.errors import PiroError
 from piro_cli.inference.embedding import backbone_features
 from piro_cli.models.pan import PAN
 from piro_cli.outputs import atomic_torch_save, remove_stale_temps
@@ -28,7 +29,7 @@ FEATURE_CACHE = "feature-cache"  # runs/feature-cache/, beside the run folders
 FEATURE_CACHE_SEED = 2  # seed of the augmented feature passes (what `seed + 2` gave seed-0 runs before)
 
 
-def cache_key(config: TrainConfig, data: RunData) -> dict:
+def cache_key(config: TrainConfig, data: RunData, processes: Processes | None = None) -> dict:
     # The augmented passes use a fixed seed, not the run's: features are a function of the backbone and the data,
     # so runs with different --seed (and any method or loss) share one cache; the seed still varies the heads'
     # initialisation, the pairs, the views and which pass each object is read from.
@@ -42,6 +43,8 @@ def cache_key(config: TrainConfig, data: RunData) -> dict:
     }
     if config.train_from is not None:  # activations at the cut, stored in float16 (half the memory, ample precision)
         key.update(train_from=config.train_from, dtype="float16")
+    if processes is not None and processes.active and config.feature_passes > 1:
+        key["processes"] = processes.world  # each process augments its share with its own stream
     return key
 
 
@@ -56,14 +59,18 @@ def feature_cache(
     processes: Processes,
 ) -> dict:  # fmt: skip
     """The run's feature cache: read from its file when one with the same key exists, else computed (and saved)."""
-    key = cache_key(config, data)
+    key = cache_key(config, data, processes)
     path = cache_path(project, config, key)
     cached = None
     if processes.main:
         path.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_temps(path.parent)  # caches half-written by killed runs
         cached = load_feature_cache(path, key)
-    cached = broadcast(cached, processes)  # process 0 read it (other machines may not see the file)
+    # process 0 checked the file; the others read it themselves (the run folders' filesystem is shared)
+    if broadcast(cached is not None, processes) and not processes.main:
+        cached = load_feature_cache(path, key)
+        if cached is None:
+            raise PiroError(f"{path}: process {processes.rank} cannot read the feature cache process 0 found; share the --project folder")
     if cached is not None:
         reporter.info(f"using cached backbone features {path}")
         return cached

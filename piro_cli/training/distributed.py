@@ -66,6 +66,8 @@ def from_environment(device: str | None) -> Processes:
     rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
     if not dist.is_initialized():
         gpu = device != "cpu" and torch.cuda.is_available()
+        if gpu and local_rank >= torch.cuda.device_count():
+            raise PiroError(f"process {rank}: no GPU {local_rank} here ({torch.cuda.device_count()} GPUs); start fewer processes per node")
         if gpu:
             torch.cuda.set_device(local_rank)
         dist.init_process_group(backend="nccl" if gpu else "gloo")
@@ -116,6 +118,8 @@ def launch(devices: int, argv: Sequence[str]) -> int:
     """`torchrun --standalone --nproc-per-node DEVICES -m piro_cli ARGV` on this machine; its exit status."""
     if devices < 2:
         raise PiroError(f"--devices {devices}: give 2 or more (one process trains without it)")
+    if torch.cuda.is_available() and devices > torch.cuda.device_count():
+        raise PiroError(f"--devices {devices}: this machine has {torch.cuda.device_count()} GPUs; give at most that many")
     command = [
         sys.executable,
         "-m",

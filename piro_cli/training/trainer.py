@@ -17,6 +17,7 @@ import contextlib
 import dataclasses
 import math
 import os
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -262,7 +263,7 @@ class Trainer:
                 self.reporter.epoch(row)
                 for logger in self.loggers:
                     logger.epoch(row)
-                if should_stop(spread_before, config.early_stop_rho):
+                if broadcast(should_stop(spread_before, config.early_stop_rho), self.processes):  # process 0 decides for all
                     result.stop_reason = f"early stop: rho {spread_before.rho:.3f} > {config.early_stop_rho} before epoch {epoch}, stopped after it"
                     break
                 spread_before = spread_after
@@ -442,13 +443,13 @@ def _remove_unfinished_run(run_dir: Path) -> None:
     if not run_dir.is_dir():
         return
     files = list(run_dir.iterdir())
-    ours = {"config.json", "metrics.csv", "best.pt"}
+    ours = {"config.json", "metrics.csv", "best.pt", "tensorboard"}  # tensorboard/: the logger's events
     temporary = f".tmp-{os.getpid()}"
     if any(f.name not in ours and not f.name.endswith(temporary) for f in files):
         return
     with contextlib.suppress(OSError):  # never hide the error that stopped the run behind one of the clean-up
         for f in files:
-            f.unlink()
+            shutil.rmtree(f) if f.is_dir() else f.unlink()
         run_dir.rmdir()
 
 
