@@ -15,7 +15,8 @@ embeddings x_i:
    L = L_classify + lambda * L_reg.
 
 The paper's settings for CUB-200 and Cars-196 are the defaults here: N = 12 proxies per class, r = 0.05,
-lambda = 0.3 (Stanford Online Products: N = 1, lambda = 0). The paper reports Recall@1 of 66.6 on CUB-200 and
+lambda = 0.3. For many classes with few samples each (its Stanford Online Products, and ObjectPI's object
+identities) the paper uses N = 1, lambda = 0 (`--gml-proxies 1 --gml-reg 0`; docs/BENCHMARKS.md measures that). The paper reports Recall@1 of 66.6 on CUB-200 and
 85.5 on Cars-196 (BN-Inception, 512-d). One difference: the released code trains the proxies with their own
 learning rate (0.03); here they share the model's. And where r * C * N <= N (few classes), the sub-graph keeps one
 proxy of another class all the same: with its own class's alone the released loss is identically 0.
