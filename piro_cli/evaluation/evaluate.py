@@ -44,7 +44,7 @@ from piro_cli.hardware import pick_device
 from piro_cli.inference.embedding import embed_objects
 from piro_cli.inference.embeddings_file import FORMAT_NAME as EMBEDDINGS_FORMAT
 from piro_cli.inference.embeddings_file import EmbeddingsFile
-from piro_cli.inference.run import check_same_data, group_rows, load_run, require_split
+from piro_cli.inference.run import group_rows, load_run, require_split, trained_rows
 from piro_cli.inference.search import TIE_BREAKS
 from piro_cli.outputs import write_text
 from piro_cli.reporting import Reporter, SilentReporter, stage_progress
@@ -298,10 +298,7 @@ def evaluation_objects(run, store, split: str) -> tuple[str, np.ndarray | None, 
         require_split(store, "test", "the probes", hint)
         return "test", None, None
     probe_split, probe_rows = group_rows(run.checkpoint, store, "val")
-    gallery_rows = np.asarray(run.checkpoint["data"]["train_indices"], dtype=np.int64) if recorded_val else None
-    if gallery_rows is not None:
-        check_same_data(run.checkpoint, store)
-    return probe_split, probe_rows, gallery_rows
+    return probe_split, probe_rows, trained_rows(run.checkpoint, store)  # the objects the run trained on
 
 
 def _save_beside(run: SourceResult, result: EvaluationResult) -> list[Path]:

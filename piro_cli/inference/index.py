@@ -35,7 +35,7 @@ import json
 import shutil
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -69,14 +69,7 @@ class IndexedObject:
     shard: str
 
     def to_dict(self) -> dict:
-        return {
-            "id": self.id,
-            "name": self.name,
-            "category": self.category,
-            "views": self.views,
-            "source": self.source,
-            "shard": self.shard,
-        }
+        return asdict(self)
 
 
 @dataclass
@@ -89,9 +82,9 @@ class Vectors:
     mv_cat: np.ndarray  # (objects, Dc), manifest order
     mv_obj: np.ndarray
     view_starts: np.ndarray  # (objects,) first view row of each object
-    view_category: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))  # (n,) category of each view
-    sv_cat_norms: np.ndarray = field(default_factory=lambda: np.empty(0, np.float32))
-    sv_obj_norms: np.ndarray = field(default_factory=lambda: np.empty(0, np.float32))
+    view_category: np.ndarray  # (n,) category of each view
+    sv_cat_norms: np.ndarray = field(init=False)  # squared norms, derived: what every search needs
+    sv_obj_norms: np.ndarray = field(init=False)
 
     def __post_init__(self) -> None:
         self.sv_cat_norms = squared_norms(self.sv_cat)

@@ -521,7 +521,7 @@ def _train(
             run_dir = new_run_dir(Path(config.project), config.name)
             created.append(run_dir)
             locks.enter_context(OutputLock(run_dir, folder=True))
-        run_dir = Path(_broadcast_path(run_dir, processes))
+        run_dir = Path(broadcast(None if run_dir is None else str(run_dir), processes))
     trainer = Trainer(config, data, device, reporter, processes, run_dir)
     reporter.info(f"run folder: {run_dir}")
     metrics_log = MetricsLog(run_dir / "metrics.csv")
@@ -551,10 +551,6 @@ def _train(
     processes.barrier()  # process 0's last checkpoint is written before any process returns
     result.seconds = time.perf_counter() - started
     return result
-
-
-def _broadcast_path(path: Path | None, processes: Processes) -> str:
-    return broadcast(None if path is None else str(path), processes)
 
 
 # ----------------------------------------------------------------------------- helpers
