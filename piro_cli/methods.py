@@ -96,7 +96,7 @@ def method_label(train: dict[str, Any]) -> str:
     """A run's method as `piro compare` groups it, from its saved train config (config.json "train").
 
     The method name, then what changes it from the released method: '+<obj-loss>' for a classic object loss,
-    '+dvml', '+losses=...' for loss terms other than the method's default (a Table 4 ablation),
+    '+cat=proxy-gml' for ProxyGML as the category term, '+dr=<gamma>' for the direction regulariser, '+dvml', '+losses=...' for loss terms other than the method's default (a Table 4 ablation),
     '+separation=plain' for the paper's Eq. 7 confuser term and '+lsoftmax-trained' for an optimised L-Softmax
     weight matrix, '+released' for imported released weights; e.g. 'piro-dual', 'piro-single+triplet',
     'piro-dual+contrastive+dvml', 'piro-dual+released'.
@@ -113,7 +113,10 @@ def method_label(train: dict[str, Any]) -> str:
         if obj_loss != DEFAULT_OBJ_LOSS:
             parts.append(obj_loss)
         gml = (train.get("gml_proxies", 12), train.get("gml_neighbourhood", 0.05), train.get("gml_reg", 0.3))
-        if obj_loss == "proxy-gml" and gml != (12, 0.05, 0.3):
+        cat_loss = train.get("cat_loss", "lsoftmax")
+        if cat_loss != "lsoftmax":
+            parts.append(f"cat={cat_loss}")
+        if "proxy-gml" in (obj_loss, cat_loss) and gml != (12, 0.05, 0.3):
             parts.append("gml={}/{}/{}".format(*gml))
         terms = [t for t in LOSS_TERMS if t in (train.get("losses") or LOSS_TERMS)]
         if terms != list(spec.default_losses):
@@ -121,8 +124,11 @@ def method_label(train: dict[str, Any]) -> str:
         separation = train.get("separation", PRE_OPTION_VALUES["separation"])
         if obj_loss == DEFAULT_OBJ_LOSS and "piobj" in terms and separation != DEFAULT_SEPARATION:
             parts.append(f"separation={separation}")
-        if "cat" in terms and train.get("train_lsoftmax_weights", PRE_OPTION_VALUES["train_lsoftmax_weights"]):
+        lsoftmax = "cat" in terms and cat_loss == "lsoftmax"
+        if lsoftmax and train.get("train_lsoftmax_weights", PRE_OPTION_VALUES["train_lsoftmax_weights"]):
             parts.append("lsoftmax-trained")
+    if train.get("direction_reg"):
+        parts.append(f"dr={train['direction_reg']:g}")
     if train.get("dvml"):
         parts.append("dvml")
     if train.get("language_guidance"):
@@ -169,6 +175,7 @@ def loss_config_of(config: Any) -> LossConfig:
         dvml=config.dvml, dvml_kl=config.dvml_kl, dvml_rec=config.dvml_rec, dvml_syn=config.dvml_syn,
         gml_proxies=config.gml_proxies, gml_neighbourhood=config.gml_neighbourhood, gml_reg=config.gml_reg,
         language_weight=config.language_weight if config.language_guidance else 0.0, language_space=config.language_space,
+        direction_reg=config.direction_reg, cat_loss=config.cat_loss,
     )  # fmt: skip
 
 

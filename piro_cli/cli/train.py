@@ -14,7 +14,7 @@ from rich.table import Table
 
 from piro_cli.cli.common import SEED_MAX, console, err_console, handle_errors
 from piro_cli.errors import PiroError
-from piro_cli.losses import OBJECT_LOSSES, parse_loss_terms
+from piro_cli.losses import CATEGORY_LOSSES, OBJECT_LOSSES, parse_loss_terms
 from piro_cli.methods import METHODS, get_method, method_for_space
 from piro_cli.models.backbones import CUT_POINTS, available_backbones
 from piro_cli.recipes import BUILTIN_DEFAULTS, RECIPES, option_flag, recipe_help
@@ -78,6 +78,10 @@ def _print_methods(value: bool) -> None:
     for name, summary in OBJECT_LOSSES.items():
         table.add_row(name, summary)
     console.print(table)
+    table = Table("category loss", "what it is", title="--cat-loss (piro-dual, piro-single)", title_justify="left")
+    for name, summary in CATEGORY_LOSSES.items():
+        table.add_row(name, summary)
+    console.print(table)
     console.print(f"--backbone: {', '.join(available_backbones())}, or timm:<model> (README: Training)", highlight=False)
     console.print(f"--recipe: {recipe_help()}", highlight=False)
     raise typer.Exit()
@@ -117,11 +121,20 @@ def train(
     dvml_kl: float = typer.Option(0.1, help="With --dvml: weight of the KL term."),
     dvml_rec: float = typer.Option(0.1, help="With --dvml: weight of the feature reconstruction term."),
     dvml_syn: float = typer.Option(0.5, help="With --dvml: weight of the object loss on the synthetic embeddings."),
-    gml_proxies: int = typer.Option(12, min=1, help="With --obj-loss proxy-gml: proxies per object (ProxyGML's N; the paper's 12)."),
-    gml_neighbourhood: float = typer.Option(
-        0.05, help="With --obj-loss proxy-gml: fraction r of all proxies in each sample's sub-graph (the paper's 0.05)."
+    cat_loss: str = typer.Option(
+        "lsoftmax", help=f"Category-space loss (the term 'cat') of piro-dual/piro-single: {', '.join(CATEGORY_LOSSES)}."
     ),
-    gml_reg: float = typer.Option(0.3, help="With --obj-loss proxy-gml: weight lambda of the proxy regulariser (the paper's 0.3)."),
+    direction_reg: float = typer.Option(
+        0.0, help="Weight gamma of the direction regulariser (Mohan et al. 2020) on the object loss: --obj-loss piro or "
+        "triplet only. 0: off.",
+    ),
+    gml_proxies: int = typer.Option(
+        12, min=1, help="With proxy-gml (--obj-loss or --cat-loss): proxies per object or category (ProxyGML's N; the paper's 12)."
+    ),
+    gml_neighbourhood: float = typer.Option(
+        0.05, help="With proxy-gml: fraction r of all proxies in each sample's sub-graph (the paper's 0.05)."
+    ),
+    gml_reg: float = typer.Option(0.3, help="With proxy-gml: weight lambda of the proxy regulariser (the paper's 0.3)."),
     language_guidance: bool = typer.Option(
         False, "--language-guidance",
         help="Distil the similarities of the category names in a language model into the embeddings (Roth et al. 2022; "
@@ -310,7 +323,7 @@ def train(
         pairs_per_object=pairs_per_object, views=views, augment=augment, augmentation=augmentation, seed=seed, device=device, freeze_backbone=freeze_backbone,
         train_from=train_from, feature_passes=feature_passes, tta=tta,
         val_fraction=val_fraction, val_seed=val_seed, early_stop_rho=early_stop_rho, obj_loss=obj_loss, dvml=dvml, dvml_kl=dvml_kl,
-        dvml_rec=dvml_rec, dvml_syn=dvml_syn, gml_proxies=gml_proxies, gml_neighbourhood=gml_neighbourhood, gml_reg=gml_reg, language_guidance=language_guidance, language_weight=language_weight, language_space=language_space, pi_alpha=pi_alpha, pi_beta=pi_beta, dropout=dropout, loggers=tuple(logger or ()),
+        dvml_rec=dvml_rec, dvml_syn=dvml_syn, gml_proxies=gml_proxies, gml_neighbourhood=gml_neighbourhood, gml_reg=gml_reg, cat_loss=cat_loss.strip().lower(), direction_reg=direction_reg, language_guidance=language_guidance, language_weight=language_weight, language_space=language_space, pi_alpha=pi_alpha, pi_beta=pi_beta, dropout=dropout, loggers=tuple(logger or ()),
     )  # fmt: skip
     config = merged_config(config, command_line, _given_fields(ctx))
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
@@ -329,7 +342,7 @@ PANELS = {
     "Data": ("data", "val_fraction", "val_seed", "views", "augment", "augmentation"),
     "Model": ("backbone", "pretrained", "embed_dim", "cat_dim", "obj_dim", "dropout", "freeze_backbone", "train_from",
               "feature_passes", "tta"),
-    "Method and losses": ("recipe", "method", "dual", "obj_loss", "dvml", "dvml_kl", "dvml_rec", "dvml_syn", "gml_proxies",
+    "Method and losses": ("recipe", "method", "dual", "obj_loss", "cat_loss", "direction_reg", "dvml", "dvml_kl", "dvml_rec", "dvml_syn", "gml_proxies",
                           "gml_neighbourhood", "gml_reg", "language_guidance", "language_weight", "language_space", "pi_alpha",
                           "pi_beta", "losses", "alpha", "beta", "theta", "gamma", "lam", "separation", "train_lsoftmax_weights"),
     "Optimisation": ("lr", "lr_step", "epochs", "batch_pairs", "batch_objects", "pairs_per_object", "seed", "early_stop_rho"),

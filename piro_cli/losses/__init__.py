@@ -1,7 +1,8 @@
 """Training losses: PiRO's (METHOD.md section 3), the PIEs baselines' (section 8), classic metric-learning losses
-for the object space and DVML; one small module per loss, and PiRO's sum of them (PiroLoss)."""
+for the object space, ProxyGML, language guidance, the direction regulariser and DVML; one small module per loss, and PiRO's sum of them (PiroLoss)."""
 
 from .category import CategoryLSoftmaxLoss, PoseInvariantCategoryLoss
+from .direction import DIRECTION_LOSSES, DirectionRegularisedTripletLoss
 from .dvml import VariationalBranch
 from .metric import OBJECT_LOSSES, ObjectMetricLoss, parse_object_loss
 from .object import SEPARATIONS, PoseInvariantObjectLoss
@@ -15,9 +16,12 @@ from .pies import (
     PIProxyLoss,
     PITCLoss,
 )
-from .total import LOSS_TERMS, LossConfig, PiroLoss, parse_loss_terms
+from .total import CATEGORY_LOSSES, LOSS_TERMS, LossConfig, PiroLoss, parse_loss_terms
 
 __all__ = [
+    "CATEGORY_LOSSES",
+    "DIRECTION_LOSSES",
+    "DirectionRegularisedTripletLoss",
     "LOSS_TERMS",
     "OBJECT_LOSSES",
     "PIES_LOSSES",

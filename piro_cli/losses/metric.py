@@ -13,6 +13,7 @@ import torch
 from pytorch_metric_learning import losses, miners
 from torch import Tensor
 
+from .direction import DIRECTION_LOSSES, DirectionRegularisedTripletLoss
 from .proxy_gml import ProxyGMLLoss
 
 # name -> one-line description; "piro" is PiRO's own L_piobj (losses/object.py), handled by PiroLoss.
@@ -40,19 +41,22 @@ class ObjectMetricLoss(torch.nn.Module):
 
     forward(sv (N, V, D), mv (N, D), object_ids (N,)) -> scalar, over the N*V single views and the N view sets.
     `num_objects` sizes the proxies of proxy-nca / proxy-anchor / proxy-gml (object ids must be < num_objects);
-    `options` go to ProxyGMLLoss (proxies_per_class, neighbourhood, regularisation).
+    `options` go to ProxyGMLLoss (proxies_per_class, neighbourhood, regularisation). `direction_reg` (gamma > 0)
+    adds the direction regulariser of losses/direction.py to the triplet loss, the one of these it applies to.
     """
 
-    def __init__(self, name: str, num_objects: int, dim: int, **options) -> None:
+    def __init__(self, name: str, num_objects: int, dim: int, direction_reg: float = 0.0, **options) -> None:
         super().__init__()
         self.name = parse_object_loss(name)
         if self.name == "piro":
             raise ValueError("'piro' is L_piobj, computed by PoseInvariantObjectLoss, not a metric-learning loss")
+        if direction_reg and self.name not in DIRECTION_LOSSES:
+            raise ValueError(f"the direction regulariser applies to triplets, not to the {self.name} loss")
         self.miner = None
         if self.name == "contrastive":
             self.loss = losses.ContrastiveLoss(pos_margin=0.0, neg_margin=1.0)
         elif self.name == "triplet":
-            self.loss = losses.TripletMarginLoss(margin=0.2)
+            self.loss = DirectionRegularisedTripletLoss(direction_reg) if direction_reg else losses.TripletMarginLoss(margin=0.2)
             self.miner = miners.TripletMarginMiner(margin=0.2, type_of_triplets="semihard")
         elif self.name == "npair":
             self.loss = losses.NPairsLoss()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from .direction import direction_separation
+
 
 def _distance(x: Tensor, y: Tensor) -> Tensor:
     """Euclidean distance along the last dimension.
@@ -39,13 +41,16 @@ class PoseInvariantObjectLoss(torch.nn.Module):
     The confusers (o_con^a, o_con^b) are the closest pair of single views across the two objects. `separation`
     chooses s: "squared" (s = d^2, the released losses/PILosses.py, which the published numbers come from) or
     "plain" (s = d, the paper's Eq. 7). The clustering terms and the multi-view separation use d in both.
-    lam weighs both separation terms, as released. `per_pair(...) > 0` marks the pairs with a non-zero loss,
+    lam weighs both separation terms, as released. `direction_reg` (gamma > 0) adds the direction regulariser to the
+    confuser separation (losses/direction.py; not part of PiRO). `per_pair(...) > 0` marks the pairs with a non-zero loss,
     whose fraction the released training script logs as "exemplar information".
     """
 
-    def __init__(self, alpha: float = 0.25, beta: float = 1.0, lam: float = 1.0, separation: str = "squared") -> None:
+    def __init__(
+        self, alpha: float = 0.25, beta: float = 1.0, lam: float = 1.0, separation: str = "squared", direction_reg: float = 0.0
+    ) -> None:  # fmt: skip
         super().__init__()
-        for name, value in (("alpha", alpha), ("beta", beta), ("lam", lam)):
+        for name, value in (("alpha", alpha), ("beta", beta), ("lam", lam), ("direction_reg", direction_reg)):
             if value < 0:
                 raise ValueError(f"{name} must be >= 0, got {value}")
         if separation not in SEPARATIONS:
@@ -54,9 +59,11 @@ class PoseInvariantObjectLoss(torch.nn.Module):
         self.beta = float(beta)
         self.lam = float(lam)
         self.separation = separation
+        self.direction_reg = float(direction_reg)
 
     def extra_repr(self) -> str:
-        return f"alpha={self.alpha}, beta={self.beta}, lam={self.lam}, separation={self.separation}"
+        extra = f", direction_reg={self.direction_reg}" if self.direction_reg else ""
+        return f"alpha={self.alpha}, beta={self.beta}, lam={self.lam}, separation={self.separation}{extra}"
 
     @staticmethod
     def confusers(sv_a: Tensor, sv_b: Tensor) -> tuple[Tensor, Tensor]:
@@ -96,5 +103,9 @@ class PoseInvariantObjectLoss(torch.nn.Module):
         cluster = torch.relu(_distance(mv_a, con_a) - self.alpha) + torch.relu(_distance(mv_b, con_b) - self.alpha)
         # The squared distance as its own expression, not _distance(...) ** 2: its gradient is 2(x - y), finite at 0.
         con_gap = ((con_a - con_b) ** 2).sum(dim=-1) if self.separation == "squared" else _distance(con_a, con_b)
-        separate = torch.relu(self.beta - con_gap) + torch.relu(self.beta - _distance(mv_a, mv_b))
+        if self.direction_reg:
+            con_separate = direction_separation(con_gap, self.beta, self.direction_reg, con_a, con_b, mv_a, mv_b)
+        else:
+            con_separate = torch.relu(self.beta - con_gap)
+        separate = con_separate + torch.relu(self.beta - _distance(mv_a, mv_b))
         return cluster + self.lam * separate

@@ -10,12 +10,19 @@ import torch
 from torch import Tensor
 
 from .category import CategoryLSoftmaxLoss, PoseInvariantCategoryLoss
+from .direction import DIRECTION_LOSSES
 from .dvml import VariationalBranch
 from .language import SPACES, LanguageGuidance
 from .metric import ObjectMetricLoss, parse_object_loss
 from .object import SEPARATIONS, PoseInvariantObjectLoss
+from .proxy_gml import ProxyGMLLoss
 
 LOSS_TERMS = ("cat", "piobj", "picat")
+# the category term "cat": PiRO's L-Softmax (losses/category.py), or ProxyGML over the categories (losses/proxy_gml.py)
+CATEGORY_LOSSES = {
+    "lsoftmax": "L_cat: large-margin softmax on the single views, hard views mined (PiRO)",
+    "proxy-gml": "ProxyGML: N proxies per category, a sub-graph of the nearest, reverse label propagation",
+}
 
 
 def _canonical_terms(terms: Any) -> tuple[str, ...]:
@@ -67,6 +74,8 @@ class LossConfig:
     gml_reg: float = 0.3  # ... the weight lambda of the proxy regulariser
     language_weight: float = 0.0  # --language-guidance: weight of the language matching loss (losses/language.py); 0: off
     language_space: str = "object"  # the space it shapes: "object" or "category"
+    direction_reg: float = 0.0  # --direction-reg: gamma of the direction regulariser (losses/direction.py); 0: off
+    cat_loss: str = "lsoftmax"  # the category term: L-Softmax (PiRO) or ProxyGML with the gml_* settings
 
     def __post_init__(self) -> None:
         # Accepts a comma-separated string too, and normalises to the canonical tuple so configs compare/serialise cleanly.
@@ -88,6 +97,19 @@ class LossConfig:
             raise ValueError(f"--language-weight {self.language_weight}: must be a finite number >= 0")
         if self.language_space not in SPACES:
             raise ValueError(f"--language-space {self.language_space!r}: choose one of {', '.join(SPACES)}")
+        if not (math.isfinite(self.direction_reg) and self.direction_reg >= 0):
+            raise ValueError(f"--direction-reg {self.direction_reg}: must be a finite number >= 0")
+        if self.direction_reg and self.obj_loss not in DIRECTION_LOSSES:
+            raise ValueError(
+                f"--direction-reg: the regulariser is built on triplets, so it applies to --obj-loss piro or triplet, not "
+                f"{self.obj_loss} (losses/direction.py says why)"
+            )
+        if self.direction_reg and "piobj" not in self.terms:
+            raise ValueError("--direction-reg works on the object term; keep 'piobj' in the loss terms to use it")
+        if self.cat_loss not in CATEGORY_LOSSES:
+            raise ValueError(f"--cat-loss {self.cat_loss!r}: choose one of {', '.join(CATEGORY_LOSSES)}")
+        if self.cat_loss != "lsoftmax" and "cat" not in self.terms:
+            raise ValueError(f"--cat-loss {self.cat_loss}: replaces the term 'cat'; keep it in the loss terms")
         if self.gamma < 1 or not float(self.gamma).is_integer():
             raise ValueError(f"gamma (the L-Softmax margin) must be a positive integer, got {self.gamma}")
         if self.separation not in SEPARATIONS:
@@ -102,7 +124,8 @@ class PiroLoss(torch.nn.Module):
     "dvml_syn" (the object term on synthetic views), "dvml_kl" and "dvml_rec" (needs `feats` in forward and
     `feat_dim` here). `obj_dim` is the object space's dimension (default: cat_dim).
 
-    "cat" is CategoryLSoftmaxLoss on the a-views plus the same on the b-views (each a mean over its P*V views); the
+    With `cat_loss="proxy-gml"` "cat" is ProxyGML over the categories on the a-views plus the same on the b-views
+    (its proxies are trained with the model). Otherwise "cat" is CategoryLSoftmaxLoss on the a-views plus the same on the b-views (each a mean over its P*V views); the
     miner runs separately on the a-views and on the b-views, and the two values are added, as in the authors'
     released code (losses/CategoryLoss.py). The L-Softmax class weights exist only when "cat" is enabled; unless
     `train_lsoftmax_weights`, they do not require grad, so giving `PiroLoss.parameters()` to the optimiser together
@@ -117,28 +140,26 @@ class PiroLoss(torch.nn.Module):
         obj_dim = obj_dim or cat_dim
         self.config = config
         self.terms = _canonical_terms(config.terms)
-        self.cat = (
-            CategoryLSoftmaxLoss(
+        gml = {"proxies_per_class": config.gml_proxies, "neighbourhood": config.gml_neighbourhood, "regularisation": config.gml_reg}
+        self.cat = None
+        if "cat" in self.terms and config.cat_loss == "proxy-gml":
+            self.cat = ProxyGMLLoss(num_classes, cat_dim, **gml)
+        elif "cat" in self.terms:
+            self.cat = CategoryLSoftmaxLoss(
                 num_classes, cat_dim, gamma=config.gamma, use_miner=config.mine_hard, train_weights=config.train_lsoftmax_weights
             )
-            if "cat" in self.terms
-            else None
-        )
         self.piobj = None
         self.metric = None
         if "piobj" in self.terms and config.obj_loss == "piro":
             self.piobj = PoseInvariantObjectLoss(
-                alpha=config.alpha, beta=config.beta, lam=config.lam, separation=config.separation
-            )
+                alpha=config.alpha, beta=config.beta, lam=config.lam, separation=config.separation,
+                direction_reg=config.direction_reg,
+            )  # fmt: skip
         elif "piobj" in self.terms:
             if config.obj_loss.startswith("proxy") and not num_objects:
                 raise ValueError(f"obj_loss {config.obj_loss!r} keeps a proxy per object: give num_objects")
-            options = (
-                {"proxies_per_class": config.gml_proxies, "neighbourhood": config.gml_neighbourhood, "regularisation": config.gml_reg}
-                if config.obj_loss == "proxy-gml"
-                else {}
-            )
-            self.metric = ObjectMetricLoss(config.obj_loss, num_objects or 1, obj_dim, **options)
+            options = gml if config.obj_loss == "proxy-gml" else {}
+            self.metric = ObjectMetricLoss(config.obj_loss, num_objects or 1, obj_dim, config.direction_reg, **options)
         self.dvml = None
         if config.dvml:
             if not feat_dim:
@@ -162,7 +183,12 @@ class PiroLoss(torch.nn.Module):
         Returns {"total", then the enabled parts among "cat", "piobj" or "obj", "picat", "dvml_*"}.
         """
         parts: dict[str, Tensor] = {}
-        if self.cat is not None:
+        if isinstance(self.cat, ProxyGMLLoss):  # every single view is a sample of its pair's category
+            views = out_a.sv_cat.shape[1]
+            parts["cat"] = self.cat(out_a.sv_cat.flatten(0, 1), labels.repeat_interleave(views)) + self.cat(
+                out_b.sv_cat.flatten(0, 1), labels.repeat_interleave(views)
+            )
+        elif self.cat is not None:
             parts["cat"] = self.cat(out_a.sv_cat, labels) + self.cat(out_b.sv_cat, labels)
         if self.piobj is not None or self.metric is not None:
             name = "piobj" if self.piobj is not None else "obj"

@@ -59,6 +59,8 @@ class TrainConfig:
     language_guidance: bool = False  # distil the category names' language similarities (losses/language.py)
     language_weight: float = 7.5
     language_space: str = "object"
+    direction_reg: float = 0.0  # gamma of the direction regulariser on the object term (losses/direction.py); 0: off
+    cat_loss: str = "lsoftmax"  # the category term of piro-* methods: PiRO's L-Softmax or ProxyGML (losses/total.py)
     pi_alpha: float | None = None  # PI- baselines: weight a of d2(view, view set); None: the released value
     pi_beta: float | None = None  # PI- baselines: weight b of d2(view set, category centre); None: the released value
     # optimisation
@@ -91,6 +93,9 @@ class TrainConfig:
         except ValueError as exc:
             raise PiroError(f"--obj-loss: {exc}") from None
         spec = resolve_method(self.method, self.dual, self.obj_loss, self.dvml)
+        for flag, used in (("--direction-reg", self.direction_reg), ("--cat-loss", self.cat_loss != "lsoftmax")):
+            if used and spec.family != "piro":
+                raise PiroError(f"{flag}: shapes the losses of piro-dual / piro-single; {spec.name} has its own loss")
         self.method, self.dual = spec.name, spec.dual
         if self.losses is None:
             self.losses = spec.default_losses
