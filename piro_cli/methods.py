@@ -133,17 +133,20 @@ def method_label(train: dict[str, Any]) -> str:
         parts.append("dvml")
     if train.get("language_guidance"):
         weight, space = train.get("language_weight", 7.5), train.get("language_space", "object")
-        parts.append("language" + (f"={weight}" if weight != 7.5 else "") + ("-category" if space == "category" else ""))
+        labels, topk = train.get("language_labels", "names"), train.get("language_topk", 5)
+        pseudo = f"-imagenet{topk if topk != 5 else ''}" if labels == "imagenet" else ""
+        parts.append("language" + pseudo + (f"={weight}" if weight != 7.5 else "") + ("-category" if space == "category" else ""))
     return "+".join(parts)
 
 
 def build_criterion(
-    config: Any, num_classes: int, num_objects: int, feat_dim: int, categories: list[str] | None = None
+    config: Any, num_classes: int, num_objects: int, feat_dim: int, language_labels: list[list[str]] | None = None
 ) -> torch.nn.Module:
     """The loss module of a TrainConfig's method: PiroLoss for piro-*, the method's PIES_LOSSES class for the baselines.
 
     `num_objects` sizes per-object proxies (object ids are rows of the training split); `feat_dim` is the
-    backbone's feature size (DVML reconstructs features); `categories` are the category names (language guidance).
+    backbone's feature size (DVML reconstructs features); `language_labels` are each category's labels for
+    language guidance (its name, or its ImageNet pseudo-labels).
     """
     spec = get_method(config.method)
     if spec.family == "untrained":
@@ -155,10 +158,10 @@ def build_criterion(
     cat_dim = config.cat_dim if spec.dual else config.obj_dim
     names = None
     if loss_config.language_weight > 0:
-        if not categories:
+        if not language_labels:
             raise PiroError("--language-guidance needs the category names of the data")
         try:
-            names = name_embeddings(categories)
+            names = name_embeddings(language_labels)
         except ImportError as exc:
             raise PiroError(f"--language-guidance: {exc}") from None
     return PiroLoss(

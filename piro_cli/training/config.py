@@ -10,6 +10,7 @@ from types import SimpleNamespace
 from piro_cli.data.augment import AUGMENTATIONS
 from piro_cli.errors import PiroError
 from piro_cli.losses import LOSS_TERMS, POSE_INVARIANT_LOSSES, parse_object_loss
+from piro_cli.losses.language import LABELS as LANGUAGE_LABELS
 from piro_cli.methods import PRE_OPTION_VALUES, get_method, loss_config_of, resolve_method, resolve_method_options
 from piro_cli.models.backbones import cut_points
 from piro_cli.recipes import BUILTIN_DEFAULTS, Resolution, describe, get_recipe
@@ -59,6 +60,8 @@ class TrainConfig:
     language_guidance: bool = False  # distil the category names' language similarities (losses/language.py)
     language_weight: float = 7.5
     language_space: str = "object"
+    language_labels: str = "names"  # "names": the category names; "imagenet": an ImageNet classifier's top-k pseudo-labels
+    language_topk: int = 5  # pseudo-labels per category (the released 5)
     direction_reg: float = 0.0  # gamma of the direction regulariser on the object term (losses/direction.py); 0: off
     cat_loss: str = "lsoftmax"  # the category term of piro-* methods: PiRO's L-Softmax or ProxyGML (losses/total.py)
     pi_alpha: float | None = None  # PI- baselines: weight a of d2(view, view set); None: the released value
@@ -116,6 +119,10 @@ class TrainConfig:
             raise PiroError(f"--lr {self.lr}: the learning rate must be a number > 0 and <= 1 (released: 1e-5)")
         if self.language_guidance and get_method(self.method).family != "piro":
             raise PiroError(f"--language-guidance: shapes the spaces of piro-dual / piro-single, not {self.method}")
+        if self.language_labels not in LANGUAGE_LABELS:
+            raise PiroError(f"--language-labels {self.language_labels!r}: choose one of {', '.join(LANGUAGE_LABELS)}")
+        if not 1 <= self.language_topk <= 1000:
+            raise PiroError(f"--language-topk {self.language_topk}: must be between 1 and 1000 (the ImageNet classes)")
         if not (math.isfinite(self.dropout) and 0 <= self.dropout < 1):
             raise PiroError(f"--dropout {self.dropout}: must be a number >= 0 and < 1 (released: 0.25)")
         self.loggers = tuple(dict.fromkeys(self.loggers))

@@ -36,6 +36,7 @@ from piro_cli.evaluation.picr import TASKS, evaluate_picr
 from piro_cli.hardware import autocast, pick_device, training_threads
 from piro_cli.inference.embedding import EmbeddingSet, backbone_features, embed_features
 from piro_cli.losses import LossConfig
+from piro_cli.losses.language import pseudo_labels
 from piro_cli.methods import build_criterion, embedding_head, get_method, loss_config_of
 from piro_cli.models.backbones import NATIVE_SIZES
 from piro_cli.models.pan import PAN, PANConfig, PANOutput
@@ -47,6 +48,7 @@ from piro_cli.training.config import TrainConfig
 from piro_cli.training.data import RunData, open_run_data, resume_data_path
 from piro_cli.training.distributed import Processes, broadcast, device_for, from_environment, gather_rows
 from piro_cli.training.loggers import Logger, check_loggers, open_loggers
+from piro_cli.training.pseudo_labels import imagenet_logits_per_category
 
 
 class TrainReporter(Reporter, Protocol):
@@ -115,7 +117,7 @@ class Trainer:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.loss_config = loss_config_of(config)
         self.criterion = build_criterion(
-            config, len(data.store.categories), len(data.train), self.model.feat_dim, list(data.store.categories)
+            config, len(data.store.categories), len(data.train), self.model.feat_dim, self._language_labels()
         ).to(device)
         self.uses_cache = config.freeze_backbone or config.train_from is not None
         if self.uses_cache:
@@ -185,6 +187,23 @@ class Trainer:
         torch.set_rng_state(checkpoint["rng"]["torch"])
         self.aug_generator.set_state(checkpoint["rng"]["augment"])
         self.start_epoch, self.best_score = int(checkpoint["epoch"]), float(checkpoint["best_score"])
+
+    def _language_labels(self) -> list[list[str]] | None:
+        """Each category's labels for language guidance: its name, or with --language-labels imagenet the names of
+        the top ImageNet classes of its training views (computed here, once per run)."""
+        config, categories = self.config, list(self.data.store.categories)
+        if not config.language_guidance:
+            return None
+        if config.language_labels == "names":
+            return [[name] for name in categories]
+        rows = self.data.train_indices
+        progress = lambda done, total: self.reporter.progress("ImageNet pseudo-labels", done, total)  # noqa: E731
+        logits = imagenet_logits_per_category(self.data.train, rows, len(categories), self.device, progress)
+        labels = pseudo_labels(logits, config.language_topk)
+        present = sorted({int(c) for c in self.data.train.category[rows]})
+        shown = "; ".join(f"{categories[c]}: {', '.join(labels[c])}" for c in present[:3])
+        self.reporter.info(f"ImageNet pseudo-labels ({len(present)} categories): {shown}{'; ...' if len(present) > 3 else ''}")
+        return labels
 
     def state(self, epoch: int, row: dict) -> dict:
         """What last.pt holds after `epoch` (best.pt: the same without the optimiser, scheduler and generators)."""
