@@ -79,6 +79,23 @@ def test_gradients_reach_all_three_points_and_steps_lower_the_loss():
     assert history[-1] < 0.5 * history[0]
 
 
+def test_piobj_regulariser_gradients_reach_confusers_and_view_sets():
+    sv_a, sv_b, mv_a, mv_b = (torch.nn.Parameter(t.clone()) for t in piobj_pair())
+    loss = PoseInvariantObjectLoss(direction_reg=0.5)
+    loss(sv_a, sv_b, mv_a, mv_b).backward()
+    assert sv_a.grad[0, 0].abs().sum() > 0 and sv_b.grad[0, 1].abs().sum() > 0  # the two confusers
+    assert mv_a.grad.abs().sum() > 0 and mv_b.grad.abs().sum() > 0
+    optimizer = torch.optim.SGD([sv_a, sv_b, mv_a, mv_b], lr=0.05)
+    history = []
+    for _ in range(20):
+        optimizer.zero_grad()
+        value = loss(sv_a, sv_b, mv_a, mv_b)
+        value.backward()
+        optimizer.step()
+        history.append(float(value.detach()))
+    assert history[-1] < 0.7 * history[0]
+
+
 def test_category_proxy_gml_term_is_the_loss_on_each_objects_views():
     """--cat-loss proxy-gml: "cat" = ProxyGML(a's views, their category) + ProxyGML(b's views, theirs), with the
     same proxies; computed here with a separate ProxyGMLLoss holding those proxies."""
