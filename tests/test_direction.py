@@ -117,6 +117,7 @@ def test_category_proxy_gml_term_is_the_loss_on_each_objects_views():
         (dict(dual=True, direction_reg=0.5), "piro-dual+dr=0.5"),
         (dict(dual=False, direction_reg=0.5, obj_loss="triplet"), "piro-single+triplet+dr=0.5"),
         (dict(dual=True, cat_loss="proxy-gml", gml_proxies=2), "piro-dual+cat=proxy-gml+gml=2/0.05/0.3"),
+        (dict(dual=False, cat_loss="proxy-gml", gml_proxies=2), "piro-single+cat=proxy-gml+gml=2/0.05/0.3"),
     ],
 )
 def test_train_and_evaluate(tiny_data, tmp_path, options, label):

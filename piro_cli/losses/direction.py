@@ -26,7 +26,7 @@ Where the construction applies in piro:
   same from b's side (`direction_separation`).
 Where it does not: the contrastive loss (a negative pair has no positive to define a direction), N-pair,
 multi-similarity and the proxy losses (their negatives are weighed in a softmax over many, not pushed from one
-anchor of a triplet).
+anchor of a triplet), nor the category space (L_picat only pulls together, L_cat is a softmax).
 """
 
 from __future__ import annotations
