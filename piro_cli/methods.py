@@ -96,7 +96,8 @@ def method_label(train: dict[str, Any]) -> str:
     """A run's method as `piro compare` groups it, from its saved train config (config.json "train").
 
     The method name, then what changes it from the released method: '+<obj-loss>' for a classic object loss,
-    '+cat=proxy-gml' for ProxyGML as the category term, '+dr=<gamma>' for the direction regulariser, '+dvml', '+losses=...' for loss terms other than the method's default (a Table 4 ablation),
+    '+cat=proxy-gml' for ProxyGML as the category term, '+dr=<gamma>' for the direction regulariser, '+dvml',
+    '+losses=...' for loss terms other than the method's default (a Table 4 ablation),
     '+separation=plain' for the paper's Eq. 7 confuser term and '+lsoftmax-trained' for an optimised L-Softmax
     weight matrix, '+released' for imported released weights; e.g. 'piro-dual', 'piro-single+triplet',
     'piro-dual+contrastive+dvml', 'piro-dual+released'.

@@ -125,8 +125,8 @@ class PiroLoss(torch.nn.Module):
     `feat_dim` here). `obj_dim` is the object space's dimension (default: cat_dim).
 
     With `cat_loss="proxy-gml"` "cat" is ProxyGML over the categories on the a-views plus the same on the b-views
-    (its proxies are trained with the model). Otherwise "cat" is CategoryLSoftmaxLoss on the a-views plus the same on the b-views (each a mean over its P*V views); the
-    miner runs separately on the a-views and on the b-views, and the two values are added, as in the authors'
+    (its proxies are trained with the model). Otherwise "cat" is CategoryLSoftmaxLoss on the a-views plus the same
+    on the b-views (each a mean over its P*V views); the miner runs separately on the a-views and on the b-views, and the two values are added, as in the authors'
     released code (losses/CategoryLoss.py). The L-Softmax class weights exist only when "cat" is enabled; unless
     `train_lsoftmax_weights`, they do not require grad, so giving `PiroLoss.parameters()` to the optimiser together
     with the model's trains only the other loss parameters (metric-loss proxies, DVML) and leaves W as initialised.
