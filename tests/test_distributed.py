@@ -78,6 +78,25 @@ def test_a_two_process_run_resumes_in_one_process(two_runs, tmp_path):
     assert result.epochs_done == 3 and [int(r["epoch"]) for r in rows(project / "two")] == [1, 2, 3]
 
 
+def test_a_two_process_run_resumed_on_two_continues_every_process_augmentation(tiny_data, tmp_path):
+    """Full fine-tuning with augmentation (each process draws its own augmentations): 2 epochs then a resume to 3
+    gives the weights of 3 uninterrupted epochs, which needs each process to continue its own augmentation stream."""
+    finetune = [arg for arg in TINY if arg not in ("--freeze-backbone", "--feature-passes", "1")]
+    finetune = [*finetune, "--augment"]
+    base = [sys.executable, "-m", "piro_cli", "train", "--devices", "2", "--data", str(tiny_data), "--project", str(tmp_path)]
+    for name, epochs in (("straight", "3"), ("resumed", "2")):
+        done = subprocess.run([*base, "--name", name, *finetune, "--epochs", epochs], capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stdout + done.stderr
+    resume = [sys.executable, "-m", "piro_cli", "train", "--devices", "2", "--resume", str(tmp_path / "resumed"), "--epochs", "3"]
+    done = subprocess.run(resume, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    a, b = load_checkpoint(tmp_path / "straight" / "last.pt"), load_checkpoint(tmp_path / "resumed" / "last.pt")
+    assert b["epoch"] == 3 and len(b["rng"]["augment_by_rank"]) == 2
+    compared = [name for name in a["model_state"] if not name.endswith("attention.k.bias")]  # see the test above
+    for name in compared:
+        assert torch.allclose(a["model_state"][name], b["model_state"][name], atol=1e-5), name
+
+
 def test_shares_cover_every_item_once():
     for count in range(0, 12):
         for world in (1, 2, 3, 5):

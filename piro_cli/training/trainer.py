@@ -185,8 +185,21 @@ class Trainer:
             self.scheduler.load_state_dict(checkpoint["scheduler_state"])
         self.rng.bit_generator.state = checkpoint["rng"]["numpy"]
         torch.set_rng_state(checkpoint["rng"]["torch"])
-        self.aug_generator.set_state(checkpoint["rng"]["augment"])
         self.start_epoch, self.best_score = int(checkpoint["epoch"]), float(checkpoint["best_score"])
+        self.aug_generator.set_state(self._augment_state(checkpoint["rng"]))
+
+    def _augment_state(self, rng: dict) -> torch.Tensor:
+        """This process's augmentation stream from a last.pt: its own where the run had as many processes (every one
+        is saved), else a stream of its own seeded by the run's seed, its rank and the epoch; process 0 always
+        continues the saved process 0's."""
+        rank = self.processes.rank
+        saved = rng.get("augment_by_rank")  # last.pt from before it was saved hold process 0's only
+        if rank == 0:
+            return rng["augment"]
+        if saved is not None and len(saved) == self.processes.world:
+            return saved[rank].clone().contiguous()
+        seed = self.config.seed + 1 + 1000 * rank + 1_000_003 * self.start_epoch
+        return torch.Generator().manual_seed(seed).get_state()
 
     def _language_labels(self) -> list[list[str]] | None:
         """Each category's labels for language guidance: its name, or with --language-labels imagenet the names of
@@ -205,8 +218,9 @@ class Trainer:
         self.reporter.info(f"ImageNet pseudo-labels ({len(present)} categories): {shown}{'; ...' if len(present) > 3 else ''}")
         return labels
 
-    def state(self, epoch: int, row: dict) -> dict:
-        """What last.pt holds after `epoch` (best.pt: the same without the optimiser, scheduler and generators)."""
+    def state(self, epoch: int, row: dict, augment_states: torch.Tensor | None = None) -> dict:
+        """What last.pt holds after `epoch` (best.pt: the same without the optimiser, scheduler and generators).
+        `augment_states`: every process's augmentation generator state, (processes, S), in rank order."""
         return {
             **checkpoint_header(),
             "model_config": self.model_config.to_dict(),
@@ -225,14 +239,18 @@ class Trainer:
                 "numpy": self.rng.bit_generator.state,
                 "torch": torch.get_rng_state(),
                 "augment": self.aug_generator.get_state(),
+                # own copies: a generator's set_state crashes on a view into a larger storage
+                "augment_by_rank": [row.clone() for row in augment_states] if augment_states is not None else [self.aug_generator.get_state()],
             },
         }
 
     def save(self, epoch: int, row: dict, improved: bool) -> None:
         """best.pt (when the validation mean improved) then last.pt, atomically; process 0 only."""
+        # every process's augmentation stream, so that a resume on as many processes continues each (a collective)
+        augment_states = gather_rows(self.aug_generator.get_state().unsqueeze(0), self.processes)
         if not self.processes.main:
             return
-        state = self.state(epoch, row)
+        state = self.state(epoch, row, augment_states)
         # a full disk stops the run with the previous epoch's last.pt intact, from which it resumes (if there is one)
         resume_advice = disk_full_advice(self.run_dir)
         if improved:  # best.pt is for evaluation: without the training state (the optimiser's doubles the file)
