@@ -54,6 +54,22 @@ def direction_separation(gap: Tensor, beta: float, gamma: float, con_a: Tensor, 
     return (from_a + from_b) / 2
 
 
+def _triplet_cosines(x: Tensor, y: Tensor, a: Tensor, p: Tensor, n: Tensor) -> Tensor:
+    """cos(y_p - x_a, y_n - x_a) for every triplet, from the batch's Gram matrices: a batch has thousands of mined
+    triplets but only dozens of embeddings, and gathering three (T, D) blocks made training 3x slower on ObjectPI.
+    (y_p - x_a).(y_n - x_a) = y_p.y_n - x_a.y_p - x_a.y_n + x_a.x_a; the lengths likewise. 0 where a difference is
+    (numerically) the zero vector, as direction_cosine gives."""
+    xy, yy, xx = x @ y.T, y @ y.T, (x * x).sum(dim=1)
+    yy_diag = yy.diagonal()
+    dot = yy[p, n] - xy[a, p] - xy[a, n] + xx[a]
+    ap2 = (yy_diag[p] - 2 * xy[a, p] + xx[a]).clamp(min=0)
+    an2 = (yy_diag[n] - 2 * xy[a, n] + xx[a]).clamp(min=0)
+    tiny = 1e-6 * float(xx.max() + yy_diag.max())  # float32 rounding of the Gram sums: a zero length reads ~1e-7
+    degenerate = (ap2 < tiny) | (an2 < tiny)
+    cosine = dot / (ap2.clamp(min=tiny).sqrt() * an2.clamp(min=tiny).sqrt())
+    return torch.where(degenerate, torch.zeros_like(cosine), cosine.clamp(-1.0, 1.0))
+
+
 class DirectionRegularisedTripletLoss(TripletMarginLoss):
     """pytorch-metric-learning's TripletMarginLoss with -gamma * cos(p - a, n - a) inside the hinge.
 
@@ -75,6 +91,6 @@ class DirectionRegularisedTripletLoss(TripletMarginLoss):
         margins = self.distance.margin(mat[anchor_idx, positive_idx], mat[anchor_idx, negative_idx])
         x = self.distance.normalize(embeddings) if self.distance.normalize_embeddings else embeddings
         y = self.distance.normalize(ref_emb) if self.distance.normalize_embeddings else ref_emb
-        cosine = direction_cosine(x[anchor_idx], y[positive_idx], y[negative_idx])
+        cosine = _triplet_cosines(x, y, anchor_idx, positive_idx, negative_idx)
         losses = torch.relu(margins + self.margin - self.gamma * cosine)
         return {"loss": {"losses": losses, "indices": triplets, "reduction_type": "triplet"}}
