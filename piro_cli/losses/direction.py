@@ -64,7 +64,7 @@ def _triplet_cosines(x: Tensor, y: Tensor, a: Tensor, p: Tensor, n: Tensor) -> T
     dot = yy[p, n] - xy[a, p] - xy[a, n] + xx[a]
     ap2 = (yy_diag[p] - 2 * xy[a, p] + xx[a]).clamp(min=0)
     an2 = (yy_diag[n] - 2 * xy[a, n] + xx[a]).clamp(min=0)
-    tiny = 1e-6 * float(xx.max() + yy_diag.max())  # float32 rounding of the Gram sums: a zero length reads ~1e-7
+    tiny = 1e-6 * float((xx.max() + yy_diag.max()).detach())  # float32 rounding of the Gram sums: a zero length reads ~1e-7
     degenerate = (ap2 < tiny) | (an2 < tiny)
     cosine = dot / (ap2.clamp(min=tiny).sqrt() * an2.clamp(min=tiny).sqrt())
     return torch.where(degenerate, torch.zeros_like(cosine), cosine.clamp(-1.0, 1.0))
