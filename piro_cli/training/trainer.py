@@ -240,7 +240,9 @@ class Trainer:
                 "torch": torch.get_rng_state(),
                 "augment": self.aug_generator.get_state(),
                 # own copies: a generator's set_state crashes on a view into a larger storage
-                "augment_by_rank": [row.clone() for row in augment_states] if augment_states is not None else [self.aug_generator.get_state()],
+                "augment_by_rank": (
+                    [row.clone() for row in augment_states] if augment_states is not None else [self.aug_generator.get_state()]
+                ),
             },
         }
 
