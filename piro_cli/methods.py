@@ -24,7 +24,8 @@ import torch
 
 from piro_cli.errors import PiroError
 from piro_cli.losses import LOSS_TERMS, PIES_LOSSES, POSE_INVARIANT_LOSSES, LossConfig, PiroLoss
-from piro_cli.losses.language import name_embeddings
+from piro_cli.losses.language import DEFAULT_TOPK, DEFAULT_WEIGHT, name_embeddings
+from piro_cli.losses.proxy_gml import DEFAULT_NEIGHBOURHOOD, DEFAULT_PROXIES, DEFAULT_REGULARISATION
 from piro_cli.models.backbones import VGG16_FC7_DIM
 
 DEFAULT_METHOD = "piro-dual"
@@ -113,11 +114,12 @@ def method_label(train: dict[str, Any]) -> str:
         obj_loss = train.get("obj_loss") or DEFAULT_OBJ_LOSS
         if obj_loss != DEFAULT_OBJ_LOSS:
             parts.append(obj_loss)
-        gml = (train.get("gml_proxies", 12), train.get("gml_neighbourhood", 0.05), train.get("gml_reg", 0.3))
+        gml_defaults = (DEFAULT_PROXIES, DEFAULT_NEIGHBOURHOOD, DEFAULT_REGULARISATION)
+        gml = (train.get("gml_proxies", gml_defaults[0]), train.get("gml_neighbourhood", gml_defaults[1]), train.get("gml_reg", gml_defaults[2]))
         cat_loss = train.get("cat_loss", "lsoftmax")
         if cat_loss != "lsoftmax":
             parts.append(f"cat={cat_loss}")
-        if "proxy-gml" in (obj_loss, cat_loss) and gml != (12, 0.05, 0.3):
+        if "proxy-gml" in (obj_loss, cat_loss) and gml != gml_defaults:
             parts.append("gml={}/{}/{}".format(*gml))
         terms = [t for t in LOSS_TERMS if t in (train.get("losses") or LOSS_TERMS)]
         if terms != list(spec.default_losses):
@@ -133,10 +135,10 @@ def method_label(train: dict[str, Any]) -> str:
     if train.get("dvml"):
         parts.append("dvml")
     if train.get("language_guidance"):
-        weight, space = train.get("language_weight", 7.5), train.get("language_space", "object")
-        labels, topk = train.get("language_labels", "names"), train.get("language_topk", 5)
-        pseudo = f"-imagenet{topk if topk != 5 else ''}" if labels == "imagenet" else ""
-        parts.append("language" + pseudo + (f"={weight}" if weight != 7.5 else "") + ("-category" if space == "category" else ""))
+        weight, space = train.get("language_weight", DEFAULT_WEIGHT), train.get("language_space", "object")
+        labels, topk = train.get("language_labels", "names"), train.get("language_topk", DEFAULT_TOPK)
+        pseudo = f"-imagenet{topk if topk != DEFAULT_TOPK else ''}" if labels == "imagenet" else ""
+        parts.append("language" + pseudo + (f"={weight}" if weight != DEFAULT_WEIGHT else "") + ("-category" if space == "category" else ""))
     return "+".join(parts)
 
 

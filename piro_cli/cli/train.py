@@ -15,6 +15,8 @@ from rich.table import Table
 from piro_cli.cli.common import SEED_MAX, console, err_console, handle_errors
 from piro_cli.errors import PiroError
 from piro_cli.losses import CATEGORY_LOSSES, OBJECT_LOSSES, parse_loss_terms
+from piro_cli.losses.language import DEFAULT_TOPK, DEFAULT_WEIGHT
+from piro_cli.losses.proxy_gml import DEFAULT_NEIGHBOURHOOD, DEFAULT_PROXIES, DEFAULT_REGULARISATION
 from piro_cli.methods import METHODS, get_method, method_for_space
 from piro_cli.models.backbones import CUT_POINTS, available_backbones
 from piro_cli.recipes import BUILTIN_DEFAULTS, RECIPES, option_flag, recipe_help
@@ -129,24 +131,24 @@ def train(
         "triplet only. 0: off.",
     ),
     gml_proxies: int = typer.Option(
-        12, min=1, help="With proxy-gml (--obj-loss or --cat-loss): proxies per object or category (ProxyGML's N; the paper's 12)."
+        DEFAULT_PROXIES, min=1, help="With proxy-gml (--obj-loss or --cat-loss): proxies per object or category (ProxyGML's N; the paper's 12)."
     ),
     gml_neighbourhood: float = typer.Option(
-        0.05, help="With proxy-gml: fraction r of all proxies in each sample's sub-graph (the paper's 0.05)."
+        DEFAULT_NEIGHBOURHOOD, help="With proxy-gml: fraction r of all proxies in each sample's sub-graph (the paper's 0.05)."
     ),
-    gml_reg: float = typer.Option(0.3, help="With proxy-gml: weight lambda of the proxy regulariser (the paper's 0.3)."),
+    gml_reg: float = typer.Option(DEFAULT_REGULARISATION, help="With proxy-gml: weight lambda of the proxy regulariser (the paper's 0.3)."),
     language_guidance: bool = typer.Option(
         False, "--language-guidance",
         help="Distil the similarities of the category names in a language model into the embeddings (Roth et al. 2022; "
         "needs pip install -e '.[language]').",
     ),
-    language_weight: float = typer.Option(7.5, help="With --language-guidance: weight of the matching loss (the authors' runs: 1.5-10)."),
+    language_weight: float = typer.Option(DEFAULT_WEIGHT, help="With --language-guidance: weight of the matching loss (the authors' runs: 1.5-10)."),
     language_space: str = typer.Option("object", help="With --language-guidance: the space it shapes, object or category."),
     language_labels: str = typer.Option(
         "names", help="With --language-guidance: the labels embedded, the category names (names) or the names of an "
         "ImageNet classifier's top classes for each category's training views (imagenet; for poorly named data).",
     ),
-    language_topk: int = typer.Option(5, min=1, max=1000, help="With --language-labels imagenet: ImageNet classes per category (as released, 5)."),
+    language_topk: int = typer.Option(DEFAULT_TOPK, min=1, max=1000, help="With --language-labels imagenet: ImageNet classes per category (as released, 5)."),
     pi_alpha: float = typer.Option(
         None, help="pi-cnn, pi-proxy, pi-tc: weight a of d2(view, view set) [default: as released, 1; pi-tc 0.2]."
     ),

@@ -1,5 +1,6 @@
 """Training losses: PiRO's (METHOD.md section 3), the PIEs baselines' (section 8), classic metric-learning losses
-for the object space, ProxyGML, language guidance, the direction regulariser and DVML; one small module per loss, and PiRO's sum of them (PiroLoss)."""
+for the object space, ProxyGML, language guidance, the direction regulariser and DVML; one small module per loss,
+and PiRO's sum of them (PiroLoss)."""
 
 from .category import CategoryLSoftmaxLoss, PoseInvariantCategoryLoss
 from .direction import DIRECTION_LOSSES, DirectionRegularisedTripletLoss

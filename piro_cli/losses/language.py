@@ -51,7 +51,7 @@ def imagenet_class_names() -> list[str]:
     return list(EfficientNet_B0_Weights.IMAGENET1K_V1.meta["categories"])
 
 
-def pseudo_labels(class_logits: Tensor, topk: int = 5) -> list[list[str]]:
+def pseudo_labels(class_logits: Tensor, topk: int = DEFAULT_TOPK) -> list[list[str]]:
     """(C, 1000) mean ImageNet logits per class -> per class the names of its top-k ImageNet classes, best first."""
     names = imagenet_class_names()
     if class_logits.dim() != 2 or class_logits.shape[1] != len(names):

@@ -15,7 +15,7 @@ from .dvml import VariationalBranch
 from .language import SPACES, LanguageGuidance
 from .metric import ObjectMetricLoss, parse_object_loss
 from .object import SEPARATIONS, PoseInvariantObjectLoss
-from .proxy_gml import ProxyGMLLoss
+from .proxy_gml import DEFAULT_NEIGHBOURHOOD, DEFAULT_PROXIES, DEFAULT_REGULARISATION, ProxyGMLLoss
 
 LOSS_TERMS = ("cat", "piobj", "picat")
 # the category term "cat": PiRO's L-Softmax (losses/category.py), or ProxyGML over the categories (losses/proxy_gml.py)
@@ -69,9 +69,9 @@ class LossConfig:
     dvml_kl: float = 0.1  # weight of DVML's KL term
     dvml_rec: float = 0.1  # weight of DVML's feature reconstruction term
     dvml_syn: float = 0.5  # weight of the object term on DVML's synthetic embeddings
-    gml_proxies: int = 12  # --obj-loss proxy-gml: proxies per object (ProxyGML's N; losses/proxy_gml.py)
-    gml_neighbourhood: float = 0.05  # ... the fraction r of all proxies in each sample's sub-graph
-    gml_reg: float = 0.3  # ... the weight lambda of the proxy regulariser
+    gml_proxies: int = DEFAULT_PROXIES  # proxy-gml: proxies per object or category (ProxyGML's N; losses/proxy_gml.py)
+    gml_neighbourhood: float = DEFAULT_NEIGHBOURHOOD  # ... the fraction r of all proxies in each sample's sub-graph
+    gml_reg: float = DEFAULT_REGULARISATION  # ... the weight lambda of the proxy regulariser
     language_weight: float = 0.0  # --language-guidance: weight of the language matching loss (losses/language.py); 0: off
     language_space: str = "object"  # the space it shapes: "object" or "category"
     direction_reg: float = 0.0  # --direction-reg: gamma of the direction regulariser (losses/direction.py); 0: off
@@ -126,8 +126,8 @@ class PiroLoss(torch.nn.Module):
 
     With `cat_loss="proxy-gml"` "cat" is ProxyGML over the categories on the a-views plus the same on the b-views
     (its proxies are trained with the model). Otherwise "cat" is CategoryLSoftmaxLoss on the a-views plus the same
-    on the b-views (each a mean over its P*V views); the miner runs separately on the a-views and on the b-views, and the two values are added, as in the authors'
-    released code (losses/CategoryLoss.py). The L-Softmax class weights exist only when "cat" is enabled; unless
+    on the b-views (each a mean over its P*V views); the miner runs separately on the a-views and on the b-views,
+    and the two values are added, as in the authors' released code (losses/CategoryLoss.py). The L-Softmax class weights exist only when "cat" is enabled; unless
     `train_lsoftmax_weights`, they do not require grad, so giving `PiroLoss.parameters()` to the optimiser together
     with the model's trains only the other loss parameters (metric-loss proxies, DVML) and leaves W as initialised.
     """
@@ -184,10 +184,8 @@ class PiroLoss(torch.nn.Module):
         """
         parts: dict[str, Tensor] = {}
         if isinstance(self.cat, ProxyGMLLoss):  # every single view is a sample of its pair's category
-            views = out_a.sv_cat.shape[1]
-            parts["cat"] = self.cat(out_a.sv_cat.flatten(0, 1), labels.repeat_interleave(views)) + self.cat(
-                out_b.sv_cat.flatten(0, 1), labels.repeat_interleave(views)
-            )
+            view_labels = labels.repeat_interleave(out_a.sv_cat.shape[1])
+            parts["cat"] = self.cat(out_a.sv_cat.flatten(0, 1), view_labels) + self.cat(out_b.sv_cat.flatten(0, 1), view_labels)
         elif self.cat is not None:
             parts["cat"] = self.cat(out_a.sv_cat, labels) + self.cat(out_b.sv_cat, labels)
         if self.piobj is not None or self.metric is not None:

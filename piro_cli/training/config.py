@@ -10,7 +10,9 @@ from types import SimpleNamespace
 from piro_cli.data.augment import AUGMENTATIONS
 from piro_cli.errors import PiroError
 from piro_cli.losses import LOSS_TERMS, POSE_INVARIANT_LOSSES, parse_object_loss
+from piro_cli.losses.language import DEFAULT_TOPK, DEFAULT_WEIGHT
 from piro_cli.losses.language import LABELS as LANGUAGE_LABELS
+from piro_cli.losses.proxy_gml import DEFAULT_NEIGHBOURHOOD, DEFAULT_PROXIES, DEFAULT_REGULARISATION
 from piro_cli.methods import PRE_OPTION_VALUES, get_method, loss_config_of, resolve_method, resolve_method_options
 from piro_cli.models.backbones import cut_points
 from piro_cli.recipes import BUILTIN_DEFAULTS, Resolution, describe, get_recipe
@@ -54,14 +56,14 @@ class TrainConfig:
     dvml_kl: float = 0.1
     dvml_rec: float = 0.1
     dvml_syn: float = 0.5
-    gml_proxies: int = 12  # --obj-loss proxy-gml: proxies per object, the sub-graph's fraction r, the regulariser's lambda
-    gml_neighbourhood: float = 0.05
-    gml_reg: float = 0.3
+    gml_proxies: int = DEFAULT_PROXIES  # proxy-gml: proxies per object or category, the sub-graph's r, the regulariser's lambda
+    gml_neighbourhood: float = DEFAULT_NEIGHBOURHOOD
+    gml_reg: float = DEFAULT_REGULARISATION
     language_guidance: bool = False  # distil the category names' language similarities (losses/language.py)
-    language_weight: float = 7.5
+    language_weight: float = DEFAULT_WEIGHT
     language_space: str = "object"
     language_labels: str = "names"  # "names": the category names; "imagenet": an ImageNet classifier's top-k pseudo-labels
-    language_topk: int = 5  # pseudo-labels per category (the released 5)
+    language_topk: int = DEFAULT_TOPK  # pseudo-labels per category (the released 5)
     direction_reg: float = 0.0  # gamma of the direction regulariser on the object term (losses/direction.py); 0: off
     cat_loss: str = "lsoftmax"  # the category term of piro-* methods: PiRO's L-Softmax or ProxyGML (losses/total.py)
     pi_alpha: float | None = None  # PI- baselines: weight a of d2(view, view set); None: the released value
