@@ -19,7 +19,7 @@ from piro_cli.data.prepare import PrepareOptions, prepare_dataset
 from piro_cli.data.store import ViewSetStore, normalize_views
 from piro_cli.errors import PiroError
 from piro_cli.inference.calibration import calibrate_index, choose_threshold, rates
-from piro_cli.inference.index import GalleryIndex, add_objects, build_index, enrolments_from_folder, identify
+from piro_cli.inference.index import GalleryIndex, ScoringRule, add_objects, build_index, enrolments_from_folder, identify
 from piro_cli.inference.run import load_run
 from piro_cli.training import TrainConfig, train
 
@@ -59,9 +59,12 @@ def invoke(argv: list[str]):
     return result
 
 
-def brute_answer(gallery: GalleryIndex, sv_cat: np.ndarray, sv_obj: np.ndarray) -> tuple[str, list[tuple[str, float]]]:
+def brute_answer(
+    gallery: GalleryIndex, sv_cat: np.ndarray, sv_obj: np.ndarray, mv_obj: np.ndarray | None = None
+) -> tuple[str, list[tuple[str, float]]]:
     """The identify rule by loops: each photo's 10 nearest views (ties to the lower row) vote, pooled; an object's
-    distance is the mean over photos of the distance to its nearest view."""
+    distance is the mean over photos of the distance to its nearest view and, with `mv_obj` (the default rule,
+    "combined"), the mean of that and the distance between the photos' and the object's view-set embeddings."""
     v = gallery.vectors()
     votes = np.zeros(len(gallery.categories), dtype=int)
     for q in sv_cat:
@@ -72,20 +75,22 @@ def brute_answer(gallery: GalleryIndex, sv_cat: np.ndarray, sv_obj: np.ndarray) 
     distances = []
     for position, obj in enumerate(gallery.objects):
         rows = [r for r in range(len(v.view_object)) if v.view_object[r] == position]
-        per_photo = [min(float(np.linalg.norm(q - v.sv_obj[r])) for r in rows) for q in sv_obj]
-        distances.append((obj.name, float(np.mean(per_photo))))
+        per_photo = float(np.mean([min(float(np.linalg.norm(q - v.sv_obj[r])) for r in rows) for q in sv_obj]))
+        if mv_obj is not None:
+            per_photo = (per_photo + float(np.linalg.norm(mv_obj - v.mv_obj[position]))) / 2
+        distances.append((obj.name, per_photo))
     return category, sorted(distances, key=lambda item: item[1])
 
 
-def model_embeddings(run_dir: Path, paths: list[Path]) -> tuple[np.ndarray, np.ndarray]:
-    """Single-view embeddings of photo files straight from the PAN forward pass."""
+def model_embeddings(run_dir: Path, paths: list[Path]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Single-view embeddings and the view-set object embedding of photo files, straight from the PAN forward pass."""
     run = load_run(run_dir, "cpu")
     views = np.stack(
         [np.asarray(Image.open(p).convert("RGB").resize((run.image_size, run.image_size), Image.BILINEAR)) for p in paths]
     )
     with torch.no_grad():
         out = run.model(normalize_views(views[None]))
-    return out.sv_cat[0].numpy(), out.sv_obj[0].numpy()
+    return out.sv_cat[0].numpy(), out.sv_obj[0].numpy(), out.mv_obj[0].numpy()
 
 
 # ----------------------------------------------------------------------------- a new user's path
@@ -123,18 +128,22 @@ def test_build_add_identify_as_typed(world, tmp_path):
     result = invoke(["identify", "shop.piro-index", query, "--format", "json"])
     assert result.exit_code == 0, result.output
     answer = json.loads(result.output)
-    assert answer["answer"] == name and answer["distance"] < 1e-3
+    _, _, alone = model_embeddings(run, [query])
+    own = model_embeddings(run, [query.with_name(f"{k}.png") for k in range(4)])[2]  # the view set `add` enrolled
+    assert answer["nearest_object"] == name  # its own view at distance 0, plus half the view-set distance
+    assert answer["distance"] == pytest.approx(float(np.linalg.norm(alone - own)) / 2, abs=2e-4)
 
     held_out = [next(world["photos"].glob(f"*/{name}")) / f"{k}.png" for k in (4, 5)]
     result = invoke(["identify", "shop.piro-index", *held_out, "--format", "json", "--top", "40"])
     answer = json.loads(result.output)
-    sv_cat, sv_obj = model_embeddings(run, held_out)
-    category, ranking = brute_answer(gallery, sv_cat, sv_obj)
+    sv_cat, sv_obj, mv_obj = model_embeddings(run, held_out)
+    category, ranking = brute_answer(gallery, sv_cat, sv_obj, mv_obj)
     assert answer["category"] == category
     assert [r["object"] for r in answer["nearest"]] == [n for n, _ in ranking]
     assert np.allclose([r["distance"] for r in answer["nearest"]], [d for _, d in ranking], atol=2e-4)
-    expected = ranking[0][0] if ranking[0][1] <= threshold else "unknown"
-    assert answer["answer"] == expected and answer["photos"] == 2
+    threshold_of_two = GalleryIndex("shop.piro-index").calibrated(2)["score"]  # the threshold calibrated for 2 photos
+    expected = ranking[0][0] if ranking[0][1] <= threshold_of_two else "unknown"
+    assert answer["answer"] == expected and answer["photos"] == 2 and answer["threshold"] == threshold_of_two
     table = invoke(["identify", "shop.piro-index", *held_out])
     assert table.exit_code == 0 and "category" in table.output and "model" in table.output
 
@@ -174,9 +183,12 @@ def test_choose_threshold_equal_error_by_hand():
 
 
 def test_calibrate_counts_match_a_brute_force_draw(world):
-    """One draw of the calibration protocol by loops: genuine and impostor distances."""
+    """One draw of the calibration protocol by loops: genuine and impostor distances (the `views` distance)."""
     build_index(world["runs"][0], "g.piro-index", data=world["data"])
-    result = calibrate_index("g.piro-index", data=world["data"], split="test", draws=1, seed=3, save=False)
+    result = calibrate_index(
+        "g.piro-index", data=world["data"], split="test", draws=1, seed=3, save=False, enrol_views=3, query_views=[1],
+        rule=ScoringRule("views", "distance"),
+    )  # fmt: skip
     gallery = GalleryIndex("g.piro-index")
     run = load_run(world["runs"][0], "cpu")
     store = ViewSetStore(world["data"])
@@ -188,14 +200,14 @@ def test_calibrate_counts_match_a_brute_force_draw(world):
     index_views = gallery.vectors().sv_obj
     genuine, impostor = [], []
     for o in range(n):
-        for q in sv[o, v // 2 :]:
+        for q in sv[o, 3:]:
             d = min(float(np.linalg.norm(q - x)) for x in index_views)
             for e in enrolled:
-                d = min(d, min(float(np.linalg.norm(q - x)) for x in sv[e, : v // 2]))
+                d = min(d, min(float(np.linalg.norm(q - x)) for x in sv[e, :3]))
             (genuine if o in enrolled else impostor).append(d)
     # float32 ||q||^2 + ||x||^2 - 2 q.x loses ~1e-7 of d^2 to cancellation: ~4e-5 of d at the smallest distances here
-    assert np.allclose(np.sort(result.genuine), np.sort(genuine), atol=1e-4)
-    assert np.allclose(np.sort(result.impostor), np.sort(impostor), atol=1e-4)
+    assert np.allclose(np.sort(result.single.genuine), np.sort(genuine), atol=1e-4)
+    assert np.allclose(np.sort(result.single.impostor), np.sort(impostor), atol=1e-4)
     assert GalleryIndex("g.piro-index").threshold is None  # --no-save
 
 
@@ -296,7 +308,7 @@ def test_onnx_export_matches_the_model(world):
     images = np.stack([np.asarray(Image.open(p).convert("RGB").resize((size, size), Image.BILINEAR)) for p in photos])
     embedder = ort.InferenceSession("model.onnx", providers=["CPUExecutionProvider"])
     sv_cat, sv_obj, feats = embedder.run(None, {"images": images})
-    expected_cat, expected_obj = model_embeddings(run, photos)
+    expected_cat, expected_obj, _ = model_embeddings(run, photos)
     assert np.abs(sv_cat - expected_cat).max() < 1e-4 and np.abs(sv_obj - expected_obj).max() < 1e-4
     head = ort.InferenceSession("model.viewset.onnx", providers=["CPUExecutionProvider"])
     model = load_run(run, "cpu").model
@@ -314,11 +326,12 @@ def test_identify_each_answers_every_photo_as_its_own_query(world):
     build_index(world["runs"][0], "g.piro-index", data=world["data"])
     gallery = GalleryIndex("g.piro-index")
     photos = sorted(world["photos"].glob("*/*/*.png"))[:7]
-    sv_cat, sv_obj = model_embeddings(world["runs"][0], photos)
-    batch = gallery.identify_each(sv_cat, sv_obj, top=3, threshold=0.05, chunk=3)  # chunks of 3: 3 + 3 + 1
+    sv_cat, sv_obj, _ = model_embeddings(world["runs"][0], photos)
+    mv_obj = np.stack([model_embeddings(world["runs"][0], [p])[2] for p in photos])  # each photo a view set of one
+    batch = gallery.identify_each(sv_cat, sv_obj, mv_obj, top=3, threshold=0.05, chunk=3)  # chunks of 3: 3 + 3 + 1
     for k in range(len(photos)):
-        alone = gallery.identify(sv_cat[k : k + 1], sv_obj[k : k + 1], top=3, threshold=0.05)
-        category, ranking = brute_answer(gallery, sv_cat[k : k + 1], sv_obj[k : k + 1])
+        alone = gallery.identify(sv_cat[k : k + 1], sv_obj[k : k + 1], mv_obj[k], top=3, threshold=0.05)
+        category, ranking = brute_answer(gallery, sv_cat[k : k + 1], sv_obj[k : k + 1], mv_obj[k])
         assert batch[k]["category"] == alone["category"] == category
         assert [r["object"] for r in batch[k]["nearest"]] == [r["object"] for r in alone["nearest"]] == [n for n, _ in ranking[:3]]
         assert batch[k]["answer"] == alone["answer"]
@@ -329,7 +342,7 @@ def test_the_readme_deploy_snippet_answers_like_identify(world, capsys):
     pytest.importorskip("onnxruntime")
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     snippet = readme.split("**Without piro.**", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
-    assert len(snippet.strip().splitlines()) <= 14
+    assert len(snippet.strip().splitlines()) <= 16
     build_index(world["runs"][0], "shop.piro-index", data=world["data"])
     calibrate_index("shop.piro-index", data=world["data"])
     invoke(["export", world["runs"][0], "--onnx", "exp.onnx"])

@@ -18,7 +18,10 @@ from piro_cli.errors import PiroError
 from piro_cli.evaluation.picr import TASKS
 from piro_cli.outputs import OutputLock, check_output_path
 
-TASK_HELP = "Task to compute: " + ", ".join(TASKS) + ", or all. Repeat the option or separate names with commas."
+TASK_HELP = (
+    "Task to compute: " + ", ".join(TASKS) + ", or all (the eight); or open-set (the engineer's protocol: enrol half "
+    "the objects from a few photos, query both halves; see --enrol-views). Repeat the option or separate names with commas."
+)
 
 
 def progress_columns():
@@ -78,7 +81,26 @@ def evaluate(
         help="Instead of the eight tasks: MV category and MV object recognition for 1, 2, ... V query views (random view "
         "subsets, --draws of them, seeded), saved as views_<split>.json/.csv in each run folder; `piro visualize --views` draws it.",
     ),
-    draws: int = typer.Option(5, min=1, help="With --views-curve: random view subsets averaged for each number of views."),
+    draws: int = typer.Option(
+        5, min=1, help="With --views-curve: random view subsets averaged for each number of views. With --task open-set: "
+        "random halves of the objects enrolled (the others never), pooled."
+    ),
+    seed: int = typer.Option(0, min=0, help="With --task open-set: the seed of the draws."),
+    enrol_views: int = typer.Option(
+        4, "--enrol-views", min=1, help="With --task open-set: photos each enrolled object is enrolled from (its first E views)."
+    ),
+    query_views: str = typer.Option(
+        "1", "--query-views", help="With --task open-set: photos per query, drawn from the views not used to enrol; "
+        "several counts separated by commas (1,3) are measured in one run."
+    ),
+    distance: str = typer.Option(
+        None, "--distance", help="With --task open-set: how an object's distance to a query is measured: views, viewset "
+        "or combined (default: the index's default, as `piro index calibrate` records it)."
+    ),
+    rejection: str = typer.Option(
+        None, "--rejection", help="With --task open-set: the score thresholded for `unknown`: distance, ratio, spread or "
+        "neighbourhood (default: the index's default)."
+    ),
 ) -> None:
     """Compute the eight pose-invariant classification and retrieval (PICR) tasks of a trained model.
 
@@ -91,9 +113,21 @@ def evaluate(
     piro evaluate runs/seed*/best.pt --format csv --out table1.csv
 
     piro evaluate runs/dual runs/single --views-curve
+
+    piro evaluate runs/exp --split val --task open-set --query-views 1,3 --format json
     """
     from piro_cli.evaluation.evaluate import FORMATS, write_results
     from piro_cli.evaluation.evaluate import evaluate as run_evaluation
+    from piro_cli.evaluation.openset import OpenSetOptions, parse_query_views
+    from piro_cli.inference.index import ScoringRule
+
+    try:
+        counts = parse_query_views(query_views)
+    except ValueError as exc:
+        raise PiroError(f"--query-views {query_views!r}: {exc}") from None
+    default_rule = ScoringRule()
+    rule = ScoringRule(distance or default_rule.distance, rejection or default_rule.rejection)
+    open_set = OpenSetOptions(enrol_views, counts, draws, seed, rule)
 
     if views_curve:
         _views_curves(sources, data, split, draws, tta, device, save)
@@ -108,7 +142,7 @@ def evaluate(
         with Progress(*progress_columns(), console=err_console, transient=True) as progress:
             result = run_evaluation(
                 [str(s) for s in sources], data=data, tasks=task, split=split, strict=strict, tie_break=tie_break,
-                tta=tta, device=device, save=save, reporter=RichReporter(progress),
+                tta=tta, device=device, save=save, open_set=open_set, reporter=RichReporter(progress),
             )  # fmt: skip
         if out is not None:
             write_results(result, out)
@@ -117,7 +151,10 @@ def evaluate(
     elif output_format == "csv":
         console.file.write(result.csv())
     else:
-        print_results_table(result)
+        if result.tasks:
+            print_results_table(result)
+        if result.open_set:
+            print_open_set_table(result)
     for run in result.runs:
         if run.saved:
             err_console.print(f"saved {escape(', '.join(str(p) for p in run.saved))}", highlight=False)
@@ -178,3 +215,29 @@ def print_results_table(result) -> None:
     for i, row in enumerate(rows):
         table.add_row(*(escape(c) for c in row), end_section=i == len(result.runs) - 1 and len(rows) > len(result.runs))
     console.print(table)
+
+
+def print_open_set_table(result) -> None:
+    """The open-set rates: one row per run and query-view count (then the mean over runs)."""
+    first = next(iter(result.open_set.values()))["settings"]
+    scoring = first["scoring"]
+    table = Table(
+        title=f"open set on {result.split}: enrolled from {first['enrol_views']} photos, {first['draws']} draws, "
+        f"scoring {scoring['distance']}+{scoring['rejection']}, percent",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+    )
+    for name in ("source", "photos", "rank-1", "EER", "DIR@FAR1%", "DIR@FAR5%"):
+        table.add_column(name, justify="left" if name == "source" else "right")
+    rows = [(run.name, run.open_set) for run in result.runs if run.open_set]
+    if len(rows) > 1:
+        rows.append((f"mean of {len(rows)}", result.open_set))
+    for name, measured in rows:
+        for q, entry in measured.items():
+            table.add_row(escape(name), q, *(f"{entry[k]:.2f}" for k in ("rank1", "eer", "dir@far1", "dir@far5")))
+    console.print(table)
+    err_console.print(
+        "EER: the share of wrong accept/reject decisions where both kinds are equal; DIR@FAR x: enrolled objects' queries "
+        "named right at the threshold that lets x of never-enrolled objects' queries through.",
+        highlight=False,
+    )

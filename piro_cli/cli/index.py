@@ -170,9 +170,15 @@ def info(
         f"{facts['bytes_on_disk'] / 2**20:.1f} MiB on disk",
         "threshold: none (every photo gets its nearest object); run `piro index calibrate`"
         if not threshold
-        else f"threshold {threshold['distance']:.4f} ({threshold['rule']} on {threshold['objects']} held-out objects of "
-        f"{threshold['split']}: FAR {100 * threshold['far']:.1f}%, FRR {100 * threshold['frr']:.1f}%)",
+        else f"scoring {gallery.rule.label}, {threshold['rule']} on {threshold['objects']} held-out objects of {threshold['split']}",
     ]
+    for q in (1, 2, 3) if threshold else ():
+        entry = gallery.calibrated(q)
+        if entry.get("far") is not None:
+            lines.append(
+                f"  {q} photo{'s' if q > 1 else ''}: threshold {entry['score']:.4f} (unknown objects accepted "
+                f"{100 * entry['far']:.1f}%, known rejected {100 * entry['frr']:.1f}%)"
+            )
     console.print(f"[bold]{escape(str(gallery.path))}[/]", highlight=False)
     for line in lines:
         console.print(f"  {escape(line)}", highlight=False)
@@ -198,6 +204,23 @@ def calibrate(
     ),
     draws: int = typer.Option(5, min=1, help="Random enrolled/unseen halves of the held-out objects, pooled."),
     seed: int = typer.Option(0, min=0, help="Seed of the draws."),
+    enrol_views: int = typer.Option(
+        None, "--enrol-views", min=1, help="Photos each held-out object is enrolled from (its first E views; default 4, "
+        "or one less than the views an object has)."
+    ),
+    query_views: str = typer.Option(
+        None, "--query-views", help="Photos per query to calibrate a threshold for, separated by commas (default 1,2,3 "
+        "as far as the views left after enrolment allow); `identify` uses the threshold of its number of photos."
+    ),
+    distance: str = typer.Option(
+        None, "--distance", help="How an object's distance to the photos is measured: views (each photo's nearest enrolled "
+        "view, averaged), viewset (the view-set embeddings) or combined (their mean; the default)."
+    ),
+    rejection: str = typer.Option(
+        None, "--rejection", help="The score thresholded for `unknown`: distance (the nearest object's; the default), "
+        "ratio (over the second-nearest object's), spread (over the object's own enrolment spread) or neighbourhood "
+        "(over the distance to its 5th nearest other object)."
+    ),
     plot: Path = typer.Option(None, "--plot", help="Also draw false accepts and false rejects against the threshold (.png)."),
     save: bool = typer.Option(True, "--save/--no-save", help="Write the threshold into the index (--no-save: report only)."),
     run: Path = RUN_OPTION,
@@ -213,11 +236,21 @@ def calibrate(
 
     piro index calibrate shop.piro-index --far 0.05
     """
+    from piro_cli.evaluation.openset import parse_query_views
     from piro_cli.inference.calibration import calibrate_index
+    from piro_cli.inference.index import ScoringRule
     from piro_cli.viz.calibration import check_plot_path, plot_calibration
 
     if plot is not None:
         check_plot_path(plot)
+    counts = None
+    if query_views is not None:
+        try:
+            counts = parse_query_views(query_views)
+        except ValueError as exc:
+            raise PiroError(f"--query-views {query_views!r}: {exc}") from None
+    default = ScoringRule()
+    rule = ScoringRule(distance or default.distance, rejection or default.rejection)
     progress, reporter = _reporting()
     with progress:
         result = calibrate_index(
@@ -227,6 +260,9 @@ def calibrate(
             draws=draws,
             seed=seed,
             target_far=far,
+            enrol_views=enrol_views,
+            query_views=counts,
+            rule=rule,
             run=run,
             device=device,
             save=save,
@@ -237,11 +273,17 @@ def calibrate(
             f"[yellow]warning:[/] left out {len(result.excluded)} {split} objects the index already holds", highlight=False
         )
     console.print(
-        f"threshold {result.threshold:.4f} ({result.rule}, {result.objects} held-out objects, {result.draws} draws): "
-        f"false accepts {100 * result.far:.1f}% of {len(result.impostor)} unknown photos, false rejects {100 * result.frr:.1f}% "
-        f"of {len(result.genuine)} known photos; {100 * result.wrong_object:.1f}% of known photos accepted as another object",
+        f"scoring {result.rule.label}, {result.target}, {result.objects} held-out objects enrolled from {result.enrol_views} "
+        f"photos, {result.draws} draws:",
         highlight=False,
     )
+    for q, entry in sorted(result.thresholds.items()):
+        console.print(
+            f"  {q} photo{'s' if q > 1 else ''}: threshold {entry.score:.4f}: unknown objects accepted {100 * entry.far:.1f}% "
+            f"of {len(entry.impostor)}, known objects rejected {100 * entry.frr:.1f}% of {len(entry.genuine)}, "
+            f"accepted as another object {100 * entry.wrong_object:.1f}%",
+            highlight=False,
+        )
     if plot is not None:
         console.print(f"[green]wrote[/] {escape(str(plot_calibration(result, plot)))}", highlight=False)
     if save:
@@ -254,7 +296,7 @@ def identify(
     photos: list[Path] = typer.Argument(..., show_default=False, metavar="PHOTO", help="Photos of one object: one view set."),
     top: int = typer.Option(5, min=1, help="How many nearest objects to list."),
     threshold: float = typer.Option(
-        None, help="Answer `unknown` when the nearest object is farther than this distance (default: the index's calibrated one)."
+        None, help="Answer `unknown` when the nearest object's score is above this (default: the index's calibrated one for that many photos)."
     ),
     output_format: str = typer.Option("table", "--format", "-f", help="table or json (for scripts)."),
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Leave out photos that cannot be read instead of stopping."),
@@ -263,7 +305,7 @@ def identify(
 ) -> None:
     """Which category and which enrolled object the photos show, or `unknown`.
 
-    The category is the 10-NN vote of the photos' views among the enrolled views (as the PICR tasks); objects are ranked by distance (per photo to an object's nearest view, averaged over the photos).
+    The category is the 10-NN vote of the photos' views among the enrolled views (as the PICR tasks), given even when the object is unknown. Objects are ranked by the index's scoring rule (`piro index info`; by default the mean of each photo's distance to an object's nearest view and of the view-set embeddings' distance). The answer is `unknown` when the score is above the threshold calibrated for that number of photos; a named object comes with the share of never-enrolled objects' photos that scored as low in calibration (its false-accept rate).
 
     Examples:
 
@@ -282,13 +324,19 @@ def identify(
         console.print_json(json.dumps(result.to_dict()))
         return
     answer = result.answer
-    limit = "no threshold (run `piro index calibrate`)" if answer["threshold"] is None else f"threshold {answer['threshold']:.4f}"
-    verdict = "[yellow]unknown[/]" if answer["answer"] == "unknown" else f"[bold green]{escape(answer['answer'])}[/]"
-    console.print(
-        f"{verdict}: nearest at distance {answer['distance']:.4f}, {limit}; category [bold]{escape(answer['category'])}[/] "
-        f"({answer['category_votes'][answer['category']]} of {sum(answer['category_votes'].values())} votes)",
-        highlight=False,
-    )
+    share = f"{answer['category_votes'][answer['category']]} of {sum(answer['category_votes'].values())} votes"
+    if answer["answer"] == "unknown":
+        verdict = f"[yellow]unknown[/]: no enrolled object is close enough (score {answer['score']:.4f} > threshold {answer['threshold']:.4f})"
+    else:
+        verdict = f"[bold green]{escape(answer['answer'])}[/] (score {answer['score']:.4f}"
+        if answer["threshold"] is None:
+            verdict += ", no threshold: run `piro index calibrate` to be told when it is none of the enrolled objects)"
+        elif answer["false_accept_rate"] is not None:
+            verdict += f", threshold {answer['threshold']:.4f}: {100 * answer['false_accept_rate']:.1f}% of photos of objects that are not enrolled score this low)"
+        else:
+            verdict += f", threshold {answer['threshold']:.4f})"
+    console.print(verdict, highlight=False)
+    console.print(f"category [bold]{escape(answer['category'])}[/] ({share})", highlight=False)
     table = Table("object", "category", "distance")
     for row in answer["nearest"]:
         table.add_row(escape(row["object"]), escape(row["category"]), f"{row['distance']:.4f}")

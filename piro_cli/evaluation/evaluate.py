@@ -39,6 +39,8 @@ from piro_cli import __version__
 from piro_cli.data.store import FORMAT_NAME as VIEWSET_FORMAT
 from piro_cli.data.store import open_hdf5
 from piro_cli.errors import DataError, PiroError
+from piro_cli.evaluation.openset import TASK as OPEN_SET_TASK
+from piro_cli.evaluation.openset import OpenSetOptions, evaluate_open_set
 from piro_cli.evaluation.picr import SHORT_NAMES, needs_gallery, parse_tasks, required_fields, run_picr
 from piro_cli.hardware import pick_device
 from piro_cli.inference.embedding import embed_objects
@@ -50,6 +52,7 @@ from piro_cli.outputs import write_text
 from piro_cli.reporting import Reporter, SilentReporter, stage_progress
 
 SPLITS = ("test", "val")
+OPEN_SET_RATES = ("rank1", "eer", "dir@far1", "dir@far5")
 FORMATS = ("table", "json", "csv")
 
 
@@ -67,6 +70,7 @@ class SourceResult:
     epoch: int | None = None
     saved: list[Path] = field(default_factory=list)
     tta: bool = False  # embedded with test-time flips
+    open_set: dict | None = None  # --task open-set: {"1": {rank1, eer, dir@far1, dir@far5, ...}, ...}
 
     @property
     def mean(self) -> float:
@@ -81,6 +85,21 @@ class EvaluationResult:
     runs: list[SourceResult]
     tie_break: str = "smallest"
     tta: bool = False  # every source embedded with test-time flips (each run's own setting: SourceResult.tta)
+
+    @property
+    def open_set(self) -> dict | None:
+        """Each query-view count's open-set rates, averaged over the runs (one run: its own)."""
+        measured = [r.open_set for r in self.runs if r.open_set]
+        if not measured:
+            return None
+        if len(measured) == 1:
+            return measured[0]
+        out = {}
+        for q, first in measured[0].items():
+            entry = {k: float(np.mean([m[q][k] for m in measured])) for k in OPEN_SET_RATES}
+            entry["std"] = {k: float(np.std([m[q][k] for m in measured], ddof=1)) for k in OPEN_SET_RATES}
+            out[q] = {**entry, "runs": len(measured), "settings": first["settings"]}
+        return out
 
     @property
     def protocol(self) -> dict:
@@ -104,9 +123,11 @@ class EvaluationResult:
             **self.protocol,
             "tasks": list(self.tasks),
             "runs": [_run_dict(r, self) for r in self.runs],
-            "mean": {**self.mean, "mean": float(np.mean(list(self.mean.values())))},
+            "mean": {**self.mean, "mean": float(np.mean(list(self.mean.values())))} if self.tasks else {},
         }
-        if len(self.runs) > 1:
+        if self.open_set is not None:
+            out[OPEN_SET_TASK] = self.open_set
+        if len(self.runs) > 1 and self.tasks:
             out["std"] = {**self.std, "mean": float(np.std([r.mean for r in self.runs], ddof=1))}
         return json_safe(out)
 
@@ -114,9 +135,12 @@ class EvaluationResult:
         """One row per source (plus mean and std rows for several), columns in TASKS order, then their mean."""
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(["source", *self.tasks, "mean"])
+        counts = list(self.open_set or {})
+        extra = [f"{OPEN_SET_TASK} {q} {rate}" for q in counts for rate in OPEN_SET_RATES]
+        writer.writerow(["source", *self.tasks, "mean", *extra])
         for run in self.runs:
-            writer.writerow([run.source, *(_fmt(run.values[t]) for t in self.tasks), _fmt(run.mean)])
+            measured = [_fmt(run.open_set[q][rate]) if run.open_set else "" for q in counts for rate in OPEN_SET_RATES]
+            writer.writerow([run.source, *(_fmt(run.values[t]) for t in self.tasks), _fmt(run.mean), *measured])
         if len(self.runs) > 1:
             means, stds = self.mean, self.std
             writer.writerow(["mean", *(_fmt(means[t]) for t in self.tasks), _fmt(float(np.mean([r.mean for r in self.runs])))])
@@ -154,6 +178,7 @@ def _run_dict(run: SourceResult, result: EvaluationResult) -> dict:
         "mean": run.mean,
         "num_queries": dict(run.num_queries),
         "seconds": round(run.seconds, 3),
+        **({OPEN_SET_TASK: run.open_set} if run.open_set else {}),
     }
 
 
@@ -171,12 +196,14 @@ def evaluate(
     tta: bool | None = None,
     device: str | None = None,
     save: bool = True,
+    open_set: OpenSetOptions | None = None,
     reporter: Reporter | None = None,
 ) -> EvaluationResult:
     """The PICR tasks for every source; see the module docstring for which objects, data file and outputs,
     and piro_cli.evaluation.picr for the protocol (`strict`, `tie_break`). `tta`: checkpoints embed each view
     as the mean with its horizontal mirror; None: each run's own setting (embeddings files hold what they were
-    written with)."""
+    written with). The task "open-set" (piro_cli.evaluation.openset, with `open_set`'s settings) is measured
+    for checkpoints and never saved beside them."""
     reporter = reporter or SilentReporter()
     if not sources:
         raise PiroError("give at least one checkpoint (runs/<name>/best.pt) or embeddings file (from `piro embed`)")
@@ -184,10 +211,20 @@ def evaluate(
         raise PiroError(f"--split {split!r}: choose one of {', '.join(SPLITS)}")
     if tie_break not in TIE_BREAKS:
         raise PiroError(f"--tie-break {tie_break!r}: choose one of {', '.join(TIE_BREAKS)}")
+    wants_open_set, tasks = split_open_set(tasks)
     try:
-        chosen = parse_tasks(tasks)
+        chosen = parse_tasks(tasks) if tasks is not None else ()
     except ValueError as exc:
         raise PiroError(f"--task: {exc}") from None
+    if wants_open_set:
+        open_set = open_set or OpenSetOptions()
+        embeddings = [s for s in sources if _is_embeddings_source(Path(s))]
+        if embeddings:
+            raise PiroError(
+                f"{embeddings[0]}: --task open-set embeds view subsets through the run's view-set head; give the "
+                "checkpoint (runs/<name>/best.pt), not an embeddings file"
+            )
+    save = save and bool(chosen)
     if save:  # the results are saved beside each source: checked before any work
         for source in map(Path, sources):
             folder = source if source.is_dir() else source.parent
@@ -203,18 +240,21 @@ def evaluate(
         if _is_embeddings_source(Path(source)):
             run, gallery, probes, names = _from_embeddings(Path(source), chosen, split)
         else:
-            run, gallery, probes, names = _from_checkpoint(Path(source), data, chosen, split, torch_device, reporter, tta)
+            run, gallery, probes, names = _from_checkpoint(
+                Path(source), data, chosen, split, torch_device, reporter, tta, open_set if wants_open_set else None
+            )
         if categories is not None and names != categories:
             raise DataError(f"{source}: has other categories than {sources[0]}; only runs on the same categories can be averaged")
         categories = names
-        reporter.info(
-            f"{run.name}: {len(probes)} {split} objects" + (f" against {len(gallery)} gallery objects" if gallery else "")
-        )
-        picr = run_picr(
-            gallery, probes, chosen, strict=strict, tie_break=tie_break, device=torch_device,
-            progress=lambda stage, done, total, name=run.name: reporter.progress(f"{name}: {stage}", done, total),
-        )  # fmt: skip
-        run.values, run.num_queries = picr.values, picr.num_queries
+        if chosen:
+            reporter.info(
+                f"{run.name}: {len(probes)} {split} objects" + (f" against {len(gallery)} gallery objects" if gallery else "")
+            )
+            picr = run_picr(
+                gallery, probes, chosen, strict=strict, tie_break=tie_break, device=torch_device,
+                progress=lambda stage, done, total, name=run.name: reporter.progress(f"{name}: {stage}", done, total),
+            )  # fmt: skip
+            run.values, run.num_queries = picr.values, picr.num_queries
         run.seconds = time.perf_counter() - started
         runs.append(run)
     result = EvaluationResult(chosen, split, strict, runs, tie_break, all(run.tta for run in runs))
@@ -222,6 +262,17 @@ def evaluate(
         for run in runs:
             run.saved = _save_beside(run, result)
     return result
+
+
+def split_open_set(tasks: str | Sequence[str] | None) -> tuple[bool, list[str] | None]:
+    """(whether "open-set" is among the task names, the other names; None: none left, when open-set was given)."""
+    if tasks is None:
+        return False, None
+    items = [n.strip() for part in ([tasks] if isinstance(tasks, str) else tasks) for n in part.split(",") if n.strip()]
+    if OPEN_SET_TASK not in items:
+        return False, items
+    rest = [n for n in items if n != OPEN_SET_TASK]
+    return True, (rest or None)
 
 
 def _is_embeddings_source(path: Path) -> bool:
@@ -243,25 +294,28 @@ def _is_embeddings_source(path: Path) -> bool:
 
 
 def _from_checkpoint(
-    path: Path, data: str | Path | None, tasks, split: str, device: torch.device, reporter: Reporter, tta: bool | None = None
-):
+    path: Path, data: str | Path | None, tasks, split: str, device: torch.device, reporter: Reporter, tta: bool | None = None,
+    open_set: OpenSetOptions | None = None,
+):  # fmt: skip
     run = load_run(path, device, tta)
     store = run.open_data(data)
     probe_split, probe_rows, gallery_rows = evaluation_objects(run, store, split)
+    measured = evaluate_open_set(run, store, probe_split, probe_rows, split, open_set, reporter) if open_set else None
     if needs_gallery(tasks):
         require_split(store, "train", "the gallery")
     reporter.info(f"{run.path}: epoch {run.epoch if run.epoch is not None else '?'}, data {store.path}")
-    gallery = None
+    gallery = probes = None
     if needs_gallery(tasks):
         stage = stage_progress(reporter, f"{run.name}: embedding the gallery (train)")
         gallery = embed_objects(run.model, store, "train", gallery_rows, device, stage)
-    stage = stage_progress(reporter, f"{run.name}: embedding the {split} objects")
-    probes = embed_objects(run.model, store, probe_split, probe_rows, device, stage)
+    if tasks:
+        stage = stage_progress(reporter, f"{run.name}: embedding the {split} objects")
+        probes = embed_objects(run.model, store, probe_split, probe_rows, device, stage)
     result = SourceResult(
         source=str(path), kind="checkpoint", name=run.name, values={}, num_queries={}, seconds=0.0,
-        data={"path": str(store.path), "fingerprint": store.fingerprint}, epoch=run.epoch, tta=run.tta,
+        data={"path": str(store.path), "fingerprint": store.fingerprint}, epoch=run.epoch, tta=run.tta, open_set=measured,
     )  # fmt: skip
-    return result, (gallery.embeddings if gallery else None), probes.embeddings, list(store.categories)
+    return result, (gallery.embeddings if gallery else None), (probes.embeddings if probes else None), list(store.categories)
 
 
 def _from_embeddings(path: Path, tasks, split: str):

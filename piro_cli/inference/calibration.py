@@ -1,19 +1,29 @@
-"""`piro index calibrate`: the distance beyond which `identify` answers `unknown`, chosen on held-out objects.
+"""The open-set protocol an engineer meets, and the `unknown` threshold chosen on it.
 
-Held-out objects (a split the index was not built from: by default the run's validation objects) play both
-roles an index meets in use. In each of several seeded draws they are split in half at random:
-- enrolled: the first half of each object's views (V//2) is added to the index, and each of the other views
-  is one photo of a known object (a genuine query);
-- never seen: each of their last V - V//2 views is one photo of an unknown object (an impostor query).
-A query's distance is the distance `identify` thresholds: to the nearest enrolled object, over the index's
-own objects and the draw's enrolled ones. With the pooled distances of all draws:
+`piro index calibrate` picks the index's thresholds with it; `piro evaluate --task open-set`
+(piro_cli.evaluation.openset) reports its error rates. Both run the index's own enrolment and scoring
+(GalleryIndex.with_enrolled, GalleryIndex.score): there is no second implementation of either.
 
-    false-accept rate FAR(t) = share of impostor queries at distance <= t  (an unknown object named)
-    false-reject rate FRR(t) = share of genuine queries at distance > t    (a known object called unknown)
+Held-out objects (objects the index does not hold) play both roles. In each seeded draw they are split in half
+at random (`numpy.random.default_rng(seed + draw).permutation`, the first ceil(n/2) enrolled):
+- enrolled: each object of that half is enrolled from its first E views (`enrol_views`) as `piro index add`
+  enrols photos: their single-view embeddings and the view-set embedding of the E views;
+- never enrolled: the other half.
+Queries of Q photos (`query_views`) come from the views not used to enrol (E .. V-1), of both halves: each
+object's remaining views in a random order (`default_rng((seed, draw, Q))`), cut into floor((V - E) / Q)
+disjoint groups of Q. Every query is scored against the index plus the draw's enrolled objects. Pooled over the
+draws, with genuine queries those of enrolled objects and impostor queries those of never-enrolled ones:
 
-The threshold is the equal-error point (the t that minimises max(FAR, FRR)), or with `target_far` the
-largest t whose FAR is at most that. Also reported: how often an accepted genuine query names the wrong
-object. The threshold is written into the index; `identify --threshold` overrides it.
+    FAR(t) = share of impostor queries with score <= t   (an object that is not enrolled gets a name)
+    FRR(t) = share of genuine queries with score > t     (an enrolled object is called unknown)
+    rank-1 = share of genuine queries whose nearest object is their own (closed-set identification)
+    EER    = the larger of FAR and FRR at the threshold that minimises it (equal-error rate)
+    DIR@FAR x = share of genuine queries both accepted and named right at the largest threshold with FAR <= x
+                (the open-set identification rate of face recognition)
+
+Calibration picks, for each Q it can, the equal-error threshold (or, with `target_far`, the largest with FAR at
+most that) and stores it with the impostor scores, from which `identify` reports the false-accept rate of an
+answer's score (its confidence).
 """
 
 from __future__ import annotations
@@ -24,46 +34,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from piro_cli.errors import PiroError
-from piro_cli.inference.embedding import embed_objects
-from piro_cli.inference.index import MANIFEST, GalleryIndex, _commit
-from piro_cli.inference.run import group_rows
-from piro_cli.inference.search import as_matrix, squared_distances
+from piro_cli.inference.embedding import backbone_features, batch_views_for, embed_view_sets
+from piro_cli.inference.index import MANIFEST, EnrolledEmbeddings, GalleryIndex, Queries, ScoringRule, _commit
+from piro_cli.inference.run import LoadedRun, group_rows
 from piro_cli.outputs import OutputLock
 from piro_cli.reporting import Reporter, SilentReporter, stage_progress
 
+DEFAULT_ENROL_VIEWS = 4
+DEFAULT_QUERY_VIEWS = (1, 2, 3)
+KEPT_IMPOSTOR_SCORES = 1000  # quantiles of the impostor scores kept in the index, for the false-accept rate of an answer
 
-@dataclass
-class Calibration:
-    threshold: float
-    far: float  # at the threshold, in [0, 1]
-    frr: float
-    wrong_object: float  # genuine queries accepted with another object's name
-    genuine: np.ndarray = field(repr=False)  # pooled distances of the genuine queries
-    impostor: np.ndarray = field(repr=False)
-    objects: int = 0  # held-out objects
-    draws: int = 0
-    rule: str = "equal error"
-    index: str = ""
-    split: str = "val"
-    excluded: list[str] = field(default_factory=list)  # held-out objects the index already holds: not used
-    seconds: float = 0.0
 
-    def record(self) -> dict:
-        return {
-            "distance": round(float(self.threshold), 6),
-            "rule": self.rule,
-            "far": round(self.far, 6),
-            "frr": round(self.frr, 6),
-            "wrong_object": round(self.wrong_object, 6),
-            "genuine_queries": int(len(self.genuine)),
-            "impostor_queries": int(len(self.impostor)),
-            "objects": self.objects,
-            "draws": self.draws,
-            "split": self.split,
-            "calibrated_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        }
+# ----------------------------------------------------------------------------- error rates
 
 
 def rates(genuine: np.ndarray, impostor: np.ndarray, threshold: float) -> tuple[float, float]:
@@ -75,7 +60,7 @@ def rates(genuine: np.ndarray, impostor: np.ndarray, threshold: float) -> tuple[
 
 def choose_threshold(genuine: np.ndarray, impostor: np.ndarray, target_far: float | None = None) -> float:
     """The equal-error threshold, or the largest with FAR <= `target_far`; candidates are midpoints between
-    consecutive observed distances (and just below the smallest), so the rates at a threshold are exact."""
+    consecutive observed scores (and just below the smallest), so the rates at a threshold are exact."""
     values = np.unique(np.concatenate([genuine, impostor]).astype(np.float64))
     candidates = np.concatenate([[values[0] - 1e-6], (values[:-1] + values[1:]) / 2, [values[-1] + 1e-6]])
     far = np.searchsorted(np.sort(impostor), candidates, side="right") / max(1, len(impostor))
@@ -88,6 +73,210 @@ def choose_threshold(genuine: np.ndarray, impostor: np.ndarray, target_far: floa
     return float(candidates[best[len(best) // 2]])  # the middle of a flat optimum
 
 
+@dataclass
+class OpenSetScores:
+    """The pooled queries of Q photos: each query's score, whether its object was enrolled and whether its
+    nearest object is its own."""
+
+    query_views: int
+    score: np.ndarray
+    enrolled: np.ndarray  # bool
+    correct: np.ndarray  # bool; False for every never-enrolled query
+
+    @property
+    def genuine(self) -> np.ndarray:
+        return self.score[self.enrolled]
+
+    @property
+    def impostor(self) -> np.ndarray:
+        return self.score[~self.enrolled]
+
+    def rank1(self) -> float:
+        return float(np.mean(self.correct[self.enrolled])) if self.enrolled.any() else float("nan")
+
+    def eer(self) -> float:
+        """The smallest rate r such that one threshold keeps both FAR and FRR at most r."""
+        far, frr = rates(self.genuine, self.impostor, choose_threshold(self.genuine, self.impostor))
+        return max(far, frr)
+
+    def dir_at_far(self, far: float) -> float:
+        threshold = choose_threshold(self.genuine, self.impostor, target_far=far)
+        return float(np.mean(self.correct[self.enrolled] & (self.genuine <= threshold)))
+
+    def summary(self) -> dict:
+        """rank1, eer, dir@far1, dir@far5 in percent, and the query counts."""
+        return {
+            "rank1": 100 * self.rank1(),
+            "eer": 100 * self.eer(),
+            "dir@far1": 100 * self.dir_at_far(0.01),
+            "dir@far5": 100 * self.dir_at_far(0.05),
+            "queries": {"enrolled": int(self.enrolled.sum()), "never_enrolled": int((~self.enrolled).sum())},
+        }
+
+
+# ----------------------------------------------------------------------------- the protocol
+
+
+@dataclass
+class HeldOut:
+    """Held-out objects, embedded once: backbone features of every view (the run's test-time flips included) and
+    their single-view embeddings; view sets of any subset are embedded from the features (heads only)."""
+
+    names: list[str]
+    categories: list[str]  # each object's category name
+    features: torch.Tensor  # (N, V, F)
+    sv_cat: np.ndarray  # (N, V, Dc)
+    sv_obj: np.ndarray  # (N, V, Do)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    @property
+    def num_views(self) -> int:
+        return int(self.features.shape[1])
+
+
+def embed_held_out(loaded: LoadedRun, store, split: str, rows: np.ndarray, reporter: Reporter | None = None) -> HeldOut:
+    """Embed the given objects (rows of the data file's `split`) for the protocol."""
+    reporter = reporter or SilentReporter()
+    data = store.split(split)
+    features = backbone_features(
+        loaded.model, data, rows, loaded.device, batch_views=batch_views_for(loaded.device, store.image_size),
+        progress=stage_progress(reporter, f"{loaded.name}: embedding {len(rows)} held-out objects"),
+    )  # fmt: skip
+    sv_cat, sv_obj, _, _ = embed_view_sets(loaded.model, features, loaded.device)
+    names = [data.object_names[int(r)] for r in rows]
+    categories = [store.categories[int(data.category[int(r)])] for r in rows]
+    return HeldOut(names, categories, features, sv_cat, sv_obj)
+
+
+def check_protocol(objects: int, views: int, enrol_views: int, query_views: Sequence[int], where: str) -> None:
+    """One line for a protocol that `objects` held-out objects of `views` views cannot run."""
+    if objects < 2:
+        raise PiroError(
+            f"{where}: {objects} held-out objects; the open-set protocol needs at least 2 (one enrolled, one not): "
+            "train with --val-fraction, or use --split test on data with a test split"
+        )
+    if enrol_views < 1:
+        raise PiroError(f"--enrol-views {enrol_views}: give at least 1")
+    if not query_views or min(query_views) < 1:
+        raise PiroError(f"--query-views {','.join(map(str, query_views))}: give counts of 1 or more")
+    if enrol_views + max(query_views) > views:
+        raise PiroError(
+            f"--enrol-views {enrol_views} + --query-views {max(query_views)}: more than the {views} views an object of "
+            f"{where} has; enrolment and queries use different views"
+        )
+
+
+def open_set_scores(
+    gallery: GalleryIndex,
+    model: torch.nn.Module,
+    device: torch.device,
+    held: HeldOut,
+    *,
+    enrol_views: int = DEFAULT_ENROL_VIEWS,
+    query_views: Sequence[int] = (1,),
+    draws: int = 5,
+    seed: int = 0,
+    rule: ScoringRule | None = None,
+) -> dict[int, OpenSetScores]:
+    """The module docstring's protocol: per query-view count Q, the pooled scores of every draw."""
+    n, v = len(held), held.num_views
+    pooled: dict[int, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {q: [] for q in query_views}
+    _, _, set_cat, set_obj = embed_view_sets(model, held.features[:, :enrol_views], device)  # what `add` stores
+    base = len(gallery.objects)
+    for draw in range(draws):
+        chosen = np.random.default_rng(seed + draw).permutation(n)[: (n + 1) // 2]
+        position = np.full(n, -1, dtype=np.int64)  # where each held-out object lands in the draw's index; -1: not enrolled
+        position[chosen] = base + np.arange(len(chosen))
+        enrolled = gallery.with_enrolled(
+            [
+                EnrolledEmbeddings(held.names[o], held.categories[o], f"draw {draw}", held.sv_cat[o, :enrol_views],
+                                   held.sv_obj[o, :enrol_views], set_cat[o], set_obj[o])
+                for o in chosen
+            ]
+        )  # fmt: skip
+        for q in query_views:
+            owner, views = _query_groups(n, v, enrol_views, q, np.random.default_rng((seed, draw, q)))
+            _, _, _, mv_obj = embed_view_sets(model, held.features[owner[:, None], views], device)
+            queries = Queries(held.sv_cat[owner[:, None], views], held.sv_obj[owner[:, None], views], mv_obj)
+            scores = enrolled.score(queries, rule)
+            known = position[owner] >= 0
+            pooled[q].append((scores.score, known, known & (scores.nearest == position[owner])))
+    return {
+        q: OpenSetScores(q, *(np.concatenate([part[i] for part in parts]) for i in range(3))) for q, parts in pooled.items()
+    }
+
+
+def _query_groups(n: int, v: int, enrol_views: int, q: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(owner (m,), view indices (m, q)): each object's views after the enrolment ones, shuffled, in groups of q."""
+    per_object = (v - enrol_views) // q
+    remaining = np.arange(enrol_views, v)
+    views = np.stack([rng.permutation(remaining)[: per_object * q].reshape(per_object, q) for _ in range(n)])
+    return np.repeat(np.arange(n), per_object), views.reshape(n * per_object, q)
+
+
+# ----------------------------------------------------------------------------- calibrating an index
+
+
+@dataclass
+class Threshold:
+    """The threshold of one query-view count and its rates on the calibration queries."""
+
+    photos: int
+    score: float
+    far: float
+    frr: float
+    wrong_object: float  # genuine queries accepted with another object's name
+    genuine: np.ndarray = field(repr=False)
+    impostor: np.ndarray = field(repr=False)
+
+    def record(self) -> dict:
+        kept = np.sort(self.impostor)
+        if len(kept) > KEPT_IMPOSTOR_SCORES:
+            kept = np.quantile(kept, np.linspace(0, 1, KEPT_IMPOSTOR_SCORES))
+        return {
+            "score": round(float(self.score), 6),
+            "far": round(self.far, 6),
+            "frr": round(self.frr, 6),
+            "wrong_object": round(self.wrong_object, 6),
+            "genuine_queries": int(len(self.genuine)),
+            "impostor_queries": int(len(self.impostor)),
+            "impostor_scores": [round(float(s), 6) for s in kept],
+        }
+
+
+@dataclass
+class Calibration:
+    thresholds: dict[int, Threshold]  # by query-view count
+    rule: ScoringRule
+    target: str  # "equal error" or "FAR <= x"
+    objects: int = 0  # held-out objects
+    draws: int = 0
+    enrol_views: int = DEFAULT_ENROL_VIEWS
+    index: str = ""
+    split: str = "val"
+    excluded: list[str] = field(default_factory=list)  # held-out objects the index already holds: not used
+    seconds: float = 0.0
+
+    @property
+    def single(self) -> Threshold:
+        """The one-photo threshold (what the plot and the summary line show)."""
+        return self.thresholds[min(self.thresholds)]
+
+    def record(self) -> dict:
+        return {
+            "rule": self.target,
+            "scoring": self.rule.to_dict(),
+            "by_photos": {str(q): t.record() for q, t in sorted(self.thresholds.items())},
+            "enrol_views": self.enrol_views,
+            "objects": self.objects,
+            "draws": self.draws,
+            "split": self.split,
+            "calibrated_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+
+
 def calibrate_index(
     index: str | Path,
     *,
@@ -96,14 +285,18 @@ def calibrate_index(
     draws: int = 5,
     seed: int = 0,
     target_far: float | None = None,
+    enrol_views: int | None = None,
+    query_views: Sequence[int] | None = None,
+    rule: ScoringRule | None = None,
     objects: Sequence[str] | None = None,
     run: str | Path | None = None,
     device: str | None = None,
     save: bool = True,
     reporter: Reporter | None = None,
 ) -> Calibration:
-    """Pick the index's `unknown` threshold on held-out objects (module docstring) and, with `save`, store it.
-    `objects`: use only the held-out objects of these names (e.g. to keep others for a test of the threshold)."""
+    """Pick the index's `unknown` thresholds on held-out objects (module docstring) and, with `save`, store them
+    with the scoring rule. enrol_views: default 4, or V - 1 for objects of fewer views; query_views: default 1, 2
+    and 3 photos, as many as the views left allow; rule: default ScoringRule(). `objects`: use only the held-out objects of these names."""
     reporter = reporter or SilentReporter()
     started = time.perf_counter()
     if draws < 1:
@@ -115,9 +308,13 @@ def calibrate_index(
     gallery = GalleryIndex(index)
     if not gallery.objects:
         raise PiroError(f"{gallery.path}: holds no objects; build it with `piro index build` first")
+    rule = rule or ScoringRule()
     loaded = gallery.load_run(run, device)
     store = loaded.open_data(data)
-    source_split, rows = group_rows(loaded.checkpoint, store, split)
+    try:
+        source_split, rows = group_rows(loaded.checkpoint, store, split)
+    except PiroError as exc:
+        raise PiroError(f"{exc}; calibrate on the data's test objects with --split test") from None
     names = store.split(source_split).object_names
     rows = np.arange(len(names)) if rows is None else rows
     enrolled = {o.name for o in gallery.objects}
@@ -133,16 +330,22 @@ def calibrate_index(
         )
     if store.num_views < 2:
         raise PiroError(f"{store.path}: one view per object; calibration needs at least 2 (some to enrol, some to query)")
-    held = embed_objects(
-        loaded.model, store, source_split, rows, loaded.device, stage_progress(reporter, f"embedding {split} objects")
+    enrol = min(DEFAULT_ENROL_VIEWS, store.num_views - 1) if enrol_views is None else int(enrol_views)
+    counts = [q for q in (query_views or DEFAULT_QUERY_VIEWS) if enrol + q <= store.num_views] if query_views is None else list(query_views)
+    check_protocol(len(rows), store.num_views, enrol, counts or [store.num_views], f"{store.path} {split}")
+    held = embed_held_out(loaded, store, source_split, rows, reporter)
+    scores = open_set_scores(
+        gallery, loaded.model, loaded.device, held, enrol_views=enrol, query_views=counts, draws=draws, seed=seed, rule=rule
     )
-    genuine, impostor, wrong = _pooled_distances(gallery, held.embeddings.sv_obj.numpy(), draws, seed)
-    threshold = choose_threshold(genuine, impostor, target_far)
-    far, frr = rates(genuine, impostor, threshold)
-    accepted = genuine <= threshold
+    thresholds = {}
+    for q, pooled in scores.items():
+        value = choose_threshold(pooled.genuine, pooled.impostor, target_far)
+        far, frr = rates(pooled.genuine, pooled.impostor, value)
+        accepted_wrong = ~pooled.correct[pooled.enrolled] & (pooled.genuine <= value)
+        thresholds[q] = Threshold(q, value, far, frr, float(np.mean(accepted_wrong)), pooled.genuine, pooled.impostor)
     result = Calibration(
-        threshold, far, frr, float(np.mean(wrong & accepted)) if len(wrong) else 0.0, genuine, impostor, len(rows), draws,
-        "equal error" if target_far is None else f"FAR <= {target_far}", gallery.path.name, split, excluded,
+        thresholds, rule, "equal error" if target_far is None else f"FAR <= {target_far}", len(rows), draws, enrol,
+        gallery.path.name, split, excluded,
     )  # fmt: skip
     if save:
         with OutputLock(gallery.path, folder=True):
@@ -150,37 +353,6 @@ def calibrate_index(
             manifest = current.manifest
             manifest["threshold"] = result.record()
             _commit(current.path, manifest)
-        reporter.info(f"threshold {threshold:.4f} written to {gallery.path / MANIFEST}")
+        reporter.info(f"thresholds written to {gallery.path / MANIFEST}")
     result.seconds = time.perf_counter() - started
     return result
-
-
-def _pooled_distances(
-    gallery: GalleryIndex, sv_obj: np.ndarray, draws: int, seed: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Genuine and impostor distances of every draw, pooled, and for each genuine query whether its nearest
-    enrolled object is another one."""
-    n, v = sv_obj.shape[:2]
-    first = v // 2
-    enrol = as_matrix(sv_obj[:, :first].reshape(n * first, -1))
-    queries = as_matrix(sv_obj[:, first:].reshape(n * (v - first), -1))
-    owner = np.repeat(np.arange(n), v - first)
-    vectors = gallery.vectors()
-    to_index = np.sqrt(squared_distances(queries, vectors.sv_obj, vectors.sv_obj_norms).min(axis=1))  # nearest index object
-    to_held = np.sqrt(
-        squared_distances(queries, enrol).reshape(len(queries), n, first).min(axis=2)
-    )  # (queries, held-out objects)
-    genuine, impostor, wrong = [], [], []
-    for draw in range(draws):
-        chosen = np.random.default_rng(seed + draw).permutation(n)[: (n + 1) // 2]
-        is_enrolled = np.zeros(n, dtype=bool)
-        is_enrolled[chosen] = True
-        among = np.where(is_enrolled[None, :], to_held, np.inf)
-        nearest_held = among.argmin(axis=1)
-        distance = np.minimum(to_index, among.min(axis=1))
-        known = is_enrolled[owner]
-        genuine.append(distance[known])
-        impostor.append(distance[~known])
-        own = among[np.arange(len(queries)), owner]
-        wrong.append(((to_index < own) | (nearest_held != owner))[known])
-    return np.concatenate(genuine), np.concatenate(impostor), np.concatenate(wrong)

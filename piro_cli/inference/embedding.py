@@ -121,6 +121,21 @@ def embed_features(model: PAN, feats: torch.Tensor, labels: torch.Tensor, device
     return EmbeddingSet(*(torch.cat(parts[name]) for name in FIELDS), labels.long().cpu())
 
 
+@torch.no_grad()
+def embed_view_sets(model: PAN, feats: torch.Tensor, device: torch.device, batch: int = 512) -> tuple[np.ndarray, ...]:
+    """(sv_cat (N, V, Dc), sv_obj (N, V, Do), mv_cat (N, Dc), mv_obj (N, Do)) as float32 numpy, from backbone
+    features (N, V, F) of N view sets of V views each (heads only: view subsets of embedded views cost no pass)."""
+    model.eval()
+    parts: list[list[np.ndarray]] = [[], [], [], []]
+    for start in range(0, len(feats), batch):
+        out = model.forward_features(feats[start : start + batch].to(device).float())
+        for part, tensor in zip(parts, (out.sv_cat, out.sv_obj, out.mv_cat, out.mv_obj), strict=True):
+            part.append(tensor.float().cpu().numpy())
+    if not parts[0]:
+        raise ValueError("embed_view_sets: no view sets given")
+    return tuple(np.concatenate(p) for p in parts)
+
+
 def _empty_set(model: PAN, labels: torch.Tensor) -> EmbeddingSet:
     dc = model.config.cat_dim if model.config.dual else model.config.obj_dim
     do = model.config.obj_dim

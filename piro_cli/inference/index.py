@@ -19,13 +19,16 @@ rename, so a crash leaves the old index or the new one (a shard the manifest doe
 next write). A lock (`.lock` in the folder) keeps two writers apart. An index refuses any checkpoint but the
 one it was built with (the fingerprint of its weights).
 
-How a view set of photos is answered (`identify`), every photo embedded alone (its single-view embeddings):
+How a view set of photos is answered (`identify`; the scoring rule is recorded in the index, `ScoringRule`):
 - category: each photo's 10 nearest enrolled views in the category space vote, all photos' votes pooled; the
   majority wins, a tie goes to the category listed first (with one photo: SV category recognition);
-- objects: an object's distance to one photo is the distance to its nearest enrolled view in the object
-  space (SV object recognition's rule), and to the view set the mean over the photos; nearest first;
-- `unknown` when the nearest object is farther than the threshold. The mean keeps distances on one scale
-  whatever the number of photos, so the threshold calibrated on single photos applies to any number.
+- objects: an object's distance to the photos is, by `ScoringRule.distance`, "views": per photo the distance to
+  its nearest enrolled view (SV object recognition's rule), averaged over the photos; "viewset": the distance
+  between the photos' view-set embedding (o_mv through the attention head, as the MV object tasks) and the
+  object's (from its enrolment photos); "combined" (default): the mean of the two; nearest first;
+- `unknown` when the nearest object's score (`ScoringRule.rejection`: its distance, or that distance over the
+  second-nearest object's, over the object's own enrolment spread, or over its neighbourhood radius) is above
+  the threshold calibrated for that number of photos (`piro index calibrate`, piro_cli.inference.calibration).
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ import torch
 from piro_cli import __version__
 from piro_cli.data.sources.base import IMAGE_SUFFIXES
 from piro_cli.errors import DataError, PiroError
-from piro_cli.inference.embedding import embed_objects, embed_views, read_photos
+from piro_cli.inference.embedding import EmbeddedGroup, embed_objects, embed_views, read_photos
 from piro_cli.inference.run import LoadedRun, group_rows, load_run, trained_rows, weights_fingerprint
 from piro_cli.inference.search import KNN_VOTES, as_matrix, nearest, squared_distances, squared_norms
 from piro_cli.outputs import OutputLock, check_output_path, write_bytes, write_json
@@ -85,17 +88,126 @@ class Vectors:
     view_category: np.ndarray  # (n,) category of each view
     sv_cat_norms: np.ndarray = field(init=False)  # squared norms, derived: what every search needs
     sv_obj_norms: np.ndarray = field(init=False)
+    mv_obj_norms: np.ndarray = field(init=False)
+    _spread: np.ndarray | None = field(init=False, default=None, repr=False)
+    _radius: np.ndarray | None = field(init=False, default=None, repr=False)
 
     def __post_init__(self) -> None:
         self.sv_cat_norms = squared_norms(self.sv_cat)
         self.sv_obj_norms = squared_norms(self.sv_obj)
+        self.mv_obj_norms = squared_norms(self.mv_obj)
+
+    @property
+    def spread(self) -> np.ndarray:
+        """(objects,) each object's own spread: the mean distance of its enrolled views (object space) to their
+        centroid. An object of one view has none: it takes the median of the others' (1 when no object has two)."""
+        if self._spread is None:
+            counts = np.diff(np.append(self.view_starts, len(self.view_object)))
+            centroids = np.add.reduceat(self.sv_obj, self.view_starts, axis=0) / np.maximum(counts, 1)[:, None] if len(counts) else self.mv_obj
+            offsets = np.linalg.norm(self.sv_obj - centroids[self.view_object], axis=1)
+            spread = np.add.reduceat(offsets, self.view_starts) / np.maximum(counts, 1) if len(counts) else offsets
+            several = counts > 1
+            fallback = float(np.median(spread[several])) if several.any() else 1.0
+            self._spread = np.where(several & (spread > 0), spread, fallback).astype(np.float32)
+        return self._spread
+
+    @property
+    def radius(self) -> np.ndarray:
+        """(objects,) each object's neighbourhood radius: the distance from its view-set embedding to that of its
+        k-th nearest other object (k = NEIGHBOURHOOD_K, fewer when the index is small). Computed on first use,
+        in blocks of objects (quadratic in the objects: an index of 12,500 objects takes seconds)."""
+        if self._radius is None:
+            n = len(self.mv_obj)
+            k = min(NEIGHBOURHOOD_K, n - 1)
+            radius = np.full(n, 2.0, dtype=np.float32)  # no other object: the largest distance of unit vectors
+            for start in range(0, n if k > 0 else 0, 1024):
+                d2 = squared_distances(self.mv_obj[start : start + 1024], self.mv_obj, self.mv_obj_norms)
+                d2[np.arange(len(d2)), np.arange(start, start + len(d2))] = np.inf  # not itself
+                radius[start : start + len(d2)] = np.sqrt(np.partition(d2, k - 1, axis=1)[:, k - 1])
+            self._radius = np.maximum(radius, 1e-6)
+        return self._radius
+
+
+DISTANCES = ("views", "viewset", "combined")
+REJECTIONS = ("distance", "ratio", "spread", "neighbourhood")
+NEIGHBOURHOOD_K = 5
+
+
+@dataclass(frozen=True)
+class ScoringRule:
+    """How `identify` scores a view set of photos against the enrolled objects (module docstring).
+
+    distance: "views" (per photo the nearest enrolled view, averaged over the photos), "viewset" (view-set
+    embeddings), "combined" (their mean). rejection, the score thresholded for `unknown` (lower: more like the
+    nearest object): "distance" (the nearest object's distance), "ratio" (over the second-nearest object's: the
+    ratio test of instance matching), "spread" (over the nearest object's own enrolment spread: a per-object
+    threshold), "neighbourhood" (over its neighbourhood radius: how far its k-th nearest other object lies)."""
+
+    distance: str = "combined"
+    rejection: str = "distance"
+
+    def __post_init__(self) -> None:
+        if self.distance not in DISTANCES:
+            raise PiroError(f"scoring distance {self.distance!r}: choose one of {', '.join(DISTANCES)}")
+        if self.rejection not in REJECTIONS:
+            raise PiroError(f"rejection rule {self.rejection!r}: choose one of {', '.join(REJECTIONS)}")
+
+    def to_dict(self) -> dict:
+        return {"distance": self.distance, "rejection": self.rejection}
+
+    @classmethod
+    def from_dict(cls, record: dict | None) -> ScoringRule:
+        """The rule a manifest or threshold records; an index calibrated before rules existed used views + distance."""
+        if not record:
+            return cls("views", "distance")
+        return cls(str(record.get("distance", "views")), str(record.get("rejection", "distance")))
+
+    @property
+    def label(self) -> str:
+        return f"{self.distance}+{self.rejection}"
+
+
+@dataclass
+class Queries:
+    """Query view sets of the same number of photos Q: their single-view and view-set embeddings."""
+
+    sv_cat: np.ndarray  # (n, Q, Dc)
+    sv_obj: np.ndarray  # (n, Q, Do)
+    mv_obj: np.ndarray  # (n, Do)
+
+    @classmethod
+    def one(cls, sv_cat, sv_obj, mv_obj) -> Queries:
+        """One view set: (Q, Dc), (Q, Do) and its view-set embedding (Do,)."""
+        return cls(as_matrix(sv_cat)[None], as_matrix(sv_obj)[None], as_matrix(mv_obj).reshape(1, -1))
+
+    def __len__(self) -> int:
+        return len(self.mv_obj)
+
+    @property
+    def photos(self) -> int:
+        return int(self.sv_obj.shape[1])
+
+    def rows(self, block: slice) -> Queries:
+        return Queries(self.sv_cat[block], self.sv_obj[block], self.mv_obj[block])
+
+
+@dataclass
+class Scores:
+    """Queries scored against an index: every object's distance, the nearest object and the score thresholded."""
+
+    distances: np.ndarray  # (n, objects)
+    nearest: np.ndarray  # (n,) position of the nearest object (ties: the earlier one)
+    score: np.ndarray  # (n,) the rule's score of the nearest object: lower is surer
+    votes: np.ndarray  # (n, categories) the 10-NN category votes, pooled over each query's photos
 
 
 class GalleryIndex:
-    """An index folder, opened: the manifest in memory, the vectors loaded on first use."""
+    """An index folder, opened: the manifest in memory, the vectors loaded on first use. `in_memory` gives one
+    that lives only in memory (evaluation, calibration draws): the same search, enrolment and scoring."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        self._memory: dict[str, dict[str, np.ndarray]] | None = None
         manifest = self.path / MANIFEST
         if not self.path.is_dir() or not manifest.is_file():
             if self.path.exists() and not self.path.is_dir():
@@ -106,29 +218,67 @@ class GalleryIndex:
                 f"{self.path}: no such index (no {MANIFEST} in it); build one with `piro index build RUN --out NAME{SUFFIX}`"
             )
         try:
-            self.manifest = json.loads(manifest.read_text())
+            manifest_text = json.loads(manifest.read_text())
         except (OSError, ValueError) as exc:
             raise DataError(f"{manifest}: cannot be read as JSON ({exc}); the index is damaged, build it again") from None
-        if not isinstance(self.manifest, dict) or self.manifest.get("format") != FORMAT_NAME:
+        if not isinstance(manifest_text, dict) or manifest_text.get("format") != FORMAT_NAME:
             raise DataError(f"{manifest}: not a piro index manifest (no '{FORMAT_NAME}' tag); build one with `piro index build`")
-        if int(self.manifest.get("format_version", 0)) > FORMAT_VERSION:
+        if int(manifest_text.get("format_version", 0)) > FORMAT_VERSION:
             raise DataError(
-                f"{self.path}: written by a newer piro ({self.manifest.get('piro_version')}); upgrade piro to read it"
+                f"{self.path}: written by a newer piro ({manifest_text.get('piro_version')}); upgrade piro to read it"
             )
+        self._open(manifest_text, manifest)
+
+    @classmethod
+    def in_memory(cls, manifest: dict, shards: dict[str, dict[str, np.ndarray]], path: str | Path = "<memory>") -> GalleryIndex:
+        gallery = cls.__new__(cls)
+        gallery.path = Path(path)
+        gallery._memory = shards
+        gallery._open(manifest, gallery.path)
+        return gallery
+
+    def _open(self, manifest: dict, where: Path) -> None:
+        self.manifest = manifest
         try:
             self.objects = [IndexedObject(**o) for o in self.manifest["objects"]]
             self.categories = list(self.manifest["categories"])
             self.checkpoint = dict(self.manifest["checkpoint"])
         except (KeyError, TypeError) as exc:
-            raise DataError(f"{manifest}: a required entry is missing or malformed ({exc}); build the index again") from None
+            raise DataError(f"{where}: a required entry is missing or malformed ({exc}); build the index again") from None
         self._vectors: Vectors | None = None
 
     # ------------------------------------------------------------------ facts
 
     @property
+    def calibration(self) -> dict | None:
+        """The threshold record of `piro index calibrate` (None before calibration)."""
+        return self.manifest.get("threshold") or None
+
+    @property
+    def rule(self) -> ScoringRule:
+        """The scoring rule: the calibrated one, else the default."""
+        calibration = self.calibration
+        return ScoringRule.from_dict(calibration.get("scoring")) if calibration else ScoringRule()
+
+    def calibrated(self, photos: int) -> dict | None:
+        """The calibration for a query of `photos` photos: its own when calibrated, else that of the most photos
+        calibrated below it (a threshold of fewer photos is the stricter one); an index calibrated before
+        per-photo-count thresholds holds one distance for all."""
+        calibration = self.calibration
+        if not calibration:
+            return None
+        by_photos = calibration.get("by_photos")
+        if not by_photos:
+            return {"score": float(calibration["distance"]), "far": calibration.get("far"), "frr": calibration.get("frr")}
+        counts = sorted(int(k) for k in by_photos)
+        chosen = max([c for c in counts if c <= photos], default=counts[0])
+        return by_photos[str(chosen)]
+
+    @property
     def threshold(self) -> float | None:
-        value = (self.manifest.get("threshold") or {}).get("distance")
-        return None if value is None else float(value)
+        """The calibrated threshold for one photo (None before calibration)."""
+        entry = self.calibrated(1)
+        return None if entry is None else float(entry["score"])
 
     @property
     def num_views(self) -> int:
@@ -152,6 +302,7 @@ class GalleryIndex:
             "fingerprint": self.checkpoint.get("fingerprint"),
             "dims": {"category": self.checkpoint.get("cat_dim"), "object": self.checkpoint.get("obj_dim")},
             "tta": self.checkpoint.get("tta"),
+            "scoring": self.rule.to_dict(),
             "threshold": self.manifest.get("threshold"),
             "bytes_on_disk": shard_bytes,
             "created_at": self.manifest.get("created_at"),
@@ -220,6 +371,8 @@ class GalleryIndex:
         )
 
     def _read_shard(self, shard: str) -> dict[str, np.ndarray]:
+        if self._memory is not None:
+            return self._memory[shard]
         path = self.path / SHARDS / shard
         try:
             with np.load(path, allow_pickle=False) as data:
@@ -228,41 +381,80 @@ class GalleryIndex:
             raise DataError(f"{path}: cannot be read ({exc}); the index is damaged, build it again") from None
         return arrays
 
+    def with_enrolled(self, enrolled: Sequence[EnrolledEmbeddings]) -> GalleryIndex:
+        """An in-memory copy of this index with objects enrolled as `add_objects` enrols them (not written)."""
+        manifest = json.loads(json.dumps(self.manifest))
+        shards = {name: self._read_shard(name) for name in manifest.get("shards", [])}
+        shard, arrays = _enrol(manifest, enrolled)
+        shards[shard] = arrays
+        return GalleryIndex.in_memory(manifest, shards, self.path)
+
     # ------------------------------------------------------------------ answering
 
-    def identify(self, sv_cat: torch.Tensor, sv_obj: torch.Tensor, top: int = 5, threshold: float | None = None) -> dict:
-        """The answer for one view set of photos, from their single-view embeddings (k, Dc) and (k, Do); see the
-        module docstring. `threshold`: None uses the index's calibrated one (no threshold: never unknown)."""
+    def score(self, queries: Queries, rule: ScoringRule | None = None, chunk: int = 256) -> Scores:
+        """Score query view sets against every enrolled object by `rule` (default: the index's own)."""
+        rule = rule or self.rule
+        vectors = self._searchable()
+        parts = [self._score_block(queries.rows(slice(s, s + chunk)), rule, vectors) for s in range(0, len(queries), chunk)]
+        if not parts:
+            empty = np.empty(0)
+            return Scores(np.empty((0, len(self.objects))), empty.astype(np.int64), empty, np.empty((0, len(self.categories))))
+        return Scores(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("distances", "nearest", "score", "votes")))
+
+    def _score_block(self, queries: Queries, rule: ScoringRule, vectors: Vectors) -> Scores:
+        n, q = queries.sv_obj.shape[:2]
+        distances = None
+        if rule.distance in ("views", "combined"):  # per photo the nearest view of each object, mean over photos
+            d2 = squared_distances(queries.sv_obj.reshape(n * q, -1), vectors.sv_obj, vectors.sv_obj_norms)
+            per_photo = np.sqrt(np.minimum.reduceat(d2, vectors.view_starts, axis=1))
+            distances = per_photo.reshape(n, q, -1).mean(axis=1)
+        if rule.distance in ("viewset", "combined"):
+            sets = np.sqrt(squared_distances(queries.mv_obj, vectors.mv_obj, vectors.mv_obj_norms))
+            distances = sets if distances is None else (distances + sets) / 2
+        nearest = np.argmin(distances, axis=1)  # the first of equal minima: the earlier object
+        best = distances[np.arange(n), nearest]
+        if rule.rejection == "distance":
+            score = best
+        elif rule.rejection == "ratio":
+            if distances.shape[1] > 1:
+                second = np.partition(distances, 1, axis=1)[:, 1]  # the nearest other object (ties: the same distance)
+            else:
+                second = np.full(n, 2.0, dtype=distances.dtype)
+            score = best / np.maximum(second, 1e-12)
+        elif rule.rejection == "spread":
+            score = best / vectors.spread[nearest]
+        else:
+            score = best / vectors.radius[nearest]
+        votes = self._category_votes(queries.sv_cat.reshape(n * q, -1)).reshape(n, q, -1).sum(axis=1)
+        return Scores(distances, nearest, score.astype(np.float64), votes)
+
+    def identify(
+        self, sv_cat, sv_obj, mv_obj, top: int = 5, threshold: float | None = None, rule: ScoringRule | None = None
+    ) -> dict:
+        """The answer for one view set of photos, from their single-view embeddings (k, Dc), (k, Do) and their
+        view-set embedding (Do,) (module docstring). `threshold`: None uses the index's calibrated one for k
+        photos (no calibration: never unknown)."""
         started = time.perf_counter()
-        votes = self._category_votes(as_matrix(sv_cat)).sum(axis=0)
-        distances = np.sqrt(self._squared_object_distances(as_matrix(sv_obj))).mean(axis=0)
-        return self._answer(votes, distances, top, threshold, len(sv_obj), time.perf_counter() - started)
+        rule = rule or self.rule
+        scores = self.score(Queries.one(sv_cat, sv_obj, mv_obj), rule)
+        return self._answer(scores, 0, top, threshold, len(sv_obj), rule, time.perf_counter() - started)
 
     def identify_each(
-        self, sv_cat: torch.Tensor | np.ndarray, sv_obj: torch.Tensor | np.ndarray, top: int = 5, threshold: float | None = None,
+        self, sv_cat, sv_obj, mv_obj, top: int = 5, threshold: float | None = None, rule: ScoringRule | None = None,
         chunk: int = 256,
     ) -> list[dict]:  # fmt: skip
-        """One answer per photo, each photo its own query (a batch of single-photo `identify` calls, vectorised)."""
-        sv_cat, sv_obj = as_matrix(sv_cat), as_matrix(sv_obj)
+        """One answer per photo, each photo its own query (a batch of single-photo `identify` calls, vectorised);
+        `mv_obj` (n, Do): each photo's view-set embedding as a view set of one."""
+        sv_cat, sv_obj, mv_obj = as_matrix(sv_cat), as_matrix(sv_obj), as_matrix(mv_obj)
+        rule = rule or self.rule
         answers = []
         for start in range(0, len(sv_obj), chunk):
             began = time.perf_counter()
-            votes = self._category_votes(sv_cat[start : start + chunk])
-            distances = np.sqrt(self._squared_object_distances(sv_obj[start : start + chunk]))
-            each = (time.perf_counter() - began) / len(distances)
-            answers += [self._answer(v, d, top, threshold, 1, each) for v, d in zip(votes, distances, strict=True)]
+            block = slice(start, start + chunk)
+            scores = self.score(Queries(sv_cat[block, None], sv_obj[block, None], mv_obj[block]), rule)
+            each = (time.perf_counter() - began) / len(scores.score)
+            answers += [self._answer(scores, k, top, threshold, 1, rule, each) for k in range(len(scores.score))]
         return answers
-
-    def object_distances(self, sv_obj: torch.Tensor | np.ndarray) -> np.ndarray:
-        """(objects,) distance of each enrolled object to a view set: per photo the nearest of the object's views,
-        then the mean over the photos."""
-        return np.sqrt(self._squared_object_distances(as_matrix(sv_obj))).mean(axis=0)
-
-    def _squared_object_distances(self, sv_obj: np.ndarray) -> np.ndarray:
-        """(photos, objects): squared distance from each photo to each object's nearest view."""
-        vectors = self._searchable()
-        d2 = squared_distances(sv_obj, vectors.sv_obj, vectors.sv_obj_norms)
-        return np.minimum.reduceat(d2, vectors.view_starts, axis=1)
 
     def _category_votes(self, sv_cat: np.ndarray) -> np.ndarray:
         """(photos, categories): the categories of each photo's 10 nearest enrolled views, counted."""
@@ -279,17 +471,24 @@ class GalleryIndex:
         return self.vectors()
 
     def _answer(
-        self, votes: np.ndarray, distances: np.ndarray, top: int, threshold: float | None, photos: int, seconds: float
+        self, scores: Scores, row: int, top: int, threshold: float | None, photos: int, rule: ScoringRule, seconds: float
     ) -> dict:
-        threshold = self.threshold if threshold is None else threshold
+        calibration = self.calibrated(photos) if rule == self.rule else None  # a threshold belongs to its rule
+        if threshold is None and calibration is not None:
+            threshold = float(calibration["score"])
+        distances, votes = scores.distances[row], scores.votes[row]
         top = min(max(1, int(top)), len(distances))
         candidates = np.argpartition(distances, top - 1)[:top] if top < len(distances) else np.arange(len(distances))
         order = candidates[np.lexsort((candidates, distances[candidates]))]  # nearest first, ties to the earlier object
-        best = float(distances[order[0]])
+        score = float(scores.score[row])
         winner = int(np.argmax(votes))  # the most votes; a tie to the category listed first (`vote`'s "smallest")
+        accepted = threshold is None or score <= threshold
+        false_accepts = false_accept_rate(calibration, score) if calibration is not None else None
         return {
-            "answer": self.objects[order[0]].name if threshold is None or best <= threshold else "unknown",
+            "answer": self.objects[order[0]].name if accepted else "unknown",
+            "nearest_object": self.objects[order[0]].name,
             "category": self.categories[winner],
+            "category_share": round(float(votes[winner]) / max(1, int(votes.sum())), 4),
             "category_votes": {self.categories[c]: int(votes[c]) for c in np.argsort(-votes, kind="stable") if votes[c] > 0},
             "nearest": [
                 {
@@ -299,11 +498,65 @@ class GalleryIndex:
                 }
                 for i in order
             ],
-            "distance": round(best, 4),
+            "distance": round(float(distances[order[0]]), 4),
+            "score": round(score, 4),
             "threshold": threshold,
+            "false_accept_rate": None if false_accepts is None else round(false_accepts, 4),
+            "scoring": rule.to_dict(),
             "photos": int(photos),
             "search_seconds": seconds,
         }
+
+
+def false_accept_rate(calibration: dict, score: float) -> float | None:
+    """The share of never-enrolled objects' queries (calibration's impostors) that score at most `score`: how often
+    an answer this sure is wrong about an object that is not enrolled. None when the calibration kept no scores."""
+    impostors = calibration.get("impostor_scores")
+    if not impostors:
+        return None
+    return float(np.searchsorted(np.asarray(impostors, dtype=np.float64), score, side="right") / len(impostors))
+
+
+@dataclass
+class EnrolledEmbeddings:
+    """One object to enrol, embedded: its enrolment photos' single-view embeddings and their view set's."""
+
+    name: str
+    category: str
+    source: str
+    sv_cat: np.ndarray  # (E, Dc)
+    sv_obj: np.ndarray  # (E, Do)
+    mv_cat: np.ndarray  # (Dc,)
+    mv_obj: np.ndarray  # (Do,)
+
+
+def _enrol(manifest: dict, enrolled: Sequence[EnrolledEmbeddings]) -> tuple[str, dict[str, np.ndarray]]:
+    """Add objects to a manifest (ids, categories, a new shard) and give the shard's arrays: the one enrolment
+    rule of `add_objects` and of the in-memory enrolment of evaluation and calibration."""
+    shard = _next_shard(manifest)
+    categories = list(manifest["categories"])
+    next_id = int(manifest.get("next_id", len(manifest["objects"])))
+    records, view_rows = [], []
+    for item in enrolled:
+        if item.category not in categories:
+            categories.append(item.category)
+        records.append(IndexedObject(next_id, item.name, categories.index(item.category), len(item.sv_obj), item.source, shard).to_dict())
+        view_rows.extend([next_id] * len(item.sv_obj))
+        next_id += 1
+    arrays = {
+        "view_object": np.asarray(view_rows, dtype=np.int64),
+        "set_object": np.array([r["id"] for r in records], dtype=np.int64),
+        "sv_cat": as_matrix(np.concatenate([e.sv_cat for e in enrolled])),
+        "sv_obj": as_matrix(np.concatenate([e.sv_obj for e in enrolled])),
+        "mv_cat": as_matrix(np.stack([e.mv_cat for e in enrolled])),
+        "mv_obj": as_matrix(np.stack([e.mv_obj for e in enrolled])),
+    }
+    manifest["categories"] = categories
+    manifest["objects"] = manifest["objects"] + records
+    manifest["shards"] = manifest["shards"] + [shard]
+    manifest["next_id"] = next_id
+    return shard, arrays
+
 
 
 def _grouped(parts: dict[str, list], dims: dict[str, int]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
@@ -322,11 +575,11 @@ def _grouped(parts: dict[str, list], dims: dict[str, int]) -> tuple[np.ndarray, 
 # ----------------------------------------------------------------------------- writing
 
 
-def _shard_bytes(view_object: np.ndarray, sets: np.ndarray, embeddings: dict[str, np.ndarray]) -> bytes:
+def _shard_bytes(arrays: dict[str, np.ndarray]) -> bytes:
     buffer = io.BytesIO()
     np.savez(
-        buffer, view_object=view_object.astype(np.int64), set_object=sets.astype(np.int64),
-        **{name: as_matrix(embeddings[name]) for name in (*VIEW_FIELDS, *SET_FIELDS)},
+        buffer, view_object=arrays["view_object"].astype(np.int64), set_object=arrays["set_object"].astype(np.int64),
+        **{name: as_matrix(arrays[name]) for name in (*VIEW_FIELDS, *SET_FIELDS)},
     )  # fmt: skip
     return buffer.getvalue()
 
@@ -413,45 +666,64 @@ def _build(loaded, store, source_split, rows, split, out: Path, previous: int, r
         group = embed_objects(
             loaded.model, store, source_split, rows, loaded.device, stage_progress(reporter, f"embedding {split}")
         )
-        config = loaded.checkpoint["model_config"]
-        e = group.embeddings
-        n, v = e.sv_obj.shape[:2]
-        manifest = {
-            "format": FORMAT_NAME,
-            "format_version": FORMAT_VERSION,
-            "piro_version": __version__,
-            "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "checkpoint": {
-                "path": str(loaded.path.resolve()),
-                "fingerprint": weights_fingerprint(loaded.checkpoint),
-                "epoch": loaded.epoch,
-                "model_config": config,
-                "cat_dim": int(e.sv_cat.shape[-1]),
-                "obj_dim": int(e.sv_obj.shape[-1]),
-                "image_size": loaded.image_size,
-                "tta": loaded.tta,
-            },
-            "data": {"path": str(store.path), "fingerprint": store.fingerprint, "split": split},
-            "categories": list(store.categories),
-            "objects": [],
-            "shards": [],
-            "threshold": None,
-            "next_shard": previous,  # new shard names: the old index stays whole until the manifest is replaced
-            "next_id": n,
-        }
-        shard = _next_shard(manifest)
-        manifest["shards"] = [shard]
-        manifest["objects"] = [
-            IndexedObject(i, name, int(e.labels[i]), v, f"build: {store.path.name} {split}", shard).to_dict()
-            for i, name in enumerate(group.names)
-        ]
-        ids = np.arange(n)
-        payload = _shard_bytes(
-            np.repeat(ids, v), ids,
-            {"sv_cat": e.sv_cat.reshape(n * v, -1), "sv_obj": e.sv_obj.reshape(n * v, -1), "mv_cat": e.mv_cat, "mv_obj": e.mv_obj},
-        )  # fmt: skip
-        _commit(out, manifest, (shard, payload))
-    return IndexChange(out, n, n * v, time.perf_counter() - started, n, n * v, list(group.names))
+        manifest, shard, arrays = _new_index(loaded, store, group, split, previous)
+        _commit(out, manifest, (shard, _shard_bytes(arrays)))
+    n = len(group.names)
+    return IndexChange(out, n, len(arrays["view_object"]), time.perf_counter() - started, n, len(arrays["view_object"]), list(group.names))
+
+
+def _new_index(loaded: LoadedRun, store, group: EmbeddedGroup, split: str, next_shard: int = 0) -> tuple[dict, str, dict]:
+    """(manifest, shard name, shard arrays) of an index holding the embedded objects of a data split."""
+    e = group.embeddings
+    n, v = e.sv_obj.shape[:2]
+    manifest = {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "piro_version": __version__,
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "checkpoint": {
+            "path": str(loaded.path.resolve()),
+            "fingerprint": weights_fingerprint(loaded.checkpoint),
+            "epoch": loaded.epoch,
+            "model_config": loaded.checkpoint["model_config"],
+            "cat_dim": int(e.sv_cat.shape[-1]),
+            "obj_dim": int(e.sv_obj.shape[-1]),
+            "image_size": loaded.image_size,
+            "tta": loaded.tta,
+        },
+        "data": {"path": str(store.path), "fingerprint": store.fingerprint, "split": split},
+        "categories": list(store.categories),
+        "objects": [],
+        "shards": [],
+        "threshold": None,
+        "next_shard": next_shard,  # new shard names: the old index stays whole until the manifest is replaced
+        "next_id": n,
+    }
+    shard = _next_shard(manifest)
+    manifest["shards"] = [shard]
+    manifest["objects"] = [
+        IndexedObject(i, name, int(e.labels[i]), v, f"build: {store.path.name} {split}", shard).to_dict()
+        for i, name in enumerate(group.names)
+    ]
+    ids = np.arange(n)
+    arrays = {
+        "view_object": np.repeat(ids, v), "set_object": ids,
+        "sv_cat": as_matrix(e.sv_cat.reshape(n * v, -1)), "sv_obj": as_matrix(e.sv_obj.reshape(n * v, -1)),
+        "mv_cat": as_matrix(e.mv_cat), "mv_obj": as_matrix(e.mv_obj),
+    }  # fmt: skip
+    return manifest, shard, arrays
+
+
+def trained_gallery(loaded: LoadedRun, store, reporter: Reporter | None = None) -> GalleryIndex:
+    """In memory, the index `piro index build RUN` writes: the objects the run trained on (open-set evaluation)."""
+    reporter = reporter or SilentReporter()
+    source_split, _ = group_rows(loaded.checkpoint, store, "train")
+    group = embed_objects(
+        loaded.model, store, source_split, trained_rows(loaded.checkpoint, store), loaded.device,
+        stage_progress(reporter, f"{loaded.name}: embedding the gallery (train)"),
+    )  # fmt: skip
+    manifest, shard, arrays = _new_index(loaded, store, group, "train")
+    return GalleryIndex.in_memory(manifest, {shard: arrays}, f"<{loaded.name} train>")
 
 
 @dataclass
@@ -520,38 +792,22 @@ def add_objects(
         _check_names(gallery, enrolments)
         loaded = gallery.load_run(run, device)
         manifest = gallery.manifest
-        categories = list(gallery.categories)
-        view_rows: list[int] = []
-        parts: dict[str, list] = {name: [] for name in (*VIEW_FIELDS, *SET_FIELDS)}
-        new_objects: list[dict] = []
-        shard = _next_shard(manifest)
-        next_id = int(manifest.get("next_id", len(gallery.objects)))
+        embedded: list[EnrolledEmbeddings] = []
         for done, item in enumerate(enrolments, 1):
             views, read, skipped = read_photos(item.photos, loaded.image_size, skip_bad)
-            sv_cat, sv_obj, mv_cat, mv_obj = embed_views(loaded.model, views, loaded.device)
-            if item.category not in categories:
-                categories.append(item.category)
-                reporter.info(f"new category {item.category!r}")
+            sv_cat, sv_obj, mv_cat, mv_obj = (t.numpy() for t in embed_views(loaded.model, views, loaded.device))
             for bad, reason in skipped:
                 reporter.info(f"skipped {bad}: {reason}")
-            new_objects.append(
-                IndexedObject(
-                    next_id, item.name, categories.index(item.category), len(read), f"add: {len(read)} photos", shard
-                ).to_dict()
-            )
-            view_rows.extend([next_id] * len(read))
-            for name, value in (("sv_cat", sv_cat), ("sv_obj", sv_obj), ("mv_cat", mv_cat[None]), ("mv_obj", mv_obj[None])):
-                parts[name].append(value.numpy())
-            next_id += 1
+            embedded.append(EnrolledEmbeddings(item.name, item.category, f"add: {len(read)} photos", sv_cat, sv_obj, mv_cat, mv_obj))
             reporter.progress("embedding photos", done, len(enrolments))
-        payload = _shard_bytes(
-            np.asarray(view_rows), np.array([o["id"] for o in new_objects]), {k: np.concatenate(v) for k, v in parts.items()}
-        )
-        manifest["categories"] = categories
-        manifest["objects"] = manifest["objects"] + new_objects
-        manifest["shards"] = manifest["shards"] + [shard]
-        manifest["next_id"] = next_id
-        _commit(gallery.path, manifest, (shard, payload))
+        known = set(manifest["categories"])
+        for category in dict.fromkeys(e.category for e in embedded if e.category not in known):
+            reporter.info(f"new category {category!r}")
+        before = len(manifest["objects"])
+        shard, arrays = _enrol(manifest, embedded)
+        new_objects = manifest["objects"][before:]
+        view_rows = arrays["view_object"]
+        _commit(gallery.path, manifest, (shard, _shard_bytes(arrays)))
     total = GalleryIndex(index)
     return IndexChange(
         total.path,
@@ -591,8 +847,8 @@ def remove_objects(index: str | Path, names: Sequence[str], reporter: Reporter |
             if keep_sets.any():
                 new = _next_shard(manifest)
                 data = _shard_bytes(
-                    arrays["view_object"][keep_views], arrays["set_object"][keep_sets],
-                    {**{n: arrays[n][keep_views] for n in VIEW_FIELDS}, **{n: arrays[n][keep_sets] for n in SET_FIELDS}},
+                    {"view_object": arrays["view_object"][keep_views], "set_object": arrays["set_object"][keep_sets],
+                     **{n: arrays[n][keep_views] for n in VIEW_FIELDS}, **{n: arrays[n][keep_sets] for n in SET_FIELDS}}
                 )  # fmt: skip
                 write_bytes(data, gallery.path / SHARDS / new, f"free space; {gallery.path} is unchanged")
                 replacement[old] = new
@@ -648,12 +904,12 @@ def identify(
     if top < 1:
         raise PiroError(f"--top {top}: give at least 1")
     if threshold is not None and not (threshold >= 0):
-        raise PiroError(f"--threshold {threshold}: give a distance of 0 or more (embeddings are unit vectors: 0 to 2)")
+        raise PiroError(f"--threshold {threshold}: give a score of 0 or more (the index's scoring rule's; see `piro index info`)")
     gallery = GalleryIndex(index)
     loaded = gallery.load_run(run, device)
     started = time.perf_counter()
     views, read, skipped = read_photos(photos, loaded.image_size, skip_bad)
-    sv_cat, sv_obj, _, _ = embed_views(loaded.model, views, loaded.device)
+    sv_cat, sv_obj, _, mv_obj = embed_views(loaded.model, views, loaded.device)
     model_seconds = time.perf_counter() - started
-    answer = gallery.identify(sv_cat, sv_obj, top=top, threshold=threshold)
+    answer = gallery.identify(sv_cat, sv_obj, mv_obj, top=top, threshold=threshold)
     return Identification(read, skipped, answer, model_seconds)
