@@ -76,7 +76,7 @@ def search(args: argparse.Namespace) -> None:
         "checkpoint": {"path": "none", "fingerprint": "bench", "cat_dim": d, "obj_dim": d, "image_size": 224, "tta": False},
         "categories": [f"c{i}" for i in range(25)], "shards": ["000000.npz"], "next_shard": 1, "next_id": objects,
         "objects": [{"id": i, "name": f"o{i}", "category": i % 25, "views": per, "source": "bench", "shard": "000000.npz"} for i in range(objects)],
-        "threshold": {"distance": 1.0},
+        "threshold": {"by_photos": {"1": {"score": 1.0}}, "scoring": {"distance": "combined", "rejection": "distance"}},
     }  # fmt: skip
     ids = np.arange(objects)
     arrays = {
@@ -86,7 +86,7 @@ def search(args: argparse.Namespace) -> None:
         "mv_obj": unit(rng, objects, d),
     }
     started = time.perf_counter()
-    _commit(folder, manifest, ("000000.npz", _shard_bytes(np.repeat(ids, per), ids, arrays)))
+    _commit(folder, manifest, ("000000.npz", _shard_bytes({"view_object": np.repeat(ids, per), "set_object": ids, **arrays})))
     write_seconds = time.perf_counter() - started
     disk = (folder / SHARDS / "000000.npz").stat().st_size + (folder / MANIFEST).stat().st_size
     del arrays
@@ -101,14 +101,13 @@ def search(args: argparse.Namespace) -> None:
     print(
         f"  memory: arrays {held / 2**20:.0f} MiB ({held / 2**20 * 100_000 / views:.0f} MiB per 100k views), RSS +{rss_mb() - before:.0f} MB"
     )
-    query_cat, query_obj = unit(rng, 256, d), unit(rng, 256, d)
+    query_cat, query_obj, query_set = unit(rng, 256, d), unit(rng, 256, d), unit(rng, 256, d)
     one_vote, _ = timed(lambda: gallery._category_votes(query_cat[:1]), args.repeats)
-    one_dist, _ = timed(lambda: gallery._squared_object_distances(query_obj[:1]), args.repeats)
-    one_total, answer = timed(lambda: gallery.identify(query_cat[:1], query_obj[:1]), args.repeats)
+    one_total, answer = timed(lambda: gallery.identify(query_cat[:1], query_obj[:1], query_set[0]), args.repeats)
     print(
-        f"  one photo: identify {1000 * one_total:.1f} ms = category vote {1000 * one_vote:.1f} ms + object distances {1000 * one_dist:.1f} ms + answer"
+        f"  one photo: identify {1000 * one_total:.1f} ms (default scoring {gallery.rule.label}), of which the category vote {1000 * one_vote:.1f} ms"
     )
-    batch, _ = timed(lambda: gallery.identify_each(query_cat, query_obj), max(3, args.repeats // 5))
+    batch, _ = timed(lambda: gallery.identify_each(query_cat, query_obj, query_set), max(3, args.repeats // 5))
     print(f"  batch of 256 photos (identify_each): {batch:.3f} s, {256 / batch:.0f} photos/s")
     own_one, _ = timed(lambda: nearest(query_cat[:1], vectors.sv_cat, 10, vectors.sv_cat_norms), args.repeats)
     own_batch, own = timed(lambda: nearest(query_cat, vectors.sv_cat, 10, vectors.sv_cat_norms), max(3, args.repeats // 5))
@@ -176,9 +175,11 @@ def trial(args: argparse.Namespace) -> None:
         rows = np.sort(order[len(order) // 2 :])
     started = time.perf_counter()
     calibration = calibrate_index(index, data=args.data, split="val", draws=args.draws, objects=calibrate_on)
+    single = calibration.single
     print(
-        f"calibrate ({calibration.objects} val objects, {args.draws} draws): threshold {calibration.threshold:.4f}, FAR {100 * calibration.far:.1f}%, "
-        f"FRR {100 * calibration.frr:.1f}%, wrong object {100 * calibration.wrong_object:.1f}% ({time.perf_counter() - started:.1f} s)"
+        f"calibrate ({calibration.objects} val objects, {args.draws} draws, {calibration.rule.label}): one-photo threshold "
+        f"{single.score:.4f}, FAR {100 * single.far:.1f}%, FRR {100 * single.frr:.1f}%, wrong object {100 * single.wrong_object:.1f}% "
+        f"({time.perf_counter() - started:.1f} s)"
     )
     print(f"trial objects: {len(rows)} of {args.split} (never used to calibrate)")
     photos = work / "photos"
@@ -210,12 +211,13 @@ def trial(args: argparse.Namespace) -> None:
                 queries.append(path)
                 owners.append(int(r))
         views, _, _ = read_photos(queries, loaded.image_size)
-        sv_cat, sv_obj = [], []
-        for start in range(0, len(views), 64):
-            c, o, _, _ = embed_views(loaded.model, views[start : start + 64], torch.device("cpu"))
+        sv_cat, sv_obj, mv_obj = [], [], []
+        for photo in range(len(views)):  # each photo its own view set, as `piro identify photo.jpg` embeds it
+            c, o, _, m = embed_views(loaded.model, views[photo : photo + 1], torch.device("cpu"))
             sv_cat.append(c)
             sv_obj.append(o)
-        answers = gallery.identify_each(torch.cat(sv_cat), torch.cat(sv_obj))
+            mv_obj.append(m[None])
+        answers = gallery.identify_each(torch.cat(sv_cat), torch.cat(sv_obj), torch.cat(mv_obj))
         enrolled_set = {int(r) for r in enrolled}
         right = [a["answer"] == f"held-{o}" for a, o in zip(answers, owners, strict=True) if o in enrolled_set]
         unknown = [a["answer"] == "unknown" for a, o in zip(answers, owners, strict=True) if o not in enrolled_set]

@@ -132,6 +132,8 @@ def method_label(train: dict[str, Any]) -> str:
             parts.append("lsoftmax-trained")
     if train.get("direction_reg"):
         parts.append(f"dr={train['direction_reg']:g}")
+    if train.get("distance_margin"):
+        parts.append(f"margin={train['distance_margin']:g}")
     if train.get("dvml"):
         parts.append("dvml")
     if train.get("language_guidance"):
@@ -181,7 +183,7 @@ def loss_config_of(config: Any) -> LossConfig:
         dvml=config.dvml, dvml_kl=config.dvml_kl, dvml_rec=config.dvml_rec, dvml_syn=config.dvml_syn,
         gml_proxies=config.gml_proxies, gml_neighbourhood=config.gml_neighbourhood, gml_reg=config.gml_reg,
         language_weight=config.language_weight if config.language_guidance else 0.0, language_space=config.language_space,
-        direction_reg=config.direction_reg, cat_loss=config.cat_loss,
+        direction_reg=config.direction_reg, cat_loss=config.cat_loss, distance_margin=config.distance_margin,
     )  # fmt: skip
 
 

@@ -130,6 +130,10 @@ def train(
         0.0, help="Weight gamma of the direction regulariser (Mohan et al. 2020) on the object loss: --obj-loss piro or "
         "triplet only. 0: off.",
     ),
+    distance_margin: float = typer.Option(
+        0.0, help="Weight of an absolute-distance term in the object space (same-object views and view sets pulled under "
+        "distance 0.5, other objects pushed beyond 1.0), for open-set identification's threshold. 0: off (as released).",
+    ),
     gml_proxies: int = typer.Option(
         DEFAULT_PROXIES, min=1, help="With proxy-gml (--obj-loss or --cat-loss): proxies per object or category (ProxyGML's N; the paper's 12)."
     ),
@@ -330,7 +334,7 @@ def train(
         pairs_per_object=pairs_per_object, views=views, augment=augment, augmentation=augmentation, seed=seed, device=device, freeze_backbone=freeze_backbone,
         train_from=train_from, feature_passes=feature_passes, tta=tta,
         val_fraction=val_fraction, val_seed=val_seed, early_stop_rho=early_stop_rho, obj_loss=obj_loss, dvml=dvml, dvml_kl=dvml_kl,
-        dvml_rec=dvml_rec, dvml_syn=dvml_syn, gml_proxies=gml_proxies, gml_neighbourhood=gml_neighbourhood, gml_reg=gml_reg, cat_loss=cat_loss.strip().lower(), direction_reg=direction_reg, language_guidance=language_guidance, language_weight=language_weight, language_space=language_space, language_labels=language_labels.strip().lower(), language_topk=language_topk, pi_alpha=pi_alpha, pi_beta=pi_beta, dropout=dropout, loggers=tuple(logger or ()),
+        dvml_rec=dvml_rec, dvml_syn=dvml_syn, gml_proxies=gml_proxies, gml_neighbourhood=gml_neighbourhood, gml_reg=gml_reg, cat_loss=cat_loss.strip().lower(), direction_reg=direction_reg, distance_margin=distance_margin, language_guidance=language_guidance, language_weight=language_weight, language_space=language_space, language_labels=language_labels.strip().lower(), language_topk=language_topk, pi_alpha=pi_alpha, pi_beta=pi_beta, dropout=dropout, loggers=tuple(logger or ()),
     )  # fmt: skip
     config = merged_config(config, command_line, _given_fields(ctx))
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
@@ -349,7 +353,7 @@ PANELS = {
     "Data": ("data", "val_fraction", "val_seed", "views", "augment", "augmentation"),
     "Model": ("backbone", "pretrained", "embed_dim", "cat_dim", "obj_dim", "dropout", "freeze_backbone", "train_from",
               "feature_passes", "tta"),
-    "Method and losses": ("recipe", "method", "dual", "obj_loss", "cat_loss", "direction_reg", "dvml", "dvml_kl", "dvml_rec", "dvml_syn", "gml_proxies",
+    "Method and losses": ("recipe", "method", "dual", "obj_loss", "cat_loss", "direction_reg", "distance_margin", "dvml", "dvml_kl", "dvml_rec", "dvml_syn", "gml_proxies",
                           "gml_neighbourhood", "gml_reg", "language_guidance", "language_weight", "language_space", "language_labels", "language_topk", "pi_alpha",
                           "pi_beta", "losses", "alpha", "beta", "theta", "gamma", "lam", "separation", "train_lsoftmax_weights"),
     "Optimisation": ("lr", "lr_step", "epochs", "batch_pairs", "batch_objects", "pairs_per_object", "seed", "early_stop_rho"),

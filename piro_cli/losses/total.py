@@ -13,6 +13,7 @@ from .category import CategoryLSoftmaxLoss, PoseInvariantCategoryLoss
 from .direction import DIRECTION_LOSSES
 from .dvml import VariationalBranch
 from .language import SPACES, LanguageGuidance
+from .margin import DistanceMarginLoss
 from .metric import ObjectMetricLoss, parse_object_loss
 from .object import SEPARATIONS, PoseInvariantObjectLoss
 from .proxy_gml import DEFAULT_NEIGHBOURHOOD, DEFAULT_PROXIES, DEFAULT_REGULARISATION, ProxyGMLLoss
@@ -76,6 +77,7 @@ class LossConfig:
     language_space: str = "object"  # the space it shapes: "object" or "category"
     direction_reg: float = 0.0  # --direction-reg: gamma of the direction regulariser (losses/direction.py); 0: off
     cat_loss: str = "lsoftmax"  # the category term: L-Softmax (PiRO) or ProxyGML with the gml_* settings
+    distance_margin: float = 0.0  # --distance-margin: weight of the absolute-distance term (losses/margin.py); 0: off
 
     def __post_init__(self) -> None:
         # Accepts a comma-separated string too, and normalises to the canonical tuple so configs compare/serialise cleanly.
@@ -106,6 +108,10 @@ class LossConfig:
             )
         if self.direction_reg and "piobj" not in self.terms:
             raise ValueError("--direction-reg works on the object term; keep 'piobj' in the loss terms to use it")
+        if not (math.isfinite(self.distance_margin) and self.distance_margin >= 0):
+            raise ValueError(f"--distance-margin {self.distance_margin}: must be a finite number >= 0")
+        if self.distance_margin and "piobj" not in self.terms:
+            raise ValueError("--distance-margin shapes the object space; keep 'piobj' in the loss terms to use it")
         if self.cat_loss not in CATEGORY_LOSSES:
             raise ValueError(f"--cat-loss {self.cat_loss!r}: choose one of {', '.join(CATEGORY_LOSSES)}")
         if self.cat_loss != "lsoftmax" and "cat" not in self.terms:
@@ -166,6 +172,7 @@ class PiroLoss(torch.nn.Module):
                 raise ValueError("DVML reconstructs backbone features: give feat_dim")
             self.dvml = VariationalBranch(feat_dim, obj_dim, variance_scale=max(config.alpha, 1e-3))
         self.picat = PoseInvariantCategoryLoss(theta=config.theta) if "picat" in self.terms else None
+        self.margin = DistanceMarginLoss() if config.distance_margin > 0 else None
         self.language = None
         if config.language_weight > 0:
             if category_names is None:
@@ -201,6 +208,11 @@ class PiroLoss(torch.nn.Module):
                 parts["dvml_rec"] = self.config.dvml_rec * (rec_a + rec_b) / 2
         if self.picat is not None:
             parts["picat"] = self.picat(out_a.sv_cat, out_b.sv_cat, out_a.mv_cat, out_b.mv_cat)
+        if self.margin is not None:
+            if object_ids is None:
+                raise ValueError("the distance margin term needs the object ids (object_ids=)")
+            sv, mv = torch.cat([out_a.sv_obj, out_b.sv_obj]), torch.cat([out_a.mv_obj, out_b.mv_obj])
+            parts["margin"] = self.config.distance_margin * self.margin(sv, mv, torch.cat(list(object_ids)))
         if self.language is not None:
             parts["language"] = self._language_term(out_a, out_b, labels, object_ids)
         total = sum(parts.values())  # at least one term: LossConfig/_canonical_terms refuse an empty list

@@ -65,6 +65,7 @@ class TrainConfig:
     language_labels: str = "names"  # "names": the category names; "imagenet": an ImageNet classifier's top-k pseudo-labels
     language_topk: int = DEFAULT_TOPK  # pseudo-labels per category (the released 5)
     direction_reg: float = 0.0  # gamma of the direction regulariser on the object term (losses/direction.py); 0: off
+    distance_margin: float = 0.0  # weight of the absolute-distance term in the object space (losses/margin.py); 0: off
     cat_loss: str = "lsoftmax"  # the category term of piro-* methods: PiRO's L-Softmax or ProxyGML (losses/total.py)
     pi_alpha: float | None = None  # PI- baselines: weight a of d2(view, view set); None: the released value
     pi_beta: float | None = None  # PI- baselines: weight b of d2(view set, category centre); None: the released value
@@ -98,7 +99,9 @@ class TrainConfig:
         except ValueError as exc:
             raise PiroError(f"--obj-loss: {exc}") from None
         spec = resolve_method(self.method, self.dual, self.obj_loss, self.dvml)
-        for flag, used in (("--direction-reg", self.direction_reg), ("--cat-loss", self.cat_loss != "lsoftmax")):
+        for flag, used in (
+            ("--direction-reg", self.direction_reg), ("--cat-loss", self.cat_loss != "lsoftmax"), ("--distance-margin", self.distance_margin)
+        ):  # fmt: skip
             if used and spec.family != "piro":
                 raise PiroError(f"{flag}: shapes the losses of piro-dual / piro-single; {spec.name} has its own loss")
         self.method, self.dual = spec.name, spec.dual
