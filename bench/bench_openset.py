@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from piro_cli.evaluation.evaluate import evaluation_objects
+from piro_cli.hardware import keep_freed_memory
 from piro_cli.inference.calibration import embed_held_out, open_set_scores
 from piro_cli.inference.index import DISTANCES, REJECTIONS, ScoringRule, trained_gallery
 from piro_cli.inference.run import load_run
@@ -40,6 +41,7 @@ def main() -> None:
     parser.add_argument("--rejections", default=",".join(REJECTIONS))
     parser.add_argument("--out", default=None, help="also write every run's values (.json)")
     args = parser.parse_args()
+    keep_freed_memory()  # as the `piro` command does: backbone passes about 3x faster on Linux CPUs
     enrols = [int(e) for e in args.enrol.split(",")]
     counts = [int(q) for q in args.queries.split(",")]
     rules = [ScoringRule(d, r) for d, r in itertools.product(args.distances.split(","), args.rejections.split(","))]

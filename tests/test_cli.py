@@ -93,3 +93,16 @@ def test_demo_runs_the_whole_pipeline(tmp_path):
 def test_console_script_runs():
     result = subprocess.run([sys.executable, "-m", "piro_cli", "--version"], capture_output=True, text=True)
     assert result.returncode == 0 and __version__ in result.stdout
+
+
+def test_help_keeps_bracketed_words():
+    """Help text is literal: `[deploy]` and `[default: ...]` notes are not swallowed as Rich markup."""
+    from typer.testing import CliRunner
+
+    from piro_cli.cli import app
+
+    runner = CliRunner()
+    export = runner.invoke(app, ["export", "--help"], env={"COLUMNS": "200"})
+    assert "pip install -e '.[deploy]'" in export.output
+    train = runner.invoke(app, ["train", "--help"], env={"COLUMNS": "200"})
+    assert "[default: as released, 1;" in train.output and "[default: as released, 4 pi-cnn" in train.output

@@ -9,6 +9,7 @@ typer version renames it, typer's own layout stays in place.
 from __future__ import annotations
 
 import typer.rich_utils as rich_utils
+from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
@@ -64,7 +65,22 @@ def _print_options_panel(*, name: str, params, ctx, markup_mode, console) -> Non
     console.print(Panel(table, border_style=rich_utils.STYLE_OPTIONS_PANEL_BORDER, title=name, title_align="left"))
 
 
+def _literal_text(make):
+    """Help text as written: typer parses help as Rich markup, which swallows bracketed words (`pip install -e
+    '.[deploy]'` lost its `[deploy]`); piro's help uses no markup, so every bracket is escaped first."""
+
+    def make_literal(*, text: str, style: str = "", markup_mode):
+        if markup_mode == getattr(rich_utils, "MARKUP_MODE_RICH", "rich"):
+            text = escape(text)
+        return make(text=text, style=style, markup_mode=markup_mode)
+
+    return make_literal
+
+
 def install() -> None:
-    """Use the two-column option panels in every command's help."""
+    """Use the two-column option panels in every command's help, and keep help text literal."""
     if hasattr(rich_utils, "_print_options_panel") and hasattr(rich_utils, "_get_parameter_help"):
         rich_utils._print_options_panel = _print_options_panel
+    if hasattr(rich_utils, "_make_rich_text") and not getattr(rich_utils._make_rich_text, "piro_literal", False):
+        rich_utils._make_rich_text = _literal_text(rich_utils._make_rich_text)
+        rich_utils._make_rich_text.piro_literal = True

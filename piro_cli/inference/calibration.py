@@ -200,7 +200,7 @@ def open_set_scores(
             owner, views = _query_groups(n, v, enrol_views, q, np.random.default_rng((seed, draw, q)))
             _, _, _, mv_obj = embed_view_sets(model, held.features[owner[:, None], views], device)
             queries = Queries(held.sv_cat[owner[:, None], views], held.sv_obj[owner[:, None], views], mv_obj)
-            scores = enrolled.score(queries, rule)
+            scores = enrolled.score(queries, rule, votes=False)  # the object decision only
             known = position[owner] >= 0
             pooled[q].append((scores.score, known, known & (scores.nearest == position[owner])))
     return {

@@ -42,7 +42,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from piro_cli import __version__
 from piro_cli.data.sources.base import IMAGE_SUFFIXES
@@ -391,17 +390,20 @@ class GalleryIndex:
 
     # ------------------------------------------------------------------ answering
 
-    def score(self, queries: Queries, rule: ScoringRule | None = None, chunk: int = 256) -> Scores:
-        """Score query view sets against every enrolled object by `rule` (default: the index's own)."""
+    def score(self, queries: Queries, rule: ScoringRule | None = None, chunk: int = 256, votes: bool = True) -> Scores:
+        """Score query view sets against every enrolled object by `rule` (default: the index's own); `votes=False`
+        leaves the category vote out (all zero), for measurements of the object decision alone."""
         rule = rule or self.rule
         vectors = self._searchable()
-        parts = [self._score_block(queries.rows(slice(s, s + chunk)), rule, vectors) for s in range(0, len(queries), chunk)]
+        parts = [
+            self._score_block(queries.rows(slice(s, s + chunk)), rule, vectors, votes) for s in range(0, len(queries), chunk)
+        ]
         if not parts:
             empty = np.empty(0)
             return Scores(np.empty((0, len(self.objects))), empty.astype(np.int64), empty, np.empty((0, len(self.categories))))
         return Scores(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("distances", "nearest", "score", "votes")))
 
-    def _score_block(self, queries: Queries, rule: ScoringRule, vectors: Vectors) -> Scores:
+    def _score_block(self, queries: Queries, rule: ScoringRule, vectors: Vectors, votes: bool = True) -> Scores:
         n, q = queries.sv_obj.shape[:2]
         distances = None
         if rule.distance in ("views", "combined"):  # per photo the nearest view of each object, mean over photos
@@ -425,8 +427,11 @@ class GalleryIndex:
             score = best / vectors.spread[nearest]
         else:
             score = best / vectors.radius[nearest]
-        votes = self._category_votes(queries.sv_cat.reshape(n * q, -1)).reshape(n, q, -1).sum(axis=1)
-        return Scores(distances, nearest, score.astype(np.float64), votes)
+        if votes:
+            counted = self._category_votes(queries.sv_cat.reshape(n * q, -1)).reshape(n, q, -1).sum(axis=1)
+        else:
+            counted = np.zeros((n, len(self.categories)), dtype=np.int64)
+        return Scores(distances, nearest, score.astype(np.float64), counted)
 
     def identify(
         self, sv_cat, sv_obj, mv_obj, top: int = 5, threshold: float | None = None, rule: ScoringRule | None = None
