@@ -6,8 +6,10 @@ import ctypes
 import ctypes.util
 import functools
 import sys
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # imported in each function: `keep_freed_memory` runs at start-up, before torch is needed
+    import torch
 
 from piro_cli.errors import PiroError
 
@@ -16,6 +18,8 @@ from piro_cli.errors import PiroError
 def cpu_has_native_bf16() -> bool:
     """True when the CPU computes bf16 natively (AVX-512 BF16 or AMX, via oneDNN), so bf16 matmuls run faster than
     fp32; on other CPUs (e.g. AVX2-only) bf16 is emulated and slower, so piro keeps fp32 there."""
+    import torch
+
     try:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
@@ -27,6 +31,8 @@ def bf16_matmul_speedup() -> float:
     """float32 time / bf16 time of one (256 x 1024) @ (1024 x 8192) product on this CPU (best of 3 each, after a
     warm-up); 0 where bf16 is not native. Measured once per process (about 0.1 s) because the instruction flags
     alone do not say how fast a CPU's bf16 path is."""
+    import torch
+
     if not cpu_has_native_bf16():
         return 0.0
     import time
@@ -86,6 +92,8 @@ def keep_freed_memory() -> bool:
 
 def pick_device(requested: str | None) -> torch.device:
     """The device asked for (`--device cpu|cuda|cuda:N`); None: the GPU when there is one, else the CPU."""
+    import torch
+
     if requested is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -99,6 +107,8 @@ def pick_device(requested: str | None) -> torch.device:
 
 def autocast(device: torch.device):
     """Mixed precision on CUDA (bf16 where supported); full fp32 on the CPU."""
+    import torch
+
     if device.type == "cuda":
         dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         return torch.autocast("cuda", dtype=dtype)

@@ -18,19 +18,28 @@ from __future__ import annotations
 import inspect
 import math
 from dataclasses import dataclass
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from piro_cli.errors import PiroError
-from piro_cli.losses import LOSS_TERMS, PIES_LOSSES, POSE_INVARIANT_LOSSES, LossConfig, PiroLoss
-from piro_cli.losses.language import DEFAULT_TOPK, DEFAULT_WEIGHT, name_embeddings
-from piro_cli.losses.proxy_gml import DEFAULT_NEIGHBOURHOOD, DEFAULT_PROXIES, DEFAULT_REGULARISATION
-from piro_cli.models.backbones import VGG16_FC7_DIM
+from piro_cli.losses.registry import (
+    DEFAULT_NEIGHBOURHOOD,
+    DEFAULT_PROXIES,
+    DEFAULT_REGULARISATION,
+    DEFAULT_TOPK,
+    DEFAULT_WEIGHT,
+    LOSS_TERMS,
+    POSE_INVARIANT_LOSSES,
+    SEPARATIONS,
+)  # fmt: skip
+
+if TYPE_CHECKING:  # the loss modules need torch: loaded where used, so that the command line starts fast
+    import torch
+
+    from piro_cli.losses.total import LossConfig
 
 DEFAULT_METHOD = "piro-dual"
 DEFAULT_OBJ_LOSS = "piro"
-DEFAULT_SEPARATION = LossConfig.separation  # the released squared distance
+DEFAULT_SEPARATION = SEPARATIONS[0]  # the released squared distance
 # What runs written before an option existed trained with, for config.json "train" without its key: the plain
 # distance in the confuser separation and an optimised L-Softmax weight matrix. Resumes and labels keep it.
 PRE_OPTION_VALUES = {"separation": "plain", "train_lsoftmax_weights": True}
@@ -153,6 +162,12 @@ def build_criterion(
     backbone's feature size (DVML reconstructs features); `language_labels` are each category's labels for
     language guidance (its name, or its ImageNet pseudo-labels).
     """
+    import torch
+
+    from piro_cli.losses.language import name_embeddings
+    from piro_cli.losses.pies import PIES_LOSSES
+    from piro_cli.losses.total import PiroLoss
+
     spec = get_method(config.method)
     if spec.family == "untrained":
         return torch.nn.Module()  # nothing is optimised
@@ -177,6 +192,8 @@ def build_criterion(
 
 def loss_config_of(config: Any) -> LossConfig:
     """The LossConfig of a TrainConfig (what a PiRO run's losses are; recorded in config.json for every run)."""
+    from piro_cli.losses.total import LossConfig
+
     return LossConfig(
         alpha=config.alpha, beta=config.beta, theta=config.theta, gamma=config.gamma, lam=config.lam, terms=tuple(config.losses),
         train_lsoftmax_weights=config.train_lsoftmax_weights, separation=config.separation, obj_loss=config.obj_loss,
@@ -218,6 +235,8 @@ def resolve_method_options(spec: MethodSpec, config: Any) -> None:
             if value is not None:
                 raise PiroError(f"{option}: only {', '.join(POSE_INVARIANT_LOSSES)} weigh their distances; not {spec.name}")
     else:
+        from piro_cli.losses.pies import PIES_LOSSES
+
         weights = inspect.signature(PIES_LOSSES[spec.name]).parameters  # the released a and b are the defaults
         config.pi_alpha = weights["a"].default if config.pi_alpha is None else config.pi_alpha
         config.pi_beta = weights["b"].default if config.pi_beta is None else config.pi_beta
@@ -241,4 +260,6 @@ def resolve_method_options(spec: MethodSpec, config: Any) -> None:
         raise PiroError(f"--batch-objects {config.batch_objects}: must be at least 1")
     config.augmentation = config.augmentation or "pies"
     if config.backbone is not None and embedding_head(spec, config.backbone) == "vgg16_fc7":  # None: not yet resolved
+        from piro_cli.models.backbones import VGG16_FC7_DIM
+
         config.obj_dim = VGG16_FC7_DIM  # the fc7 feature is the embedding: no linear layer to another size

@@ -21,8 +21,6 @@ import os
 import re
 from pathlib import Path
 
-import torch
-
 from piro_cli.errors import PiroError
 
 DISK_FULL = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
@@ -236,6 +234,8 @@ def write_json(payload: dict, path: str | Path, advice: str = FREE_SPACE) -> Pat
 
 def atomic_torch_save(payload: dict, path: str | Path, advice: str = FREE_SPACE) -> Path:
     with AtomicFile(path, advice) as file:
+        import torch  # only here: the rest of piro's outputs need no torch
+
         torch.save(payload, file)
     return Path(path)
 

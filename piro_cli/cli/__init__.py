@@ -23,7 +23,6 @@ from piro_cli.cli.train import RichReporter
 from piro_cli.cli.train import train as train_command
 from piro_cli.cli.visualize import visualize as visualize_command
 from piro_cli.data.sources import synthetic
-from piro_cli.hardware import keep_freed_memory
 
 install_help()  # option panels in two columns, readable at 80 columns (piro_cli/cli/help.py)
 
@@ -105,5 +104,7 @@ def demo(
 
 
 def main() -> None:
+    from piro_cli.hardware import keep_freed_memory
+
     keep_freed_memory()  # a large speed-up of every backbone pass on Linux CPUs (piro_cli.hardware)
     app()

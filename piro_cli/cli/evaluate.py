@@ -15,7 +15,7 @@ from rich.table import Table
 from piro_cli.cli.common import console, err_console, handle_errors, tta_option
 from piro_cli.cli.train import RichReporter
 from piro_cli.errors import PiroError
-from piro_cli.evaluation.picr import TASKS
+from piro_cli.evaluation.tasks import TASKS
 from piro_cli.outputs import OutputLock, check_output_path
 
 TASK_HELP = (

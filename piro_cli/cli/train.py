@@ -15,14 +15,11 @@ from rich.table import Table
 from piro_cli.cli.common import SEED_MAX, console, err_console, handle_errors
 from piro_cli.errors import PiroError
 from piro_cli.losses import CATEGORY_LOSSES, OBJECT_LOSSES, parse_loss_terms
-from piro_cli.losses.language import DEFAULT_TOPK, DEFAULT_WEIGHT
-from piro_cli.losses.proxy_gml import DEFAULT_NEIGHBOURHOOD, DEFAULT_PROXIES, DEFAULT_REGULARISATION
+from piro_cli.losses.registry import DEFAULT_NEIGHBOURHOOD, DEFAULT_PROXIES, DEFAULT_REGULARISATION, DEFAULT_TOPK, DEFAULT_WEIGHT
 from piro_cli.methods import METHODS, get_method, method_for_space
-from piro_cli.models.backbones import CUT_POINTS, available_backbones
+from piro_cli.models.registry import CUT_POINTS, available_backbones
 from piro_cli.recipes import BUILTIN_DEFAULTS, RECIPES, option_flag, recipe_help
-from piro_cli.training import train as run_training
 from piro_cli.training.config_file import merged_config
-from piro_cli.training.distributed import launch
 
 
 def _default(field: str) -> str:
@@ -316,6 +313,8 @@ def train(
     piro train --devices 2 --config runs/exp/config.json --name exp-again
     """
     if devices is not None and devices > 1 and "WORLD_SIZE" not in os.environ:
+        from piro_cli.training.distributed import launch
+
         raise typer.Exit(launch(devices, strip_option(sys.argv[1:], "--devices")))
     if resume is not None:
         _refuse_options_with_resume(ctx)
@@ -337,9 +336,11 @@ def train(
         dvml_rec=dvml_rec, dvml_syn=dvml_syn, gml_proxies=gml_proxies, gml_neighbourhood=gml_neighbourhood, gml_reg=gml_reg, cat_loss=cat_loss.strip().lower(), direction_reg=direction_reg, distance_margin=distance_margin, language_guidance=language_guidance, language_weight=language_weight, language_space=language_space, language_labels=language_labels.strip().lower(), language_topk=language_topk, pi_alpha=pi_alpha, pi_beta=pi_beta, dropout=dropout, loggers=tuple(logger or ()),
     )  # fmt: skip
     config = merged_config(config, command_line, _given_fields(ctx))
+    from piro_cli.training.trainer import train as train_run  # torch: loaded once the options are checked
+
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
     with Progress(*columns, console=err_console, transient=True) as progress:
-        result = run_training(config, RichReporter(progress), resume=resume, resume_epochs=epochs)
+        result = train_run(config, RichReporter(progress), resume=resume, resume_epochs=epochs)
     if os.environ.get("RANK", "0") != "0":  # under torchrun process 0 alone reports
         return
     console.print(

@@ -9,7 +9,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from piro_cli.cli.common import SEED_MAX, console, err_console, handle_errors
-from piro_cli.viz.figures import DEFAULT_QUERIES, DEFAULT_TOP_K, KINDS, MAX_QUERIES, MAX_TOP_K
+from piro_cli.viz.kinds import DEFAULT_QUERIES, DEFAULT_TOP_K, KINDS, MAX_QUERIES, MAX_TOP_K
 
 
 class StageBars:

@@ -26,14 +26,17 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import h5py
 import numpy as np
-import torch
 
 from piro_cli import __version__
 from piro_cli.errors import DataError
 from piro_cli.outputs import AtomicFile, OutputLock, check_output_path, write_error
+
+if TYPE_CHECKING:  # torch is imported where views become tensors, so that `piro --help` starts fast
+    import torch
 
 FORMAT_NAME = "piro-viewsets"
 FORMAT_VERSION = 1
@@ -52,6 +55,8 @@ def normalize_views(images: np.ndarray | torch.Tensor, device: str | torch.devic
     The conversion runs on `device` (after a uint8 transfer, 4x cheaper than
     moving floats) so that on a GPU the host only ever touches bytes.
     """
+    import torch
+
     source = torch.as_tensor(images).to(device=device)
     out = torch.empty((*source.shape[:-3], 3, *source.shape[-3:-1]), dtype=torch.float32, device=source.device)
     return normalize_into(out, source)
@@ -64,6 +69,8 @@ def normalize_into(out: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
     shifted while it is still in cache: several times faster than three passes
     over one large batch.
     """
+    import torch
+
     source = source.movedim(-1, -3)
     scale = (1.0 / (torch.tensor(IMAGENET_STD, device=out.device) * 255.0)).view(3, 1, 1)
     shift = (-torch.tensor(IMAGENET_MEAN, device=out.device) / torch.tensor(IMAGENET_STD, device=out.device)).view(3, 1, 1)
@@ -350,6 +357,8 @@ class SplitData:
         Reads one object (one chunk) at a time straight into the batch: whole-chunk
         reads skip HDF5's chunk cache, and each object is normalised while in cache.
         """
+        import torch
+
         images = self._images()
         size = self._store.image_size
         for start in range(0, len(self), batch_objects):

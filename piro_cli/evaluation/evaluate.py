@@ -213,7 +213,7 @@ def evaluate(
         raise PiroError(f"--tie-break {tie_break!r}: choose one of {', '.join(TIE_BREAKS)}")
     wants_open_set, tasks = split_open_set(tasks)
     try:
-        chosen = parse_tasks(tasks) if tasks is not None else ()
+        chosen = () if wants_open_set and tasks is None else parse_tasks(tasks)
     except ValueError as exc:
         raise PiroError(f"--task: {exc}") from None
     if wants_open_set:

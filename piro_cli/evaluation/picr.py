@@ -42,31 +42,9 @@ import torch
 
 from piro_cli.errors import DataError
 from piro_cli.evaluation.metrics import rank
+from piro_cli.evaluation.tasks import SHORT_NAMES, TASKS  # noqa: E402,F401 (re-exported)
 from piro_cli.inference.embedding import EmbeddingSet
 from piro_cli.inference.search import KNN_VOTES, TIE_BREAKS, vote
-
-TASKS = (
-    "sv-category-recognition",
-    "mv-category-recognition",
-    "sv-object-recognition",
-    "mv-object-recognition",
-    "sv-category-retrieval",
-    "mv-category-retrieval",
-    "sv-object-retrieval",
-    "mv-object-retrieval",
-)
-"""The paper's column order: classification then retrieval; category then object; single then multi view."""
-
-SHORT_NAMES = {
-    "sv-category-recognition": "SV cat acc",
-    "mv-category-recognition": "MV cat acc",
-    "sv-object-recognition": "SV obj acc",
-    "mv-object-recognition": "MV obj acc",
-    "sv-category-retrieval": "SV cat mAP",
-    "mv-category-retrieval": "MV cat mAP",
-    "sv-object-retrieval": "SV obj mAP",
-    "mv-object-retrieval": "MV obj mAP",
-}
 
 # What each task reads: (gallery fields, probe fields).
 TASK_FIELDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {

@@ -1,46 +1,52 @@
 """Training losses: PiRO's (METHOD.md section 3), the PIEs baselines' (section 8), classic metric-learning losses
-for the object space, ProxyGML, language guidance, the direction regulariser and DVML; one small module per loss,
-and PiRO's sum of them (PiroLoss)."""
+for the object space, ProxyGML, language guidance, the direction regulariser, the distance margin and DVML; one
+small module per loss, and PiRO's sum of them (PiroLoss). Their names and defaults live in `registry` (no torch).
 
-from .category import CategoryLSoftmaxLoss, PoseInvariantCategoryLoss
-from .direction import DIRECTION_LOSSES, DirectionRegularisedTripletLoss
-from .dvml import VariationalBranch
-from .metric import OBJECT_LOSSES, ObjectMetricLoss, parse_object_loss
-from .object import SEPARATIONS, PoseInvariantObjectLoss
-from .pies import (
-    PIES_LOSSES,
+The names below load their module on first use, so that the command line starts without importing torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from .registry import (
+    CATEGORY_LOSSES,
+    DIRECTION_LOSSES,
+    LOSS_TERMS,
+    OBJECT_LOSSES,
     POSE_INVARIANT_LOSSES,
-    MVCNNLoss,
-    MVProxyLoss,
-    MVTCLoss,
-    PICNNLoss,
-    PIProxyLoss,
-    PITCLoss,
+    SEPARATIONS,
+    parse_loss_terms,
+    parse_object_loss,
 )
-from .total import CATEGORY_LOSSES, LOSS_TERMS, LossConfig, PiroLoss, parse_loss_terms
+
+_LAZY = {
+    "CategoryLSoftmaxLoss": "category",
+    "PoseInvariantCategoryLoss": "category",
+    "DirectionRegularisedTripletLoss": "direction",
+    "VariationalBranch": "dvml",
+    "ObjectMetricLoss": "metric",
+    "PoseInvariantObjectLoss": "object",
+    "PIES_LOSSES": "pies",
+    "MVCNNLoss": "pies",
+    "MVProxyLoss": "pies",
+    "MVTCLoss": "pies",
+    "PICNNLoss": "pies",
+    "PIProxyLoss": "pies",
+    "PITCLoss": "pies",
+    "LossConfig": "total",
+    "PiroLoss": "total",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
-    "CATEGORY_LOSSES",
-    "DIRECTION_LOSSES",
-    "DirectionRegularisedTripletLoss",
-    "LOSS_TERMS",
-    "OBJECT_LOSSES",
-    "PIES_LOSSES",
-    "POSE_INVARIANT_LOSSES",
-    "SEPARATIONS",
-    "CategoryLSoftmaxLoss",
-    "LossConfig",
-    "MVCNNLoss",
-    "MVProxyLoss",
-    "MVTCLoss",
-    "ObjectMetricLoss",
-    "PICNNLoss",
-    "PIProxyLoss",
-    "PITCLoss",
-    "PiroLoss",
-    "PoseInvariantCategoryLoss",
-    "PoseInvariantObjectLoss",
-    "VariationalBranch",
-    "parse_loss_terms",
-    "parse_object_loss",
-]
+    "CATEGORY_LOSSES", "DIRECTION_LOSSES", "LOSS_TERMS", "OBJECT_LOSSES", "POSE_INVARIANT_LOSSES", "SEPARATIONS", "parse_loss_terms",
+    "parse_object_loss", *_LAZY,
+]  # fmt: skip

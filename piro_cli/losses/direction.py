@@ -37,8 +37,7 @@ from pytorch_metric_learning.losses import TripletMarginLoss
 from pytorch_metric_learning.utils import loss_and_miner_utils as lmu
 from torch import Tensor
 
-# the object losses the regulariser applies to (see the module docstring for the others)
-DIRECTION_LOSSES = ("piro", "triplet")
+from .registry import DIRECTION_LOSSES  # noqa: E402,F401 (the object losses it applies to; the docstring says why)
 
 
 def direction_cosine(anchor: Tensor, positive: Tensor, negative: Tensor) -> Tensor:

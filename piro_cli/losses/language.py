@@ -33,10 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 PROMPT = "a photo of a {}"
-DEFAULT_WEIGHT = 7.5
-SPACES = ("object", "category")
-LABELS = ("names", "imagenet")  # expert labels (the category names) or ImageNet pseudo-labels
-DEFAULT_TOPK = 5
+from .registry import DEFAULT_TOPK, DEFAULT_WEIGHT, LABELS, SPACES  # noqa: E402,F401 (one home: the registry)
 
 
 def readable(name: str) -> str:

@@ -13,27 +13,9 @@ import torch
 from pytorch_metric_learning import losses, miners
 from torch import Tensor
 
-from .direction import DIRECTION_LOSSES, DirectionRegularisedTripletLoss
+from .direction import DirectionRegularisedTripletLoss
 from .proxy_gml import ProxyGMLLoss
-
-# name -> one-line description; "piro" is PiRO's own L_piobj (losses/object.py), handled by PiroLoss.
-OBJECT_LOSSES: dict[str, str] = {
-    "piro": "L_piobj: confuser-based clustering and separation (PiRO)",
-    "contrastive": "contrastive loss (positive margin 0, negative margin 1)",
-    "triplet": "triplet margin loss (margin 0.2) on semi-hard triplets",
-    "npair": "N-pair loss (one positive pair per object)",
-    "multi-similarity": "multi-similarity loss with its miner",
-    "proxy-nca": "ProxyNCA, one proxy per training object",
-    "proxy-anchor": "Proxy-Anchor, one proxy per training object",
-    "proxy-gml": "ProxyGML: N proxies per object, a sub-graph of the nearest, reverse label propagation",
-}
-
-
-def parse_object_loss(name: str) -> str:
-    key = name.strip().lower()
-    if key not in OBJECT_LOSSES:
-        raise ValueError(f"unknown object loss {name!r}; choose one of {', '.join(OBJECT_LOSSES)}")
-    return key
+from .registry import DIRECTION_LOSSES, OBJECT_LOSSES, parse_object_loss  # noqa: F401 (re-exported)
 
 
 class ObjectMetricLoss(torch.nn.Module):

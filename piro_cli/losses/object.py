@@ -31,7 +31,7 @@ def _check_pair_shapes(sv_a: Tensor, sv_b: Tensor, mv_a: Tensor, mv_b: Tensor) -
         raise ValueError("empty batch: at least one pair is needed")
 
 
-SEPARATIONS = ("squared", "plain")
+from .registry import SEPARATIONS  # noqa: E402
 
 
 class PoseInvariantObjectLoss(torch.nn.Module):

@@ -193,4 +193,4 @@ PIES_LOSSES: dict[str, type[torch.nn.Module]] = {
     "mv-tc": MVTCLoss,
     "pi-tc": PITCLoss,
 }
-POSE_INVARIANT_LOSSES = ("pi-cnn", "pi-proxy", "pi-tc")  # the ones with the view weight a and the centre weight b
+from .registry import POSE_INVARIANT_LOSSES  # noqa: E402,F401 (the ones with the view weight a and the centre weight b)

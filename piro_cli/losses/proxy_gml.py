@@ -30,9 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-DEFAULT_PROXIES = 12
-DEFAULT_NEIGHBOURHOOD = 0.05
-DEFAULT_REGULARISATION = 0.3
+from .registry import DEFAULT_NEIGHBOURHOOD, DEFAULT_PROXIES, DEFAULT_REGULARISATION  # noqa: E402,F401 (re-exported)
 
 
 class ProxyGMLLoss(torch.nn.Module):

@@ -10,46 +10,24 @@ import torch
 from torch import Tensor
 
 from .category import CategoryLSoftmaxLoss, PoseInvariantCategoryLoss
-from .direction import DIRECTION_LOSSES
 from .dvml import VariationalBranch
-from .language import SPACES, LanguageGuidance
+from .language import LanguageGuidance
 from .margin import DistanceMarginLoss
-from .metric import ObjectMetricLoss, parse_object_loss
-from .object import SEPARATIONS, PoseInvariantObjectLoss
-from .proxy_gml import DEFAULT_NEIGHBOURHOOD, DEFAULT_PROXIES, DEFAULT_REGULARISATION, ProxyGMLLoss
-
-LOSS_TERMS = ("cat", "piobj", "picat")
-# the category term "cat": PiRO's L-Softmax (losses/category.py), or ProxyGML over the categories (losses/proxy_gml.py)
-CATEGORY_LOSSES = {
-    "lsoftmax": "L_cat: large-margin softmax on the single views, hard views mined (PiRO)",
-    "proxy-gml": "ProxyGML: N proxies per category, a sub-graph of the nearest, reverse label propagation",
-}
-
-
-def _canonical_terms(terms: Any) -> tuple[str, ...]:
-    """Validate a collection of term names; returns them deduplicated, in LOSS_TERMS order."""
-    if isinstance(terms, str):
-        return parse_loss_terms(terms)
-    terms = tuple(terms)
-    if not terms:
-        raise ValueError(f"no loss terms given; choose one or more of {', '.join(LOSS_TERMS)}")
-    unknown = [t for t in terms if t not in LOSS_TERMS]
-    if unknown:
-        raise ValueError(f"unknown loss term(s) {', '.join(map(repr, unknown))}; valid terms are {', '.join(LOSS_TERMS)}")
-    # Canonical order (the spec is silent): "piobj,cat" and "cat,piobj" name the same ablation, so they compare equal.
-    return tuple(t for t in LOSS_TERMS if t in terms)
-
-
-def parse_loss_terms(text: str) -> tuple[str, ...]:
-    """'cat,piobj' -> ('cat', 'piobj'). Whitespace and letter case around names are ignored; duplicates collapse; the
-    result is in LOSS_TERMS order. Raises ValueError for an empty list, an empty item ('cat,,piobj') or an unknown
-    name (the message lists the valid ones)."""
-    if not text or not text.strip():
-        raise ValueError(f"no loss terms given; choose one or more of {', '.join(LOSS_TERMS)} (comma-separated)")
-    items = [item.strip().lower() for item in text.split(",")]
-    if any(not item for item in items):
-        raise ValueError(f"empty item in loss terms {text!r}; write e.g. 'cat,piobj' (valid terms: {', '.join(LOSS_TERMS)})")
-    return _canonical_terms(items)
+from .metric import ObjectMetricLoss
+from .object import PoseInvariantObjectLoss
+from .proxy_gml import ProxyGMLLoss
+from .registry import (
+    CATEGORY_LOSSES,
+    DEFAULT_NEIGHBOURHOOD,
+    DEFAULT_PROXIES,
+    DEFAULT_REGULARISATION,
+    DIRECTION_LOSSES,
+    LOSS_TERMS,
+    SEPARATIONS,
+    SPACES,
+    canonical_terms,
+    parse_object_loss,
+)  # fmt: skip
 
 
 @dataclass
@@ -81,7 +59,7 @@ class LossConfig:
 
     def __post_init__(self) -> None:
         # Accepts a comma-separated string too, and normalises to the canonical tuple so configs compare/serialise cleanly.
-        self.terms = _canonical_terms(self.terms)
+        self.terms = canonical_terms(self.terms)
         self.obj_loss = parse_object_loss(self.obj_loss)
         if self.dvml and "piobj" not in self.terms:
             raise ValueError("DVML works on the object term; keep 'piobj' in the loss terms to use it")
@@ -145,7 +123,7 @@ class PiroLoss(torch.nn.Module):
         super().__init__()
         obj_dim = obj_dim or cat_dim
         self.config = config
-        self.terms = _canonical_terms(config.terms)
+        self.terms = canonical_terms(config.terms)
         gml = {"proxies_per_class": config.gml_proxies, "neighbourhood": config.gml_neighbourhood, "regularisation": config.gml_reg}
         self.cat = None
         if "cat" in self.terms and config.cat_loss == "proxy-gml":

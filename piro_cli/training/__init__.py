@@ -1,12 +1,29 @@
 """Training: the options (config), the data a run sees (data), the feature cache (cache), the Trainer and `train()`
-(trainer), and training on several processes (distributed)."""
+(trainer), and training on several processes (distributed). Names below load their module on first use, so that
+the command line starts without importing torch."""
 
-from piro_cli.training.cache import load_feature_cache
-from piro_cli.training.config import TrainConfig
-from piro_cli.training.data import RunData, open_run_data
-from piro_cli.training.trainer import Trainer, TrainingDiverged, TrainReporter, TrainResult, train
+from __future__ import annotations
 
-__all__ = [
-    "RunData", "TrainConfig", "Trainer", "TrainReporter", "TrainResult", "TrainingDiverged", "load_feature_cache",
-    "open_run_data", "train",
-]  # fmt: skip
+import importlib
+from typing import Any
+
+_LAZY = {
+    "load_feature_cache": "cache",
+    "TrainConfig": "config",
+    "RunData": "data",
+    "open_run_data": "data",
+    "Trainer": "trainer",
+    "TrainingDiverged": "trainer",
+    "TrainReporter": "trainer",
+    "TrainResult": "trainer",
+    "train": "trainer",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = list(_LAZY)

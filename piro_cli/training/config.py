@@ -7,14 +7,20 @@ import math
 from dataclasses import asdict, dataclass
 from types import SimpleNamespace
 
-from piro_cli.data.augment import AUGMENTATIONS
 from piro_cli.errors import PiroError
-from piro_cli.losses import LOSS_TERMS, POSE_INVARIANT_LOSSES, parse_object_loss
-from piro_cli.losses.language import DEFAULT_TOPK, DEFAULT_WEIGHT
-from piro_cli.losses.language import LABELS as LANGUAGE_LABELS
-from piro_cli.losses.proxy_gml import DEFAULT_NEIGHBOURHOOD, DEFAULT_PROXIES, DEFAULT_REGULARISATION
+from piro_cli.losses.registry import (
+    DEFAULT_NEIGHBOURHOOD,
+    DEFAULT_PROXIES,
+    DEFAULT_REGULARISATION,
+    DEFAULT_TOPK,
+    DEFAULT_WEIGHT,
+    LOSS_TERMS,
+    POSE_INVARIANT_LOSSES,
+    parse_object_loss,
+)  # fmt: skip
+from piro_cli.losses.registry import LABELS as LANGUAGE_LABELS
 from piro_cli.methods import PRE_OPTION_VALUES, get_method, loss_config_of, resolve_method, resolve_method_options
-from piro_cli.models.backbones import cut_points
+from piro_cli.models.registry import cut_points
 from piro_cli.recipes import BUILTIN_DEFAULTS, Resolution, describe, get_recipe
 from piro_cli.recipes import resolve as resolve_recipe
 
@@ -116,6 +122,8 @@ class TrainConfig:
                 raise PiroError(f"--train-from {self.train_from}: backbone {self.backbone} can start training at {where}")
         if self.feature_passes is not None and self.feature_passes < 1:
             raise PiroError(f"--feature-passes {self.feature_passes}: must be at least 1")
+        from piro_cli.data.augment import AUGMENTATIONS  # torchvision: loaded when a run is configured, not at start-up
+
         if self.augmentation not in AUGMENTATIONS:
             raise PiroError(f"--augmentation {self.augmentation!r}: choose one of {', '.join(AUGMENTATIONS)}")
         # the float options outside the losses (integer options are checked by the CLI's min=): nan passes any comparison

@@ -15,15 +15,15 @@ import torch
 
 from piro_cli.errors import PiroError
 from piro_cli.viz.embeddings import PlotRun, RunRef, StageProgress, open_run, resolve_runs, select_categories
+from piro_cli.viz.kinds import (  # noqa: F401 (re-exported)
+    DEFAULT_CATEGORIES,
+    DEFAULT_QUERIES,
+    DEFAULT_TOP_K,
+    KINDS,
+    MAX_QUERIES,
+    MAX_TOP_K,
+)  # fmt: skip
 from piro_cli.viz.style import save_figure
-
-KINDS = ("umap", "distances", "retrieval", "attention", "views")
-DEFAULT_QUERIES = 3
-DEFAULT_TOP_K = 5
-# a figure past 100 thumbnails a row or 100 query blocks is unreadable, and far wider ones exceed what matplotlib draws
-MAX_QUERIES = 100
-MAX_TOP_K = 100
-DEFAULT_CATEGORIES = 5  # the paper's Fig. 5 shows 5 categories
 
 
 def output_path(refs: Sequence[RunRef], kind: str) -> Path:
