@@ -106,3 +106,17 @@ def test_help_keeps_bracketed_words():
     assert "pip install -e '.[deploy]'" in export.output
     train = runner.invoke(app, ["train", "--help"], env={"COLUMNS": "200"})
     assert "[default: as released, 1;" in train.output and "[default: as released, 4 pi-cnn" in train.output
+
+
+def test_the_command_line_starts_without_torch():
+    """`piro --help` and every command's options load no torch, torchvision or matplotlib (they cost seconds); the
+    start-up time itself is measured in bench/bench_startup.py."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, piro_cli.cli; from typer.main import get_command; get_command(piro_cli.cli.app); "
+        "print(sorted(m for m in ('torch', 'torchvision', 'matplotlib', 'scipy', 'timm') if m in sys.modules))"
+    )
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert loaded == "[]"
