@@ -56,7 +56,23 @@ class Recipe:
     title: str  # what it is, for messages: "the released ObjectPI values"
     values: dict[str, Any]  # TrainConfig field -> value; every key is a key of BUILTIN_DEFAULTS
     sources: tuple[str, ...] = ()  # data sources (ViewSetStore.source_dataset) that use this recipe when --recipe is not given
+    layered: bool = False  # set over the data source's recipe (cpu, full) rather than over the built-in defaults
 
+
+CPU_VALUES = {
+    # partial fine-tuning: efficientnet_lite0's last stage and conv_head train with 256/512-d heads from cached
+    # activations, at 10x the released learning rate for 3 epochs; evaluated with test-time flips, +0.8 on the
+    # validation mean (docs/BENCHMARKS.md, issue #12): the measured-best path on a 2-core CPU
+    "backbone": "efficientnet_lite0",
+    "train_from": "blocks.6",
+    "feature_passes": 2,
+    "cat_dim": 256,
+    "obj_dim": 512,
+    "lr": 1e-4,
+    "lr_step": 2,
+    "epochs": 3,
+    "tta": True,
+}
 
 _RELEASED_PIRO = {
     "epochs": 25,
@@ -95,26 +111,10 @@ RECIPES: dict[str, Recipe] = {
         Recipe(
             "objectpi-cpu",
             "piro's measured recipe for ObjectPI on a 2-core CPU",
-            {
-                "batch_pairs": 4,
-                "views": 8,
-                "pairs_per_object": 10,
-                "lam": 1.0,
-                **_RELEASED_PIRO,
-                # partial fine-tuning: efficientnet_lite0's last stage and conv_head train with 256/512-d heads from
-                # cached activations, at 10x the released learning rate for 3 epochs; evaluated with test-time flips,
-                # +0.8 on the validation mean (docs/BENCHMARKS.md, issue #12)
-                "backbone": "efficientnet_lite0",
-                "train_from": "blocks.6",
-                "feature_passes": 2,
-                "cat_dim": 256,
-                "obj_dim": 512,
-                "lr": 1e-4,
-                "lr_step": 2,
-                "epochs": 3,
-                "tta": True,
-            },  # fmt: skip
+            {"batch_pairs": 4, "views": 8, "pairs_per_object": 10, "lam": 1.0, **_RELEASED_PIRO, **CPU_VALUES},
         ),
+        Recipe("cpu", "piro's measured CPU path, over the data's recipe", CPU_VALUES, layered=True),
+        Recipe("full", "full fine-tuning, over the data's recipe", {"freeze_backbone": False, "train_from": None}, layered=True),
         Recipe(
             "pies",
             "the released PIEs baselines' values",
@@ -123,6 +123,7 @@ RECIPES: dict[str, Recipe] = {
     )
 }
 METHOD_FAMILY_RECIPES = {"pies": "pies"}
+NO_GPU = "no GPU"  # Resolution.chosen_by when the cpu recipe was chosen for a machine without a GPU
 """A method family whose own recipe is its default, before the data source's (piro_cli.methods.MethodSpec.family)."""
 
 
@@ -152,16 +153,24 @@ class Resolution:
         if self.recipe is None:
             return []
         lines = [f"recipe: {self.recipe.name} ({self.recipe.title}, from {self.chosen_by}): {describe(self.recipe.values)}"]
+        if self.chosen_by == NO_GPU:
+            lines.insert(
+                0, "no GPU: training the measured CPU path (the top of the backbone and small heads, minutes); "
+                "`--recipe full` fine-tunes the whole backbone instead (hours an epoch on a CPU)",
+            )  # fmt: skip
         if self.overridden:
             lines.append(f"recipe: overridden by the options given: {describe(self.overridden)}")
         return lines
 
 
 def resolve(
-    requested: str | None, explicit: dict[str, Any], source_dataset: str | None, num_views: int, family: str | None = None
-) -> Resolution:
-    """Explicit options, else the recipe (`requested`, else the method family's, else the data source's), else
-    BUILTIN_DEFAULTS.
+    requested: str | None, explicit: dict[str, Any], source_dataset: str | None, num_views: int, family: str | None = None,
+    cpu_only: bool = False,
+) -> Resolution:  # fmt: skip
+    """Explicit options, else the recipe (`requested`, else the method family's, else on a machine without a GPU
+    (`cpu_only`) the `cpu` recipe for PiRO methods when neither --freeze-backbone nor --train-from is given, else
+    the data source's), else BUILTIN_DEFAULTS. The layered recipes `cpu` and `full` set their values over the data
+    source's recipe.
 
     `explicit` holds the options that were given (recipe-settable options whose value is not None). A
     recipe's views are capped at the views the data has, as released (N_G = min(len(gal_vp), N_G_B)).
@@ -169,12 +178,22 @@ def resolve(
     unknown = sorted(set(explicit) - set(BUILTIN_DEFAULTS))
     if unknown:
         raise ValueError(f"not options a recipe sets: {', '.join(unknown)}")
+    partial = explicit.get("freeze_backbone") is not None or explicit.get("train_from") is not None
     if requested is not None:
         recipe, chosen_by = get_recipe(requested), "--recipe"
     elif family in METHOD_FAMILY_RECIPES:
         recipe, chosen_by = get_recipe(METHOD_FAMILY_RECIPES[family]), "the method"
+    elif cpu_only and family == "piro" and not partial and explicit.get("backbone") != "tiny":  # full: hours an epoch
+        recipe, chosen_by = get_recipe("cpu"), NO_GPU
     else:
         recipe, chosen_by = recipe_for_source(source_dataset), "the data's source"
+    if recipe is not None and recipe.layered:
+        base = recipe_for_source(source_dataset)
+        if base is not None and base.name == "objectpi" and recipe.name == "cpu":
+            recipe = get_recipe("objectpi-cpu")  # the same values, under the name its measurements carry
+        else:
+            title = f"{recipe.title}: {base.name if base else 'built-in defaults'}"
+            recipe = Recipe(recipe.name, title, {**(base.values if base else {}), **recipe.values}, layered=True)
     preset = dict(recipe.values) if recipe is not None else {}
     # the two partial-training options exclude each other: the one given replaces the recipe's other
     if explicit.get("freeze_backbone"):
@@ -183,6 +202,13 @@ def resolve(
         preset.pop("freeze_backbone", None)
     if preset.get("views") is not None:
         preset["views"] = min(preset["views"], num_views)
+    if recipe is not None and recipe.name in ("cpu", "objectpi-cpu") and "backbone" in explicit:
+        # the cpu path on another backbone: its own last stage, or the heads alone where it cannot be cut
+        from piro_cli.models.registry import cpu_cut
+
+        cut = cpu_cut(explicit["backbone"])
+        preset["train_from"] = cut
+        preset["freeze_backbone"] = cut is None
     values = {**BUILTIN_DEFAULTS, **preset, **explicit}
     overridden = {k: v for k, v in explicit.items() if k in preset and preset[k] != v}
     return Resolution(values, recipe, chosen_by if recipe is not None else "", overridden)
@@ -211,4 +237,5 @@ def recipe_help() -> str:
     if shared and len(datasets) > 1:
         text += f" All of these also set {describe(shared)}."
     others = [f"{r.name} ({r.title}): {describe(r.values)}." for r in RECIPES.values() if not r.sources]
+    others.append("Without a GPU, PiRO methods train with cpu unless --recipe, --freeze-backbone or --train-from is given.")
     return " ".join([text, *others])

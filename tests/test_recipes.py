@@ -178,3 +178,22 @@ def test_objectpi_cpu_recipe_trains_from_the_cli(tiny_data):
     assert (recorded["cat_dim"], recorded["obj_dim"], recorded["lr"], recorded["lr_step"]) == (256, 512, 1e-4, 2)
     assert (recorded["train_from"], recorded["freeze_backbone"], recorded["views"]) == ("body.6", False, 8)
     assert recorded["tta"] is True  # evaluate and embed flip by default
+
+
+def test_without_a_gpu_piro_methods_train_the_cpu_path():
+    from piro_cli.recipes import NO_GPU, resolve
+
+    objectpi = resolve(None, {}, "objectpi", 8, "piro", cpu_only=True)
+    assert objectpi.recipe.name == "objectpi-cpu" and objectpi.chosen_by == NO_GPU
+    assert "--recipe full" in objectpi.messages()[0]
+    other = resolve(None, {}, "synthetic", 12, "piro", cpu_only=True)
+    assert other.recipe.name == "cpu"
+    assert (other.values["train_from"], other.values["lr"], other.values["cat_dim"], other.values["obj_dim"]) == ("blocks.6", 1e-4, 256, 512)
+    assert other.values["views"] is None  # the built-in default (every view) under the cpu values
+    assert resolve(None, {"backbone": "resnet18"}, "synthetic", 12, "piro", cpu_only=True).values["train_from"] == "layer4"
+    # what turns it off: a GPU, a chosen cut, a recipe, a PIEs method
+    assert resolve(None, {}, "objectpi", 8, "piro", cpu_only=False).recipe.name == "objectpi"
+    assert resolve(None, {"freeze_backbone": True}, "objectpi", 8, "piro", cpu_only=True).recipe.name == "objectpi"
+    full = resolve("full", {}, "objectpi", 8, "piro", cpu_only=True)
+    assert (full.values["train_from"], full.values["freeze_backbone"], full.values["lr"], full.values["epochs"]) == (None, False, 1e-5, 25)
+    assert resolve(None, {}, "objectpi", 8, "pies", cpu_only=True).recipe.name == "pies"

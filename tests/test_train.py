@@ -235,3 +235,11 @@ def test_resume_after_sigkill_of_the_process(tiny_data):
     assert load_checkpoint(last)["epoch"] == 40
     assert [int(r["epoch"]) for r in read_metrics(Path("runs/victim"))] == list(range(1, 41))
     assert not list(Path("runs/victim").glob(".*tmp*"))
+
+
+def test_estimate_line_by_hand():
+    from piro_cli.training.trainer import estimate_line
+
+    # 5 steps in 10 s of an epoch of 60 steps: 120 s an epoch, 3 epochs left: 6 min
+    assert estimate_line(10.0, 5, 60, 3) == "estimate: 2.0 min an epoch, about 6.0 min for the 3 epochs left (training steps; evaluation adds to it)"
+    assert estimate_line(30.0, 1, 1000, 25).startswith("estimate: 8.3 hours an epoch, about 208.3 hours")

