@@ -38,7 +38,7 @@ def main() -> None:
     print("|---|" + "--:|" * (len(sources) + (1 if args.baseline else 0)))
     for argv in COMMANDS:
         times: dict[str, list[float]] = {name: [] for name in sources}
-        for name, source in sources.items():
+        for source in sources.values():
             run_once(source, argv)  # warm the file cache
         for _ in range(args.runs):
             for name, source in sources.items():  # interleaved: a drift in the machine's speed hits both
