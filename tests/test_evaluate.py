@@ -104,11 +104,14 @@ def test_tie_break_option(world):
     probes = embed_objects(model, store, "test", None, torch.device("cpu")).embeddings
     assert result.runs[0].values == evaluate_picr(gallery, probes, tie_break="nearest", device="cpu")
     assert result.to_dict()["tie_break"] == "nearest" and result.to_dict()["protocol"] == "default"
-    cli = invoke(["evaluate", ckpt_path, "--data", world["data"], "--tie-break", "nearest", "-t", "mv-category-recognition"])
+    cli = invoke(["evaluate", ckpt_path, "--data", world["data"], "--tie-break", "nearest"])
     assert cli.exit_code == 0, cli.output
     assert "vote ties to the nearest" in " ".join(cli.output.split())
-    saved = json.loads((ckpt_path.parent / "eval_test_nearest.json").read_text())
+    saved_path = ckpt_path.parent / "eval_test_nearest.json"
+    saved = json.loads(saved_path.read_text())
     assert saved["tie_break"] == "nearest" and saved["runs"][0]["tie_break"] == "nearest"
+    subset = invoke(["evaluate", ckpt_path, "--data", world["data"], "--tie-break", "nearest", "-t", "mv-category-recognition"])
+    assert subset.exit_code == 0 and json.loads(saved_path.read_text()) == saved  # one task never replaces the eight
     bad = invoke(["evaluate", ckpt_path, "--data", world["data"], "--tie-break", "largest", "--no-save"])
     assert bad.exit_code == 1 and "--tie-break 'largest'" in bad.output
     assert "renumbering" in invoke(["evaluate", "--help"]).output

@@ -9,7 +9,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from piro_cli import __version__
-from piro_cli.cli.common import SEED_MAX, console, err_console, handle_errors
+from piro_cli.cli.common import SEED_MAX, console, count, err_console, handle_errors
 from piro_cli.cli.compare import compare as compare_command
 from piro_cli.cli.embed import embed as embed_command
 from piro_cli.cli.evaluate import evaluate as evaluate_command
@@ -96,7 +96,7 @@ def demo(
     if result.prepared is None:
         console.print(f"reused the dataset {escape(str(result.data_path))}", highlight=False)
     for name, run in result.runs.items():
-        console.print(f"{name}: {escape(str(run.run_dir))} ({run.epochs_done} epochs, {run.stop_reason})", highlight=False)
+        console.print(f"{name}: {escape(str(run.run_dir))} ({count(run.epochs_done, 'epoch')}, {run.stop_reason})", highlight=False)
     print_comparison_table(result.comparison)
     console.print("figures:")
     for path in result.figures:

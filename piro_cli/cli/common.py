@@ -21,6 +21,11 @@ err_console = Console(stderr=True)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+def count(n: int, noun: str, plural: str | None = None) -> str:
+    """'1 epoch', '3 epochs', '1 category', '2 categories' (`plural` for nouns that do not just take an s)."""
+    return f"{n} {noun if n == 1 else (plural or noun + 's')}"
+
+
 SEED_MAX = 2**32 - 1
 """The largest --seed (numpy's seed range); seeds are options of several commands, all with min=0, max=SEED_MAX."""
 

@@ -12,7 +12,7 @@ from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Table
 
-from piro_cli.cli.common import console, err_console, handle_errors, tta_option
+from piro_cli.cli.common import console, count, err_console, handle_errors, tta_option
 from piro_cli.cli.evaluate import progress_columns
 from piro_cli.cli.train import RichReporter
 from piro_cli.errors import PiroError
@@ -121,7 +121,7 @@ def _embed_photos(checkpoint, photos, data, out, top, overwrite, device, skip_ba
         for image, reason in result.skipped:
             err_console.print(f"  {escape(image)}: {escape(reason)}", highlight=False, soft_wrap=True)
     console.print(
-        f"{len(result.images)} photos -> single-view sv_cat {tuple(result.sv_cat.shape)}, sv_obj {tuple(result.sv_obj.shape)}; "
+        f"{count(len(result.images), 'photo')} -> single-view sv_cat {tuple(result.sv_cat.shape)}, sv_obj {tuple(result.sv_obj.shape)}; "
         f"multi-view mv_cat {tuple(result.mv_cat.shape)}, mv_obj {tuple(result.mv_obj.shape)}",
         highlight=False,
     )

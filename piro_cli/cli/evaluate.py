@@ -72,7 +72,8 @@ def evaluate(
     save: bool = typer.Option(
         True,
         "--save/--no-save",
-        help="Save eval_<split>.json and .csv into each checkpoint's run folder (beside an embeddings file).",
+        help="Save eval_<split>.json and .csv into each checkpoint's run folder (beside an embeddings file), when all "
+        "eight tasks are computed: a subset (--task) or the open set never replaces them.",
     ),
     device: str = typer.Option(None, help="cpu, cuda or cuda:N (default: cuda when available)."),
     views_curve: bool = typer.Option(

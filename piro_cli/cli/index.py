@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Table
 
-from piro_cli.cli.common import console, err_console, handle_errors, tta_option
+from piro_cli.cli.common import console, count, err_console, handle_errors, tta_option
 from piro_cli.cli.evaluate import progress_columns
 from piro_cli.cli.train import RichReporter
 from piro_cli.errors import PiroError
@@ -66,7 +66,7 @@ def build(
     with progress:
         change = build_index(run, out, data=data, split=split, device=device, tta=tta, overwrite=overwrite, reporter=reporter)
     console.print(
-        f"[green]built[/] {escape(str(change.path))}: {change.objects} objects, {change.views} views in {change.seconds:.1f} s; "
+        f"[green]built[/] {escape(str(change.path))}: {count(change.objects, 'object')}, {count(change.views, 'view')} in {change.seconds:.1f} s; "
         f"next: `piro index calibrate {escape(str(change.path))}`",
         highlight=False,
     )
@@ -114,8 +114,8 @@ def add(
     with progress:
         change = add_objects(index, enrolments, run=run, device=device, skip_bad=skip_bad, reporter=reporter)
     console.print(
-        f"[green]added[/] {change.objects} objects ({change.views} photos) to {escape(str(change.path))} in {change.seconds:.1f} s; "
-        f"it holds {change.total_objects} objects, {change.total_views} views",
+        f"[green]added[/] {count(change.objects, 'object')} ({count(change.views, 'photo')}) to {escape(str(change.path))} in {change.seconds:.1f} s; "
+        f"it holds {count(change.total_objects, 'object')}, {count(change.total_views, 'view')}",
         highlight=False,
     )
 
@@ -134,8 +134,8 @@ def remove(
 
     change = remove_objects(index, names)
     console.print(
-        f"[green]removed[/] {change.objects} objects ({change.views} views) from {escape(str(change.path))}; "
-        f"it holds {change.total_objects} objects",
+        f"[green]removed[/] {count(change.objects, 'object')} ({count(change.views, 'view')}) from {escape(str(change.path))}; "
+        f"it holds {count(change.total_objects, 'object')}",
         highlight=False,
     )
 
@@ -343,6 +343,6 @@ def identify(
     console.print(table)
     seconds = result.to_dict()["seconds"]
     console.print(
-        f"{len(result.images)} photos; model {1000 * seconds['model']:.0f} ms, search {1000 * seconds['search']:.1f} ms",
+        f"{count(len(result.images), 'photo')}; model {1000 * seconds['model']:.0f} ms, search {1000 * seconds['search']:.1f} ms",
         highlight=False,
     )

@@ -12,7 +12,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from piro_cli.cli.common import SEED_MAX, console, err_console, handle_errors
+from piro_cli.cli.common import SEED_MAX, console, count, err_console, handle_errors
 from piro_cli.errors import PiroError
 from piro_cli.losses import CATEGORY_LOSSES, OBJECT_LOSSES, parse_loss_terms
 from piro_cli.losses.registry import DEFAULT_NEIGHBOURHOOD, DEFAULT_PROXIES, DEFAULT_REGULARISATION, DEFAULT_TOPK, DEFAULT_WEIGHT
@@ -344,7 +344,7 @@ def train(
     if os.environ.get("RANK", "0") != "0":  # under torchrun process 0 alone reports
         return
     console.print(
-        f"[green]done[/]: {result.epochs_done} epochs ({result.stop_reason}) in {result.seconds:.0f} s; "
+        f"[green]done[/]: {count(result.epochs_done, 'epoch')} ({result.stop_reason}) in {result.seconds:.0f} s; "
         f"best {escape(str(result.best_path))}, last {escape(str(result.last_path))}",
         highlight=False,
     )

@@ -41,7 +41,7 @@ from piro_cli.data.store import open_hdf5
 from piro_cli.errors import DataError, PiroError
 from piro_cli.evaluation.openset import TASK as OPEN_SET_TASK
 from piro_cli.evaluation.openset import OpenSetOptions, evaluate_open_set
-from piro_cli.evaluation.picr import SHORT_NAMES, needs_gallery, parse_tasks, required_fields, run_picr
+from piro_cli.evaluation.picr import SHORT_NAMES, TASKS, needs_gallery, parse_tasks, required_fields, run_picr
 from piro_cli.hardware import pick_device
 from piro_cli.inference.embedding import embed_objects
 from piro_cli.inference.embeddings_file import FORMAT_NAME as EMBEDDINGS_FORMAT
@@ -224,7 +224,7 @@ def evaluate(
                 f"{embeddings[0]}: --task open-set embeds view subsets through the run's view-set head; give the "
                 "checkpoint (runs/<name>/best.pt), not an embeddings file"
             )
-    save = save and bool(chosen)
+    save = save and chosen == TASKS  # a subset of the tasks never replaces a run's saved eight
     if save:  # the results are saved beside each source: checked before any work
         for source in map(Path, sources):
             folder = source if source.is_dir() else source.parent

@@ -102,6 +102,8 @@ def convert_released_state_dict(
     state, _ = strip_data_parallel(state)
     category_keys = [k for k in state if k.startswith(_CATEGORY_PREFIXES)]
     if dual and not category_keys:
+        if "obj_embedder.0.weight" not in state:  # not a released PiRO state dict at all: say that, not "single"
+            raise PiroError(f"{origin}: not a released PiRO state dict (no obj_embedder / cls_embedder keys); {_describe_expected(dual)}")
         raise PiroError(
             f"{origin}: holds a single-space model (no cls_embedder / cls_mha keys, as {RELEASED_MODELS[False]} saves); "
             "import it with --single"

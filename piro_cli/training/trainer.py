@@ -597,6 +597,11 @@ def _train(
     if checkpoint is not None:
         trainer.resume(checkpoint)
         reporter.info(f"resuming {run_dir} after epoch {trainer.start_epoch}")
+        if trainer.start_epoch >= config.epochs:
+            reporter.info(
+                f"{run_dir} has trained all its {config.epochs} epochs; to train more, resume with a larger total: "
+                f"`piro train --resume {run_dir} --epochs {config.epochs + 5}`"
+            )
     trainer.prepare_cache()
     history = metrics_log.read() if processes.main else []
     result = TrainResult(run_dir, trainer.start_epoch, trainer.best_path, trainer.last_path, history=history)
