@@ -58,7 +58,7 @@ def run_demo(
 ) -> DemoResult:
     """Run the pipeline in `workdir`; the dataset is reused when already there with the same options."""
     data_path = workdir / "synthetic.h5"
-    source_options = {"seed": seed, "categories": categories, "objects_per_category": objects_per_category, "difficulty": "hard"}
+    source_options = demo_source_options(seed, categories, objects_per_category)
     progress = (
         None if reporter is None else (lambda done, total: reporter.progress("preparing the synthetic dataset", done, total))
     )
@@ -78,6 +78,15 @@ def run_demo(
         progress=None if reporter is None else reporter.progress,
     )  # fmt: skip
     return DemoResult(data_path, prepared, runs, comparison, figures)
+
+
+def demo_source_options(seed: int, categories: int, objects_per_category: int) -> dict:
+    """The demo's synthetic set: every option `piro prepare synthetic` records, so that the same set prepared by
+    hand gets the same fingerprint (and `piro compare` puts a new run beside the demo's)."""
+    return {
+        "seed": seed, "categories": categories, "objects_per_category": objects_per_category,
+        "test_fraction": synthetic.DEFAULT_TEST_FRACTION, "difficulty": "hard",
+    }  # fmt: skip
 
 
 def _reusable(path: Path, source_options: dict, size: int) -> bool:

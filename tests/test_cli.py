@@ -120,3 +120,20 @@ def test_the_command_line_starts_without_torch():
     )
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert loaded == "[]"
+
+
+def test_the_demo_data_prepared_by_hand_has_the_demo_fingerprint(tmp_path):
+    """`piro prepare synthetic` with the demo's settings writes the file the demo writes: same fingerprint."""
+    from typer.testing import CliRunner
+
+    from piro_cli.cli import app
+    from piro_cli.data.prepare import PrepareOptions, prepare_dataset
+    from piro_cli.data.store import ViewSetStore
+    from piro_cli.demo import demo_source_options
+
+    demo = tmp_path / "demo.h5"
+    prepare_dataset("synthetic", None, demo, PrepareOptions(size=32, overwrite=True), demo_source_options(0, 2, 3))
+    by_hand = tmp_path / "hand.h5"
+    argv = ["prepare", "synthetic", "--seed", "0", "--categories", "2", "--objects-per-category", "3", "--size", "32", "--out", str(by_hand)]
+    assert CliRunner().invoke(app, argv).exit_code == 0
+    assert ViewSetStore(demo).fingerprint == ViewSetStore(by_hand).fingerprint

@@ -101,6 +101,11 @@ def demo(
     console.print("figures:")
     for path in result.figures:
         console.print(f"  {escape(str(path))}", highlight=False)
+    console.print(
+        f"next: train on the same data with `piro train --data {escape(str(result.data_path))} --val-fraction 0.2`, "
+        f"or compare with the demo's runs: `piro compare {escape(str(workdir / 'runs'))}/* --split test`",
+        highlight=False,
+    )
 
 
 def main() -> None:
