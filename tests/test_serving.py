@@ -380,7 +380,7 @@ def test_index_names_and_a_failed_build(world, monkeypatch):
     def fails(*args, **kwargs):
         raise RuntimeError("the machine stopped")
 
-    monkeypatch.setattr(index_module, "embed_objects", fails)
+    monkeypatch.setattr(index_module, "cached_embeddings", fails)
     with pytest.raises(RuntimeError):
         build_index(world["runs"][0], "new.piro-index", data=world["data"])
     assert not Path("new.piro-index").exists()  # a retry is not refused by a half-made folder

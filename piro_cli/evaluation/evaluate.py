@@ -43,7 +43,7 @@ from piro_cli.evaluation.openset import TASK as OPEN_SET_TASK
 from piro_cli.evaluation.openset import OpenSetOptions, evaluate_open_set
 from piro_cli.evaluation.picr import SHORT_NAMES, TASKS, needs_gallery, parse_tasks, required_fields, run_picr
 from piro_cli.hardware import pick_device
-from piro_cli.inference.embedding import embed_objects
+from piro_cli.inference.cache import cached_embeddings
 from piro_cli.inference.embeddings_file import FORMAT_NAME as EMBEDDINGS_FORMAT
 from piro_cli.inference.embeddings_file import EmbeddingsFile
 from piro_cli.inference.run import group_rows, load_run, require_split, trained_rows
@@ -307,10 +307,10 @@ def _from_checkpoint(
     gallery = probes = None
     if needs_gallery(tasks):
         stage = stage_progress(reporter, f"{run.name}: embedding the gallery (train)")
-        gallery = embed_objects(run.model, store, "train", gallery_rows, device, stage)
+        gallery = cached_embeddings(run, store, "train", gallery_rows, stage)
     if tasks:
         stage = stage_progress(reporter, f"{run.name}: embedding the {split} objects")
-        probes = embed_objects(run.model, store, probe_split, probe_rows, device, stage)
+        probes = cached_embeddings(run, store, probe_split, probe_rows, stage)
     result = SourceResult(
         source=str(path), kind="checkpoint", name=run.name, values={}, num_queries={}, seconds=0.0,
         data={"path": str(store.path), "fingerprint": store.fingerprint}, epoch=run.epoch, tta=run.tta, open_set=measured,

@@ -28,7 +28,8 @@ from piro_cli import __version__
 from piro_cli.errors import PiroError
 from piro_cli.evaluation.evaluate import evaluation_objects
 from piro_cli.evaluation.picr import run_picr
-from piro_cli.inference.embedding import EmbeddingSet, backbone_features, embed_features, embed_objects
+from piro_cli.inference.cache import cached_embeddings
+from piro_cli.inference.embedding import EmbeddingSet, backbone_features, embed_features
 from piro_cli.inference.run import LoadedRun, load_run, require_split
 from piro_cli.outputs import write_text
 from piro_cli.reporting import Reporter, SilentReporter, stage_progress
@@ -114,7 +115,7 @@ def views_curve(
         raise PiroError(f"{store.path}: one view per object; a views curve needs at least 2")
     probe_split, probe_rows, gallery_rows = evaluation_objects(run, store, split)
     require_split(store, "train", "the gallery")
-    gallery = embed_objects(run.model, store, "train", gallery_rows, run.device, stage_progress(reporter, f"{run.name}: gallery"))
+    gallery = cached_embeddings(run, store, "train", gallery_rows, stage_progress(reporter, f"{run.name}: gallery"))
     probes = store.split(probe_split)
     rows = np.arange(len(probes)) if probe_rows is None else probe_rows
     feats = backbone_features(run.model, probes, rows, run.device, progress=stage_progress(reporter, f"{run.name}: {split} objects"))

@@ -37,7 +37,8 @@ import numpy as np
 import torch
 
 from piro_cli.errors import PiroError
-from piro_cli.inference.embedding import backbone_features, batch_views_for, embed_view_sets
+from piro_cli.inference.cache import cached_features
+from piro_cli.inference.embedding import embed_view_sets
 from piro_cli.inference.index import MANIFEST, EnrolledEmbeddings, GalleryIndex, Queries, ScoringRule, _commit
 from piro_cli.inference.run import LoadedRun, group_rows
 from piro_cli.outputs import OutputLock
@@ -140,10 +141,9 @@ def embed_held_out(loaded: LoadedRun, store, split: str, rows: np.ndarray, repor
     """Embed the given objects (rows of the data file's `split`) for the protocol."""
     reporter = reporter or SilentReporter()
     data = store.split(split)
-    features = backbone_features(
-        loaded.model, data, rows, loaded.device, batch_views=batch_views_for(loaded.device, store.image_size),
-        progress=stage_progress(reporter, f"{loaded.name}: embedding {len(rows)} held-out objects"),
-    )  # fmt: skip
+    features = cached_features(
+        loaded, store, split, rows, stage_progress(reporter, f"{loaded.name}: embedding {len(rows)} held-out objects")
+    )
     sv_cat, sv_obj, _, _ = embed_view_sets(loaded.model, features, loaded.device)
     names = [data.object_names[int(r)] for r in rows]
     categories = [store.categories[int(data.category[int(r)])] for r in rows]

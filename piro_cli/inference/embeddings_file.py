@@ -38,7 +38,8 @@ import torch
 from piro_cli import __version__
 from piro_cli.data.store import category_label_problem, open_hdf5
 from piro_cli.errors import DataError, PiroError
-from piro_cli.inference.embedding import FIELDS, EmbeddedGroup, EmbeddingSet, embed_objects
+from piro_cli.inference.cache import cached_embeddings
+from piro_cli.inference.embedding import FIELDS, EmbeddedGroup, EmbeddingSet
 from piro_cli.inference.run import group_rows, load_run
 from piro_cli.outputs import AtomicFile, OutputLock, check_output_path
 from piro_cli.reporting import Reporter, SilentReporter, stage_progress
@@ -217,9 +218,7 @@ def embed(
         reporter.info(f"{run.path}: epoch {run.epoch if run.epoch is not None else '?'}, data {store.path}, device {run.device}")
         embedded: dict[str, EmbeddedGroup] = {}
         for group, (split, rows) in plans.items():
-            embedded[group] = embed_objects(
-                run.model, store, split, rows, run.device, stage_progress(reporter, f"embedding {group}")
-            )
+            embedded[group] = cached_embeddings(run, store, split, rows, stage_progress(reporter, f"embedding {group}"))
         meta = {
             "checkpoint": str(run.path),
             "checkpoint_epoch": int(run.epoch or 0),

@@ -46,7 +46,8 @@ import numpy as np
 from piro_cli import __version__
 from piro_cli.data.sources.base import IMAGE_SUFFIXES
 from piro_cli.errors import DataError, PiroError
-from piro_cli.inference.embedding import EmbeddedGroup, embed_objects, embed_views, read_photos
+from piro_cli.inference.cache import cached_embeddings
+from piro_cli.inference.embedding import EmbeddedGroup, embed_views, read_photos
 from piro_cli.inference.run import LoadedRun, group_rows, load_run, trained_rows, weights_fingerprint
 from piro_cli.inference.search import KNN_VOTES, as_matrix, nearest, squared_distances, squared_norms
 from piro_cli.outputs import OutputLock, check_output_path, write_bytes, write_json
@@ -668,9 +669,7 @@ def build_index(
 def _build(loaded, store, source_split, rows, split, out: Path, previous: int, reporter, started: float) -> IndexChange:
     with OutputLock(out, folder=True):
         reporter.info(f"{loaded.path}: embedding {store.path} {split} into {out}")
-        group = embed_objects(
-            loaded.model, store, source_split, rows, loaded.device, stage_progress(reporter, f"embedding {split}")
-        )
+        group = cached_embeddings(loaded, store, source_split, rows, stage_progress(reporter, f"embedding {split}"))
         manifest, shard, arrays = _new_index(loaded, store, group, split, previous)
         _commit(out, manifest, (shard, _shard_bytes(arrays)))
     n = len(group.names)
@@ -723,8 +722,8 @@ def trained_gallery(loaded: LoadedRun, store, reporter: Reporter | None = None) 
     """In memory, the index `piro index build RUN` writes: the objects the run trained on (open-set evaluation)."""
     reporter = reporter or SilentReporter()
     source_split, _ = group_rows(loaded.checkpoint, store, "train")
-    group = embed_objects(
-        loaded.model, store, source_split, trained_rows(loaded.checkpoint, store), loaded.device,
+    group = cached_embeddings(
+        loaded, store, source_split, trained_rows(loaded.checkpoint, store),
         stage_progress(reporter, f"{loaded.name}: embedding the gallery (train)"),
     )  # fmt: skip
     manifest, shard, arrays = _new_index(loaded, store, group, "train")

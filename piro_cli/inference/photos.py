@@ -13,7 +13,8 @@ import torch
 
 from piro_cli.data.store import ViewSetStore, resolve_data
 from piro_cli.errors import DataError
-from piro_cli.inference.embedding import EmbeddedGroup, PhotoEmbeddings, embed_objects, embed_photos
+from piro_cli.inference.cache import cached_embeddings
+from piro_cli.inference.embedding import EmbeddedGroup, PhotoEmbeddings, embed_photos
 from piro_cli.inference.embeddings_file import EmbeddingsFile, is_embeddings_file
 from piro_cli.inference.run import check_categories, load_run, require_split
 from piro_cli.inference.search import KNN_VOTES, as_matrix, nearest, vote
@@ -51,9 +52,7 @@ def embed_new_object(
     if emb is not None:
         return nearest_in_gallery(result, emb.load("train", ("mv_cat", "mv_obj")), emb.categories, top=top)
     if store is not None:
-        group = embed_objects(
-            run.model, store, "train", None, run.device, stage_progress(reporter, "embedding the gallery (train)")
-        )
+        group = cached_embeddings(run, store, "train", None, stage_progress(reporter, "embedding the gallery (train)"))
         return nearest_in_gallery(result, group, list(store.categories), top=top)
     return result
 

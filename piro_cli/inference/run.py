@@ -103,7 +103,10 @@ class LoadedRun:
         return self.checkpoint.get("epoch")
 
     def fingerprint(self) -> str:
-        return weights_fingerprint(self.checkpoint)
+        """weights_fingerprint, computed once (it hashes every weight)."""
+        if "_fingerprint" not in self.__dict__:
+            self.__dict__["_fingerprint"] = weights_fingerprint(self.checkpoint)
+        return self.__dict__["_fingerprint"]
 
     def open_data(self, data: str | Path | None = None, same_data: bool = False) -> ViewSetStore:
         """The run's data file (see the module docstring), checked: its categories; with `same_data`, its fingerprint."""

@@ -1,0 +1,52 @@
+"""Embeddings computed once (piro_cli/inference/cache.py): a second evaluation reuses them and gives the same
+numbers; other weights, other rows or flips are other entries; a damaged entry is computed again."""
+
+from __future__ import annotations
+
+import pytest
+
+import piro_cli.inference.cache as cache_module
+from piro_cli.data.prepare import PrepareOptions, prepare_dataset
+from piro_cli.evaluation.evaluate import evaluate
+from piro_cli.inference.cache import CACHE_DIR, cached_embeddings
+from piro_cli.inference.run import load_run
+from piro_cli.training import TrainConfig, train
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cache")
+    data = root / "synthetic.h5"
+    prepare_dataset("synthetic", None, data, PrepareOptions(size=32), {"seed": 0, "categories": 3, "objects_per_category": 4})
+    config = TrainConfig(
+        data=str(data), project=str(root / "runs"), name="run", backbone="tiny", pretrained=False, cat_dim=8, obj_dim=8,
+        epochs=1, batch_pairs=2, pairs_per_object=1, lr=1e-3, seed=0, device="cpu", early_stop_rho=0.0,
+    )  # fmt: skip
+    return {"data": data, "run": train(config).run_dir}
+
+
+def test_a_second_evaluation_embeds_nothing(world, monkeypatch):
+    first = evaluate([world["run"]], data=world["data"], save=False)
+    assert len(list((world["run"] / CACHE_DIR).glob("*.npz"))) == 2  # gallery (train) and probes (test)
+
+    def no_embedding(*args, **kwargs):
+        raise AssertionError("embedded again")
+
+    monkeypatch.setattr(cache_module, "embed_objects", no_embedding)
+    second = evaluate([world["run"]], data=world["data"], save=False)
+    assert second.runs[0].values == first.runs[0].values
+    with pytest.raises(AssertionError, match="embedded again"):  # flips on: another entry
+        evaluate([world["run"]], data=world["data"], save=False, tta=True)
+
+
+def test_entries_are_keyed_and_a_damaged_one_is_recomputed(world):
+    loaded = load_run(world["run"], "cpu")
+    store = loaded.open_data(world["data"])
+    whole = cached_embeddings(loaded, store, "test")
+    some = cached_embeddings(loaded, store, "test", [1, 0])
+    assert some.names == [whole.names[1], whole.names[0]]
+    assert (some.embeddings.sv_obj[0] == whole.embeddings.sv_obj[1]).all()
+    for entry in (world["run"] / CACHE_DIR).glob("*.npz"):
+        entry.write_bytes(b"damaged")
+    again = cached_embeddings(loaded, store, "test")
+    assert (again.embeddings.sv_obj == whole.embeddings.sv_obj).all() and again.names == whole.names
