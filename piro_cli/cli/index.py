@@ -343,6 +343,7 @@ def identify(
     console.print(table)
     seconds = result.to_dict()["seconds"]
     console.print(
-        f"{count(len(result.images), 'photo')}; model {1000 * seconds['model']:.0f} ms, search {1000 * seconds['search']:.1f} ms",
+        f"{count(len(result.images), 'photo')}; load {1000 * seconds['load']:.0f} ms (index and model), decode "
+        f"{1000 * seconds['decode']:.0f} ms, model {1000 * seconds['model']:.0f} ms, search {1000 * seconds['search']:.1f} ms",
         highlight=False,
     )
