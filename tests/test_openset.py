@@ -103,7 +103,7 @@ def test_open_set_matches_a_brute_force_recomputation(world):
     result = runner.invoke(
         app,
         ["evaluate", str(world["run"]), "--data", str(world["data"]), "--split", "val", "--task", "open-set",
-         "--query-views", "1,2", "--draws", "3", "--seed", "4", "--format", "json"],
+         "--query-views", "1,2", "--draws", "3", "--seed", "4", "--rejection", "distance", "--format", "json"],
         env={"COLUMNS": "200"},
     )  # fmt: skip
     assert result.exit_code == 0, result.output
@@ -117,7 +117,7 @@ def test_open_set_matches_a_brute_force_recomputation(world):
             assert measured[q][rate] == pytest.approx(value, abs=1e-6), (q, rate)
         assert measured[q]["queries"] == {"enrolled": int(enrolled.sum()), "never_enrolled": int((~enrolled).sum())}
         assert measured[q]["settings"]["enrol_views"] == 4 and measured[q]["settings"]["query_views"] == int(q)
-        assert measured[q]["settings"]["scoring"] == {"distance": "combined", "rejection": "distance"}
+        assert measured[q]["settings"]["scoring"] == {"distance": "combined", "rejection": "distance"}  # as asked
     assert not list(world["run"].glob("eval_*")), "open-set writes nothing unless --out is given"
 
 
@@ -152,20 +152,21 @@ def test_each_rejection_rule_by_hand(world, tmp_path):
     rows = [[r for r in range(len(vec.view_object)) if vec.view_object[r] == o] for o in objects]
     views = [np.mean([min(np.linalg.norm(p - vec.sv_obj[r]) for r in rows[o]) for p in query]) for o in objects]
     sets = [np.linalg.norm(mv - vec.mv_obj[o]) for o in objects]
+    spreads = [np.mean([np.linalg.norm(vec.sv_obj[r] - np.mean(vec.sv_obj[rows[o]], axis=0)) for r in rows[o]]) for o in objects]
     for distance, values in (("views", views), ("viewset", sets), ("combined", [(a + b) / 2 for a, b in zip(views, sets, strict=True)])):
         ordered = sorted(objects, key=lambda o: values[o])
         best, second = ordered[0], ordered[1]
-        spread = np.mean([np.linalg.norm(vec.sv_obj[r] - np.mean(vec.sv_obj[rows[best]], axis=0)) for r in rows[best]])
         others = sorted(np.linalg.norm(vec.mv_obj[best] - vec.mv_obj[o]) for o in objects if o != best)
+        relative = min(objects, key=lambda o: values[o] / spreads[o])  # spread: each object at its own scale
         expected = {
-            "distance": values[best],
-            "ratio": values[best] / values[second],
-            "spread": values[best] / spread,
-            "neighbourhood": values[best] / others[4],
+            "distance": (best, values[best]),
+            "ratio": (best, values[best] / values[second]),
+            "spread": (relative, values[relative] / spreads[relative]),
+            "neighbourhood": (best, values[best] / others[4]),
         }
-        for rejection, value in expected.items():
+        for rejection, (answer, value) in expected.items():
             scores = gallery.score(Queries(query[None], query[None], mv[None]), ScoringRule(distance, rejection))
-            assert int(scores.nearest[0]) == best
+            assert int(scores.nearest[0]) == answer, (distance, rejection)
             assert scores.score[0] == pytest.approx(value, rel=1e-4), (distance, rejection)
 
 
@@ -190,4 +191,4 @@ def test_identify_reports_category_and_confidence_even_when_unknown(world, tmp_p
     strict = json.loads(runner.invoke(app, ["identify", str(index), str(photo), "--format", "json", "--threshold", "0"]).stdout)
     assert strict["answer"] == "unknown" and strict["category"] == answer["category"]
     assert strict["nearest_object"] == answer["nearest_object"]
-    assert list(chain(answer["scoring"].values())) == ["combined", "distance"]
+    assert list(chain(answer["scoring"].values())) == ["combined", "spread"]  # the default rule

@@ -63,8 +63,9 @@ def brute_answer(
     gallery: GalleryIndex, sv_cat: np.ndarray, sv_obj: np.ndarray, mv_obj: np.ndarray | None = None
 ) -> tuple[str, list[tuple[str, float]]]:
     """The identify rule by loops: each photo's 10 nearest views (ties to the lower row) vote, pooled; an object's
-    distance is the mean over photos of the distance to its nearest view and, with `mv_obj` (the default rule,
-    "combined"), the mean of that and the distance between the photos' and the object's view-set embeddings."""
+    distance is the mean over photos of the distance to its nearest view; with `mv_obj`, the default rule: the mean
+    of that and the distance between the photos' and the object's view-set embeddings ("combined"), over the
+    object's spread (mean distance of its views to their centre; the median for one view), ranked by that score."""
     v = gallery.vectors()
     votes = np.zeros(len(gallery.categories), dtype=int)
     for q in sv_cat:
@@ -78,8 +79,15 @@ def brute_answer(
         per_photo = float(np.mean([min(float(np.linalg.norm(q - v.sv_obj[r])) for r in rows) for q in sv_obj]))
         if mv_obj is not None:
             per_photo = (per_photo + float(np.linalg.norm(mv_obj - v.mv_obj[position]))) / 2
-        distances.append((obj.name, per_photo))
-    return category, sorted(distances, key=lambda item: item[1])
+        centre = np.mean([v.sv_obj[r] for r in rows], axis=0)
+        spread = float(np.mean([np.linalg.norm(v.sv_obj[r] - centre) for r in rows])) if len(rows) > 1 else None
+        distances.append((obj.name, per_photo, spread))
+    if mv_obj is None:  # the `views` + `distance` rule: by distance
+        return category, sorted(((name, d) for name, d, _ in distances), key=lambda item: item[1])
+    measured = [s for _, _, s in distances if s]
+    fallback = float(np.median(measured))
+    scored = [(name, d / (s if s else fallback)) for name, d, s in distances]  # the default rule: combined + spread
+    return category, sorted(scored, key=lambda item: item[1])
 
 
 def model_embeddings(run_dir: Path, paths: list[Path]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -140,7 +148,7 @@ def test_build_add_identify_as_typed(world, tmp_path):
     category, ranking = brute_answer(gallery, sv_cat, sv_obj, mv_obj)
     assert answer["category"] == category
     assert [r["object"] for r in answer["nearest"]] == [n for n, _ in ranking]
-    assert np.allclose([r["distance"] for r in answer["nearest"]], [d for _, d in ranking], atol=2e-4)
+    assert answer["score"] == pytest.approx(ranking[0][1], abs=2e-4)
     threshold_of_two = GalleryIndex("shop.piro-index").calibrated(2)["score"]  # the threshold calibrated for 2 photos
     expected = ranking[0][0] if ranking[0][1] <= threshold_of_two else "unknown"
     assert answer["answer"] == expected and answer["photos"] == 2 and answer["threshold"] == threshold_of_two
@@ -163,7 +171,7 @@ def test_build_add_identify_as_typed(world, tmp_path):
 def test_identify_threshold_option_decides_unknown(world):
     build_index(world["runs"][0], "g.piro-index", data=world["data"])
     photo = sorted(world["photos"].glob("*/*/*.png"))[0]
-    nearest = identify("g.piro-index", [photo]).answer["distance"]
+    nearest = identify("g.piro-index", [photo]).answer["score"]  # the threshold applies to the rule's score
     assert identify("g.piro-index", [photo], threshold=nearest + 1e-3).answer["answer"] != "unknown"
     assert identify("g.piro-index", [photo], threshold=max(0.0, nearest - 1e-3)).answer["answer"] == "unknown"
     assert identify("g.piro-index", [photo]).answer["threshold"] is None  # not calibrated: never unknown
@@ -342,7 +350,7 @@ def test_the_readme_deploy_snippet_answers_like_identify(world, capsys):
     pytest.importorskip("onnxruntime")
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     snippet = readme.split("**Without piro.**", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
-    assert len(snippet.strip().splitlines()) <= 16
+    assert len(snippet.strip().splitlines()) <= 22
     build_index(world["runs"][0], "shop.piro-index", data=world["data"])
     calibrate_index("shop.piro-index", data=world["data"])
     invoke(["export", world["runs"][0], "--onnx", "exp.onnx"])
@@ -353,7 +361,7 @@ def test_the_readme_deploy_snippet_answers_like_identify(world, capsys):
         printed = capsys.readouterr().out.split()
         expected = identify("shop.piro-index", [photo]).answer
         assert printed[0] == expected["answer"]
-        assert abs(float(printed[1]) - expected["distance"]) < 1e-3
+        assert abs(float(printed[1]) - expected["score"]) < 1e-3
 
 
 def test_a_failed_export_check_writes_nothing(world, monkeypatch):

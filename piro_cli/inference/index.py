@@ -25,10 +25,15 @@ How a view set of photos is answered (`identify`; the scoring rule is recorded i
 - objects: an object's distance to the photos is, by `ScoringRule.distance`, "views": per photo the distance to
   its nearest enrolled view (SV object recognition's rule), averaged over the photos; "viewset": the distance
   between the photos' view-set embedding (o_mv through the attention head, as the MV object tasks) and the
-  object's (from its enrolment photos); "combined" (default): the mean of the two; nearest first;
-- `unknown` when the nearest object's score (`ScoringRule.rejection`: its distance, or that distance over the
-  second-nearest object's, over the object's own enrolment spread, or over its neighbourhood radius) is above
-  the threshold calibrated for that number of photos (`piro index calibrate`, piro_cli.inference.calibration).
+  object's (from its enrolment photos); "combined" (default): the mean of the two;
+- the answer, by `ScoringRule.rejection`: the nearest object, scored by its distance ("distance"), that distance
+  over the second-nearest object's ("ratio") or over its neighbourhood radius ("neighbourhood"); or, by default
+  ("spread"), the object whose distance is smallest relative to its own enrolment spread (the mean distance of
+  its enrolled views to their centre), scored by that ratio: a per-object threshold. The training objects of a
+  built index sit tighter than a few enrolment photos do, and one scale for all let them swallow the photos of
+  objects that were never enrolled (docs/BENCHMARKS.md, "Open-set identification");
+- `unknown` when that score is above the threshold calibrated for that number of photos (`piro index
+  calibrate`, piro_cli.inference.calibration).
 """
 
 from __future__ import annotations
@@ -100,15 +105,16 @@ class Vectors:
     @property
     def spread(self) -> np.ndarray:
         """(objects,) each object's own spread: the mean distance of its enrolled views (object space) to their
-        centroid. An object of one view has none: it takes the median of the others' (1 when no object has two)."""
+        centroid. An object of one view (or of identical views) has none: it takes the median of the others' (1 when
+        no object has one)."""
         if self._spread is None:
             counts = np.diff(np.append(self.view_starts, len(self.view_object)))
             centroids = np.add.reduceat(self.sv_obj, self.view_starts, axis=0) / np.maximum(counts, 1)[:, None] if len(counts) else self.mv_obj
             offsets = np.linalg.norm(self.sv_obj - centroids[self.view_object], axis=1)
             spread = np.add.reduceat(offsets, self.view_starts) / np.maximum(counts, 1) if len(counts) else offsets
-            several = counts > 1
-            fallback = float(np.median(spread[several])) if several.any() else 1.0
-            self._spread = np.where(several & (spread > 0), spread, fallback).astype(np.float32)
+            measured = (counts > 1) & (spread > 0)
+            fallback = float(np.median(spread[measured])) if measured.any() else 1.0
+            self._spread = np.where(measured, spread, fallback).astype(np.float32)
         return self._spread
 
     @property
@@ -140,11 +146,11 @@ class ScoringRule:
     distance: "views" (per photo the nearest enrolled view, averaged over the photos), "viewset" (view-set
     embeddings), "combined" (their mean). rejection, the score thresholded for `unknown` (lower: more like the
     nearest object): "distance" (the nearest object's distance), "ratio" (over the second-nearest object's: the
-    ratio test of instance matching), "spread" (over the nearest object's own enrolment spread: a per-object
-    threshold), "neighbourhood" (over its neighbourhood radius: how far its k-th nearest other object lies)."""
+    ratio test of instance matching), "spread" (distance over each object's own enrolment spread: a per-object
+    threshold, and objects ranked by it), "neighbourhood" (over its neighbourhood radius: how far its k-th nearest other object lies)."""
 
     distance: str = "combined"
-    rejection: str = "distance"
+    rejection: str = "spread"
 
     def __post_init__(self) -> None:
         if self.distance not in DISTANCES:
@@ -196,9 +202,14 @@ class Scores:
     """Queries scored against an index: every object's distance, the nearest object and the score thresholded."""
 
     distances: np.ndarray  # (n, objects)
-    nearest: np.ndarray  # (n,) position of the nearest object (ties: the earlier one)
-    score: np.ndarray  # (n,) the rule's score of the nearest object: lower is surer
+    nearest: np.ndarray  # (n,) position of the best object by the rule's ranking (ties: the earlier one)
+    score: np.ndarray  # (n,) the rule's score of that object: lower is surer
     votes: np.ndarray  # (n, categories) the 10-NN category votes, pooled over each query's photos
+    ranked: np.ndarray | None = None  # (n, objects) what the rule ranks by, when not the distances ("spread")
+
+    @property
+    def ranking(self) -> np.ndarray:
+        return self.distances if self.ranked is None else self.ranked
 
 
 class GalleryIndex:
@@ -402,7 +413,8 @@ class GalleryIndex:
         if not parts:
             empty = np.empty(0)
             return Scores(np.empty((0, len(self.objects))), empty.astype(np.int64), empty, np.empty((0, len(self.categories))))
-        return Scores(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("distances", "nearest", "score", "votes")))
+        ranked = None if parts[0].ranked is None else np.concatenate([p.ranked for p in parts])
+        return Scores(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("distances", "nearest", "score", "votes")), ranked)
 
     def _score_block(self, queries: Queries, rule: ScoringRule, vectors: Vectors, votes: bool = True) -> Scores:
         n, q = queries.sv_obj.shape[:2]
@@ -414,7 +426,10 @@ class GalleryIndex:
         if rule.distance in ("viewset", "combined"):
             sets = np.sqrt(squared_distances(queries.mv_obj, vectors.mv_obj, vectors.mv_obj_norms))
             distances = sets if distances is None else (distances + sets) / 2
-        nearest = np.argmin(distances, axis=1)  # the first of equal minima: the earlier object
+        ranked = None
+        if rule.rejection == "spread":  # each object at its own scale: ranked and thresholded by distance / spread
+            ranked = distances / vectors.spread[None, :]
+        nearest = np.argmin(distances if ranked is None else ranked, axis=1)  # the first of equal minima: the earlier
         best = distances[np.arange(n), nearest]
         if rule.rejection == "distance":
             score = best
@@ -432,7 +447,7 @@ class GalleryIndex:
             counted = self._category_votes(queries.sv_cat.reshape(n * q, -1)).reshape(n, q, -1).sum(axis=1)
         else:
             counted = np.zeros((n, len(self.categories)), dtype=np.int64)
-        return Scores(distances, nearest, score.astype(np.float64), counted)
+        return Scores(distances, nearest, score.astype(np.float64), counted, ranked)
 
     def identify(
         self, sv_cat, sv_obj, mv_obj, top: int = 5, threshold: float | None = None, rule: ScoringRule | None = None
@@ -482,10 +497,10 @@ class GalleryIndex:
         calibration = self.calibrated(photos) if rule == self.rule else None  # a threshold belongs to its rule
         if threshold is None and calibration is not None:
             threshold = float(calibration["score"])
-        distances, votes = scores.distances[row], scores.votes[row]
+        distances, ranking, votes = scores.distances[row], scores.ranking[row], scores.votes[row]
         top = min(max(1, int(top)), len(distances))
-        candidates = np.argpartition(distances, top - 1)[:top] if top < len(distances) else np.arange(len(distances))
-        order = candidates[np.lexsort((candidates, distances[candidates]))]  # nearest first, ties to the earlier object
+        candidates = np.argpartition(ranking, top - 1)[:top] if top < len(ranking) else np.arange(len(ranking))
+        order = candidates[np.lexsort((candidates, ranking[candidates]))]  # best first, ties to the earlier object
         score = float(scores.score[row])
         winner = int(np.argmax(votes))  # the most votes; a tie to the category listed first (`vote`'s "smallest")
         accepted = threshold is None or score <= threshold
@@ -504,7 +519,7 @@ class GalleryIndex:
                 }
                 for i in order
             ],
-            "distance": round(float(distances[order[0]]), 4),
+            "distance": round(float(distances[order[0]]), 4),  # of the answer's object (the best by the rule)
             "score": round(score, 4),
             "threshold": threshold,
             "false_accept_rate": None if false_accepts is None else round(false_accepts, 4),
