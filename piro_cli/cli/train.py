@@ -262,8 +262,14 @@ def train(
         None, help="Carve this fraction of train objects (per category, seeded) out as validation."
     ),
     val_seed: int = typer.Option(
-        0, min=0, max=SEED_MAX, help="Seed of the --val-fraction split (kept apart from --seed so seeds share one split)."
+        0, min=0, max=SEED_MAX, help="Seed of the --val-fraction or --folds split (kept apart from --seed so seeds share one split)."
     ),
+    folds: int = typer.Option(
+        None, min=2, help="Object-level cross-validation: a category-stratified K-fold split of the train objects. Alone, "
+        "trains every fold (runs <name>-fold1 ... -foldK) and prints their mean and spread per task (`piro compare`); "
+        "with --fold, trains that one.",
+    ),
+    fold: int = typer.Option(None, min=1, help="With --folds K: which fold (1 to K) is this run's validation objects."),
     early_stop_rho: float = typer.Option(
         None,
         help="Stop early, as the released code does: rho = d_inter_min / d_intra_max of the training objects is computed "
@@ -332,13 +338,16 @@ def train(
         train_lsoftmax_weights=train_lsoftmax_weights, lr=lr, lr_step=lr_step, epochs=epochs, batch_pairs=batch_pairs, batch_objects=batch_objects,
         pairs_per_object=pairs_per_object, views=views, augment=augment, augmentation=augmentation, seed=seed, device=device, freeze_backbone=freeze_backbone,
         train_from=train_from, feature_passes=feature_passes, tta=tta,
-        val_fraction=val_fraction, val_seed=val_seed, early_stop_rho=early_stop_rho, obj_loss=obj_loss, dvml=dvml, dvml_kl=dvml_kl,
+        val_fraction=val_fraction, val_seed=val_seed, folds=folds, fold=fold if fold is not None or folds is None else 1, early_stop_rho=early_stop_rho, obj_loss=obj_loss, dvml=dvml, dvml_kl=dvml_kl,
         dvml_rec=dvml_rec, dvml_syn=dvml_syn, gml_proxies=gml_proxies, gml_neighbourhood=gml_neighbourhood, gml_reg=gml_reg, cat_loss=cat_loss.strip().lower(), direction_reg=direction_reg, distance_margin=distance_margin, language_guidance=language_guidance, language_weight=language_weight, language_space=language_space, language_labels=language_labels.strip().lower(), language_topk=language_topk, pi_alpha=pi_alpha, pi_beta=pi_beta, dropout=dropout, loggers=tuple(logger or ()),
     )  # fmt: skip
     config = merged_config(config, command_line, _given_fields(ctx))
     from piro_cli.training.trainer import train as train_run  # torch: loaded once the options are checked
 
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
+    if folds is not None and fold is None and resume is None:
+        _cross_validate(config, train_run, columns)
+        return
     with Progress(*columns, console=err_console, transient=True) as progress:
         result = train_run(config, RichReporter(progress), resume=resume, resume_epochs=epochs)
     if os.environ.get("RANK", "0") != "0":  # under torchrun process 0 alone reports
@@ -350,8 +359,26 @@ def train(
     )
 
 
+def _cross_validate(config, train_run, columns) -> None:
+    """`--folds K` alone: one run per fold (<name>-fold1 ... -foldK), then their table (mean and spread per task)."""
+    import dataclasses
+
+    from piro_cli.cli.compare import print_comparison_table
+    from piro_cli.evaluation.compare import compare_runs
+
+    base = config.name or "cv"
+    runs = []
+    for k in range(1, config.folds + 1):
+        console.print(f"fold {k} of {config.folds}", highlight=False)
+        with Progress(*columns, console=err_console, transient=True) as progress:
+            result = train_run(dataclasses.replace(config, fold=k, name=f"{base}-fold{k}"), RichReporter(progress))
+        runs.append(result.run_dir)
+    print_comparison_table(compare_runs(runs))
+    console.print(f"[green]done[/]: {count(len(runs), 'fold')} in {escape(str(Path(config.project)))}/{escape(base)}-fold*", highlight=False)
+
+
 PANELS = {
-    "Data": ("data", "val_fraction", "val_seed", "views", "augment", "augmentation"),
+    "Data": ("data", "val_fraction", "val_seed", "folds", "fold", "views", "augment", "augmentation"),
     "Model": ("backbone", "pretrained", "embed_dim", "cat_dim", "obj_dim", "dropout", "freeze_backbone", "train_from",
               "feature_passes", "tta"),
     "Method and losses": ("recipe", "method", "dual", "obj_loss", "cat_loss", "direction_reg", "distance_margin", "dvml", "dvml_kl", "dvml_rec", "dvml_syn", "gml_proxies",

@@ -92,6 +92,25 @@ def carve_validation(categories: np.ndarray, fraction: float, seed: int) -> tupl
     return train_indices, val_indices
 
 
+def fold_validation(categories: np.ndarray, folds: int, fold: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Fold `fold` (1 to `folds`) of a seeded, category-stratified K-fold split of training objects: (train indices,
+    validation indices). Each category's objects are shuffled and dealt to the folds in turn (the category's offset
+    also seeded, so that small categories do not all land in fold 1); the K folds are disjoint and cover every
+    object, so K runs see every object validated once (object-level cross-validation)."""
+    if folds < 2:
+        raise DataError(f"--folds {folds}: give at least 2")
+    if not 1 <= fold <= folds:
+        raise DataError(f"--fold {fold}: give a fold from 1 to {folds}")
+    rng = np.random.default_rng(seed)
+    categories = np.asarray(categories)
+    assigned = np.empty(len(categories), dtype=np.int64)
+    for category in np.unique(categories):
+        members = rng.permutation(np.flatnonzero(categories == category))
+        assigned[members] = (np.arange(len(members)) + rng.integers(folds)) % folds
+    val_indices = np.flatnonzero(assigned == fold - 1)
+    return np.flatnonzero(assigned != fold - 1), val_indices
+
+
 def object_batches(num_objects: int, objects_per_batch: int, rng: np.random.Generator) -> list[np.ndarray]:
     """One epoch of the PIEs baselines: the objects 0..num_objects-1 shuffled and cut into batches of
     `objects_per_batch`, each object exactly once (the released code's DataLoader(shuffle=True)).

@@ -387,7 +387,8 @@ def _val_record(ckpt: dict) -> dict | None:
 
 
 def _check_same_validation(runs: Sequence[str | Path], checkpoints: list[dict]) -> None:
-    """All runs with validation objects must have the same ones (split and object indices)."""
+    """All runs with validation objects must have the same ones (split and object indices), or be folds of one
+    K-fold split (`piro train --folds K`: the same K and --val-seed)."""
     reference: tuple[str | Path, dict] | None = None
     for run, ckpt in zip(runs, checkpoints, strict=True):
         val = _val_record(ckpt)
@@ -397,6 +398,9 @@ def _check_same_validation(runs: Sequence[str | Path], checkpoints: list[dict]) 
             reference = (run, val)
             continue
         other_run, other = reference
+        fold, other_fold = val.get("folds"), other.get("folds")
+        if fold and other_fold and (fold["of"], fold["seed"]) == (other_fold["of"], other_fold["seed"]):
+            continue  # folds of one K-fold split: their mean and spread are the cross-validation estimate
         if val.get("split") != other.get("split") or list(val.get("indices") or []) != list(other.get("indices") or []):
             raise DataError(
                 f"{run} and {other_run} were validated on different objects ({_describe_val(val)} vs {_describe_val(other)}), "

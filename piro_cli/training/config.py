@@ -93,6 +93,8 @@ class TrainConfig:
     tta: bool | None = None  # the run's default for evaluate/embed: each view averaged with its mirror (test-time flips)
     val_fraction: float | None = None
     val_seed: int = 0  # seed of the carved validation split: fixed, so runs with other --seed see the same objects
+    folds: int | None = None  # K of a K-fold split of the train objects (with `fold`): object-level cross-validation
+    fold: int | None = None  # which of the K folds is this run's validation objects (1 to K)
     early_stop_rho: float | None = None  # 0 disables; piro_cli/convergence.py has the rule
     dropout: float = 0.25  # of the attention layers' output (released: 0.25)
     loggers: tuple[str, ...] = ()  # mirrors of metrics.csv (piro_cli/training/loggers.py): "tensorboard"
@@ -100,6 +102,13 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.recipe is not None:
             self.recipe = get_recipe(self.recipe).name
+        if (self.folds is None) != (self.fold is None):
+            raise PiroError("--fold k and --folds K go together (`piro train --folds K` alone trains every fold)")
+        if self.folds is not None:
+            if self.val_fraction:
+                raise PiroError("--folds: the validation objects are a fold; leave --val-fraction out")
+            if self.folds < 2 or not 1 <= self.fold <= self.folds:
+                raise PiroError(f"--folds {self.folds} --fold {self.fold}: give K >= 2 folds and a fold from 1 to K")
         try:
             self.obj_loss = parse_object_loss(self.obj_loss)
         except ValueError as exc:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from piro_cli.data.samplers import carve_validation
+from piro_cli.data.samplers import carve_validation, fold_validation
 from piro_cli.data.store import SplitData, ViewSetStore, resolve_data
 from piro_cli.errors import DataError
 
@@ -37,6 +37,7 @@ class RunData:
     train_indices: np.ndarray  # rows of `train` used for training (validation objects carved out)
     val: SplitData | None
     val_indices: np.ndarray | None
+    folds: tuple[int, int, int] | None = None  # (fold k, of K folds, seed) when the validation objects are a fold
 
     def describe(self) -> dict:
         val = None
@@ -46,6 +47,8 @@ class RunData:
                 "indices": self.val_indices.tolist(),
                 "names": [self.val.object_names[i] for i in self.val_indices],
             }
+            if self.folds is not None:
+                val["folds"] = {"fold": self.folds[0], "of": self.folds[1], "seed": self.folds[2]}
         return {
             "path": str(self.store.path),
             "fingerprint": self.store.fingerprint,
@@ -57,7 +60,10 @@ class RunData:
         }
 
 
-def open_run_data(path: Path, val_fraction: float | None, val_seed: int, saved: dict | None = None) -> RunData:
+def open_run_data(
+    path: Path, val_fraction: float | None, val_seed: int, saved: dict | None = None, folds: tuple[int, int] | None = None
+) -> RunData:
+    """The objects a run trains and validates on; `folds` (fold k, of K): the k-th fold of a K-fold split."""
     store = ViewSetStore(path)
     train = store.split("train")
     if saved is not None:  # resuming: the exact objects of the interrupted run
@@ -74,6 +80,9 @@ def open_run_data(path: Path, val_fraction: float | None, val_seed: int, saved: 
     if "val" in store.splits:
         val = store.split("val")
         return RunData(store, train, np.arange(len(train)), val, np.arange(len(val)))
+    if folds is not None:
+        train_idx, val_idx = fold_validation(train.category, folds[1], folds[0], val_seed)
+        return RunData(store, train, train_idx, train, val_idx, folds=(folds[0], folds[1], val_seed))
     if val_fraction:
         train_idx, val_idx = carve_validation(train.category, val_fraction, val_seed)
         return RunData(store, train, train_idx, train, val_idx)

@@ -544,7 +544,8 @@ def _train(
         check_output_path(config.project, "--project", folder=True)
         data_path = resolve_data(config.data)
     reporter.info(f"data: {data_path}")
-    data = open_run_data(data_path, config.val_fraction, config.val_seed, checkpoint["data"] if checkpoint else None)
+    folds = (config.fold, config.folds) if config.folds else None
+    data = open_run_data(data_path, config.val_fraction, config.val_seed, checkpoint["data"] if checkpoint else None, folds)
     if checkpoint is None:  # a resumed run's saved config is resolved already
         cpu_only = pick_device(config.device).type != "cuda"
         config, resolution = config.resolved(data.store.source_dataset, data.store.num_views, cpu_only)
