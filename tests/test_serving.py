@@ -61,11 +61,12 @@ def invoke(argv: list[str]):
 
 def brute_answer(
     gallery: GalleryIndex, sv_cat: np.ndarray, sv_obj: np.ndarray, mv_obj: np.ndarray | None = None
-) -> tuple[str, list[tuple[str, float]]]:
+) -> tuple[str, list[tuple[str, float]], float]:
     """The identify rule by loops: each photo's 10 nearest views (ties to the lower row) vote, pooled; an object's
     distance is the mean over photos of the distance to its nearest view; with `mv_obj`, the default rule: the mean
     of that and the distance between the photos' and the object's view-set embeddings ("combined"), over the
-    object's spread (mean distance of its views to their centre; the median for one view), ranked by that score."""
+    nearest object's score is its distance over its spread (mean distance of its views to their centre; the median
+    below 3 views). Returns (category, objects nearest first with their distances, the nearest one's score)."""
     v = gallery.vectors()
     votes = np.zeros(len(gallery.categories), dtype=int)
     for q in sv_cat:
@@ -80,14 +81,14 @@ def brute_answer(
         if mv_obj is not None:
             per_photo = (per_photo + float(np.linalg.norm(mv_obj - v.mv_obj[position]))) / 2
         centre = np.mean([v.sv_obj[r] for r in rows], axis=0)
-        spread = float(np.mean([np.linalg.norm(v.sv_obj[r] - centre) for r in rows])) if len(rows) > 1 else None
+        spread = float(np.mean([np.linalg.norm(v.sv_obj[r] - centre) for r in rows])) if len(rows) >= 3 else None
         distances.append((obj.name, per_photo, spread))
-    if mv_obj is None:  # the `views` + `distance` rule: by distance
-        return category, sorted(((name, d) for name, d, _ in distances), key=lambda item: item[1])
-    measured = [s for _, _, s in distances if s]
-    fallback = float(np.median(measured))
-    scored = [(name, d / (s if s else fallback)) for name, d, s in distances]  # the default rule: combined + spread
-    return category, sorted(scored, key=lambda item: item[1])
+    if mv_obj is None:  # the `views` + `distance` rule: by distance, the distance is the score
+        ranked = sorted(((name, d) for name, d, _ in distances), key=lambda item: item[1])
+        return category, ranked, ranked[0][1]
+    fallback = float(np.median([s for _, _, s in distances if s]))
+    ranked = sorted(distances, key=lambda item: item[1])  # the default rule, combined + spread: nearest first
+    return category, [(name, d) for name, d, _ in ranked], ranked[0][1] / (ranked[0][2] or fallback)
 
 
 def model_embeddings(run_dir: Path, paths: list[Path]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -145,12 +146,13 @@ def test_build_add_identify_as_typed(world, tmp_path):
     result = invoke(["identify", "shop.piro-index", *held_out, "--format", "json", "--top", "40"])
     answer = json.loads(result.output)
     sv_cat, sv_obj, mv_obj = model_embeddings(run, held_out)
-    category, ranking = brute_answer(gallery, sv_cat, sv_obj, mv_obj)
+    category, ranking, score = brute_answer(gallery, sv_cat, sv_obj, mv_obj)
     assert answer["category"] == category
     assert [r["object"] for r in answer["nearest"]] == [n for n, _ in ranking]
-    assert answer["score"] == pytest.approx(ranking[0][1], abs=2e-4)
+    assert np.allclose([r["distance"] for r in answer["nearest"]], [d for _, d in ranking], atol=2e-4)
+    assert answer["score"] == pytest.approx(score, abs=2e-4)
     threshold_of_two = GalleryIndex("shop.piro-index").calibrated(2)["score"]  # the threshold calibrated for 2 photos
-    expected = ranking[0][0] if ranking[0][1] <= threshold_of_two else "unknown"
+    expected = ranking[0][0] if score <= threshold_of_two else "unknown"
     assert answer["answer"] == expected and answer["photos"] == 2 and answer["threshold"] == threshold_of_two
     table = invoke(["identify", "shop.piro-index", *held_out])
     assert table.exit_code == 0 and "category" in table.output and "model" in table.output
@@ -339,7 +341,7 @@ def test_identify_each_answers_every_photo_as_its_own_query(world):
     batch = gallery.identify_each(sv_cat, sv_obj, mv_obj, top=3, threshold=0.05, chunk=3)  # chunks of 3: 3 + 3 + 1
     for k in range(len(photos)):
         alone = gallery.identify(sv_cat[k : k + 1], sv_obj[k : k + 1], mv_obj[k], top=3, threshold=0.05)
-        category, ranking = brute_answer(gallery, sv_cat[k : k + 1], sv_obj[k : k + 1], mv_obj[k])
+        category, ranking, _ = brute_answer(gallery, sv_cat[k : k + 1], sv_obj[k : k + 1], mv_obj[k])
         assert batch[k]["category"] == alone["category"] == category
         assert [r["object"] for r in batch[k]["nearest"]] == [r["object"] for r in alone["nearest"]] == [n for n, _ in ranking[:3]]
         assert batch[k]["answer"] == alone["answer"]

@@ -26,12 +26,12 @@ How a view set of photos is answered (`identify`; the scoring rule is recorded i
   its nearest enrolled view (SV object recognition's rule), averaged over the photos; "viewset": the distance
   between the photos' view-set embedding (o_mv through the attention head, as the MV object tasks) and the
   object's (from its enrolment photos); "combined" (default): the mean of the two;
-- the answer, by `ScoringRule.rejection`: the nearest object, scored by its distance ("distance"), that distance
-  over the second-nearest object's ("ratio") or over its neighbourhood radius ("neighbourhood"); or, by default
-  ("spread"), the object whose distance is smallest relative to its own enrolment spread (the mean distance of
-  its enrolled views to their centre), scored by that ratio: a per-object threshold. The training objects of a
-  built index sit tighter than a few enrolment photos do, and one scale for all let them swallow the photos of
-  objects that were never enrolled (docs/BENCHMARKS.md, "Open-set identification");
+- the answer is the nearest object; its score, by `ScoringRule.rejection`: its distance ("distance"), that
+  distance over the second-nearest object's ("ratio"), over its neighbourhood radius ("neighbourhood") or, by
+  default ("spread"), over its own enrolment spread (the mean distance of its enrolled views to their centre): a
+  per-object threshold. The training objects of a built index sit tighter than a few enrolment photos do, and one
+  scale for all let them swallow the photos of objects that were never enrolled (docs/BENCHMARKS.md, "Open-set
+  identification");
 - `unknown` when that score is above the threshold calibrated for that number of photos (`piro index
   calibrate`, piro_cli.inference.calibration).
 """
@@ -105,14 +105,15 @@ class Vectors:
     @property
     def spread(self) -> np.ndarray:
         """(objects,) each object's own spread: the mean distance of its enrolled views (object space) to their
-        centroid. An object of one view (or of identical views) has none: it takes the median of the others' (1 when
-        no object has one)."""
+        centroid. Objects of fewer than MIN_SPREAD_VIEWS views (or of identical views) take the median of the others'
+        (1 when no object has one): two views give a spread too noisy to rank by (on ObjectPI, enrolled from 2
+        photos, rank-1 fell from 47% to 18% with it; docs/BENCHMARKS.md)."""
         if self._spread is None:
             counts = np.diff(np.append(self.view_starts, len(self.view_object)))
             centroids = np.add.reduceat(self.sv_obj, self.view_starts, axis=0) / np.maximum(counts, 1)[:, None] if len(counts) else self.mv_obj
             offsets = np.linalg.norm(self.sv_obj - centroids[self.view_object], axis=1)
             spread = np.add.reduceat(offsets, self.view_starts) / np.maximum(counts, 1) if len(counts) else offsets
-            measured = (counts > 1) & (spread > 0)
+            measured = (counts >= MIN_SPREAD_VIEWS) & (spread > 0)
             fallback = float(np.median(spread[measured])) if measured.any() else 1.0
             self._spread = np.where(measured, spread, fallback).astype(np.float32)
         return self._spread
@@ -137,6 +138,7 @@ class Vectors:
 DISTANCES = ("views", "viewset", "combined")
 REJECTIONS = ("distance", "ratio", "spread", "neighbourhood")
 NEIGHBOURHOOD_K = 5
+MIN_SPREAD_VIEWS = 3  # fewer enrolled views give no spread of their own (Vectors.spread)
 
 
 @dataclass(frozen=True)
@@ -146,8 +148,8 @@ class ScoringRule:
     distance: "views" (per photo the nearest enrolled view, averaged over the photos), "viewset" (view-set
     embeddings), "combined" (their mean). rejection, the score thresholded for `unknown` (lower: more like the
     nearest object): "distance" (the nearest object's distance), "ratio" (over the second-nearest object's: the
-    ratio test of instance matching), "spread" (distance over each object's own enrolment spread: a per-object
-    threshold, and objects ranked by it), "neighbourhood" (over its neighbourhood radius: how far its k-th nearest other object lies)."""
+    ratio test of instance matching), "spread" (over the nearest object's own enrolment spread: a per-object
+    threshold), "neighbourhood" (over its neighbourhood radius: how far its k-th nearest other object lies)."""
 
     distance: str = "combined"
     rejection: str = "spread"
@@ -202,7 +204,7 @@ class Scores:
     """Queries scored against an index: every object's distance, the nearest object and the score thresholded."""
 
     distances: np.ndarray  # (n, objects)
-    nearest: np.ndarray  # (n,) position of the best object by the rule's ranking (ties: the earlier one)
+    nearest: np.ndarray  # (n,) position of the nearest object (ties: the earlier one)
     score: np.ndarray  # (n,) the rule's score of that object: lower is surer
     votes: np.ndarray  # (n, categories) the 10-NN category votes, pooled over each query's photos
     ranked: np.ndarray | None = None  # (n, objects) what the rule ranks by, when not the distances ("spread")
@@ -426,10 +428,8 @@ class GalleryIndex:
         if rule.distance in ("viewset", "combined"):
             sets = np.sqrt(squared_distances(queries.mv_obj, vectors.mv_obj, vectors.mv_obj_norms))
             distances = sets if distances is None else (distances + sets) / 2
-        ranked = None
-        if rule.rejection == "spread":  # each object at its own scale: ranked and thresholded by distance / spread
-            ranked = distances / vectors.spread[None, :]
-        nearest = np.argmin(distances if ranked is None else ranked, axis=1)  # the first of equal minima: the earlier
+        ranked = None  # every rule ranks by distance (ranking by distance / spread cost rank-1 with few photos)
+        nearest = np.argmin(distances, axis=1)  # the first of equal minima: the earlier object
         best = distances[np.arange(n), nearest]
         if rule.rejection == "distance":
             score = best
