@@ -10,16 +10,19 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from piro_cli.data.augment import Augmentation
 from piro_cli.data.sources.base import IMAGE_SUFFIXES, read_image
 from piro_cli.data.store import SplitData, ViewSetStore, normalize_views
 from piro_cli.errors import BadItemError, DataError
 from piro_cli.hardware import autocast
 from piro_cli.models.pan import PAN
+
+if TYPE_CHECKING:  # torchvision (1 s to import): only training augments, and it passes the augmentation in
+    from piro_cli.data.augment import Augmentation
 
 Progress = Callable[[int, int], None]
 FIELDS = ("sv_cat", "sv_obj", "mv_cat", "mv_obj", "mv_obj_first", "mv_obj_last")
