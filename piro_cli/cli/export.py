@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.markup import escape
 
-from piro_cli.cli.common import console, handle_errors
+from piro_cli.cli.common import console, err_console, handle_errors
 from piro_cli.errors import PiroError
 
 
@@ -38,7 +38,13 @@ def export(
 
     if onnx is None:
         raise PiroError("say what to export: --onnx NAME.onnx")
-    result = export_onnx(run, onnx, overwrite=overwrite, check=check)
+    from rich.progress import Progress
+
+    from piro_cli.cli.evaluate import progress_columns
+    from piro_cli.cli.train import RichReporter
+
+    with Progress(*progress_columns(), console=err_console, transient=True) as progress:
+        result = export_onnx(run, onnx, overwrite=overwrite, check=check, reporter=RichReporter(progress))
     for path in (result.embedder, result.viewset, result.metadata):
         console.print(f"[green]wrote[/] {escape(str(path))}", highlight=False)
     if result.max_difference is not None:

@@ -314,7 +314,9 @@ def calibrate_index(
     try:
         source_split, rows = group_rows(loaded.checkpoint, store, split)
     except PiroError as exc:
-        raise PiroError(f"{exc}; calibrate on the data's test objects with --split test") from None
+        if split != "val" or "no validation objects" not in str(exc) or "test" not in store.splits:
+            raise
+        raise PiroError(f"{exc}; or calibrate on the data's test objects: --split test") from None
     names = store.split(source_split).object_names
     rows = np.arange(len(names)) if rows is None else rows
     enrolled = {o.name for o in gallery.objects}

@@ -31,6 +31,7 @@ from piro_cli.errors import PiroError, short_cause
 from piro_cli.inference.run import load_run
 from piro_cli.models.pan import PAN
 from piro_cli.outputs import AtomicFile, check_output_path, write_json
+from piro_cli.reporting import Reporter, SilentReporter
 
 OPSET = 18
 TOLERANCE = 1e-4
@@ -81,8 +82,12 @@ def _require(module: str, extra: str = "deploy"):
         ) from None
 
 
-def export_onnx(run: str | Path, out: str | Path, *, overwrite: bool = False, check: bool = True) -> ExportResult:
-    """Write the two graphs and their metadata beside `out` (module docstring); with `check`, run them in onnxruntime."""
+def export_onnx(
+    run: str | Path, out: str | Path, *, overwrite: bool = False, check: bool = True, reporter: Reporter | None = None
+) -> ExportResult:
+    """Write the two graphs and their metadata beside `out` (module docstring); with `check`, run them in onnxruntime.
+    `reporter` hears each stage as it starts (tracing the embedder takes minutes)."""
+    reporter = reporter or SilentReporter()
     out = Path(out)
     if out.suffix.lower() != ".onnx":
         raise PiroError(f"--onnx {out}: name the file NAME.onnx")
@@ -105,8 +110,12 @@ def export_onnx(run: str | Path, out: str | Path, *, overwrite: bool = False, ch
     # both graphs are written under temporary names and checked there; only then do they replace the targets
     staged = {path: path.with_name(f".{path.name}.staged-{os.getpid()}") for path in (out, viewset)}
     try:
+        reporter.info(f"{loaded.name}: exporting the single-view embedder (tracing takes a minute or two on a CPU)")
         _export(embedder, (images,), staged[out], ["images"], ["sv_cat", "sv_obj", "view_features"], {"images": {0: batch}})
+        reporter.info(f"{loaded.name}: exporting the view-set head")
         _export(head, (sets,), staged[viewset], ["view_features"], ["mv_cat", "mv_obj"], {"view_features": {0: batch, 1: views}})
+        if check:
+            reporter.info("checking both graphs in onnxruntime against piro's embeddings")
         difference = _check(staged[out], staged[viewset], embedder, head, size, feats.shape[-1]) if check else None
         for final, temporary in staged.items():
             os.replace(temporary, final)
