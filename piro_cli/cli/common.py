@@ -26,6 +26,43 @@ def count(n: int, noun: str, plural: str | None = None) -> str:
     return f"{n} {noun if n == 1 else (plural or noun + 's')}"
 
 
+def distance_option(context: str = "") -> Any:
+    """`--distance`: how the open-set scoring measures an object's distance (evaluate --task open-set, calibrate)."""
+    return typer.Option(
+        None, "--distance", help=f"{context}How an object's distance to the photos is measured: views (each photo's "
+        "nearest enrolled view, averaged), viewset (the view-set embeddings) or combined (their mean; the default).",
+    )  # fmt: skip
+
+
+def rejection_option(context: str = "") -> Any:
+    """`--rejection`: the score the open-set threshold applies to."""
+    return typer.Option(
+        None, "--rejection", help=f"{context}The score thresholded for `unknown`: spread (the nearest object's distance "
+        "over its own enrolment spread; the default), distance (the distance itself), ratio (over the second-nearest "
+        "object's) or neighbourhood (over the distance to its 5th nearest other object).",
+    )  # fmt: skip
+
+
+def scoring_rule(distance: str | None, rejection: str | None):
+    """The ScoringRule of --distance / --rejection, defaults filled in."""
+    from piro_cli.inference.index import ScoringRule
+
+    default = ScoringRule()
+    return ScoringRule(distance or default.distance, rejection or default.rejection)
+
+
+def query_counts(text: str | None) -> tuple[int, ...] | None:
+    """--query-views '1,3' -> (1, 3); one line naming the bad item."""
+    if text is None:
+        return None
+    from piro_cli.evaluation.openset import parse_query_views
+
+    try:
+        return parse_query_views(text)
+    except ValueError as exc:
+        raise PiroError(f"--query-views {text!r}: {exc}") from None
+
+
 SEED_MAX = 2**32 - 1
 """The largest --seed (numpy's seed range); seeds are options of several commands, all with min=0, max=SEED_MAX."""
 

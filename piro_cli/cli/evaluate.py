@@ -12,7 +12,16 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from piro_cli.cli.common import console, err_console, handle_errors, tta_option
+from piro_cli.cli.common import (
+    console,
+    distance_option,
+    err_console,
+    handle_errors,
+    query_counts,
+    rejection_option,
+    scoring_rule,
+    tta_option,
+)  # fmt: skip
 from piro_cli.cli.train import RichReporter
 from piro_cli.errors import PiroError
 from piro_cli.evaluation.tasks import TASKS
@@ -94,14 +103,8 @@ def evaluate(
         "1", "--query-views", help="With --task open-set: photos per query, drawn from the views not used to enrol; "
         "several counts separated by commas (1,3) are measured in one run."
     ),
-    distance: str = typer.Option(
-        None, "--distance", help="With --task open-set: how an object's distance to a query is measured: views, viewset "
-        "or combined (default: the index's default, as `piro index calibrate` records it)."
-    ),
-    rejection: str = typer.Option(
-        None, "--rejection", help="With --task open-set: the score thresholded for `unknown`: distance, ratio, spread or "
-        "neighbourhood (default: the index's default)."
-    ),
+    distance: str = distance_option("With --task open-set: "),
+    rejection: str = rejection_option("With --task open-set: "),
 ) -> None:
     """Compute the eight pose-invariant classification and retrieval (PICR) tasks of a trained model.
 
@@ -119,16 +122,9 @@ def evaluate(
     """
     from piro_cli.evaluation.evaluate import FORMATS, write_results
     from piro_cli.evaluation.evaluate import evaluate as run_evaluation
-    from piro_cli.evaluation.openset import OpenSetOptions, parse_query_views
-    from piro_cli.inference.index import ScoringRule
+    from piro_cli.evaluation.openset import OpenSetOptions
 
-    try:
-        counts = parse_query_views(query_views)
-    except ValueError as exc:
-        raise PiroError(f"--query-views {query_views!r}: {exc}") from None
-    default_rule = ScoringRule()
-    rule = ScoringRule(distance or default_rule.distance, rejection or default_rule.rejection)
-    open_set = OpenSetOptions(enrol_views, counts, draws, seed, rule)
+    open_set = OpenSetOptions(enrol_views, query_counts(query_views), draws, seed, scoring_rule(distance, rejection))
 
     if views_curve:
         _views_curves(sources, data, split, draws, tta, device, save)

@@ -10,7 +10,17 @@ from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Table
 
-from piro_cli.cli.common import console, count, err_console, handle_errors, tta_option
+from piro_cli.cli.common import (
+    console,
+    count,
+    distance_option,
+    err_console,
+    handle_errors,
+    query_counts,
+    rejection_option,
+    scoring_rule,
+    tta_option,
+)  # fmt: skip
 from piro_cli.cli.evaluate import progress_columns
 from piro_cli.cli.train import RichReporter
 from piro_cli.errors import PiroError
@@ -212,15 +222,8 @@ def calibrate(
         None, "--query-views", help="Photos per query to calibrate a threshold for, separated by commas (default 1,2,3 "
         "as far as the views left after enrolment allow); `identify` uses the threshold of its number of photos."
     ),
-    distance: str = typer.Option(
-        None, "--distance", help="How an object's distance to the photos is measured: views (each photo's nearest enrolled "
-        "view, averaged), viewset (the view-set embeddings) or combined (their mean; the default)."
-    ),
-    rejection: str = typer.Option(
-        None, "--rejection", help="The score thresholded for `unknown`: distance (the nearest object's; the default), "
-        "ratio (over the second-nearest object's), spread (over the object's own enrolment spread) or neighbourhood "
-        "(over the distance to its 5th nearest other object)."
-    ),
+    distance: str = distance_option(),
+    rejection: str = rejection_option(),
     plot: Path = typer.Option(None, "--plot", help="Also draw false accepts and false rejects against the threshold (.png)."),
     save: bool = typer.Option(True, "--save/--no-save", help="Write the threshold into the index (--no-save: report only)."),
     run: Path = RUN_OPTION,
@@ -236,21 +239,12 @@ def calibrate(
 
     piro index calibrate shop.piro-index --far 0.05
     """
-    from piro_cli.evaluation.openset import parse_query_views
     from piro_cli.inference.calibration import calibrate_index
-    from piro_cli.inference.index import ScoringRule
     from piro_cli.viz.calibration import check_plot_path, plot_calibration
 
     if plot is not None:
         check_plot_path(plot)
-    counts = None
-    if query_views is not None:
-        try:
-            counts = parse_query_views(query_views)
-        except ValueError as exc:
-            raise PiroError(f"--query-views {query_views!r}: {exc}") from None
-    default = ScoringRule()
-    rule = ScoringRule(distance or default.distance, rejection or default.rejection)
+    counts, rule = query_counts(query_views), scoring_rule(distance, rejection)
     progress, reporter = _reporting()
     with progress:
         result = calibrate_index(

@@ -7,8 +7,7 @@ The names below load their module on first use, so that the command line starts 
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from piro_cli.lazy import lazy_names
 
 from .registry import (
     CATEGORY_LOSSES,
@@ -40,10 +39,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_names(__name__, _LAZY)
 
 
 __all__ = [

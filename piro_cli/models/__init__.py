@@ -3,8 +3,7 @@ attention and the Pose-invariant Attention Network (PAN). Names below load their
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from piro_cli.lazy import lazy_names
 
 from .registry import available_backbones
 
@@ -18,10 +17,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_names(__name__, _LAZY)
 
 
 __all__ = ["available_backbones", *_LAZY]

@@ -4,8 +4,7 @@ the command line starts without importing torch."""
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from piro_cli.lazy import lazy_names
 
 _LAZY = {
     "load_feature_cache": "cache",
@@ -20,10 +19,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_names(__name__, _LAZY)
 
 
 __all__ = list(_LAZY)
