@@ -241,3 +241,20 @@ def test_clear_errors(world):
         compare_runs([runs["dual0"]], data=world["data"])
     cli = invoke(["compare", "runs/empty"])
     assert cli.exit_code == 1 and "no best.pt" in cli.output
+
+
+def test_a_narrow_terminal_keeps_the_method_names(monkeypatch):
+    """Below 80 columns the comparison is printed as one block per method, a task a line, never without its name."""
+    from types import SimpleNamespace
+
+    from rich.console import Console
+
+    import piro_cli.cli.compare as cli_compare
+
+    narrow = Console(width=60, record=True)
+    monkeypatch.setattr(cli_compare, "console", narrow)
+    header = ["method", "n", "SV cat acc", "mean"]
+    rows = [("piro-dual", ["piro-dual", "3", "74.83 ± 1.11", "86.08 ± 0.62"], [False, False, True, True])]
+    cli_compare.print_comparison_table(SimpleNamespace(table=lambda: (header, rows), title="PICR tasks"))
+    text = narrow.export_text()
+    assert "piro-dual (3 runs)" in text and "SV cat acc: 74.83 ± 1.11" in text and "mean: 86.08 ± 0.62" in text

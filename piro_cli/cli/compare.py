@@ -83,10 +83,22 @@ def compare(
         err_console.print(f"wrote {escape(str(out))}", highlight=False)
 
 
+NARROW = 80  # below this many columns the table would drop its method column: blocks instead
+
+
 def print_comparison_table(comparison) -> None:
     """One row per method (its run count below its name); a cell shows the mean over the group's runs and, below
     it, ± the standard deviation. Two-line rows keep all eleven numeric columns within an 80-column terminal."""
     header, rows = comparison.table()
+    if console.width < NARROW:  # too narrow for eleven columns: one block per method, a task a line
+        console.print(escape(comparison.title), highlight=False)
+        for _, cells, flags in rows:
+            runs = int(cells[1])
+            console.print(f"[bold]{escape(cells[0])}[/] ({runs} run{'s' if runs != 1 else ''})", highlight=False)
+            for name, cell, best in zip(header[2:], cells[2:], flags[2:], strict=True):
+                text = escape(cell or "-")
+                console.print(f"  {escape(name)}: " + (f"[bold green]{text}[/]" if best and cell else text), highlight=False)
+        return
     table = Table(
         title=comparison.title, title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 0), pad_edge=False, show_edge=False
     )
