@@ -394,3 +394,12 @@ def test_index_names_and_a_failed_build(world, monkeypatch):
     with pytest.raises(RuntimeError):
         build_index(world["runs"][0], "new.piro-index", data=world["data"])
     assert not Path("new.piro-index").exists()  # a retry is not refused by a half-made folder
+
+
+def test_names_with_control_characters_are_refused(world):
+    build_index(world["runs"][0], "g.piro-index", data=world["data"])
+    photos = sorted(world["photos"].glob("*/*/*.png"))[:2]
+    for name, category in (("\x1b[31mRED\x1b]0;title\x07", "mug"), ("fine", "mu\x00g")):
+        with pytest.raises(PiroError, match="control characters"):
+            add_objects("g.piro-index", [index_module.Enrolment(name, category, photos)])
+    assert not any(o.source.startswith("add") for o in GalleryIndex("g.piro-index").objects)

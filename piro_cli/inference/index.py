@@ -42,6 +42,7 @@ import io
 import json
 import shutil
 import time
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -778,6 +779,9 @@ def _check_names(gallery: GalleryIndex, enrolments: Sequence[Enrolment]) -> None
     for item in enrolments:
         if not item.name.strip() or not item.category.strip():
             raise PiroError("--object and --category must not be empty")
+        for what, text in (("--object", item.name), ("--category", item.category)):
+            if any(unicodedata.category(c) == "Cc" for c in text):  # escape sequences would reach every terminal
+                raise PiroError(f"{what} {text!r}: holds control characters; name objects and categories with printable text")
         if item.name == "unknown":
             raise PiroError("--object 'unknown': the answer `identify` gives for no enrolled object; choose another name")
         if item.name in taken:
