@@ -333,8 +333,11 @@ def calibrate_index(
     if store.num_views < 2:
         raise PiroError(f"{store.path}: one view per object; calibration needs at least 2 (some to enrol, some to query)")
     enrol = min(DEFAULT_ENROL_VIEWS, store.num_views - 1) if enrol_views is None else int(enrol_views)
-    counts = [q for q in (query_views or DEFAULT_QUERY_VIEWS) if enrol + q <= store.num_views] if query_views is None else list(query_views)
-    check_protocol(len(rows), store.num_views, enrol, counts or [store.num_views], f"{store.path} {split}")
+    if query_views is None:  # the default counts that fit beside the enrolment views (at least 1, checked below)
+        counts = [q for q in DEFAULT_QUERY_VIEWS if enrol + q <= store.num_views] or [1]
+    else:
+        counts = list(query_views)
+    check_protocol(len(rows), store.num_views, enrol, counts, f"{store.path} {split}")
     held = embed_held_out(loaded, store, source_split, rows, reporter)
     scores = open_set_scores(
         gallery, loaded.model, loaded.device, held, enrol_views=enrol, query_views=counts, draws=draws, seed=seed, rule=rule

@@ -110,10 +110,11 @@ class Vectors:
         (1 when no object has one): two views give a spread too noisy to rank by (on ObjectPI, enrolled from 2
         photos, rank-1 fell from 47% to 18% with it; docs/BENCHMARKS.md)."""
         if self._spread is None:
+            # only searched indexes get here (GalleryIndex._searchable): every object has a view
             counts = np.diff(np.append(self.view_starts, len(self.view_object)))
-            centroids = np.add.reduceat(self.sv_obj, self.view_starts, axis=0) / np.maximum(counts, 1)[:, None] if len(counts) else self.mv_obj
+            centroids = np.add.reduceat(self.sv_obj, self.view_starts, axis=0) / counts[:, None]
             offsets = np.linalg.norm(self.sv_obj - centroids[self.view_object], axis=1)
-            spread = np.add.reduceat(offsets, self.view_starts) / np.maximum(counts, 1) if len(counts) else offsets
+            spread = np.add.reduceat(offsets, self.view_starts) / counts
             measured = (counts >= MIN_SPREAD_VIEWS) & (spread > 0)
             fallback = float(np.median(spread[measured])) if measured.any() else 1.0
             self._spread = np.where(measured, spread, fallback).astype(np.float32)
@@ -192,10 +193,6 @@ class Queries:
     def __len__(self) -> int:
         return len(self.mv_obj)
 
-    @property
-    def photos(self) -> int:
-        return int(self.sv_obj.shape[1])
-
     def rows(self, block: slice) -> Queries:
         return Queries(self.sv_cat[block], self.sv_obj[block], self.mv_obj[block])
 
@@ -208,11 +205,6 @@ class Scores:
     nearest: np.ndarray  # (n,) position of the nearest object (ties: the earlier one)
     score: np.ndarray  # (n,) the rule's score of that object: lower is surer
     votes: np.ndarray  # (n, categories) the 10-NN category votes, pooled over each query's photos
-    ranked: np.ndarray | None = None  # (n, objects) what the rule ranks by, when not the distances ("spread")
-
-    @property
-    def ranking(self) -> np.ndarray:
-        return self.distances if self.ranked is None else self.ranked
 
 
 class GalleryIndex:
@@ -416,8 +408,7 @@ class GalleryIndex:
         if not parts:
             empty = np.empty(0)
             return Scores(np.empty((0, len(self.objects))), empty.astype(np.int64), empty, np.empty((0, len(self.categories))))
-        ranked = None if parts[0].ranked is None else np.concatenate([p.ranked for p in parts])
-        return Scores(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("distances", "nearest", "score", "votes")), ranked)
+        return Scores(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("distances", "nearest", "score", "votes")))
 
     def _score_block(self, queries: Queries, rule: ScoringRule, vectors: Vectors, votes: bool = True) -> Scores:
         n, q = queries.sv_obj.shape[:2]
@@ -429,7 +420,7 @@ class GalleryIndex:
         if rule.distance in ("viewset", "combined"):
             sets = np.sqrt(squared_distances(queries.mv_obj, vectors.mv_obj, vectors.mv_obj_norms))
             distances = sets if distances is None else (distances + sets) / 2
-        ranked = None  # every rule ranks by distance (ranking by distance / spread cost rank-1 with few photos)
+        # every rule answers with the nearest object (ranking by distance / spread cost rank-1 with few photos)
         nearest = np.argmin(distances, axis=1)  # the first of equal minima: the earlier object
         best = distances[np.arange(n), nearest]
         if rule.rejection == "distance":
@@ -448,7 +439,7 @@ class GalleryIndex:
             counted = self._category_votes(queries.sv_cat.reshape(n * q, -1)).reshape(n, q, -1).sum(axis=1)
         else:
             counted = np.zeros((n, len(self.categories)), dtype=np.int64)
-        return Scores(distances, nearest, score.astype(np.float64), counted, ranked)
+        return Scores(distances, nearest, score.astype(np.float64), counted)
 
     def identify(
         self, sv_cat, sv_obj, mv_obj, top: int = 5, threshold: float | None = None, rule: ScoringRule | None = None
@@ -498,10 +489,10 @@ class GalleryIndex:
         calibration = self.calibrated(photos) if rule == self.rule else None  # a threshold belongs to its rule
         if threshold is None and calibration is not None:
             threshold = float(calibration["score"])
-        distances, ranking, votes = scores.distances[row], scores.ranking[row], scores.votes[row]
+        distances, votes = scores.distances[row], scores.votes[row]
         top = min(max(1, int(top)), len(distances))
-        candidates = np.argpartition(ranking, top - 1)[:top] if top < len(ranking) else np.arange(len(ranking))
-        order = candidates[np.lexsort((candidates, ranking[candidates]))]  # best first, ties to the earlier object
+        candidates = np.argpartition(distances, top - 1)[:top] if top < len(distances) else np.arange(len(distances))
+        order = candidates[np.lexsort((candidates, distances[candidates]))]  # nearest first, ties to the earlier object
         score = float(scores.score[row])
         winner = int(np.argmax(votes))  # the most votes; a tie to the category listed first (`vote`'s "smallest")
         accepted = threshold is None or score <= threshold
@@ -520,7 +511,7 @@ class GalleryIndex:
                 }
                 for i in order
             ],
-            "distance": round(float(distances[order[0]]), 4),  # of the answer's object (the best by the rule)
+            "distance": round(float(distances[order[0]]), 4),
             "score": round(score, 4),
             "threshold": threshold,
             "false_accept_rate": None if false_accepts is None else round(false_accepts, 4),
@@ -669,9 +660,7 @@ def build_index(
         raise PiroError(f"--split {split!r}: choose train, val or test")
     loaded = load_run(run, device, tta)
     store = loaded.open_data(data)
-    source_split, rows = group_rows(loaded.checkpoint, store, split)
-    if split == "train":  # the objects the run trained on: its validation objects stay held out (calibrate)
-        rows = trained_rows(loaded.checkpoint, store)
+    source_split, rows = _index_rows(loaded, store, split)
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     try:
@@ -734,14 +723,18 @@ def _new_index(loaded: LoadedRun, store, group: EmbeddedGroup, split: str, next_
     return manifest, shard, arrays
 
 
+def _index_rows(loaded: LoadedRun, store, split: str) -> tuple[str, np.ndarray | None]:
+    """(data split, rows) an index of `split` holds; train: the objects the run trained on (its validation objects
+    stay held out, for calibration)."""
+    source_split, rows = group_rows(loaded.checkpoint, store, split)
+    return source_split, (trained_rows(loaded.checkpoint, store) if split == "train" else rows)
+
+
 def trained_gallery(loaded: LoadedRun, store, reporter: Reporter | None = None) -> GalleryIndex:
     """In memory, the index `piro index build RUN` writes: the objects the run trained on (open-set evaluation)."""
     reporter = reporter or SilentReporter()
-    source_split, _ = group_rows(loaded.checkpoint, store, "train")
-    group = cached_embeddings(
-        loaded, store, source_split, trained_rows(loaded.checkpoint, store),
-        stage_progress(reporter, f"{loaded.name}: embedding the gallery (train)"),
-    )  # fmt: skip
+    source_split, rows = _index_rows(loaded, store, "train")
+    group = cached_embeddings(loaded, store, source_split, rows, stage_progress(reporter, f"{loaded.name}: embedding the gallery (train)"))
     manifest, shard, arrays = _new_index(loaded, store, group, "train")
     return GalleryIndex.in_memory(manifest, {shard: arrays}, f"<{loaded.name} train>")
 
