@@ -1,8 +1,8 @@
 """Start-up of the `piro` command in fresh processes: `--help`, `--version` and each command's `--help`, for this
 checkout and (with --baseline DIR) another checkout of piro side by side, interleaved run by run.
 
-    git worktree add /tmp/piro-before efa5566            # the checkout to compare with
-    python bench/bench_startup.py --baseline /tmp/piro-before --runs 7
+    git worktree add ../piro-before efa5566              # the checkout to compare with
+    python bench/bench_startup.py --baseline ../piro-before --runs 7
 
 Each run is `python -c "...; sys.argv = ['piro', ...]; main()"` with the checkout first on sys.path, timed from
 process start to exit (wall clock). Prints the median (min-max) of each and the ratio baseline / this checkout.
