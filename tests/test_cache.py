@@ -4,25 +4,19 @@ numbers; other weights, other rows or flips are other entries; a damaged entry i
 from __future__ import annotations
 
 import pytest
+from conftest import tiny_config
 
 import piro_cli.inference.cache as cache_module
-from piro_cli.data.prepare import PrepareOptions, prepare_dataset
 from piro_cli.evaluation.evaluate import evaluate
 from piro_cli.inference.cache import CACHE_DIR, cached_embeddings
 from piro_cli.inference.run import load_run
-from piro_cli.training import TrainConfig, train
+from piro_cli.training import train
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    root = tmp_path_factory.mktemp("cache")
-    data = root / "synthetic.h5"
-    prepare_dataset("synthetic", None, data, PrepareOptions(size=32), {"seed": 0, "categories": 3, "objects_per_category": 4})
-    config = TrainConfig(
-        data=str(data), project=str(root / "runs"), name="run", backbone="tiny", pretrained=False, cat_dim=8, obj_dim=8,
-        epochs=1, batch_pairs=2, pairs_per_object=1, lr=1e-3, seed=0, device="cpu", early_stop_rho=0.0,
-    )  # fmt: skip
-    return {"data": data, "run": train(config).run_dir}
+def world(tiny_data, tmp_path_factory):
+    runs = tmp_path_factory.mktemp("cache") / "runs"
+    return {"data": tiny_data, "run": train(tiny_config(tiny_data, project=str(runs), name="run", epochs=1)).run_dir}
 
 
 def test_a_second_evaluation_embeds_nothing(world, monkeypatch):

@@ -10,29 +10,24 @@ from itertools import chain
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_config
 from typer.testing import CliRunner
 
 from piro_cli.cli import app
-from piro_cli.data.prepare import PrepareOptions, prepare_dataset
 from piro_cli.data.store import ViewSetStore, normalize_views
 from piro_cli.inference.index import GalleryIndex, Queries, ScoringRule, build_index
 from piro_cli.inference.run import load_run
-from piro_cli.training import TrainConfig, train
+from piro_cli.training import train
 
 runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    """A tiny data file (4 categories x 6 objects, 12 views) and one tiny run with 25% validation objects."""
-    root = tmp_path_factory.mktemp("openset")
-    data = root / "synthetic.h5"
-    prepare_dataset("synthetic", None, data, PrepareOptions(size=32), {"seed": 0, "categories": 4, "objects_per_category": 6})
-    config = TrainConfig(
-        data=str(data), project=str(root / "runs"), name="run", backbone="tiny", pretrained=False, cat_dim=16, obj_dim=16,
-        epochs=1, batch_pairs=4, pairs_per_object=2, lr=1e-3, seed=0, device="cpu", early_stop_rho=0.0, val_fraction=0.34,
-    )  # fmt: skip
-    return {"data": data, "run": train(config).run_dir}
+def world(tiny_data, tmp_path_factory):
+    """conftest's tiny data file (3 categories x 5 objects, 12 views) and one tiny run with a third of its train
+    objects held out for validation."""
+    runs = tmp_path_factory.mktemp("openset") / "runs"
+    return {"data": tiny_data, "run": train(tiny_config(tiny_data, project=str(runs), name="run", epochs=1, val_fraction=0.34)).run_dir}
 
 
 def forward(model, views: np.ndarray):
