@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from piro_cli.cli import app
 from piro_cli.data.store import ViewSetStore, normalize_views
-from piro_cli.inference.index import GalleryIndex, Queries, ScoringRule, build_index
+from piro_cli.inference.index import EnrolledEmbeddings, GalleryIndex, Queries, ScoringRule, build_index
 from piro_cli.inference.run import load_run
 from piro_cli.training import train
 
@@ -135,28 +135,48 @@ def test_open_set_bad_input_is_one_line(world, argv, message):
 
 
 def test_each_rejection_rule_by_hand(world, tmp_path):
-    """The four scores of one query against an index, recomputed from its stored vectors by loops."""
+    """The five scores of one query against an index of trained and enrolled objects, recomputed from its stored
+    vectors by loops."""
     build_index(world["run"], tmp_path / "g.piro-index", data=world["data"])
-    gallery = GalleryIndex(tmp_path / "g.piro-index")
-    vec = gallery.vectors()
     rng = np.random.default_rng(0)
-    query = rng.normal(size=(2, 16)).astype(np.float32)
-    query /= np.linalg.norm(query, axis=1, keepdims=True)
+
+    def unit(n):
+        x = rng.normal(size=(n, 16)).astype(np.float32)
+        return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+    built = GalleryIndex(tmp_path / "g.piro-index")
+    categories = built.categories
+    enrolled = [  # objects of 2, 3 and 4 photos: the group "not trained on", own spreads from 3 views on
+        EnrolledEmbeddings(f"new{k}", categories[k % len(categories)], "add: photos", unit(e), unit(e), unit(1)[0], unit(1)[0])
+        for k, e in enumerate((2, 3, 4, 3))
+    ]
+    gallery = built.with_enrolled(enrolled)
+    vec = gallery.vectors()
+    query = unit(2)
     mv = query.mean(axis=0) / np.linalg.norm(query.mean(axis=0))
     objects = range(len(gallery.objects))
     rows = [[r for r in range(len(vec.view_object)) if vec.view_object[r] == o] for o in objects]
     views = [np.mean([min(np.linalg.norm(p - vec.sv_obj[r]) for r in rows[o]) for p in query]) for o in objects]
     sets = [np.linalg.norm(mv - vec.mv_obj[o]) for o in objects]
-    spreads = [np.mean([np.linalg.norm(vec.sv_obj[r] - np.mean(vec.sv_obj[rows[o]], axis=0)) for r in rows[o]]) for o in objects]
+    raw = []  # root-mean-square distance to the centroid, n - 1 in the mean
+    for o in objects:
+        centre = np.mean(vec.sv_obj[rows[o]], axis=0)
+        raw.append(np.sqrt(sum(np.sum((vec.sv_obj[r] - centre) ** 2) for r in rows[o]) / max(len(rows[o]) - 1, 1)))
+    trained = [o < len(built.objects) for o in objects]
+    assert trained.count(False) == len(enrolled) and gallery.objects[-1].source == "add: photos"
+    scale = [float(np.median([raw[p] for p in objects if trained[p] == trained[o] and len(rows[p]) >= 2])) for o in objects]
+    spreads = [raw[o] if len(rows[o]) >= 3 else scale[o] for o in objects]
     for distance, values in (("views", views), ("viewset", sets), ("combined", [(a + b) / 2 for a, b in zip(views, sets, strict=True)])):
         ordered = sorted(objects, key=lambda o: values[o])
         best, second = ordered[0], ordered[1]
         others = sorted(np.linalg.norm(vec.mv_obj[best] - vec.mv_obj[o]) for o in objects if o != best)
+        first = min(objects, key=lambda o: values[o] / scale[o])  # ranked at each group's scale
         expected = {
             "distance": (best, values[best]),
             "ratio": (best, values[best] / values[second]),
             "spread": (best, values[best] / spreads[best]),  # the nearest object at its own scale
             "neighbourhood": (best, values[best] / others[4]),
+            "scaled": (first, values[first] / ((spreads[first] + scale[first]) / 2)),
         }
         for rejection, (answer, value) in expected.items():
             scores = gallery.score(Queries(query[None], query[None], mv[None]), ScoringRule(distance, rejection))
@@ -185,4 +205,4 @@ def test_identify_reports_category_and_confidence_even_when_unknown(world, tmp_p
     strict = json.loads(runner.invoke(app, ["identify", str(index), str(photo), "--format", "json", "--threshold", "0"]).stdout)
     assert strict["answer"] == "unknown" and strict["category"] == answer["category"]
     assert strict["nearest_object"] == answer["nearest_object"]
-    assert list(chain(answer["scoring"].values())) == ["combined", "spread"]  # the default rule
+    assert list(chain(answer["scoring"].values())) == ["combined", "scaled"]  # the default rule

@@ -5,6 +5,7 @@ model's own forward pass, not from the index code."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -64,9 +65,11 @@ def brute_answer(
 ) -> tuple[str, list[tuple[str, float]], float]:
     """The identify rule by loops: each photo's 10 nearest views (ties to the lower row) vote, pooled; an object's
     distance is the mean over photos of the distance to its nearest view; with `mv_obj`, the default rule: the mean
-    of that and the distance between the photos' and the object's view-set embeddings ("combined"), over the
-    nearest object's score is its distance over its spread (mean distance of its views to their centre; the median
-    below 3 views). Returns (category, objects nearest first with their distances, the nearest one's score)."""
+    of that and the distance between the photos' and the object's view-set embeddings ("combined"), objects ranked
+    by distance over their group's scale (the median spread of the objects built from the run's training split, or
+    of the others; an object's spread: the root-mean-square distance of its views to their centre, n - 1 in the
+    mean), the first one's score its distance over the mean of that scale and its own spread (the scale below 3
+    views). Returns (category, objects ranked first first with their distances, the first one's score)."""
     v = gallery.vectors()
     votes = np.zeros(len(gallery.categories), dtype=int)
     for q in sv_cat:
@@ -81,14 +84,19 @@ def brute_answer(
         if mv_obj is not None:
             per_photo = (per_photo + float(np.linalg.norm(mv_obj - v.mv_obj[position]))) / 2
         centre = np.mean([v.sv_obj[r] for r in rows], axis=0)
-        spread = float(np.mean([np.linalg.norm(v.sv_obj[r] - centre) for r in rows])) if len(rows) >= 3 else None
-        distances.append((obj.name, per_photo, spread))
+        spread = math.sqrt(sum(float(np.sum((v.sv_obj[r] - centre) ** 2)) for r in rows) / max(len(rows) - 1, 1))
+        trained = obj.source.startswith("build: ") and obj.source.endswith(" train")
+        distances.append((obj.name, per_photo, spread, len(rows), trained))
     if mv_obj is None:  # the `views` + `distance` rule: by distance, the distance is the score
-        ranked = sorted(((name, d) for name, d, _ in distances), key=lambda item: item[1])
+        ranked = sorted(((name, d) for name, d, *_ in distances), key=lambda item: item[1])
         return category, ranked, ranked[0][1]
-    fallback = float(np.median([s for _, _, s in distances if s]))
-    ranked = sorted(distances, key=lambda item: item[1])  # the default rule, combined + spread: nearest first
-    return category, [(name, d) for name, d, _ in ranked], ranked[0][1] / (ranked[0][2] or fallback)
+    scales = {
+        group: float(np.median([s for _, _, s, n, t in distances if t == group and n >= 2])) for group in {d[4] for d in distances}
+    }
+    ranked = sorted(distances, key=lambda item: item[1] / scales[item[4]])
+    name, d, spread, n, group = ranked[0]
+    own = spread if n >= 3 else scales[group]
+    return category, [(name, d) for name, d, *_ in ranked], d / ((own + scales[group]) / 2)
 
 
 def model_embeddings(run_dir: Path, paths: list[Path]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -37,9 +37,11 @@ def distance_option(context: str = "") -> Any:
 def rejection_option(context: str = "") -> Any:
     """`--rejection`: the score the open-set threshold applies to."""
     return typer.Option(
-        None, "--rejection", help=f"{context}The score thresholded for `unknown`: spread (the nearest object's distance "
-        "over its own enrolment spread; the default), distance (the distance itself), ratio (over the second-nearest "
-        "object's) or neighbourhood (over the distance to its 5th nearest other object).",
+        None, "--rejection", help=f"{context}How objects are ranked and the score thresholded for `unknown`: scaled "
+        "(the default: distances over the typical spread of the object's group, trained-on or enrolled, for ranking; "
+        "for the score over the mean of that and the object's own spread), spread (the nearest object's distance over "
+        "its own enrolment spread), distance (the distance itself), ratio (over the second-nearest object's) or "
+        "neighbourhood (over the distance to its 5th nearest other object).",
     )  # fmt: skip
 
 

@@ -26,12 +26,14 @@ How a view set of photos is answered (`identify`; the scoring rule is recorded i
   its nearest enrolled view (SV object recognition's rule), averaged over the photos; "viewset": the distance
   between the photos' view-set embedding (o_mv through the attention head, as the MV object tasks) and the
   object's (from its enrolment photos); "combined" (default): the mean of the two;
-- the answer is the nearest object; its score, by `ScoringRule.rejection`: its distance ("distance"), that
-  distance over the second-nearest object's ("ratio"), over its neighbourhood radius ("neighbourhood") or, by
-  default ("spread"), over its own enrolment spread (the mean distance of its enrolled views to their centre): a
-  per-object threshold. The training objects of a built index sit tighter than a few enrolment photos do, and one
-  scale for all let them swallow the photos of objects that were never enrolled (docs/BENCHMARKS.md, "Open-set
-  identification");
+- objects are ranked by that distance and the first is the answer; by default ("scaled") each object's distance
+  is first divided by its group's scale (the median spread of the objects the run trained on, or of the others):
+  training pulls the trained objects' views together, and at one scale for all they swallowed the photos of
+  new objects, enrolled or not (docs/BENCHMARKS.md, "Open-set identification");
+- its score, by `ScoringRule.rejection`: its distance ("distance"), that distance over the second-nearest
+  object's ("ratio"), over its neighbourhood radius ("neighbourhood"), over its own enrolment spread (the
+  root-mean-square distance of its enrolled views to their centre: "spread") or, by default ("scaled"), over the
+  mean of its own spread and its group's scale;
 - `unknown` when that score is above the threshold calibrated for that number of photos (`piro index
   calibrate`, piro_cli.inference.calibration).
 """
@@ -80,6 +82,12 @@ class IndexedObject:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @property
+    def trained(self) -> bool:
+        """Whether the index's run trained on this object: `piro index build` of the train split (its source reads
+        "build: <data file> train"); objects of other splits and objects enrolled from photos were never trained on."""
+        return self.source.startswith("build: ") and self.source.endswith(" train")
+
 
 @dataclass
 class Vectors:
@@ -92,10 +100,12 @@ class Vectors:
     mv_obj: np.ndarray
     view_starts: np.ndarray  # (objects,) first view row of each object
     view_category: np.ndarray  # (n,) category of each view
+    trained: np.ndarray  # (objects,) bool: the run trained on the object (IndexedObject.trained)
     sv_cat_norms: np.ndarray = field(init=False)  # squared norms, derived: what every search needs
     sv_obj_norms: np.ndarray = field(init=False)
     mv_obj_norms: np.ndarray = field(init=False)
     _spread: np.ndarray | None = field(init=False, default=None, repr=False)
+    _scale: np.ndarray | None = field(init=False, default=None, repr=False)
     _radius: np.ndarray | None = field(init=False, default=None, repr=False)
 
     def __post_init__(self) -> None:
@@ -105,20 +115,45 @@ class Vectors:
 
     @property
     def spread(self) -> np.ndarray:
-        """(objects,) each object's own spread: the mean distance of its enrolled views (object space) to their
-        centroid. Objects of fewer than MIN_SPREAD_VIEWS views (or of identical views) take the median of the others'
-        (1 when no object has one): two views give a spread too noisy to rank by (on ObjectPI, enrolled from 2
-        photos, rank-1 fell from 47% to 18% with it; docs/BENCHMARKS.md)."""
+        """(objects,) each object's own spread: the root-mean-square distance of its enrolled views (object space)
+        to their centroid, with n - 1 in the mean (n views; unbiased, so objects of 4 and of 8 views compare).
+        Objects of fewer than MIN_SPREAD_VIEWS views (or of identical views) take their group's `scale`: two views
+        give a spread too noisy to rank or threshold by (docs/BENCHMARKS.md, "Open-set identification")."""
         if self._spread is None:
-            # only searched indexes get here (GalleryIndex._searchable): every object has a view
-            counts = np.diff(np.append(self.view_starts, len(self.view_object)))
-            centroids = np.add.reduceat(self.sv_obj, self.view_starts, axis=0) / counts[:, None]
-            offsets = np.linalg.norm(self.sv_obj - centroids[self.view_object], axis=1)
-            spread = np.add.reduceat(offsets, self.view_starts) / counts
-            measured = (counts >= MIN_SPREAD_VIEWS) & (spread > 0)
-            fallback = float(np.median(spread[measured])) if measured.any() else 1.0
-            self._spread = np.where(measured, spread, fallback).astype(np.float32)
+            raw, counts = self._raw_spread()
+            own = (counts >= MIN_SPREAD_VIEWS) & (raw > 0)
+            self._spread = np.where(own, raw, self.scale).astype(np.float32)
         return self._spread
+
+    @property
+    def scale(self) -> np.ndarray:
+        """(objects,) each object's group scale: the median spread of its group, the objects the run trained on or
+        the others (enrolled from photos, or built from a split it did not train on). Training pulls the trained
+        objects' views together (on ObjectPI their spread is about 3/4 of a newly enrolled object's), so a photo
+        of a new object lies nearer to them than to its own object; dividing each object's distances by its
+        group's scale compares them on one footing. A median over many objects is steady even when each has only
+        two views, so objects of 2 views count here; a group with no measured spread takes the median of all
+        (1 when no object has one)."""
+        if self._scale is None:
+            raw, counts = self._raw_spread()
+            measured = (counts >= 2) & (raw > 0)
+            overall = float(np.median(raw[measured])) if measured.any() else 1.0
+            scale = np.full(len(raw), overall, dtype=np.float32)
+            for group in (self.trained, ~self.trained):
+                if (measured & group).any():
+                    scale[group] = np.median(raw[measured & group])
+            self._scale = scale
+        return self._scale
+
+    def _raw_spread(self) -> tuple[np.ndarray, np.ndarray]:
+        """(spread (objects,), view counts (objects,)): sqrt(sum of squared distances to the centroid / (n - 1)),
+        0 for objects of one view."""
+        # only searched indexes get here (GalleryIndex._searchable): every object has a view
+        counts = np.diff(np.append(self.view_starts, len(self.view_object)))
+        centroids = np.add.reduceat(self.sv_obj, self.view_starts, axis=0) / counts[:, None]
+        squared = np.sum((self.sv_obj - centroids[self.view_object]) ** 2, axis=1)
+        spread = np.sqrt(np.add.reduceat(squared, self.view_starts) / np.maximum(counts - 1, 1))
+        return spread.astype(np.float64), counts
 
     @property
     def radius(self) -> np.ndarray:
@@ -138,7 +173,7 @@ class Vectors:
 
 
 DISTANCES = ("views", "viewset", "combined")
-REJECTIONS = ("distance", "ratio", "spread", "neighbourhood")
+REJECTIONS = ("distance", "ratio", "spread", "neighbourhood", "scaled")
 NEIGHBOURHOOD_K = 5
 MIN_SPREAD_VIEWS = 3  # fewer enrolled views give no spread of their own (Vectors.spread)
 
@@ -151,10 +186,13 @@ class ScoringRule:
     embeddings), "combined" (their mean). rejection, the score thresholded for `unknown` (lower: more like the
     nearest object): "distance" (the nearest object's distance), "ratio" (over the second-nearest object's: the
     ratio test of instance matching), "spread" (over the nearest object's own enrolment spread: a per-object
-    threshold), "neighbourhood" (over its neighbourhood radius: how far its k-th nearest other object lies)."""
+    threshold), "neighbourhood" (over its neighbourhood radius: how far its k-th nearest other object lies),
+    "scaled" (objects ranked by their distance over their group's scale, `Vectors.scale`, and the nearest's
+    distance over the mean of that scale and its own spread). Every rule but "scaled" answers with the object
+    nearest by distance."""
 
     distance: str = "combined"
-    rejection: str = "spread"
+    rejection: str = "scaled"
 
     def __post_init__(self) -> None:
         if self.distance not in DISTANCES:
@@ -202,7 +240,8 @@ class Scores:
     """Queries scored against an index: every object's distance, the nearest object and the score thresholded."""
 
     distances: np.ndarray  # (n, objects)
-    nearest: np.ndarray  # (n,) position of the nearest object (ties: the earlier one)
+    ranking: np.ndarray  # (n, objects) what the objects are ranked by: the distances, or ("scaled") over each's scale
+    nearest: np.ndarray  # (n,) position of the object ranked first (ties: the earlier one)
     score: np.ndarray  # (n,) the rule's score of that object: lower is surer
     votes: np.ndarray  # (n, categories) the 10-NN category votes, pooled over each query's photos
 
@@ -374,6 +413,7 @@ class GalleryIndex:
             as_matrix(mv["mv_obj"]),
             starts,
             categories[view_object] if len(categories) else np.empty(0, np.int64),
+            np.array([o.trained for o in self.objects], dtype=bool),
         )
 
     def _read_shard(self, shard: str) -> dict[str, np.ndarray]:
@@ -407,8 +447,10 @@ class GalleryIndex:
         ]
         if not parts:
             empty = np.empty(0)
-            return Scores(np.empty((0, len(self.objects))), empty.astype(np.int64), empty, np.empty((0, len(self.categories))))
-        return Scores(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("distances", "nearest", "score", "votes")))
+            none = np.empty((0, len(self.objects)))
+            return Scores(none, none, empty.astype(np.int64), empty, np.empty((0, len(self.categories))))
+        fields = ("distances", "ranking", "nearest", "score", "votes")
+        return Scores(*(np.concatenate([getattr(p, f) for p in parts]) for f in fields))
 
     def _score_block(self, queries: Queries, rule: ScoringRule, vectors: Vectors, votes: bool = True) -> Scores:
         n, q = queries.sv_obj.shape[:2]
@@ -420,8 +462,9 @@ class GalleryIndex:
         if rule.distance in ("viewset", "combined"):
             sets = np.sqrt(squared_distances(queries.mv_obj, vectors.mv_obj, vectors.mv_obj_norms))
             distances = sets if distances is None else (distances + sets) / 2
-        # every rule answers with the nearest object (ranking by distance / spread cost rank-1 with few photos)
-        nearest = np.argmin(distances, axis=1)  # the first of equal minima: the earlier object
+        # ranking by each object's own spread cost rank-1 with few photos; by its group's scale it gains (BENCHMARKS)
+        ranking = distances / vectors.scale if rule.rejection == "scaled" else distances
+        nearest = np.argmin(ranking, axis=1)  # the first of equal minima: the earlier object
         best = distances[np.arange(n), nearest]
         if rule.rejection == "distance":
             score = best
@@ -433,13 +476,15 @@ class GalleryIndex:
             score = best / np.maximum(second, 1e-12)
         elif rule.rejection == "spread":
             score = best / vectors.spread[nearest]
+        elif rule.rejection == "scaled":
+            score = best / ((vectors.spread[nearest] + vectors.scale[nearest]) / 2)
         else:
             score = best / vectors.radius[nearest]
         if votes:
             counted = self._category_votes(queries.sv_cat.reshape(n * q, -1)).reshape(n, q, -1).sum(axis=1)
         else:
             counted = np.zeros((n, len(self.categories)), dtype=np.int64)
-        return Scores(distances, nearest, score.astype(np.float64), counted)
+        return Scores(distances, ranking, nearest, score.astype(np.float64), counted)
 
     def identify(
         self, sv_cat, sv_obj, mv_obj, top: int = 5, threshold: float | None = None, rule: ScoringRule | None = None
@@ -489,10 +534,10 @@ class GalleryIndex:
         calibration = self.calibrated(photos) if rule == self.rule else None  # a threshold belongs to its rule
         if threshold is None and calibration is not None:
             threshold = float(calibration["score"])
-        distances, votes = scores.distances[row], scores.votes[row]
+        distances, ranking, votes = scores.distances[row], scores.ranking[row], scores.votes[row]
         top = min(max(1, int(top)), len(distances))
-        candidates = np.argpartition(distances, top - 1)[:top] if top < len(distances) else np.arange(len(distances))
-        order = candidates[np.lexsort((candidates, distances[candidates]))]  # nearest first, ties to the earlier object
+        candidates = np.argpartition(ranking, top - 1)[:top] if top < len(ranking) else np.arange(len(ranking))
+        order = candidates[np.lexsort((candidates, ranking[candidates]))]  # ranked first first, ties to the earlier object
         score = float(scores.score[row])
         winner = int(np.argmax(votes))  # the most votes; a tie to the category listed first (`vote`'s "smallest")
         accepted = threshold is None or score <= threshold
