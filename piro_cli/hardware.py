@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import functools
 import sys
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # imported in each function: `keep_freed_memory` runs at start-up, before torch is needed
@@ -105,11 +107,47 @@ def pick_device(requested: str | None) -> torch.device:
     return device
 
 
-def autocast(device: torch.device):
-    """Mixed precision on CUDA (bf16 where supported); full fp32 on the CPU."""
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+"""`--precision`: auto is mixed precision on CUDA (bf16 where supported, else fp16) and fp32 on a CPU; fp32 is full
+float32 with TF32 off (the released code's arithmetic); bf16 and fp16 are autocast to that type on any device."""
+
+
+def check_precision(precision: str, option: str = "--precision") -> str:
+    if precision not in PRECISIONS:
+        raise PiroError(f"{option} {precision!r}: choose one of {', '.join(PRECISIONS)}")
+    return precision
+
+
+def resolve_precision(device: torch.device, precision: str = "auto") -> str:
+    """fp32, bf16 or fp16: what `precision` computes in on `device`."""
     import torch
 
+    if check_precision(precision) != "auto":
+        return precision
     if device.type == "cuda":
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.autocast("cuda", dtype=dtype)
-    return torch.autocast("cpu", enabled=False)
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "fp32"
+
+
+@contextlib.contextmanager
+def autocast(device: torch.device, precision: str = "auto") -> Iterator[None]:
+    """The arithmetic of `precision` (PRECISIONS) on `device` for the code inside."""
+    import torch
+
+    resolved = resolve_precision(device, precision)
+    if resolved != "fp32":
+        with torch.autocast(device.type, dtype=torch.bfloat16 if resolved == "bf16" else torch.float16):
+            yield
+        return
+    if device.type != "cuda":
+        with torch.autocast(device.type, enabled=False):
+            yield
+        return
+    # fp32 on a GPU: no TF32 in matmuls or convolutions either (cuDNN allows it by default)
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        with torch.autocast(device.type, enabled=False):
+            yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved

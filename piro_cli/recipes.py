@@ -46,6 +46,7 @@ BUILTIN_DEFAULTS: dict[str, Any] = {
     "train_from": None,  # None: the whole backbone trains (none of it with freeze_backbone)
     "feature_passes": 2,
     "tta": False,  # evaluate and embed the run with test-time flips by default
+    "precision": "auto",  # mixed precision on a GPU, fp32 on a CPU (piro_cli.hardware.PRECISIONS)
 }
 """The options a recipe may set (TrainConfig fields), and their values when neither an option nor a recipe sets them."""
 
@@ -85,6 +86,7 @@ _RELEASED_PIRO = {
     "gamma": 4.0,
     "early_stop_rho": 1.5,
     "augment": True,
+    "precision": "fp32",  # the released code trains and evaluates in float32
 }
 
 RECIPES: dict[str, Recipe] = {
@@ -118,7 +120,7 @@ RECIPES: dict[str, Recipe] = {
         Recipe(
             "pies",
             "the released PIEs baselines' values",
-            {"lr": 1e-5, "lr_step": 0, "epochs": 40, "early_stop_rho": 0.0, "augment": True},
+            {"lr": 1e-5, "lr_step": 0, "epochs": 40, "early_stop_rho": 0.0, "augment": True, "precision": "fp32"},
         ),
     )
 }

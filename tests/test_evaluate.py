@@ -267,3 +267,29 @@ def test_embed_photos_of_a_new_object(world):
     assert missing.exit_code == 1 and "gone.jpg: no such image file" in missing.output
     loose = invoke(["embed", ckpt, "photo0.png"])
     assert loose.exit_code == 1 and "--images" in loose.output
+
+
+def test_precision_is_the_runs_own_recorded_and_overridable(world):
+    ckpt_path = world["runs"][0]
+    assert load_checkpoint(ckpt_path)["train_config"]["precision"] == "auto"  # no recipe: mixed on a GPU, fp32 here
+    default = evaluate([ckpt_path], data=world["data"], save=False)
+    assert default.runs[0].precision == "fp32"
+    bf16 = evaluate([ckpt_path], data=world["data"], save=False, precision="bf16")
+    assert bf16.runs[0].precision == "bf16"
+    # a bf16 backbone rounds its features: the same model embeds differently (hand check: the embeddings, not the tasks)
+    model = load_model(load_checkpoint(ckpt_path), torch.device("cpu"))
+    store = ViewSetStore(world["data"])
+    fp32 = embed_objects(model, store, "test", None, torch.device("cpu")).embeddings
+    model.precision = "bf16"
+    rounded = embed_objects(model, store, "test", None, torch.device("cpu")).embeddings
+    gap = np.abs(fp32.sv_obj - rounded.sv_obj).max()
+    assert 0 < gap < 0.1
+    run_dir = ckpt_path.parent
+    before = (run_dir / "eval_test.json").stat().st_mtime_ns if (run_dir / "eval_test.json").exists() else None
+    result = invoke(["evaluate", ckpt_path, "--data", world["data"], "--precision", "BF16", "--format", "json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["runs"][0]["precision"] == "bf16"
+    after = (run_dir / "eval_test.json").stat().st_mtime_ns if (run_dir / "eval_test.json").exists() else None
+    assert after == before  # another arithmetic than the run's never replaces its saved results
+    result = invoke(["evaluate", ckpt_path, "--data", world["data"], "--precision", "fp8"])
+    assert result.exit_code != 0 and "--precision 'fp8': choose one of auto, fp32, bf16, fp16" in result.output

@@ -29,3 +29,36 @@ def test_freed_tensor_memory_is_reused_instead_of_mapped_again():
         torch.empty(12 * 1024 * 1024).fill_(2.0)
     faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
     assert faults < rounds * pages_a_round / 4, (faults, rounds * pages_a_round)
+
+
+def test_autocast_precisions_on_the_cpu():
+    import torch
+
+    from piro_cli.hardware import autocast, resolve_precision
+
+    a = torch.randn(4, 4)
+    cpu = torch.device("cpu")
+    assert resolve_precision(cpu) == "fp32"
+    with autocast(cpu, "fp32"):
+        assert (a @ a).dtype == torch.float32
+    with autocast(cpu, "bf16"):
+        assert (a @ a).dtype == torch.bfloat16
+    with autocast(cpu):  # auto: fp32 on a CPU
+        assert (a @ a).dtype == torch.float32
+
+
+def test_precision_option_is_checked_and_recorded(tmp_path):
+    from conftest import tiny_config
+
+    from piro_cli.errors import PiroError
+    from piro_cli.training import TrainConfig
+
+    with pytest.raises(PiroError, match=r"--precision 'half': choose one of auto, fp32, bf16, fp16"):
+        TrainConfig(precision="half")
+    assert TrainConfig(precision=" BF16").precision == "bf16"
+    config, _ = TrainConfig().resolved("objectpi", num_views=8)
+    assert config.precision == "fp32"  # the released recipe
+    config, _ = TrainConfig(precision="bf16").resolved("objectpi", num_views=8)
+    assert config.precision == "bf16"
+    config, _ = tiny_config(None).resolved("synthetic", num_views=8)
+    assert config.precision == "auto"

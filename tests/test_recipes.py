@@ -28,6 +28,7 @@ RELEASED = {
 RELEASED_SHARED = {
     "epochs": 25, "lr_step": 25 / 5, "cat_dim": 2048, "obj_dim": 2048, "alpha": 0.25, "beta": 1.0, "theta": 0.25, "gamma": 4.0,
     "early_stop_rho": 1.5, "augment": True,
+    "precision": "fp32",  # the released code trains and evaluates without autocast
 }  # fmt: skip
 
 

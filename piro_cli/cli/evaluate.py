@@ -74,6 +74,21 @@ def evaluate(
         "are numbered, so renumbering them cannot change the result.",
     ),
     tta: bool = tta_option(),
+    precision: str = typer.Option(
+        None,
+        help="Arithmetic of the embedding: auto (mixed bf16/fp16 on a GPU, fp32 on a CPU), fp32 (no TF32), bf16 or "
+        "fp16. Default: the run's own (`piro train --precision`; fp32 for the released recipes). Results under "
+        "another precision are not saved into the run folder.",
+        show_default=False,
+    ),
+    center_crop: bool = typer.Option(
+        None,
+        "--center-crop/--no-center-crop",
+        help="Embed the central 224/256 of each view, resized back: the PIEs baselines' released test transform "
+        "(Resize 256, CenterCrop 224). Default: on for the PIEs methods, off for the others. Results with another "
+        "crop than the method's are not saved into the run folder.",
+        show_default=False,
+    ),
     output_format: str = typer.Option(
         "table", "--format", "-f", help="What to print: table, json or csv (for scripts; progress goes to stderr)."
     ),
@@ -139,7 +154,8 @@ def evaluate(
         with Progress(*progress_columns(), console=err_console, transient=True) as progress:
             result = run_evaluation(
                 [str(s) for s in sources], data=data, tasks=task, split=split, strict=strict, tie_break=tie_break,
-                tta=tta, device=device, save=save, open_set=open_set, reporter=RichReporter(progress),
+                tta=tta, device=device, save=save, open_set=open_set, reporter=RichReporter(progress), precision=precision,
+                center_crop=center_crop,
             )  # fmt: skip
         if out is not None:
             write_results(result, out)

@@ -223,7 +223,8 @@ def train(
     ),
     augmentation: str = typer.Option(
         None,
-        help="piro (random flip and small affine, PiRO's released code) or pies (RandomResizedCrop scale 0.8-1 and flip, "
+        help="piro (PiRO's released code: random flip; rotation 5 deg, scale 0.9-1.1, shear 1 deg on both axes, black "
+        "fill) or pies (RandomResizedCrop scale 0.8-1 and flip, "
         "the PIEs code's). [default: pies for the PIEs baselines, else piro]",
     ),
     seed: int = typer.Option(0, min=0, max=SEED_MAX, help="Random seed; CPU runs with the same seed are reproducible."),
@@ -256,6 +257,13 @@ def train(
         help="Evaluate and embed this run with test-time flips by default (each view averaged with its mirror image; "
         "`piro evaluate --tta/--no-tta` overrides it). The validation numbers of metrics.csv are always without. "
         f"{_default('tta')}",
+        show_default=False,
+    ),
+    precision: str = typer.Option(
+        None,
+        help="Arithmetic of training and, by default, of evaluating this run: auto (mixed bf16/fp16 on a GPU, fp32 on a "
+        "CPU), fp32 (float32 without TF32: the released code's), bf16 or fp16. "
+        f"{_default('precision')}",
         show_default=False,
     ),
     val_fraction: float = typer.Option(
@@ -337,7 +345,7 @@ def train(
         theta=theta, gamma=gamma, lam=lam, separation=separation.strip().lower(),
         train_lsoftmax_weights=train_lsoftmax_weights, lr=lr, lr_step=lr_step, epochs=epochs, batch_pairs=batch_pairs, batch_objects=batch_objects,
         pairs_per_object=pairs_per_object, views=views, augment=augment, augmentation=augmentation, seed=seed, device=device, freeze_backbone=freeze_backbone,
-        train_from=train_from, feature_passes=feature_passes, tta=tta,
+        train_from=train_from, feature_passes=feature_passes, tta=tta, precision=precision,
         val_fraction=val_fraction, val_seed=val_seed, folds=folds, fold=fold if fold is not None or folds is None else 1, early_stop_rho=early_stop_rho, obj_loss=obj_loss, dvml=dvml, dvml_kl=dvml_kl,
         dvml_rec=dvml_rec, dvml_syn=dvml_syn, gml_proxies=gml_proxies, gml_neighbourhood=gml_neighbourhood, gml_reg=gml_reg, cat_loss=cat_loss.strip().lower(), direction_reg=direction_reg, distance_margin=distance_margin, language_guidance=language_guidance, language_weight=language_weight, language_space=language_space, language_labels=language_labels.strip().lower(), language_topk=language_topk, pi_alpha=pi_alpha, pi_beta=pi_beta, dropout=dropout, loggers=tuple(logger or ()),
     )  # fmt: skip
@@ -384,7 +392,7 @@ PANELS = {
     "Method and losses": ("recipe", "method", "dual", "obj_loss", "cat_loss", "direction_reg", "distance_margin", "dvml", "dvml_kl", "dvml_rec", "dvml_syn", "gml_proxies",
                           "gml_neighbourhood", "gml_reg", "language_guidance", "language_weight", "language_space", "language_labels", "language_topk", "pi_alpha",
                           "pi_beta", "losses", "alpha", "beta", "theta", "gamma", "lam", "separation", "train_lsoftmax_weights"),
-    "Optimisation": ("lr", "lr_step", "epochs", "batch_pairs", "batch_objects", "pairs_per_object", "seed", "early_stop_rho"),
+    "Optimisation": ("lr", "lr_step", "epochs", "batch_pairs", "batch_objects", "pairs_per_object", "seed", "early_stop_rho", "precision"),
     "Run": ("name", "project", "config", "resume", "logger", "device", "devices", "help_methods"),
 }  # fmt: skip
 

@@ -1,6 +1,7 @@
 """Train-time augmentations, by name (`--augmentation`):
 
-- `piro`: the released PiRO code's random horizontal flip and small random affine (METHOD.md section 4);
+- `piro`: the released PiRO code's random horizontal flip and `RandomAffine(5, scale=(0.9, 1.1),
+  shear=[-1, 1, -1, 1], fillcolor=0)` (ConfigLearn.py; METHOD.md section 4);
 - `pies`: the released PIEs code's RandomResizedCrop (scale 0.8-1) and random horizontal flip (METHOD.md section 8).
 
 Both work on normalised float tensors (..., 3, H, W) on any device, each view augmented independently, and
@@ -37,13 +38,21 @@ class Augmentation(torch.nn.Module):
 
 
 class ViewAugment(Augmentation):
-    """PiRO's: flip p=0.5, rotation +-5 deg, scale 0.9-1.1, shear +-5 deg. Pixels moved in from outside the image
-    are 0, i.e. the mean colour after normalisation."""
+    """PiRO's, as released: flip p=0.5, then rotation +-5 deg, scale 0.9-1.1 and shear +-1 deg on each axis, nearest
+    neighbour, pixels moved in from outside the image black.
+
+    The released code applies the affine to the PIL image before normalisation, so its fill is black; here the
+    views are already normalised, so the fill is black's normalised value. With nearest-neighbour sampling the
+    result is the normalised affine of the uint8 image (tests/test_augment.py checks it against torchvision on PIL).
+    """
 
     def __init__(self) -> None:
         super().__init__()
-        # The released code's affine: degrees=5, scale=(0.9, 1.1), "small shear" (METHOD.md section 4); 5 degrees chosen.
-        self.transform = v2.Compose([v2.RandomHorizontalFlip(0.5), v2.RandomAffine(degrees=5, scale=(0.9, 1.1), shear=5)])
+        from piro_cli.data.store import IMAGENET_MEAN, IMAGENET_STD
+
+        black = [-mean / std for mean, std in zip(IMAGENET_MEAN, IMAGENET_STD)]
+        self.affine = v2.RandomAffine(degrees=5, scale=(0.9, 1.1), shear=[-1.0, 1.0, -1.0, 1.0], fill=black)
+        self.transform = v2.Compose([v2.RandomHorizontalFlip(0.5), self.affine])
 
     def transform_for(self, height: int, width: int) -> v2.Transform:
         return self.transform

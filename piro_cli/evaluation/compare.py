@@ -126,6 +126,7 @@ class Comparison:
     split: str  # "val" or "test"
     recorded: bool  # True: the validation numbers recorded during training; False: re-evaluated now
     tta: bool = False  # re-evaluated with test-time flips (every run)
+    center_crop: bool = False  # some runs (the PIEs baselines) re-evaluated on the central 224/256 of each view
 
     @property
     def runs(self) -> list[RunValues]:
@@ -135,6 +136,7 @@ class Comparison:
     def title(self) -> str:
         where = "validation objects, as recorded in training" if self.recorded else f"{self.split} split, re-evaluated"
         where += " with test-time flips" if self.tta else ""
+        where += " (the PIEs baselines on the central 224/256 crop, as released)" if self.center_crop else ""
         return f"PICR tasks on the {where}: percent, mean ± std over runs"
 
     def best(self) -> dict[str, list[str]]:
@@ -205,6 +207,7 @@ class Comparison:
             "protocol": "default",
             "tie_break": "smallest",
             "tta": self.tta,
+            "center_crop": self.center_crop,
             "tasks": list(TASKS),
             "columns": list(COLUMNS),
             "groups": [
@@ -339,7 +342,7 @@ def compare_runs(
     if split in (None, "val"):
         _check_same_validation(runs, checkpoints)
 
-    flipped = False  # the numbers recorded in training never use test-time flips
+    flipped = cropped = False  # the numbers recorded in training never use test-time flips or the crop
     if split is None:
         values = [_recorded_values(run, ckpt) for run, ckpt in zip(runs, checkpoints, strict=True)]
     else:
@@ -354,6 +357,7 @@ def compare_runs(
             )
         values = [dict(r.values) for r in result.runs]
         flipped = result.tta
+        cropped = any(r.center_crop for r in result.runs)
         reporter.info(f"evaluated {len(paths)} runs on the {split} split in {time.perf_counter() - started:.1f}s")
 
     groups: dict[str, MethodGroup] = {}
@@ -363,7 +367,7 @@ def compare_runs(
     by_path = {str(ckpt["path"]): ckpt for ckpt in checkpoints}
     for group in groups.values():
         _warn_within_group(group, by_path, reporter)
-    return Comparison(list(groups.values()), split or "val", split is None, flipped)
+    return Comparison(list(groups.values()), split or "val", split is None, flipped, cropped)
 
 
 def _is_feature_cache(path: Path) -> bool:

@@ -42,7 +42,7 @@ from piro_cli.errors import DataError, PiroError
 from piro_cli.evaluation.openset import TASK as OPEN_SET_TASK
 from piro_cli.evaluation.openset import OpenSetOptions, evaluate_open_set
 from piro_cli.evaluation.picr import SHORT_NAMES, TASKS, needs_gallery, parse_tasks, required_fields, run_picr
-from piro_cli.hardware import pick_device
+from piro_cli.hardware import check_precision, pick_device
 from piro_cli.inference.cache import cached_embeddings
 from piro_cli.inference.embeddings_file import FORMAT_NAME as EMBEDDINGS_FORMAT
 from piro_cli.inference.embeddings_file import EmbeddingsFile
@@ -70,6 +70,8 @@ class SourceResult:
     epoch: int | None = None
     saved: list[Path] = field(default_factory=list)
     tta: bool = False  # embedded with test-time flips
+    precision: str | None = None  # the arithmetic it was embedded in (fp32, bf16, fp16); None: an embeddings file
+    center_crop: bool = False  # embedded from the central 224/256 of each view (the PIEs baselines' test transform)
     open_set: dict | None = None  # --task open-set: {"1": {rank1, eer, dir@far1, dir@far5, ...}, ...}
 
     @property
@@ -174,6 +176,8 @@ def _run_dict(run: SourceResult, result: EvaluationResult) -> dict:
         "split": result.split,
         **result.protocol,
         "tta": run.tta,
+        "precision": run.precision,
+        "center_crop": run.center_crop,
         "tasks": dict(run.values),
         "mean": run.mean,
         "num_queries": dict(run.num_queries),
@@ -198,11 +202,15 @@ def evaluate(
     save: bool = True,
     open_set: OpenSetOptions | None = None,
     reporter: Reporter | None = None,
+    precision: str | None = None,
+    center_crop: bool | None = None,
 ) -> EvaluationResult:
     """The PICR tasks for every source; see the module docstring for which objects, data file and outputs,
     and piro_cli.evaluation.picr for the protocol (`strict`, `tie_break`). `tta`: checkpoints embed each view
     as the mean with its horizontal mirror; None: each run's own setting (embeddings files hold what they were
-    written with). The task "open-set" (piro_cli.evaluation.openset, with `open_set`'s settings) is measured
+    written with). `precision` (piro_cli.hardware.PRECISIONS): the arithmetic checkpoints embed in; None: each
+    run's own (`piro train --precision`). `center_crop`: embed the central 224/256 of each view, resized back;
+    None: the method's (on for the PIEs baselines, as their released test transform). The task "open-set" (piro_cli.evaluation.openset, with `open_set`'s settings) is measured
     for checkpoints and never saved beside them."""
     reporter = reporter or SilentReporter()
     if not sources:
@@ -224,7 +232,10 @@ def evaluate(
                 f"{embeddings[0]}: --task open-set embeds view subsets through the run's view-set head; give the "
                 "checkpoint (runs/<name>/best.pt), not an embeddings file"
             )
-    save = save and chosen == TASKS  # a subset of the tasks never replaces a run's saved eight
+    if precision is not None:
+        precision = check_precision(str(precision).strip().lower())
+    # a subset of the tasks, or another arithmetic or crop than the run's, never replaces a run's saved eight
+    save = save and chosen == TASKS and precision is None and center_crop is None
     if save:  # the results are saved beside each source: checked before any work
         for source in map(Path, sources):
             folder = source if source.is_dir() else source.parent
@@ -241,7 +252,8 @@ def evaluate(
             run, gallery, probes, names = _from_embeddings(Path(source), chosen, split)
         else:
             run, gallery, probes, names = _from_checkpoint(
-                Path(source), data, chosen, split, torch_device, reporter, tta, open_set if wants_open_set else None
+                Path(source), data, chosen, split, torch_device, reporter, tta, open_set if wants_open_set else None, precision,
+                center_crop,
             )
         if categories is not None and names != categories:
             raise DataError(f"{source}: has other categories than {sources[0]}; only runs on the same categories can be averaged")
@@ -295,9 +307,9 @@ def _is_embeddings_source(path: Path) -> bool:
 
 def _from_checkpoint(
     path: Path, data: str | Path | None, tasks, split: str, device: torch.device, reporter: Reporter, tta: bool | None = None,
-    open_set: OpenSetOptions | None = None,
+    open_set: OpenSetOptions | None = None, precision: str | None = None, center_crop: bool | None = None,
 ):  # fmt: skip
-    run = load_run(path, device, tta)
+    run = load_run(path, device, tta, precision=precision, center_crop=center_crop)
     store = run.open_data(data)
     probe_split, probe_rows, gallery_rows = evaluation_objects(run, store, split)
     measured = evaluate_open_set(run, store, probe_split, probe_rows, split, open_set, reporter) if open_set else None
@@ -313,7 +325,8 @@ def _from_checkpoint(
         probes = cached_embeddings(run, store, probe_split, probe_rows, stage)
     result = SourceResult(
         source=str(path), kind="checkpoint", name=run.name, values={}, num_queries={}, seconds=0.0,
-        data={"path": str(store.path), "fingerprint": store.fingerprint}, epoch=run.epoch, tta=run.tta, open_set=measured,
+        data={"path": str(store.path), "fingerprint": store.fingerprint}, epoch=run.epoch, tta=run.tta, precision=run.precision,
+        center_crop=run.center_crop, open_set=measured,
     )  # fmt: skip
     return result, (gallery.embeddings if gallery else None), (probes.embeddings if probes else None), list(store.categories)
 

@@ -40,6 +40,8 @@ def cache_key(loaded: LoadedRun, store, split: str, rows, kind: str) -> str:
         "split": split,
         "rows": None if rows is None else [int(r) for r in rows],
         "tta": loaded.tta,
+        "precision": loaded.precision,
+        "center_crop": loaded.center_crop,
         "device": loaded.device.type,
     }
     return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()[:24]

@@ -1,8 +1,8 @@
 """Embedding with a trained PAN: backbone features of stored objects, every embedding the PICR tasks read, and the
 embeddings of one view set of photos.
 
-Views are embedded in batches sized to the device (`batch_views_for`); on a GPU under mixed precision
-(piro_cli.hardware.autocast), on a CPU in float32. Every embedding returned is float32 on the CPU.
+Views are embedded in batches sized to the device (`batch_views_for`), in the model's arithmetic (`PAN.precision`,
+piro_cli.hardware.autocast: by default mixed precision on a GPU, float32 on a CPU). Every embedding returned is float32 on the CPU.
 """
 
 from __future__ import annotations
@@ -89,7 +89,7 @@ def backbone_features(
         views = normalize_views(block, device)
         if augment is not None:
             views = augment(views, generator)
-        with autocast(device):
+        with autocast(device, model.precision):
             if stage is None:
                 chunks.append(model.features(_channels_last(views, device)).float().cpu())
             else:
@@ -239,7 +239,7 @@ def _read_photo(path: Path, size: int) -> np.ndarray:
 def embed_views(model: PAN, views: np.ndarray, device: torch.device) -> tuple[torch.Tensor, ...]:
     """(sv_cat (V, Dc), sv_obj (V, Do), mv_cat (Dc,), mv_obj (Do,)) of one view set, uint8 (V, S, S, 3), float32 on the CPU."""
     model.eval()
-    with autocast(device):
+    with autocast(device, model.precision):
         out = model(normalize_views(views[None], device))
     return tuple(t[0].float().cpu() for t in (out.sv_cat, out.sv_obj, out.mv_cat, out.mv_obj))
 

@@ -25,7 +25,8 @@ import torch
 
 from piro_cli.data.store import ViewSetStore, resolve_data
 from piro_cli.errors import DataError, PiroError, short_cause
-from piro_cli.hardware import pick_device
+from piro_cli.hardware import PRECISIONS, check_precision, pick_device, resolve_precision
+from piro_cli.methods import METHODS
 from piro_cli.models.pan import PAN, PANConfig
 from piro_cli.runs import checkpoint_file, load_checkpoint, run_name
 
@@ -38,9 +39,35 @@ def run_tta(checkpoint: dict) -> bool:
     return bool((checkpoint.get("train_config") or {}).get("tta"))
 
 
-def load_model(checkpoint: dict, device: torch.device, tta: bool | None = None) -> PAN:
+def run_precision(checkpoint: dict) -> str:
+    """The run's own arithmetic (`piro train --precision`, or its recipe's); auto for runs from before it."""
+    value = (checkpoint.get("train_config") or {}).get("precision") or "auto"
+    if value not in PRECISIONS:
+        where = checkpoint.get("path", "checkpoint")
+        raise PiroError(f"{where}: its train_config precision {value!r} is not one of {', '.join(PRECISIONS)}; pass --precision")
+    return value
+
+
+PIES_TEST_CROP = 224 / 256  # the PIEs code's test transform: Resize(256), CenterCrop(224)
+
+
+def run_center_crop(checkpoint: dict) -> bool:
+    """Whether the run's method evaluates on the central crop of each view: the PIEs baselines, as released."""
+    method = (checkpoint.get("train_config") or {}).get("method")
+    return isinstance(method, str) and method in METHODS and METHODS[method].family == "pies"
+
+
+def load_model(
+    checkpoint: dict,
+    device: torch.device,
+    tta: bool | None = None,
+    precision: str | None = None,
+    center_crop: bool | None = None,
+) -> PAN:
     """The checkpoint's PAN in eval mode on `device` (no ImageNet download: the saved weights replace them); `tta`:
-    each view embedded as the mean with its horizontal mirror (PAN.flip_views); None: the run's setting (run_tta)."""
+    each view embedded as the mean with its horizontal mirror (PAN.flip_views); None: the run's setting (run_tta);
+    `precision` (PRECISIONS) the backbone's arithmetic, None: the run's (run_precision); `center_crop`: embed the
+    central 224/256 of each view resized back (PAN.center_crop), None: the method's (run_center_crop)."""
     where = checkpoint.get("path", "checkpoint")
     for key in ("model_config", "model_state"):
         if key not in checkpoint:
@@ -55,6 +82,8 @@ def load_model(checkpoint: dict, device: torch.device, tta: bool | None = None) 
         ) from exc
     model = model.to(device).eval()
     model.flip_views = run_tta(checkpoint) if tta is None else tta
+    model.precision = run_precision(checkpoint) if precision is None else check_precision(precision)
+    model.center_crop = PIES_TEST_CROP if (run_center_crop(checkpoint) if center_crop is None else center_crop) else None
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     return model
@@ -99,6 +128,15 @@ class LoadedRun:
         return bool(self.model.flip_views)
 
     @property
+    def center_crop(self) -> bool:
+        return self.model.center_crop is not None
+
+    @property
+    def precision(self) -> str:
+        """What the model computes in on this device: fp32, bf16 or fp16."""
+        return resolve_precision(self.device, self.model.precision)
+
+    @property
     def epoch(self) -> int | None:
         return self.checkpoint.get("epoch")
 
@@ -131,7 +169,12 @@ class LoadedRun:
 
 
 def load_run(
-    source: str | Path, device: str | torch.device | None = None, tta: bool | None = None, keep_training_state: bool = False
+    source: str | Path,
+    device: str | torch.device | None = None,
+    tta: bool | None = None,
+    keep_training_state: bool = False,
+    precision: str | None = None,
+    center_crop: bool | None = None,
 ) -> LoadedRun:
     """A run folder (its best.pt) or checkpoint file, with its model on `device` (None: the GPU when there is one)."""
     path = Path(source)
@@ -140,7 +183,7 @@ def load_run(
         for key in TRAINING_STATE:
             checkpoint.pop(key, None)
     torch_device = device if isinstance(device, torch.device) else pick_device(device)
-    return LoadedRun(Path(checkpoint["path"]), checkpoint, load_model(checkpoint, torch_device, tta), torch_device)
+    return LoadedRun(Path(checkpoint["path"]), checkpoint, load_model(checkpoint, torch_device, tta, precision, center_crop), torch_device)
 
 
 def check_categories(checkpoint: dict, store: ViewSetStore) -> None:

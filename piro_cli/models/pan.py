@@ -117,6 +117,11 @@ class PAN(nn.Module):
             self.cat_attention = None
         # Test-time augmentation (`--tta`): an inference setting, not part of the model or its checkpoint
         self.flip_views = False
+        # Arithmetic of the backbone under inference (`--precision`, piro_cli.hardware.PRECISIONS): a setting too
+        self.precision = "auto"
+        # Evaluation crop (the PIEs baselines' released test transform, Resize(256) + CenterCrop(224)): the central
+        # fraction of each view, resized back to the view's size, in eval mode only; None: the whole view
+        self.center_crop: float | None = None
         self._cuts: dict[str, BackboneCut] = {}  # views over the backbone's layers, not submodules (no extra state)
 
     @property
@@ -133,6 +138,8 @@ class PAN(nn.Module):
             raise ValueError(f"PAN.features expects views (B, V, 3, H, W), got {tuple(views.shape)}")
         b, v = views.shape[:2]
         images = views.flatten(0, 1)
+        if self.center_crop is not None and not self.training:
+            images = crop_center(images, self.center_crop)
         if self.flip_views and not self.training:
             feats = (self.backbone(images) + self.backbone(images.flip(-1))) / 2
         else:
@@ -191,3 +198,12 @@ class PAN(nn.Module):
 
     def backbone_parameters(self) -> list:
         return list(self.backbone.parameters())
+
+
+def crop_center(images: Tensor, fraction: float) -> Tensor:
+    """(N, 3, H, W) -> the central `fraction` of each image's height and width, resized back to (H, W) bilinearly."""
+    h, w = images.shape[-2:]
+    ch, cw = max(1, round(h * fraction)), max(1, round(w * fraction))
+    top, left = int(round((h - ch) / 2.0)), int(round((w - cw) / 2.0))  # where torchvision's CenterCrop puts it
+    crop = images[..., top : top + ch, left : left + cw]
+    return F.interpolate(crop, size=(h, w), mode="bilinear", align_corners=False)

@@ -38,8 +38,9 @@ def cache_key(config: TrainConfig, data: RunData, processes: Processes | None = 
         "pretrained": config.pretrained,
         "data_fingerprint": data.store.fingerprint,
         "passes": config.feature_passes,
-        # PiRO's augmentation keeps the key it had before --augmentation, so caches built then stay valid
-        "augment": config.augment if config.augmentation == "piro" else config.augment and config.augmentation,
+        # "piro-released": the affine as released (shear +-1 on both axes, black fill); caches built with the
+        # earlier affine (key True) are not reused
+        "augment": config.augment and ("piro-released" if config.augmentation == "piro" else config.augmentation),
     }
     if config.train_from is not None:  # activations at the cut, stored in float16 (half the memory, ample precision)
         key.update(train_from=config.train_from, dtype="float16")

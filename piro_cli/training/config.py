@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass
 from types import SimpleNamespace
 
 from piro_cli.errors import PiroError
+from piro_cli.hardware import check_precision
 from piro_cli.losses.registry import (
     DEFAULT_NEIGHBOURHOOD,
     DEFAULT_PROXIES,
@@ -91,6 +92,7 @@ class TrainConfig:
     train_from: str | None = None  # backbone stage where training starts (models.backbones.cut_points); None: all/none
     feature_passes: int | None = None
     tta: bool | None = None  # the run's default for evaluate/embed: each view averaged with its mirror (test-time flips)
+    precision: str | None = None  # piro_cli.hardware.PRECISIONS; None: the recipe's (fp32 released, else auto)
     val_fraction: float | None = None
     val_seed: int = 0  # seed of the carved validation split: fixed, so runs with other --seed see the same objects
     folds: int | None = None  # K of a K-fold split of the train objects (with `fold`): object-level cross-validation
@@ -135,6 +137,8 @@ class TrainConfig:
 
         if self.augmentation not in AUGMENTATIONS:
             raise PiroError(f"--augmentation {self.augmentation!r}: choose one of {', '.join(AUGMENTATIONS)}")
+        if self.precision is not None:  # None: the recipe's
+            self.precision = check_precision(str(self.precision).strip().lower())
         # the float options outside the losses (integer options are checked by the CLI's min=): nan passes any comparison
         # above 1 an Adam step overflows float32 (a traceback, not a NaN) long before it could train anything
         if self.lr is not None and not (math.isfinite(self.lr) and 0 < self.lr <= 1):

@@ -33,7 +33,7 @@ from piro_cli.data.samplers import checked_views, object_batches, plan_pairs, sa
 from piro_cli.data.store import SplitData, normalize_views, resolve_data
 from piro_cli.errors import PiroError
 from piro_cli.evaluation.picr import TASKS, evaluate_picr
-from piro_cli.hardware import autocast, pick_device, training_threads
+from piro_cli.hardware import autocast, pick_device, resolve_precision, training_threads
 from piro_cli.inference.embedding import EmbeddingSet, backbone_features, embed_features
 from piro_cli.losses import LossConfig
 from piro_cli.losses.language import pseudo_labels
@@ -128,6 +128,7 @@ class Trainer:
             head=embedding_head(self.spec, config.backbone),
         )  # fmt: skip
         self.model = PAN(self.model_config).to(device)
+        self.model.precision = config.precision  # the feature cache and validation embed in the training arithmetic
         if device.type == "cuda":
             self.model = self.model.to(memory_format=torch.channels_last)
         self.loss_config = loss_config_of(config)
@@ -157,7 +158,7 @@ class Trainer:
             if self.optimizer is not None
             else None
         )
-        self.scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and not torch.cuda.is_bf16_supported())
+        self.scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and resolve_precision(device, config.precision) == "fp16")
         self.rng = np.random.default_rng(config.seed)
         self.aug_generator = torch.Generator().manual_seed(config.seed + 1 + 1000 * processes.rank)
         self.augment = build_augmentation(config.augmentation) if config.augment else None
@@ -346,7 +347,7 @@ class Trainer:
             view_idx = np.concatenate([pair_views, pair_views])  # a pair's two objects: the same views, in the same order
             mine = self.processes.share(count)
             local = np.concatenate([np.arange(count)[mine], count + np.arange(count)[mine]])  # this process's pairs
-            with autocast(self.device):
+            with autocast(self.device, config.precision):
                 out = self._forward(objects, view_idx, local)
                 out_a, out_b = _split_pairs(out, mine.stop - mine.start)
                 out_a, out_b = self._gather(out_a), self._gather(out_b)
@@ -375,7 +376,7 @@ class Trainer:
             objects = data.train_indices[rows]
             view_idx = sample_views(data.store.num_views, config.views, len(objects), self.rng)
             local = np.arange(len(objects))[self.processes.share(len(objects))]
-            with autocast(self.device):
+            with autocast(self.device, config.precision):
                 out = self._gather(self._forward(objects, view_idx, local))
                 total = self.criterion(out.sv_obj, out.mv_obj, labels_all[objects].to(self.device), pooled=out.pooled_obj)
             self._optimise(total, f"epoch {epoch}, step {step + 1}/{len(batches)}")
