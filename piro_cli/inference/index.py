@@ -45,6 +45,7 @@ import json
 import shutil
 import time
 import unicodedata
+import zipfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -56,6 +57,7 @@ from piro_cli.data.sources.base import IMAGE_SUFFIXES
 from piro_cli.errors import DataError, PiroError
 from piro_cli.inference.cache import cached_embeddings
 from piro_cli.inference.embedding import EmbeddedGroup, embed_views, read_photos
+from piro_cli.inference.index_manifest import DISTANCES, REJECTIONS, check_manifest, check_shard
 from piro_cli.inference.run import LoadedRun, group_rows, load_run, trained_rows, weights_fingerprint
 from piro_cli.inference.search import KNN_VOTES, as_matrix, nearest, squared_distances, squared_norms
 from piro_cli.outputs import OutputLock, check_output_path, write_bytes, write_json
@@ -172,8 +174,7 @@ class Vectors:
         return self._radius
 
 
-DISTANCES = ("views", "viewset", "combined")
-REJECTIONS = ("distance", "ratio", "spread", "neighbourhood", "scaled")
+READ_ATTEMPTS = 5  # reads of a manifest and its shards, when writers keep replacing them meanwhile
 NEIGHBOURHOOD_K = 5
 MIN_SPREAD_VIEWS = 3  # fewer enrolled views give no spread of their own (Vectors.spread)
 
@@ -262,28 +263,34 @@ class GalleryIndex:
             raise PiroError(
                 f"{self.path}: no such index (no {MANIFEST} in it); build one with `piro index build RUN --out NAME{SUFFIX}`"
             )
+        self._open(*self._read_manifest(), manifest)
+
+    def _read_manifest(self) -> tuple[dict, tuple]:
+        """(the manifest, the stamp of the file read): a writer replaces index.json by a rename, so a new stamp
+        (inode, modification time, size) means a new version."""
+        manifest = self.path / MANIFEST
         try:
-            manifest_text = json.loads(manifest.read_text())
-        except (OSError, ValueError) as exc:
-            raise DataError(f"{manifest}: cannot be read as JSON ({exc}); the index is damaged, build it again") from None
-        if not isinstance(manifest_text, dict) or manifest_text.get("format") != FORMAT_NAME:
+            stat = manifest.stat()
+            text = json.loads(manifest.read_text())
+        except (OSError, ValueError, RecursionError) as exc:
+            cause = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+            raise DataError(f"{manifest}: cannot be read as JSON ({cause}); the index is damaged, build it again") from None
+        if not isinstance(text, dict) or text.get("format") != FORMAT_NAME:
             raise DataError(f"{manifest}: not a piro index manifest (no '{FORMAT_NAME}' tag); build one with `piro index build`")
-        if int(manifest_text.get("format_version", 0)) > FORMAT_VERSION:
-            raise DataError(
-                f"{self.path}: written by a newer piro ({manifest_text.get('piro_version')}); upgrade piro to read it"
-            )
-        self._open(manifest_text, manifest)
+        return text, (stat.st_ino, stat.st_mtime_ns, stat.st_size)
 
     @classmethod
     def in_memory(cls, manifest: dict, shards: dict[str, dict[str, np.ndarray]], path: str | Path = "<memory>") -> GalleryIndex:
         gallery = cls.__new__(cls)
         gallery.path = Path(path)
         gallery._memory = shards
-        gallery._open(manifest, gallery.path)
+        gallery._open(manifest, None, gallery.path)
         return gallery
 
-    def _open(self, manifest: dict, where: Path) -> None:
+    def _open(self, manifest: dict, stamp: tuple | None, where: Path) -> None:
+        check_manifest(manifest, where, FORMAT_VERSION)
         self.manifest = manifest
+        self._stamp = stamp
         try:
             self.objects = [IndexedObject(**o) for o in self.manifest["objects"]]
             self.categories = list(self.manifest["categories"])
@@ -377,8 +384,28 @@ class GalleryIndex:
 
     def vectors(self) -> Vectors:
         if self._vectors is None:
-            self._vectors = self._load_vectors()
+            for attempt in range(READ_ATTEMPTS):
+                try:
+                    self._vectors = self._load_vectors()
+                    break
+                except DataError:
+                    # a writer may have replaced the manifest and removed the shards it superseded after we read
+                    # it: read the new version and try again; the same version failing is damage
+                    if attempt + 1 == READ_ATTEMPTS or not self._reopen_if_replaced():
+                        raise
         return self._vectors
+
+    def _reopen_if_replaced(self) -> bool:
+        if self._memory is not None:
+            return False
+        try:
+            manifest, stamp = self._read_manifest()
+        except DataError:
+            return False
+        if stamp == self._stamp:
+            return False
+        self._open(manifest, stamp, self.path / MANIFEST)
+        return True
 
     def _load_vectors(self) -> Vectors:
         ids = np.array([o.id for o in self.objects], dtype=np.int64)
@@ -422,9 +449,17 @@ class GalleryIndex:
         path = self.path / SHARDS / shard
         try:
             with np.load(path, allow_pickle=False) as data:
+                if not hasattr(data, "files"):
+                    raise ValueError("not an .npz archive")
                 arrays = {name: data[name] for name in ("view_object", *VIEW_FIELDS, "set_object", *SET_FIELDS)}
-        except (OSError, KeyError, ValueError) as exc:
-            raise DataError(f"{path}: cannot be read ({exc}); the index is damaged, build it again") from None
+                if "fingerprint" in data.files:
+                    arrays["fingerprint"] = data["fingerprint"]
+        except FileNotFoundError:
+            raise DataError(f"{path}: missing, though the manifest names it; the index is damaged, build it again") from None
+        except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+            cause = str(exc) or type(exc).__name__
+            raise DataError(f"{path}: cannot be read ({cause}); the index is damaged, build it again") from None
+        check_shard(arrays, path, str(self.checkpoint["fingerprint"]), int(self.checkpoint["cat_dim"]), int(self.checkpoint["obj_dim"]))
         return arrays
 
     def with_enrolled(self, enrolled: Sequence[EnrolledEmbeddings]) -> GalleryIndex:
@@ -633,10 +668,12 @@ def _grouped(parts: dict[str, list], dims: dict[str, int]) -> tuple[np.ndarray, 
 # ----------------------------------------------------------------------------- writing
 
 
-def _shard_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+def _shard_bytes(arrays: dict[str, np.ndarray], fingerprint: str) -> bytes:
+    """A shard file's bytes, with the fingerprint of the weights that made its embeddings."""
     buffer = io.BytesIO()
     np.savez(
         buffer, view_object=arrays["view_object"].astype(np.int64), set_object=arrays["set_object"].astype(np.int64),
+        fingerprint=np.array(fingerprint),
         **{name: as_matrix(arrays[name]) for name in (*VIEW_FIELDS, *SET_FIELDS)},
     )  # fmt: skip
     return buffer.getvalue()
@@ -721,7 +758,7 @@ def _build(loaded, store, source_split, rows, split, out: Path, previous: int, r
         reporter.info(f"{loaded.path}: embedding {store.path} {split} into {out}")
         group = cached_embeddings(loaded, store, source_split, rows, stage_progress(reporter, f"embedding {split}"))
         manifest, shard, arrays = _new_index(loaded, store, group, split, previous)
-        _commit(out, manifest, (shard, _shard_bytes(arrays)))
+        _commit(out, manifest, (shard, _shard_bytes(arrays, manifest["checkpoint"]["fingerprint"])))
     n = len(group.names)
     return IndexChange(out, n, len(arrays["view_object"]), time.perf_counter() - started, n, len(arrays["view_object"]), list(group.names))
 
@@ -868,7 +905,7 @@ def add_objects(
         shard, arrays = _enrol(manifest, embedded)
         new_objects = manifest["objects"][before:]
         view_rows = arrays["view_object"]
-        _commit(gallery.path, manifest, (shard, _shard_bytes(arrays)))
+        _commit(gallery.path, manifest, (shard, _shard_bytes(arrays, manifest["checkpoint"]["fingerprint"])))
     total = GalleryIndex(index)
     return IndexChange(
         total.path,
@@ -909,7 +946,8 @@ def remove_objects(index: str | Path, names: Sequence[str], reporter: Reporter |
                 new = _next_shard(manifest)
                 data = _shard_bytes(
                     {"view_object": arrays["view_object"][keep_views], "set_object": arrays["set_object"][keep_sets],
-                     **{n: arrays[n][keep_views] for n in VIEW_FIELDS}, **{n: arrays[n][keep_sets] for n in SET_FIELDS}}
+                     **{n: arrays[n][keep_views] for n in VIEW_FIELDS}, **{n: arrays[n][keep_sets] for n in SET_FIELDS}},
+                    manifest["checkpoint"]["fingerprint"],
                 )  # fmt: skip
                 write_bytes(data, gallery.path / SHARDS / new, f"free space; {gallery.path} is unchanged")
                 replacement[old] = new
