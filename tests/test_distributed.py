@@ -163,6 +163,75 @@ def test_bad_config_files_get_one_line(tiny_data, tmp_path, text, message):
     assert "Traceback" not in result.output
 
 
+@pytest.mark.parametrize(
+    ("name", "text", "message"),
+    [
+        ("a.yaml", "epochs: 0\n", "--epochs 0: must be at least 1"),
+        ("a.yaml", "epochs: -5\n", "--epochs -5: must be at least 1"),
+        ("a.yaml", "cat-dim: 0\n", "--cat-dim 0: must be at least 1"),
+        ("a.yaml", "embed-dim: 0\n", "--cat-dim 0: must be at least 1"),
+        ("a.yaml", "obj-dim: -5\n", "--obj-dim -5: must be at least 1"),
+        ("a.yaml", "batch-pairs: 0\n", "--batch-pairs 0: must be at least 1"),
+        ("a.yaml", "seed: -1\n", "--seed -1: must be from 0 to 4294967295"),
+        ("a.yaml", "seed: 1000000000000000000000000000000\n", "must be from 0 to 4294967295"),
+        ("a.yaml", "seed: 1.0e+30\n", "seed must be int"),
+        ("a.yaml", "val-seed: -7\n", "--val-seed -7: must be from 0"),
+        ("a.yaml", "lr-step: -1\n", "--lr-step -1: must be at least 0"),
+        ("a.yaml", "lr: 0.001\nlr: 0.01\n", "option 'lr' is given twice"),
+        ("a.json", '{"seed": 1, "seed": 2}', "option 'seed' is given twice"),
+    ],
+)
+def test_config_files_are_held_to_the_command_lines_bounds(tiny_data, tmp_path, name, text, message):
+    path = tmp_path / name
+    path.write_text(text)
+    project = tmp_path / "runs"
+    result = runner.invoke(app, ["train", "--config", str(path), "--data", str(tiny_data), "--project", str(project)])
+    assert result.exit_code == 1 and message in result.output and str(path) in result.output, result.output
+    assert "Traceback" not in result.output
+    assert not project.exists()  # refused before any run folder
+
+
+def test_an_edited_runs_config_json_is_held_to_the_bounds(two_runs, tmp_path):
+    project, _ = two_runs
+    config = json.loads((project / "one" / "config.json").read_text())
+    config["train"]["epochs"] = 0
+    edited = tmp_path / "config.json"
+    edited.write_text(json.dumps(config))
+    result = runner.invoke(app, ["train", "--config", str(edited), "--project", str(tmp_path / "runs")])
+    assert result.exit_code == 1 and "--epochs 0: must be at least 1" in result.output, result.output
+
+
+def test_fuzzed_config_files_give_a_config_or_one_clean_line(tmp_path):
+    import dataclasses
+    import math
+    import random
+
+    from piro_cli.training import TrainConfig
+    from piro_cli.training.config_file import merged_config
+
+    rng = random.Random(0)
+    keys = [f.name.replace("_", "-") for f in dataclasses.fields(TrainConfig)] + ["embed-dim", "bogus"]
+    junk = [None, True, -1, 0, 3, 2**70, 1e30, math.nan, math.inf, -0.5, "", "x", "cpu", "\x1b[2J", [], ["a", 1], {}, {"a": [None]}]
+    for trial in range(150):
+        values = {}
+        for key in rng.sample(keys, rng.randint(1, 4)):
+            value = rng.choice(junk)
+            for _ in range(rng.randrange(3)):
+                value = rng.choice([[value], {"k": value}])
+            values[key] = value
+        path = tmp_path / f"c{trial}.json"
+        try:
+            path.write_text(json.dumps(values))
+        except ValueError:
+            continue
+        try:
+            config = merged_config(path, {}, set())
+        except PiroError as exc:
+            assert "\n" not in str(exc) and str(path) in str(exc), str(exc)
+        else:
+            assert isinstance(config, TrainConfig)
+
+
 def test_config_file_reader_refuses_other_suffixes(tmp_path):
     path = tmp_path / "options.ini"
     path.write_text("[x]\n")

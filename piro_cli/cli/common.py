@@ -15,6 +15,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from piro_cli.errors import PiroError, short_cause
+from piro_cli.options import SEED_MAX  # noqa: F401  (seed options of several commands)
 
 console = Console()
 err_console = Console(stderr=True)
@@ -65,8 +66,6 @@ def query_counts(text: str | None) -> tuple[int, ...] | None:
         raise PiroError(f"--query-views {text!r}: {exc}") from None
 
 
-SEED_MAX = 2**32 - 1
-"""The largest --seed (numpy's seed range); seeds are options of several commands, all with min=0, max=SEED_MAX."""
 
 
 class Terminated(KeyboardInterrupt):

@@ -12,12 +12,13 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from piro_cli.cli.common import SEED_MAX, console, count, err_console, handle_errors
+from piro_cli.cli.common import console, count, err_console, handle_errors
 from piro_cli.errors import PiroError
 from piro_cli.losses import CATEGORY_LOSSES, OBJECT_LOSSES, parse_loss_terms
 from piro_cli.losses.registry import DEFAULT_NEIGHBOURHOOD, DEFAULT_PROXIES, DEFAULT_REGULARISATION, DEFAULT_TOPK, DEFAULT_WEIGHT
 from piro_cli.methods import METHODS, get_method, method_for_space
 from piro_cli.models.registry import CUT_POINTS, available_backbones
+from piro_cli.options import limits
 from piro_cli.recipes import BUILTIN_DEFAULTS, RECIPES, option_flag, recipe_help
 from piro_cli.training.config_file import merged_config
 
@@ -132,7 +133,7 @@ def train(
         "distance 0.5, other objects pushed beyond 1.0), for open-set identification's threshold. 0: off (as released).",
     ),
     gml_proxies: int = typer.Option(
-        DEFAULT_PROXIES, min=1, help="With proxy-gml (--obj-loss or --cat-loss): proxies per object or category (ProxyGML's N; the paper's 12)."
+        DEFAULT_PROXIES, **limits("gml_proxies"), help="With proxy-gml (--obj-loss or --cat-loss): proxies per object or category (ProxyGML's N; the paper's 12)."
     ),
     gml_neighbourhood: float = typer.Option(
         DEFAULT_NEIGHBOURHOOD, help="With proxy-gml: fraction r of all proxies in each sample's sub-graph (the paper's 0.05)."
@@ -149,7 +150,7 @@ def train(
         "names", help="With --language-guidance: the labels embedded, the category names (names) or the names of an "
         "ImageNet classifier's top classes for each category's training views (imagenet; for poorly named data).",
     ),
-    language_topk: int = typer.Option(DEFAULT_TOPK, min=1, max=1000, help="With --language-labels imagenet: ImageNet classes per category (as released, 5)."),
+    language_topk: int = typer.Option(DEFAULT_TOPK, **limits("language_topk"), help="With --language-labels imagenet: ImageNet classes per category (as released, 5)."),
     pi_alpha: float = typer.Option(
         None, help="pi-cnn, pi-proxy, pi-tc: weight a of d2(view, view set) [default: as released, 1; pi-tc 0.2]."
     ),
@@ -157,10 +158,10 @@ def train(
         None, help="pi-cnn, pi-proxy, pi-tc: weight b of d2(view set, category centre) [default: as released, 1]."
     ),
     embed_dim: int = typer.Option(
-        None, min=1, help=f"Embedding dimension of both spaces (the paper's 2048). {_default('obj_dim')}"
+        None, **limits("cat_dim"), help=f"Embedding dimension of both spaces (the paper's 2048). {_default('obj_dim')}"
     ),
-    cat_dim: int = typer.Option(None, min=1, help="Category-space dimension (overrides --embed-dim)."),
-    obj_dim: int = typer.Option(None, min=1, help="Object-space dimension (overrides --embed-dim; the single space uses it)."),
+    cat_dim: int = typer.Option(None, **limits("cat_dim"), help="Category-space dimension (overrides --embed-dim)."),
+    obj_dim: int = typer.Option(None, **limits("obj_dim"), help="Object-space dimension (overrides --embed-dim; the single space uses it)."),
     losses: str = typer.Option(
         None,
         help="Loss terms, for the ablations of paper Table 4: any of cat, piobj, picat. [default: the released ones: "
@@ -188,30 +189,30 @@ def train(
     lr: float = typer.Option(None, help=f"Adam learning rate (released: 1e-5; FG3D 5e-5). {_default('lr')}"),
     lr_step: int = typer.Option(
         None,
-        min=0,
+        **limits("lr_step"),
         help="Halve the learning rate every this many epochs (released PiRO: epochs / 5); 0 keeps it constant (the "
         f"PIEs code). {_default('lr_step')}",
     ),
     epochs: int = typer.Option(
-        None, min=1, help=f"Epochs to train; with --resume, extend the run to this many. {_default('epochs')}"
+        None, **limits("epochs"), help=f"Epochs to train; with --resume, extend the run to this many. {_default('epochs')}"
     ),
     batch_pairs: int = typer.Option(
-        None, min=1, help=f"Pairs per batch (released: 4 ObjectPI, 3 ModelNet-40, 9 FG3D). {_default('batch_pairs')}"
+        None, **limits("batch_pairs"), help=f"Pairs per batch (released: 4 ObjectPI, 3 ModelNet-40, 9 FG3D). {_default('batch_pairs')}"
     ),
     batch_objects: int = typer.Option(
         None,
-        min=1,
+        **limits("batch_objects"),
         help="PIEs baselines: whole objects per shuffled batch [default: as released, 4 pi-cnn and pi-proxy, 8 the others].",
     ),
     pairs_per_object: int = typer.Option(
         None,
-        min=1,
+        **limits("pairs_per_object"),
         help="Pairs each training object starts per epoch, each partner drawn (with replacement) from the other objects "
         f"of its category (released: 10, FG3D 3). {_default('pairs_per_object')}",
     ),
     views: int = typer.Option(
         None,
-        min=1,
+        **limits("views"),
         help="Random views per object in a pair, the same views for both objects (released: 8 ObjectPI, 12 ModelNet-40 "
         "and FG3D, at most the data's). (default: the recipe's, else all)",
     ),
@@ -227,7 +228,7 @@ def train(
         "fill) or pies (RandomResizedCrop scale 0.8-1 and flip, "
         "the PIEs code's). [default: pies for the PIEs baselines, else piro]",
     ),
-    seed: int = typer.Option(0, min=0, max=SEED_MAX, help="Random seed; CPU runs with the same seed are reproducible."),
+    seed: int = typer.Option(0, **limits("seed"), help="Random seed; CPU runs with the same seed are reproducible."),
     device: str = typer.Option(None, help="cpu, cuda or cuda:N (default: cuda when available)."),
     freeze_backbone: bool = typer.Option(
         None,
@@ -246,7 +247,7 @@ def train(
     ),
     feature_passes: int = typer.Option(
         None,
-        min=1,
+        **limits("feature_passes"),
         help="With --freeze-backbone or --train-from: passes over the data cached (1 clean + K-1 augmented). "
         f"{_default('feature_passes')}",
         show_default=False,
@@ -270,14 +271,14 @@ def train(
         None, help="Carve this fraction of train objects (per category, seeded) out as validation."
     ),
     val_seed: int = typer.Option(
-        0, min=0, max=SEED_MAX, help="Seed of the --val-fraction or --folds split (kept apart from --seed so seeds share one split)."
+        0, **limits("val_seed"), help="Seed of the --val-fraction or --folds split (kept apart from --seed so seeds share one split)."
     ),
     folds: int = typer.Option(
-        None, min=2, help="Object-level cross-validation: a category-stratified K-fold split of the train objects. Alone, "
+        None, **limits("folds"), help="Object-level cross-validation: a category-stratified K-fold split of the train objects. Alone, "
         "trains every fold (runs <name>-fold1 ... -foldK) and prints their mean and spread per task (`piro compare`); "
         "with --fold, trains that one.",
     ),
-    fold: int = typer.Option(None, min=1, help="With --folds K: which fold (1 to K) is this run's validation objects."),
+    fold: int = typer.Option(None, **limits("fold"), help="With --folds K: which fold (1 to K) is this run's validation objects."),
     early_stop_rho: float = typer.Option(
         None,
         help="Stop early, as the released code does: rho = d_inter_min / d_intra_max of the training objects is computed "

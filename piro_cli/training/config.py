@@ -9,6 +9,7 @@ from types import SimpleNamespace
 
 from piro_cli.errors import PiroError
 from piro_cli.hardware import check_precision
+from piro_cli.options import check_integer_options
 from piro_cli.losses.registry import (
     DEFAULT_NEIGHBOURHOOD,
     DEFAULT_PROXIES,
@@ -102,6 +103,7 @@ class TrainConfig:
     loggers: tuple[str, ...] = ()  # mirrors of metrics.csv (piro_cli/training/loggers.py): "tensorboard"
 
     def __post_init__(self) -> None:
+        check_integer_options({f.name: getattr(self, f.name) for f in dataclasses.fields(self)})
         if self.recipe is not None:
             self.recipe = get_recipe(self.recipe).name
         if (self.folds is None) != (self.fold is None):

@@ -44,19 +44,47 @@ def read_config_file(path: str | Path) -> dict:
 def _parse(path: Path, suffix: str, text: str):
     try:
         if suffix == ".json":
-            return json.loads(text)
+            return json.loads(text, object_pairs_hook=_refuse_repeated_keys)
         if suffix == ".toml":
             try:
                 import tomllib
             except ImportError:  # Python 3.10
                 import tomli as tomllib
             return tomllib.loads(text)
-        import yaml
-
-        return yaml.safe_load(text) or {}
+        return _load_yaml(text) or {}
+    except RepeatedKey as exc:
+        raise PiroError(f"--config {path}: {exc}; give each option once") from None
     except Exception as exc:  # each parser has its own error type; all mean the same to the user
         where = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise PiroError(f"--config {path}: not valid {suffix.lstrip('.').upper()} ({where})") from None
+
+
+class RepeatedKey(ValueError):
+    pass
+
+
+def _refuse_repeated_keys(pairs: list[tuple]) -> dict:
+    keys = [key for key, _ in pairs]
+    for key in keys:
+        if keys.count(key) > 1:
+            raise RepeatedKey(f"option {key!r} is given twice")
+    return dict(pairs)
+
+
+def _load_yaml(text: str):
+    """yaml.safe_load, but a key given twice in one mapping is refused instead of the last one silently winning."""
+    import yaml
+
+    class StrictLoader(yaml.SafeLoader):
+        pass
+
+    def mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+        loader.flatten_mapping(node)
+        pairs = [(loader.construct_object(k, deep=deep), loader.construct_object(v, deep=deep)) for k, v in node.value]
+        return _refuse_repeated_keys(pairs)
+
+    StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, mapping)
+    return yaml.load(text, Loader=StrictLoader)  # noqa: S506 (a SafeLoader)
 
 
 def _kind_problem(value, annotation: str) -> str | None:
@@ -122,4 +150,8 @@ def merged_config(file: str | Path | None, command_line: dict, given: set[str]) 
     try:
         return TrainConfig(**values)
     except TypeError as exc:  # a value of the wrong kind in the file (a list where a number goes, ...)
+        raise PiroError(f"--config {file}: {exc}") from None
+    except PiroError as exc:  # a value the checks refuse: say which file it came from, when one was read
+        if file is None:
+            raise
         raise PiroError(f"--config {file}: {exc}") from None
