@@ -434,9 +434,9 @@ def _run_values(run: str | Path, ckpt: dict, values: dict[str, float]) -> RunVal
     train_config = ckpt.get("train_config") or {}
     metrics_csv = Path(ckpt["path"]).parent / "metrics.csv"
     rows = MetricsLog(metrics_csv).read()
-    seconds = float("nan")
-    if rows and all(r.get("seconds") not in (None, "") for r in rows):
-        seconds = float(sum(float(r["seconds"]) for r in rows))
+    seconds = float("nan")  # informational: an edited or damaged column leaves the time unknown, nothing else
+    if rows:
+        seconds = float(sum(_number_or_nan(r.get("seconds")) for r in rows))
     seed = train_config.get("seed")
     epoch = ckpt.get("epoch")
     return RunValues(
@@ -444,6 +444,13 @@ def _run_values(run: str | Path, ckpt: dict, values: dict[str, float]) -> RunVal
         seed=None if seed is None else int(seed), epoch=None if epoch is None else int(epoch),
         epochs_trained=len(rows) if rows else None, train_seconds=seconds, values=values,
     )  # fmt: skip
+
+
+def _number_or_nan(text) -> float:
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return float("nan")
 
 
 def _warn_within_group(group: MethodGroup, checkpoints: dict[str, dict], reporter: Reporter) -> None:

@@ -78,9 +78,27 @@ class ViewsCurve:
 
     @classmethod
     def from_dict(cls, values: dict) -> ViewsCurve:
-        """A saved curve (means only: each k's list holds the mean, its std recorded separately)."""
+        """A saved curve (means only: each k's list holds the mean, its std recorded separately); a ValueError
+        for anything else."""
+        if not isinstance(values, dict) or not isinstance(values.get("tasks"), dict):
+            raise ValueError("no 'tasks' mapping")
+        unknown = sorted(set(values["tasks"]) - set(TASKS))
+        if unknown:
+            raise ValueError(f"unknown task {unknown[0]!r}")
         curve = cls(values["run"], values["source"], values["split"], values["draws"], values["seed"], values["num_views"])
-        curve.points = {t: {int(k): [m] for k, m in zip(v["k"], v["mean"], strict=True)} for t, v in values["tasks"].items()}
+        points = {}
+        for task, entry in values["tasks"].items():
+            if not isinstance(entry, dict):
+                raise ValueError(f"{task}: not a mapping")
+            ks, means = entry.get("k"), entry.get("mean")
+            if not isinstance(ks, list) or not isinstance(means, list) or len(ks) != len(means):
+                raise ValueError(f"{task}: k and mean must be lists of the same length")
+            if not all(isinstance(k, int) and not isinstance(k, bool) and k >= 1 for k in ks):
+                raise ValueError(f"{task}: k must be view counts (1, 2, ...)")
+            if not all(isinstance(m, (int, float)) and not isinstance(m, bool) for m in means):
+                raise ValueError(f"{task}: the means must be numbers")
+            points[task] = {k: [float(m)] for k, m in zip(ks, means, strict=True)}
+        curve.points = points
         return curve
 
 

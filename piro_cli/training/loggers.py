@@ -33,16 +33,24 @@ def _tag(key: str) -> str:
     return key
 
 
+def _number(value):
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
 def picr_table(history: list[dict]) -> str | None:
     """The validation PICR tasks of the best epoch (highest val_mean) as a markdown table; None without validation."""
-    rows = [row for row in history if "val_mean" in row]
+    # a resumed run's earlier epochs come back from metrics.csv as text: compare and print numbers
+    rows = [{key: _number(value) for key, value in row.items()} for row in history if "val_mean" in row]
     if not rows:
         return None
     best = max(rows, key=lambda row: row["val_mean"])
     header = "| epoch | " + " | ".join(SHORT_NAMES[t] for t in TASKS) + " | mean |"
     rule = "|---|" + "---|" * (len(TASKS) + 1)
     values = " | ".join(f"{best[f'val_{t}']:.2f}" for t in TASKS)
-    return f"{header}\n{rule}\n| {best['epoch']} | {values} | {best['val_mean']:.2f} |"
+    return f"{header}\n{rule}\n| {int(best['epoch'])} | {values} | {best['val_mean']:.2f} |"
 
 
 class TensorBoardLogger:
@@ -55,7 +63,13 @@ class TensorBoardLogger:
             raise PiroError(
                 "--logger tensorboard needs the tensorboard package: pip install tensorboard (or 'piro[tensorboard]')"
             ) from None
-        self.writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"), purge_step=start_epoch + 1 if start_epoch else None)
+        folder = run_dir / "tensorboard"
+        if folder.exists() and not folder.is_dir():
+            raise PiroError(f"{folder}: is a file, where the run's TensorBoard events go; move it away and run again")
+        try:
+            self.writer = SummaryWriter(log_dir=str(folder), purge_step=start_epoch + 1 if start_epoch else None)
+        except OSError as exc:
+            raise PiroError(f"{folder}: cannot write the TensorBoard events ({exc.strerror or exc}); make it writable") from None
 
     def epoch(self, row: dict) -> None:
         step = int(row["epoch"])

@@ -49,12 +49,17 @@ class RunRef:
         return self.folder / "metrics.csv"
 
     def config(self) -> dict:
-        """The run's config.json (empty when the checkpoint is not in a run folder)."""
+        """The sections (model, train, data: mappings) of the run's config.json that can be read; empty when the
+        checkpoint is not in a run folder. What it holds only labels figures, so an edited file costs labels, not
+        the command."""
         path = self.folder / "config.json"
         try:
-            return json.loads(path.read_text())
-        except (OSError, ValueError):
+            record = json.loads(path.read_text())
+        except (OSError, ValueError, RecursionError):
             return {}
+        if not isinstance(record, dict):
+            return {}
+        return {key: value for key, value in record.items() if isinstance(value, dict)}
 
 
 def resolve_runs(runs: Sequence[str | Path] | None, project: Path = Path("runs")) -> list[RunRef]:

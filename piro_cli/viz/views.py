@@ -27,8 +27,9 @@ def read_curve(ref: RunRef) -> ViewsCurve:
         if path.is_file():
             try:
                 return ViewsCurve.from_dict(json.loads(path.read_text()))
-            except (ValueError, KeyError, TypeError) as exc:
-                raise PiroError(f"{path}: not a views curve written by piro ({exc}); write it again with --views-curve") from None
+            except (ValueError, KeyError, TypeError, RecursionError) as exc:
+                cause = "nested too deeply" if isinstance(exc, RecursionError) else exc
+                raise PiroError(f"{path}: not a views curve written by piro ({cause}); write it again with --views-curve") from None
     raise PiroError(f"{ref.folder}: no views curve; compute it with `piro evaluate {ref.checkpoint} --views-curve`")
 
 
