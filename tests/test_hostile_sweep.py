@@ -25,6 +25,7 @@ from piro_cli.data.store import ViewSetStore
 from piro_cli.errors import DataError, PiroError
 from piro_cli.outputs import write_error
 from piro_cli.runs import MetricsLog
+from piro_cli.reporting import SilentReporter
 from piro_cli.training import load_feature_cache, train
 
 runner = CliRunner()
@@ -56,6 +57,30 @@ def test_a_feature_cache_piro_did_not_write_is_rebuilt_not_a_traceback(tmp_path,
     assert load_feature_cache(path, KEY) is None  # was: AttributeError ('list' has no .get) or a KeyError later
     torch.save({"key": KEY, "train": torch.zeros(1, 2, 3, 4)}, path)
     assert load_feature_cache(path, KEY)["train"].shape == (1, 2, 3, 4)  # the cache piro writes is still used
+
+
+@pytest.mark.parametrize("damage", ["a view short", "NaN"])
+def test_a_feature_cache_of_the_wrong_shape_or_not_finite_is_rebuilt_saying_so(tiny_data, tmp_path, damage):
+    project = tmp_path / "runs"
+    config = tiny_config(tiny_data, project=str(project), name="first", freeze_backbone=True, feature_passes=1, epochs=1)
+    train(config)
+    (cache,) = (project / "feature-cache").glob("*.pt")
+    payload = torch.load(cache, weights_only=True)
+    reference = payload["train"].clone()
+    payload["train"] = payload["train"][:, :, :-1] if damage == "a view short" else payload["train"] * float("nan")
+    torch.save(payload, cache)
+    assert load_feature_cache(cache, payload["key"], {"train": tuple(reference.shape[:3])}) is None
+    lines = []
+
+    class Recorder(SilentReporter):
+        def info(self, message: str) -> None:
+            lines.append(message)
+
+    reporter = Recorder()
+    result = train(tiny_config(tiny_data, project=str(project), name="second", freeze_backbone=True, feature_passes=1, epochs=1), reporter)
+    assert any(line.startswith("rebuilding the feature cache") for line in lines), lines
+    assert result.best_path.is_file()
+    assert torch.equal(torch.load(cache, weights_only=True)["train"], reference)  # rebuilt as it was
 
 
 # ----------------------------------------------------------------------------- a split without objects

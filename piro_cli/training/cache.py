@@ -62,14 +62,20 @@ def feature_cache(
     """The run's feature cache: read from its file when one with the same key exists, else computed (and saved)."""
     key = cache_key(config, data, processes)
     path = cache_path(project, config, key)
+    views = data.store.num_views
+    shapes = {"train": (config.feature_passes, len(data.train), views)}
+    if data.val is not None and data.val is not data.train:
+        shapes["val"] = (len(data.val), views)
     cached = None
     if processes.main:
         path.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_temps(path.parent)  # caches half-written by killed runs
-        cached = load_feature_cache(path, key)
+        cached, unusable = _read_feature_cache(path, key, shapes)
+        if unusable is not None:
+            reporter.info(f"rebuilding the feature cache {path}: {unusable}")
     # process 0 checked the file; the others read it themselves (the run folders' filesystem is shared)
     if broadcast(cached is not None, processes) and not processes.main:
-        cached = load_feature_cache(path, key)
+        cached = load_feature_cache(path, key, shapes)
         if cached is None:
             raise PiroError(f"{path}: process {processes.rank} cannot read the feature cache process 0 found; share the --project folder")
     if cached is not None:
@@ -103,18 +109,34 @@ def _sharded_features(
     return gather_rows(part, processes)
 
 
-def load_feature_cache(path: Path, key: dict) -> dict | None:
-    """The cache at `path` if it was built with the same `key` (backbone, data, passes), else None."""
+def load_feature_cache(path: Path, key: dict, shapes: dict[str, tuple[int, ...]] | None = None) -> dict | None:
+    """The cache at `path` if it was built with the same `key` (backbone, data, passes) and, with `shapes`, holds
+    finite tensors whose leading dimensions are these ("train": (passes, objects, views), "val": (objects, views));
+    else None."""
+    return _read_feature_cache(path, key, shapes)[0]
+
+
+def _read_feature_cache(path: Path, key: dict, shapes: dict[str, tuple[int, ...]] | None) -> tuple[dict | None, str | None]:
+    """(the cache, None), or (None, why it cannot be used; None when there is no file)."""
     if not path.exists():
-        return None
+        return None, None
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception:  # a damaged cache is rebuilt, never trusted
-        return None
+        return None, "it cannot be read"
     # anything but the dict piro wrote (a file replaced by other data) is rebuilt too
-    if not isinstance(payload, dict) or payload.get("key") != key or not isinstance(payload.get("train"), torch.Tensor):
-        return None
-    return payload
+    if not isinstance(payload, dict) or not isinstance(payload.get("train"), torch.Tensor):
+        return None, "it is not a feature cache"
+    if payload.get("key") != key:
+        return None, "it was built with other settings"
+    for name, leading in (shapes or {}).items():
+        tensor = payload.get(name)
+        if not isinstance(tensor, torch.Tensor) or tuple(tensor.shape[: len(leading)]) != tuple(leading):
+            found = tuple(tensor.shape) if isinstance(tensor, torch.Tensor) else type(tensor).__name__
+            return None, f"its {name} features are {found}, not {tuple(leading)} + ..."
+        if not bool(torch.isfinite(tensor).all()):
+            return None, f"its {name} features hold NaN or infinite values"
+    return payload, None
 
 
 def cached_batch(cache: dict, objects: np.ndarray, view_idx: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
