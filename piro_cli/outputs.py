@@ -187,6 +187,7 @@ class AtomicFile(io.RawIOBase):
             self.discard()
             raise
         fsync_folder(self.path.parent)
+        remove_leftovers(self.path.parent)  # of processes killed while writing here, whatever they wrote
         return self.path
 
     def discard(self) -> None:
@@ -261,7 +262,7 @@ class OutputLock:
             except OSError as exc:
                 raise write_error(self.target, exc) from None
         self._fd = _acquire(self.path, self.target)
-        remove_stale_temps(self.target if folder else self.target.parent, None if folder else self.target.name)
+        remove_leftovers(self.target if folder else self.target.parent)
 
     def release(self) -> None:
         if self._fd >= 0:
@@ -325,6 +326,30 @@ def remove_stale_temps(folder: Path, name: str | None = None) -> list[Path]:
                 continue
             removed.append(entry)
     return removed
+
+
+def remove_leftovers(folder: Path) -> None:
+    """What killed piro processes left in `folder`: their temporary files (remove_stale_temps) and lock files
+    (`.NAME.lock`) that no process holds."""
+    remove_stale_temps(folder)
+    try:
+        locks = [e for e in folder.iterdir() if e.name.startswith(".") and e.name.endswith(".lock") and len(e.name) > 6]
+    except OSError:
+        return
+    for lock in locks:
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            # held by nobody: remove it while holding it, as release() does (a process that opened it re-checks)
+            if os.stat(lock).st_ino == os.fstat(fd).st_ino:
+                lock.unlink()
+        except OSError:  # held by a live process (BlockingIOError), or not ours to remove
+            pass
+        finally:
+            os.close(fd)
 
 
 def _process_alive(pid: int) -> bool:

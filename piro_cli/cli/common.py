@@ -100,6 +100,8 @@ def handle_errors(command: F) -> F:
         except KeyboardInterrupt as exc:
             what = "terminated" if isinstance(exc, Terminated) else "interrupted"
             err_console.print(f"[yellow]{what}[/]: files are only ever replaced whole, so none was left half-written")
+            for note in getattr(exc, "__notes__", []):  # what the library says to do next (train: how to resume)
+                err_console.print(escape(note), highlight=False, soft_wrap=True)
             raise typer.Exit(143 if isinstance(exc, Terminated) else 130) from None
         finally:
             signal.signal(signal.SIGTERM, previous)

@@ -229,6 +229,10 @@ def read_photos(
 
 def _read_photo(path: Path, size: int) -> np.ndarray:
     if not path.is_file():
+        if path.is_dir():
+            raise BadItemError(str(path), "is a folder, not an image file", fix="pass the image files inside it")
+        if path.exists():  # a FIFO, a device, a socket: reading one could block or never end
+            raise BadItemError(str(path), "is not a regular file", fix="pass an image file")
         raise BadItemError(str(path), "no such image file", fix="check the path")
     if path.suffix.lower() not in IMAGE_SUFFIXES:
         raise BadItemError(str(path), "not an image file name", fix=f"pass image files ({', '.join(sorted(IMAGE_SUFFIXES))})")

@@ -94,7 +94,12 @@ def convert_released_state_dict(
     if not isinstance(state, Mapping):
         raise PiroError(f"{origin}: holds a {type(state).__name__}, not a state dict (a mapping of names to tensors)")
     for key, value in state.items():
-        if not isinstance(key, str) or not isinstance(value, torch.Tensor):
+        if not isinstance(key, str):
+            raise PiroError(
+                f"{origin}: key {key!r} is a {type(key).__name__}, not a parameter name; pass the plain state dict the "
+                "released scripts save (torch.save(model.state_dict(), ...))"
+            )
+        if not isinstance(value, torch.Tensor):
             raise PiroError(
                 f"{origin}: entry {key!r} is a {type(value).__name__}, not a tensor; pass the plain state dict the released "
                 "scripts save (torch.save(model.state_dict(), ...))"

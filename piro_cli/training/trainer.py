@@ -489,9 +489,15 @@ def train(
     try:
         with contextlib.ExitStack() as locks:  # released (its lock file removed) before the clean-up below
             return _train(config, reporter, resume, resume_epochs, locks, created)
-    except BaseException:
+    except BaseException as exc:
         for run_dir in created:
             _remove_unfinished_run(run_dir)
+        if isinstance(exc, KeyboardInterrupt):  # Ctrl-C or SIGTERM: say how to go on (the command line prints notes)
+            folders = [*created, *([Path(resume) if Path(resume).is_dir() else Path(resume).parent] if resume else [])]
+            saved = next((f for f in folders if (f / "last.pt").is_file()), None)
+            exc.add_note(
+                f"continue it with `piro train --resume {saved}`" if saved else "no epoch was saved, so no run folder was kept"
+            )
         raise
 
 

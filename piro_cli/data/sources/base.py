@@ -8,6 +8,7 @@ dataset streams and `--skip-bad` can skip single objects.
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,8 +61,12 @@ def list_images(folder: Path) -> list[Path]:
 def read_image(path: Path, size: int) -> np.ndarray:
     """Decode one image as RGB uint8 (size, size, 3), resized with bilinear filtering."""
     try:
-        with Image.open(path) as image:
-            image = image.convert("RGB")
+        # photos up to PIL's hard limit (2 x MAX_IMAGE_PIXELS, about 179 megapixels) are read without its warning,
+        # which would reach the terminal raw; larger ones raise DecompressionBombError, reported below
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                image = image.convert("RGB")
             if image.size != (size, size):
                 image = image.resize((size, size), Image.BILINEAR)
             return np.asarray(image, dtype=np.uint8)

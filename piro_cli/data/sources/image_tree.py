@@ -23,8 +23,9 @@ def scan_image_tree(
     root = require_dir(raw_dir, source, expected_layout)
     split_dirs = [root / s for s in SPLITS if (root / s).is_dir()]
     if not split_dirs:
-        found = ", ".join(p.name for p in subdirs(root)[:5]) or "nothing"
-        hint = ""
+        images = list_images(root)
+        found = ", ".join(p.name for p in subdirs(root)[:5]) or (f"{len(images)} images, no folders" if images else "nothing")
+        hint = " Put each object's images in <split>/<category>/<object>/." if images else ""
         if any(subdirs(child) for child in subdirs(root)):
             hint = f" If {root} is itself one split, pass its parent folder instead."
         raise DataError(
