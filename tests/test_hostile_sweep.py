@@ -24,8 +24,8 @@ from piro_cli.cli.common import err_console, handle_errors
 from piro_cli.data.store import ViewSetStore
 from piro_cli.errors import DataError, PiroError
 from piro_cli.outputs import write_error
-from piro_cli.runs import MetricsLog
 from piro_cli.reporting import SilentReporter
+from piro_cli.runs import MetricsLog
 from piro_cli.training import load_feature_cache, train
 
 runner = CliRunner()

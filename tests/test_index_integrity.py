@@ -15,10 +15,9 @@ from conftest import tiny_config
 from PIL import Image
 from typer.testing import CliRunner
 
-import piro_cli.inference.index as index_module
 from piro_cli.cli import app
 from piro_cli.errors import PiroError
-from piro_cli.inference.index import GalleryIndex, Enrolment, add_objects, build_index, remove_objects
+from piro_cli.inference.index import Enrolment, GalleryIndex, add_objects, build_index, remove_objects
 from piro_cli.training import train
 
 runner = CliRunner()

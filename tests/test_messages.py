@@ -4,21 +4,20 @@ from __future__ import annotations
 
 import os
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_config, write_image
+from conftest import write_image
 from PIL import Image
 from typer.testing import CliRunner
 
 from piro_cli.cli import app
+from piro_cli.data.photos import read_photos
 from piro_cli.data.sources.base import read_image
 from piro_cli.errors import PiroError
-from piro_cli.inference.embedding import read_photos
 from piro_cli.models.released import convert_released_state_dict
-from piro_cli.training import Trainer, train
+from piro_cli.training import Trainer
 
 runner = CliRunner()
 

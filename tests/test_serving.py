@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -340,6 +342,39 @@ def test_onnx_export_matches_the_model(world):
     assert again.exit_code == 1 and "--overwrite" in again.output
 
 
+def test_identify_with_the_exported_graphs_answers_as_the_model_without_torch(world):
+    pytest.importorskip("onnxruntime")
+    run = world["runs"][0]
+    build_index(run, "o.piro-index", data=world["data"])
+    calibrate_index("o.piro-index", data=world["data"], draws=2)
+    assert invoke(["export", run, "--onnx", "o.onnx"]).exit_code == 0
+    photos = sorted(world["photos"].glob("*/*/*.png"))
+    for chosen in ([photos[0]], photos[3:6], [photos[-1], photos[-2]]):
+        by_model = identify("o.piro-index", chosen).answer
+        by_graphs = identify("o.piro-index", chosen, onnx="o.onnx").answer
+        for key in ("answer", "nearest_object", "category", "category_votes"):
+            assert by_graphs[key] == by_model[key]
+        assert by_graphs["score"] == pytest.approx(by_model["score"], abs=1e-4)
+    # a fresh process answers without importing torch, timm or torchvision
+    code = (
+        "import sys; from piro_cli.cli import app\n"
+        f"try: app(['identify', 'o.piro-index', {str(photos[0])!r}, '--onnx', 'o.onnx', '--format', 'json'])\n"
+        "except SystemExit as exit: assert not exit.code, exit.code\n"
+        "print(sorted(m for m in ('torch', 'timm', 'torchvision') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip().endswith("[]"), out.stdout + out.stderr
+    # graphs of another run, or a missing graph: one line each
+    assert invoke(["export", world["runs"][1], "--onnx", "other.onnx"]).exit_code == 0
+    result = invoke(["identify", "o.piro-index", photos[0], "--onnx", "other.onnx"])
+    assert result.exit_code == 1 and "exported from other weights" in result.output
+    Path("other.viewset.onnx").unlink()
+    result = invoke(["identify", "o.piro-index", photos[0], "--onnx", "other.onnx"])
+    assert result.exit_code == 1 and "other.viewset.onnx is missing" in result.output
+    result = invoke(["identify", "o.piro-index", photos[0], "--onnx", "o.onnx", "--device", "cpu"])
+    assert result.exit_code == 1 and "leave out --run and --device" in result.output
+
+
 def test_identify_each_answers_every_photo_as_its_own_query(world):
     build_index(world["runs"][0], "g.piro-index", data=world["data"])
     gallery = GalleryIndex("g.piro-index")
@@ -398,7 +433,9 @@ def test_index_names_and_a_failed_build(world, monkeypatch):
     def fails(*args, **kwargs):
         raise RuntimeError("the machine stopped")
 
-    monkeypatch.setattr(index_module, "cached_embeddings", fails)
+    import piro_cli.inference.cache as cache_module
+
+    monkeypatch.setattr(cache_module, "cached_embeddings", fails)
     with pytest.raises(RuntimeError):
         build_index(world["runs"][0], "new.piro-index", data=world["data"])
     assert not Path("new.piro-index").exists()  # a retry is not refused by a half-made folder

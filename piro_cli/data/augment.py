@@ -50,7 +50,7 @@ class ViewAugment(Augmentation):
         super().__init__()
         from piro_cli.data.store import IMAGENET_MEAN, IMAGENET_STD
 
-        black = [-mean / std for mean, std in zip(IMAGENET_MEAN, IMAGENET_STD)]
+        black = [-mean / std for mean, std in zip(IMAGENET_MEAN, IMAGENET_STD, strict=True)]
         self.affine = v2.RandomAffine(degrees=5, scale=(0.9, 1.1), shear=[-1.0, 1.0, -1.0, 1.0], fill=black)
         self.transform = v2.Compose([v2.RandomHorizontalFlip(0.5), self.affine])
 

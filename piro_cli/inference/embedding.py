@@ -15,9 +15,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from piro_cli.data.sources.base import IMAGE_SUFFIXES, read_image
+from piro_cli.data.photos import read_photos
 from piro_cli.data.store import SplitData, ViewSetStore, normalize_views
-from piro_cli.errors import BadItemError, DataError
 from piro_cli.hardware import autocast
 from piro_cli.models.pan import PAN
 
@@ -203,40 +202,6 @@ class PhotoEmbeddings:
             "nearest_categories": self.categories,
             "nearest_objects": self.objects,
         }
-
-
-def read_photos(
-    paths: Sequence[str | Path], size: int, skip_bad: bool = False
-) -> tuple[np.ndarray, list[str], list[tuple[str, str]]]:
-    """The photos as uint8 (V, size, size, 3), resized like `piro prepare` does, the paths read, and the
-    (path, reason) of the photos left out: a photo that cannot be read is an error, or with `skip_bad` left out."""
-    views, read, skipped = [], [], []
-    for raw in paths:
-        try:
-            views.append(_read_photo(Path(raw), size))
-        except BadItemError as exc:
-            if not skip_bad:
-                raise
-            skipped.append((exc.path, exc.reason))
-        else:
-            read.append(str(raw))
-    if skipped and not views:
-        raise DataError(f"none of the photos can be read; the first: {skipped[0][0]}: {skipped[0][1]}")
-    if not views:
-        raise DataError("no photos given: pass one or more image files")
-    return np.stack(views), read, skipped
-
-
-def _read_photo(path: Path, size: int) -> np.ndarray:
-    if not path.is_file():
-        if path.is_dir():
-            raise BadItemError(str(path), "is a folder, not an image file", fix="pass the image files inside it")
-        if path.exists():  # a FIFO, a device, a socket: reading one could block or never end
-            raise BadItemError(str(path), "is not a regular file", fix="pass an image file")
-        raise BadItemError(str(path), "no such image file", fix="check the path")
-    if path.suffix.lower() not in IMAGE_SUFFIXES:
-        raise BadItemError(str(path), "not an image file name", fix=f"pass image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
-    return read_image(path, size)
 
 
 @torch.no_grad()

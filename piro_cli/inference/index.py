@@ -49,19 +49,22 @@ import zipfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from piro_cli import __version__
+from piro_cli.data.photos import read_photos
 from piro_cli.data.sources.base import IMAGE_SUFFIXES
 from piro_cli.errors import DataError, PiroError
-from piro_cli.inference.cache import cached_embeddings
-from piro_cli.inference.embedding import EmbeddedGroup, embed_views, read_photos
 from piro_cli.inference.index_manifest import DISTANCES, REJECTIONS, check_manifest, check_shard
-from piro_cli.inference.run import LoadedRun, group_rows, load_run, trained_rows, weights_fingerprint
 from piro_cli.inference.search import KNN_VOTES, as_matrix, nearest, squared_distances, squared_norms
 from piro_cli.outputs import OutputLock, check_output_path, write_bytes, write_json
 from piro_cli.reporting import Reporter, SilentReporter, stage_progress
+
+if TYPE_CHECKING:  # torch is imported where a model runs: `identify --onnx` and the search need none of it
+    from piro_cli.inference.embedding import EmbeddedGroup
+    from piro_cli.inference.run import LoadedRun
 
 FORMAT_NAME = "piro-index"
 FORMAT_VERSION = 1
@@ -370,6 +373,8 @@ class GalleryIndex:
             raise PiroError(
                 f"{self.path}: its checkpoint {source} is not there; pass the run it was built with (moved) with --run RUN"
             )
+        from piro_cli.inference.run import load_run
+
         loaded = load_run(source, device, tta=bool(self.checkpoint.get("tta")))
         found = loaded.fingerprint()
         if found != self.checkpoint["fingerprint"]:
@@ -740,6 +745,8 @@ def build_index(
     check_output_path(out, "--out", folder=True)
     if split not in ("train", "val", "test"):
         raise PiroError(f"--split {split!r}: choose train, val or test")
+    from piro_cli.inference.run import load_run
+
     loaded = load_run(run, device, tta)
     store = loaded.open_data(data)
     source_split, rows = _index_rows(loaded, store, split)
@@ -754,6 +761,8 @@ def build_index(
 
 
 def _build(loaded, store, source_split, rows, split, out: Path, previous: int, reporter, started: float) -> IndexChange:
+    from piro_cli.inference.cache import cached_embeddings
+
     with OutputLock(out, folder=True):
         reporter.info(f"{loaded.path}: embedding {store.path} {split} into {out}")
         group = cached_embeddings(loaded, store, source_split, rows, stage_progress(reporter, f"embedding {split}"))
@@ -765,6 +774,8 @@ def _build(loaded, store, source_split, rows, split, out: Path, previous: int, r
 
 def _new_index(loaded: LoadedRun, store, group: EmbeddedGroup, split: str, next_shard: int = 0) -> tuple[dict, str, dict]:
     """(manifest, shard name, shard arrays) of an index holding the embedded objects of a data split."""
+    from piro_cli.inference.run import weights_fingerprint
+
     e = group.embeddings
     n, v = e.sv_obj.shape[:2]
     manifest = {
@@ -808,12 +819,16 @@ def _new_index(loaded: LoadedRun, store, group: EmbeddedGroup, split: str, next_
 def _index_rows(loaded: LoadedRun, store, split: str) -> tuple[str, np.ndarray | None]:
     """(data split, rows) an index of `split` holds; train: the objects the run trained on (its validation objects
     stay held out, for calibration)."""
+    from piro_cli.inference.run import group_rows, trained_rows
+
     source_split, rows = group_rows(loaded.checkpoint, store, split)
     return source_split, (trained_rows(loaded.checkpoint, store) if split == "train" else rows)
 
 
 def trained_gallery(loaded: LoadedRun, store, reporter: Reporter | None = None) -> GalleryIndex:
     """In memory, the index `piro index build RUN` writes: the objects the run trained on (open-set evaluation)."""
+    from piro_cli.inference.cache import cached_embeddings
+
     reporter = reporter or SilentReporter()
     source_split, rows = _index_rows(loaded, store, "train")
     group = cached_embeddings(loaded, store, source_split, rows, stage_progress(reporter, f"{loaded.name}: embedding the gallery (train)"))
@@ -889,6 +904,8 @@ def add_objects(
         gallery = GalleryIndex(index)  # re-read under the lock: another writer may have committed meanwhile
         _check_names(gallery, enrolments)
         loaded = gallery.load_run(run, device)
+        from piro_cli.inference.embedding import embed_views
+
         manifest = gallery.manifest
         embedded: list[EnrolledEmbeddings] = []
         for done, item in enumerate(enrolments, 1):
@@ -1003,21 +1020,41 @@ def identify(
     run: str | Path | None = None,
     device: str | None = None,
     skip_bad: bool = False,
+    onnx: str | Path | None = None,
 ) -> Identification:
     """Which category and which enrolled object the photos (one view set) show, or `unknown` (module docstring).
-    Each stage is timed on its own: loading (index vectors and model), decoding the photos, the model, the search."""
+    `onnx`: embed with the graphs `piro export --onnx` wrote, in onnxruntime, instead of the run's model (no
+    torch: a fresh process answers in about a second). Each stage is timed on its own: loading (index vectors and
+    model), decoding the photos, the model, the search."""
     if top < 1:
         raise PiroError(f"--top {top}: give at least 1")
     if threshold is not None and not (threshold >= 0):
         raise PiroError(f"--threshold {threshold}: give a score of 0 or more (the index's scoring rule's; see `piro index info`)")
+    if onnx is not None and (run is not None or device is not None):
+        raise PiroError("--onnx embeds with the exported graphs on the CPU: leave out --run and --device")
     started = time.perf_counter()
     gallery = GalleryIndex(index)
-    loaded = gallery.load_run(run, device)
+    if onnx is not None:
+        from piro_cli.inference.onnx_engine import OnnxEmbedder
+
+        engine = OnnxEmbedder.open(onnx)
+        engine.check_index(gallery.checkpoint, gallery.path)
+        image_size, embed = engine.image_size, engine.embed
+    else:
+        from piro_cli.inference.embedding import embed_views
+
+        loaded = gallery.load_run(run, device)
+        image_size = loaded.image_size
+
+        def embed(views: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            sv_cat, sv_obj, _, mv_obj = embed_views(loaded.model, views, loaded.device)
+            return sv_cat.numpy(), sv_obj.numpy(), mv_obj.numpy()
+
     gallery._searchable()  # the vectors, loaded now: their time is load time, not search time
     decoding = time.perf_counter()
-    views, read, skipped = read_photos(photos, loaded.image_size, skip_bad)
+    views, read, skipped = read_photos(photos, image_size, skip_bad)
     embedding = time.perf_counter()
-    sv_cat, sv_obj, _, mv_obj = embed_views(loaded.model, views, loaded.device)
+    sv_cat, sv_obj, mv_obj = embed(views)
     searching = time.perf_counter()
     answer = gallery.identify(sv_cat, sv_obj, mv_obj, top=top, threshold=threshold)
     return Identification(read, skipped, answer, searching - embedding, decoding - started, embedding - decoding)

@@ -7,8 +7,12 @@ ranking kernels in piro_cli.evaluation.metrics, which batch the same computation
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # the search is numpy: `piro identify --onnx` answers without torch
+    import torch
 
 KNN_VOTES = 10  # neighbours that vote on a category (the PICR recognition tasks)
 TIE_BREAKS = ("smallest", "nearest")
@@ -16,7 +20,7 @@ TIE_BREAKS = ("smallest", "nearest")
 
 def as_matrix(values: np.ndarray | torch.Tensor) -> np.ndarray:
     """A contiguous float32 (n, D) numpy array of embeddings."""
-    if isinstance(values, torch.Tensor):
+    if hasattr(values, "detach"):  # a torch tensor
         values = values.detach().cpu().numpy()
     return np.ascontiguousarray(values, dtype=np.float32)
 
@@ -62,6 +66,8 @@ def vote(neighbour_labels: torch.Tensor, tie_break: str = "smallest") -> torch.T
     tie_break: "smallest": a tie goes to the smallest tied label, as the released code's
     `argmax(bincount(...))` decides; "nearest": to the tied label whose nearest member ranks first (it
     depends on the ranking only, not on how the labels are numbered)."""
+    import torch
+
     if tie_break not in TIE_BREAKS:
         raise ValueError(f"unknown tie break {tie_break!r}; choose one of {', '.join(TIE_BREAKS)}")
     q, k = neighbour_labels.shape

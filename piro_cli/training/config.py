@@ -9,7 +9,6 @@ from types import SimpleNamespace
 
 from piro_cli.errors import PiroError
 from piro_cli.hardware import check_precision
-from piro_cli.options import check_integer_options
 from piro_cli.losses.registry import (
     DEFAULT_NEIGHBOURHOOD,
     DEFAULT_PROXIES,
@@ -23,6 +22,7 @@ from piro_cli.losses.registry import (
 from piro_cli.losses.registry import LABELS as LANGUAGE_LABELS
 from piro_cli.methods import PRE_OPTION_VALUES, get_method, loss_config_of, resolve_method, resolve_method_options
 from piro_cli.models.registry import cut_points
+from piro_cli.options import check_integer_options
 from piro_cli.recipes import BUILTIN_DEFAULTS, Resolution, describe, get_recipe
 from piro_cli.recipes import resolve as resolve_recipe
 
