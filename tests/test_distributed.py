@@ -97,6 +97,49 @@ def test_a_two_process_run_resumed_on_two_continues_every_process_augmentation(t
         assert torch.allclose(a["model_state"][name], b["model_state"][name], atol=1e-5), name
 
 
+def _processes_with(variables: dict[str, str]) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                environ = set((entry / "environ").read_bytes().split(b"\0"))
+            except OSError:
+                continue
+            if all(f"{k}={v}".encode() in environ for k, v in variables.items()):
+                found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the worker processes through /proc")
+def test_a_killed_training_process_gives_one_line_and_the_run_resumes(tiny_data, tmp_path):
+    import os
+    import signal
+    import time
+    import uuid
+
+    mark = uuid.uuid4().hex
+    project = tmp_path / "runs"
+    command = [sys.executable, "-m", "piro_cli", "train", "--devices", "2", "--data", str(tiny_data), "--project", str(project),
+               "--name", "k", *TINY[:TINY.index("--epochs")], "--epochs", "500", *TINY[TINY.index("--epochs") + 2 :]]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "PIRO_TEST_MARK": mark})
+    try:
+        deadline = time.time() + 120
+        while not (project / "k" / "last.pt").is_file() and time.time() < deadline:
+            time.sleep(0.5)
+        workers = _processes_with({"PIRO_TEST_MARK": mark, "LOCAL_RANK": "1"})
+        assert workers, "no worker of rank 1 found"
+        os.kill(workers[0], signal.SIGKILL)
+        output, _ = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    assert process.returncode != 0
+    assert "Traceback" not in output and "ChildFailedError" not in output, output
+    assert "training process 1 of 2 was killed (SIGKILL)" in output, output
+    assert f"piro train --resume {project / 'k'}" in output.replace("\n", ""), output
+    resumed = runner.invoke(app, ["train", "--resume", str(project / "k"), "--epochs", str(len(rows(project / "k")) + 1)])
+    assert resumed.exit_code == 0, resumed.output
+
+
 def test_shares_cover_every_item_once():
     for count in range(0, 12):
         for world in (1, 2, 3, 5):

@@ -20,8 +20,6 @@ What is sharded, and how a run on N processes optimises what one process does wi
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -115,22 +113,31 @@ def broadcast(value, processes: Processes):
 
 
 def launch(devices: int, argv: Sequence[str]) -> int:
-    """`torchrun --standalone --nproc-per-node DEVICES -m piro_cli ARGV` on this machine; its exit status."""
+    """`torchrun --standalone --nproc-per-node DEVICES -m piro_cli ARGV` on this machine, in this process; the exit
+    status of the first process that failed (0: none did). A process killed by a signal is one PiroError."""
     if devices < 2:
         raise PiroError(f"--devices {devices}: give 2 or more (one process trains without it)")
     if torch.cuda.is_available() and devices > torch.cuda.device_count():
         raise PiroError(f"--devices {devices}: this machine has {torch.cuda.device_count()} GPUs; give at most that many")
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        f"--nproc-per-node={devices}",
-        "-m",
-        "piro_cli",
-        *argv,
-    ]
-    env = dict(os.environ)
     if not torch.cuda.is_available():  # CPU processes share the cores
-        env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // devices)))
-    return subprocess.call(command, env=env)
+        os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // devices)))
+    import logging
+
+    from torch.distributed import run as torchrun
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+
+    # torchrun's own log lines (a worker's exit code, the SIGTERM sent to the others) and its failure table: the
+    # one line below says what happened, and process 0 says how to resume
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
+    args = torchrun.get_args_parser().parse_args(["--standalone", f"--nproc-per-node={devices}", "-m", "piro_cli", *argv])
+    try:
+        torchrun.run(args)
+    except ChildFailedError as exc:
+        rank, failure = exc.get_first_failure()
+        if failure.exitcode > 0:  # it stopped on an error, and said which
+            return failure.exitcode
+        raise PiroError(
+            f"training process {rank} of {devices} was killed ({failure.signal_name()}) and the others were stopped "
+            "with it; the run keeps its last saved epoch (process 0 said how to resume it)"
+        ) from None
+    return 0

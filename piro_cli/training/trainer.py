@@ -492,13 +492,24 @@ def train(
     except BaseException as exc:
         for run_dir in created:
             _remove_unfinished_run(run_dir)
+        folders = [*created, *([Path(resume) if Path(resume).is_dir() else Path(resume).parent] if resume else [])]
+        saved = next((f for f in folders if (f / "last.pt").is_file()), None)
+        how_on = f"continue it with `piro train --resume {saved}`" if saved else "no epoch was saved, so no run folder was kept"
         if isinstance(exc, KeyboardInterrupt):  # Ctrl-C or SIGTERM: say how to go on (the command line prints notes)
-            folders = [*created, *([Path(resume) if Path(resume).is_dir() else Path(resume).parent] if resume else [])]
-            saved = next((f for f in folders if (f / "last.pt").is_file()), None)
-            exc.add_note(
-                f"continue it with `piro train --resume {saved}`" if saved else "no epoch was saved, so no run folder was kept"
-            )
+            exc.add_note(how_on)
+        elif _lost_another_process(exc):
+            raise PiroError(f"lost contact with another training process (it stopped or was killed); {how_on}") from None
         raise
+
+
+def _lost_another_process(exc: BaseException) -> bool:
+    """A collective failed because a peer process went away (gloo or NCCL: its socket closed or reset)."""
+    import torch.distributed as dist
+
+    if not isinstance(exc, RuntimeError) or not (dist.is_available() and dist.is_initialized()):
+        return False
+    text = str(exc)
+    return any(sign in text for sign in ("Connection reset by peer", "Connection closed by peer", "Broken pipe", "NCCL communicator was aborted"))
 
 
 def _remove_unfinished_run(run_dir: Path) -> None:
