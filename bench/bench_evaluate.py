@@ -42,9 +42,9 @@ import time
 import numpy as np
 import torch
 
-from piro_cli.evaluation.metrics import numba_available, rank
-from piro_cli.evaluation.picr import SHORT_NAMES, TASKS, run_picr
-from piro_cli.inference.embedding import EmbeddingSet
+from piro_cli.models.embedding import EmbeddingSet
+from piro_cli.retrieval.metrics import numba_available, rank
+from piro_cli.retrieval.picr import SHORT_NAMES, TASKS, run_picr
 
 DIM = 2048
 

@@ -31,7 +31,7 @@ PAIRS, VIEWS, CLASSES = 4, 8, 25
 
 def features(args) -> None:
     from piro_cli.data.store import ViewSetStore
-    from piro_cli.inference.embedding import backbone_features
+    from piro_cli.models.embedding import backbone_features
 
     model = PAN(PANConfig(backbone="efficientnet_lite0", cat_dim=256, obj_dim=512)).eval()
     split = ViewSetStore(args.data).split("train")

@@ -34,12 +34,12 @@ from piro_cli.inference.index import (
     SHARDS,
     Enrolment,
     GalleryIndex,
-    _commit,
     _shard_bytes,
     add_objects,
     build_index,
+    commit_index,
 )
-from piro_cli.inference.search import nearest
+from piro_cli.retrieval.search import nearest
 
 
 def rss_mb() -> float:
@@ -86,7 +86,7 @@ def search(args: argparse.Namespace) -> None:
         "mv_obj": unit(rng, objects, d),
     }
     started = time.perf_counter()
-    _commit(folder, manifest, ("000000.npz", _shard_bytes({"view_object": np.repeat(ids, per), "set_object": ids, **arrays})))
+    commit_index(folder, manifest, ("000000.npz", _shard_bytes({"view_object": np.repeat(ids, per), "set_object": ids, **arrays})))
     write_seconds = time.perf_counter() - started
     disk = (folder / SHARDS / "000000.npz").stat().st_size + (folder / MANIFEST).stat().st_size
     del arrays

@@ -21,10 +21,10 @@ import time
 import numpy as np
 import torch
 
-from piro_cli.evaluation.picr import SHORT_NAMES as SHORT
-from piro_cli.evaluation.picr import TASKS
 from piro_cli.losses import LossConfig, PiroLoss
 from piro_cli.models.pan import PAN, PANConfig
+from piro_cli.retrieval.picr import SHORT_NAMES as SHORT
+from piro_cli.retrieval.picr import TASKS
 from piro_cli.runs import load_checkpoint
 from piro_cli.training import TrainConfig, train
 

@@ -18,9 +18,9 @@ import numpy as np
 import torch
 
 from piro_cli.data.store import ViewSetStore
-from piro_cli.evaluation.picr import TASKS, evaluate_picr
-from piro_cli.inference.embedding import backbone_features, embed_features
 from piro_cli.inference.run import load_model
+from piro_cli.models.embedding import backbone_features, embed_features
+from piro_cli.retrieval.picr import TASKS, evaluate_picr
 from piro_cli.runs import checkpoint_file, load_checkpoint
 
 

@@ -21,6 +21,7 @@ from piro_cli import __version__
 from piro_cli.errors import PiroError, short_cause
 from piro_cli.outputs import write_text
 
+FEATURE_CACHE = "feature-cache"  # runs/feature-cache/: backbone features shared by the run folders beside it
 CHECKPOINT_FORMAT = "piro-checkpoint"
 CHECKPOINT_VERSION = 1
 

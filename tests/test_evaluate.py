@@ -19,10 +19,10 @@ from piro_cli.data.prepare import PrepareOptions, prepare_dataset
 from piro_cli.data.store import StoreWriter, ViewSetStore
 from piro_cli.errors import DataError, PiroError
 from piro_cli.evaluation.evaluate import evaluate
-from piro_cli.evaluation.picr import TASKS, evaluate_picr
 from piro_cli.inference.embedding import embed_objects
 from piro_cli.inference.embeddings_file import EmbeddingsFile, embed
 from piro_cli.inference.run import load_model
+from piro_cli.retrieval.picr import TASKS, evaluate_picr
 from piro_cli.runs import load_checkpoint
 from piro_cli.training import TrainConfig, train
 

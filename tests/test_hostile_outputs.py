@@ -161,7 +161,8 @@ import numpy as np
 import torch
 from piro_cli.data.store import StoreWriter
 from piro_cli.errors import PiroError
-from piro_cli.inference.embedding import EmbeddedGroup, EmbeddingSet
+from piro_cli.models.embedding import EmbeddingSet
+from piro_cli.inference.embedding import EmbeddedGroup
 from piro_cli.inference.embeddings_file import write_embeddings
 
 def store():

@@ -16,7 +16,7 @@ from piro_cli.cli import app
 from piro_cli.data.photos import read_photos
 from piro_cli.data.sources.base import read_image
 from piro_cli.errors import PiroError
-from piro_cli.models.released import convert_released_state_dict
+from piro_cli.inference.released import convert_released_state_dict
 from piro_cli.training import Trainer
 
 runner = CliRunner()

@@ -15,9 +15,9 @@ import torch
 from sklearn.metrics import average_precision_score
 
 from piro_cli.errors import DataError
-from piro_cli.evaluation.metrics import mean_average_precision, nearest_accuracy, rank, vote
-from piro_cli.evaluation.picr import TASKS, evaluate_picr, parse_tasks, run_picr
-from piro_cli.inference.embedding import EmbeddingSet
+from piro_cli.models.embedding import EmbeddingSet
+from piro_cli.retrieval.metrics import mean_average_precision, nearest_accuracy, rank, vote
+from piro_cli.retrieval.picr import TASKS, evaluate_picr, parse_tasks, run_picr
 
 BACKENDS = ["torch", "numba"]
 
@@ -343,7 +343,7 @@ def test_bf16_candidates_give_the_float32_neighbours(kind):
     """The bf16 path (forced here; automatic only on CPUs with native bf16) returns the exact k nearest (a float64
     brute-force sort, ties by index), on clustered embeddings, exact duplicates and small-integer embeddings full of
     ties; the float32 path agrees wherever its own rounding does not swap two nearly equidistant items."""
-    from piro_cli.evaluation.metrics import rank
+    from piro_cli.retrieval.metrics import rank
 
     rng = np.random.default_rng(5)
     dim = 96
@@ -372,7 +372,7 @@ def test_bf16_candidates_give_the_float32_neighbours(kind):
 
 def test_the_bf16_key_bound_holds():
     """|approximate key - float32 key| stays under bf16_key_slack's bound, with room to spare, on wide vectors."""
-    from piro_cli.evaluation.metrics import bf16_key_slack
+    from piro_cli.retrieval.metrics import bf16_key_slack
 
     rng = np.random.default_rng(1)
     for dim, scale in ((64, 1.0), (2048, 1.0), (2048, 30.0)):
@@ -387,7 +387,7 @@ def test_the_bf16_key_bound_holds():
 
 
 def test_bf16_is_chosen_only_where_measured_faster(monkeypatch):
-    import piro_cli.evaluation.metrics as metrics
+    import piro_cli.retrieval.metrics as metrics
 
     calls = []
     real = metrics._rank_bf16

@@ -25,8 +25,8 @@ import numpy as np
 import pytest
 import torch
 
-from piro_cli.evaluation.picr import TASKS, evaluate_picr
-from piro_cli.inference.embedding import embed_features
+from piro_cli.models.embedding import embed_features
+from piro_cli.retrieval.picr import TASKS, evaluate_picr
 
 CAT_DIM = 3  # features [:3] are the category space, [3:] the object space
 

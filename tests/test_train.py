@@ -17,7 +17,7 @@ import piro_cli.training.trainer as train_module
 from piro_cli.cli import app
 from piro_cli.data.store import ViewSetStore
 from piro_cli.errors import DataError, PiroError
-from piro_cli.evaluation.picr import TASKS
+from piro_cli.retrieval.picr import TASKS
 from piro_cli.runs import load_checkpoint
 from piro_cli.training import TrainConfig, TrainingDiverged, train
 

@@ -9,7 +9,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from piro_cli import __version__
-from piro_cli.cli.common import SEED_MAX, console, count, err_console, handle_errors
+from piro_cli.cli.common import SEED_MAX, RichReporter, console, count, err_console, handle_errors
 from piro_cli.cli.compare import compare as compare_command
 from piro_cli.cli.embed import embed as embed_command
 from piro_cli.cli.evaluate import evaluate as evaluate_command
@@ -19,7 +19,6 @@ from piro_cli.cli.import_weights import import_weights as import_weights_command
 from piro_cli.cli.index import identify as identify_command
 from piro_cli.cli.index import index_app
 from piro_cli.cli.prepare import prepare
-from piro_cli.cli.train import RichReporter
 from piro_cli.cli.train import train as train_command
 from piro_cli.cli.visualize import visualize as visualize_command
 from piro_cli.data.sources import synthetic

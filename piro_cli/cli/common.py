@@ -156,3 +156,38 @@ def tta_option(when: str = ""):
         "or its recipe's), off for runs without one.",
         show_default=False,
     )
+
+
+def progress_columns():
+    """The columns of every progress bar: stage, bar, done of total, elapsed, remaining."""
+    return (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
+
+
+class RichReporter:
+    """Renders training events: one progress bar per stage, one line per epoch."""
+
+    def __init__(self, progress: Progress) -> None:
+        self._progress = progress
+        self._task = None
+        self._stage = None
+
+    def info(self, message: str) -> None:
+        style = "yellow" if message.startswith("warning") else None
+        self._progress.console.print(escape(message), style=style, highlight=False)
+
+    def progress(self, stage: str, done: int, total: int) -> None:
+        if stage != self._stage:
+            if self._task is not None:
+                self._progress.remove_task(self._task)
+            self._task = self._progress.add_task(stage, total=total)
+            self._stage = stage
+        self._progress.update(self._task, completed=done, total=total)
+
+    def epoch(self, row: dict) -> None:
+        parts = [f"epoch {row['epoch']}"] + ([f"loss {row['loss']:.4f}"] if "loss" in row else [])
+        parts += [f"{k[5:]} {v:.4f}" for k, v in row.items() if k.startswith("loss_")]
+        parts += [f"d_intra_max {row['d_intra_max']:.3f}", f"d_inter_min {row['d_inter_min']:.3f}", f"rho {row['rho']:.3f}"]
+        if "val_mean" in row:
+            parts.append(f"val mean {row['val_mean']:.2f}%")
+        parts.append(f"{row['seconds']:.0f}s")
+        self._progress.console.print("  ".join(parts), highlight=False)

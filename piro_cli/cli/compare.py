@@ -11,9 +11,7 @@ from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Table
 
-from piro_cli.cli.common import console, err_console, handle_errors, tta_option
-from piro_cli.cli.evaluate import progress_columns
-from piro_cli.cli.train import RichReporter
+from piro_cli.cli.common import RichReporter, console, err_console, handle_errors, progress_columns, tta_option
 from piro_cli.outputs import OutputLock, check_output_path
 
 

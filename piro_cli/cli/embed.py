@@ -12,9 +12,7 @@ from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Table
 
-from piro_cli.cli.common import console, count, err_console, handle_errors, tta_option
-from piro_cli.cli.evaluate import progress_columns
-from piro_cli.cli.train import RichReporter
+from piro_cli.cli.common import RichReporter, console, count, err_console, handle_errors, progress_columns, tta_option
 from piro_cli.errors import PiroError
 from piro_cli.outputs import AtomicFile, OutputLock, check_output_path, write_text
 

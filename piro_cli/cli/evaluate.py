@@ -9,32 +9,29 @@ from pathlib import Path
 import typer
 from rich import box
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import Progress
 from rich.table import Table
 
 from piro_cli.cli.common import (
+    RichReporter,
     console,
     distance_option,
     err_console,
     handle_errors,
+    progress_columns,
     query_counts,
     rejection_option,
     scoring_rule,
     tta_option,
 )  # fmt: skip
-from piro_cli.cli.train import RichReporter
 from piro_cli.errors import PiroError
-from piro_cli.evaluation.tasks import TASKS
 from piro_cli.outputs import OutputLock, check_output_path
+from piro_cli.retrieval.tasks import TASKS
 
 TASK_HELP = (
     "Task to compute: " + ", ".join(TASKS) + ", or all (the eight); or open-set (the engineer's protocol: enrol half "
     "the objects from a few photos, query both halves; see --enrol-views). Repeat the option or separate names with commas."
 )
-
-
-def progress_columns():
-    return (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
 
 
 @handle_errors

@@ -40,8 +40,7 @@ def export(
         raise PiroError("say what to export: --onnx NAME.onnx")
     from rich.progress import Progress
 
-    from piro_cli.cli.evaluate import progress_columns
-    from piro_cli.cli.train import RichReporter
+    from piro_cli.cli.common import RichReporter, progress_columns
 
     with Progress(*progress_columns(), console=err_console, transient=True) as progress:
         result = export_onnx(run, onnx, overwrite=overwrite, check=check, reporter=RichReporter(progress))

@@ -1,4 +1,4 @@
-"""`piro import-weights`: options -> piro_cli.models.released.import_released_weights -> one line."""
+"""`piro import-weights`: options -> piro_cli.inference.released.import_released_weights -> one line."""
 
 from __future__ import annotations
 
@@ -54,7 +54,7 @@ def import_weights(
 
     piro evaluate runs/released-dual --data data/objectpi.h5
     """
-    from piro_cli.models.released import import_released_weights
+    from piro_cli.inference.released import import_released_weights
 
     if dual is None:
         raise PiroError("say which model the file holds: --dual (VGG_PAN_DualEmb) or --single (VGG_PAN_SingleEmb)")

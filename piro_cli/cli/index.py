@@ -11,18 +11,18 @@ from rich.progress import Progress
 from rich.table import Table
 
 from piro_cli.cli.common import (
+    RichReporter,
     console,
     count,
     distance_option,
     err_console,
     handle_errors,
+    progress_columns,
     query_counts,
     rejection_option,
     scoring_rule,
     tta_option,
 )  # fmt: skip
-from piro_cli.cli.evaluate import progress_columns
-from piro_cli.cli.train import RichReporter
 from piro_cli.errors import PiroError
 
 index_app = typer.Typer(

@@ -12,7 +12,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from piro_cli.cli.common import console, count, err_console, handle_errors
+from piro_cli.cli.common import RichReporter, console, count, err_console, handle_errors
 from piro_cli.errors import PiroError
 from piro_cli.losses import CATEGORY_LOSSES, OBJECT_LOSSES, parse_loss_terms
 from piro_cli.losses.registry import DEFAULT_NEIGHBOURHOOD, DEFAULT_PROXIES, DEFAULT_REGULARISATION, DEFAULT_TOPK, DEFAULT_WEIGHT
@@ -35,36 +35,6 @@ def _cut_points_help() -> str:
         if name != "tiny":
             groups.setdefault(stages, []).append(name)
     return "; ".join(f"{', '.join(names)}: {' '.join(stages)}" for stages, names in groups.items())
-
-
-class RichReporter:
-    """Renders training events: one progress bar per stage, one line per epoch."""
-
-    def __init__(self, progress: Progress) -> None:
-        self._progress = progress
-        self._task = None
-        self._stage = None
-
-    def info(self, message: str) -> None:
-        style = "yellow" if message.startswith("warning") else None
-        self._progress.console.print(escape(message), style=style, highlight=False)
-
-    def progress(self, stage: str, done: int, total: int) -> None:
-        if stage != self._stage:
-            if self._task is not None:
-                self._progress.remove_task(self._task)
-            self._task = self._progress.add_task(stage, total=total)
-            self._stage = stage
-        self._progress.update(self._task, completed=done, total=total)
-
-    def epoch(self, row: dict) -> None:
-        parts = [f"epoch {row['epoch']}"] + ([f"loss {row['loss']:.4f}"] if "loss" in row else [])
-        parts += [f"{k[5:]} {v:.4f}" for k, v in row.items() if k.startswith("loss_")]
-        parts += [f"d_intra_max {row['d_intra_max']:.3f}", f"d_inter_min {row['d_inter_min']:.3f}", f"rho {row['rho']:.3f}"]
-        if "val_mean" in row:
-            parts.append(f"val mean {row['val_mean']:.2f}%")
-        parts.append(f"{row['seconds']:.0f}s")
-        self._progress.console.print("  ".join(parts), highlight=False)
 
 
 def _print_methods(value: bool) -> None:

@@ -36,12 +36,11 @@ import numpy as np
 from piro_cli import __version__
 from piro_cli.errors import DataError, PiroError
 from piro_cli.evaluation.evaluate import SPLITS, json_safe
-from piro_cli.evaluation.picr import SHORT_NAMES, TASKS
 from piro_cli.methods import method_label
 from piro_cli.outputs import write_text
 from piro_cli.reporting import Reporter, SilentReporter
-from piro_cli.runs import MetricsLog, checkpoint_file, load_checkpoint, run_name
-from piro_cli.training.cache import FEATURE_CACHE  # runs/feature-cache/, beside the run folders
+from piro_cli.retrieval.picr import SHORT_NAMES, TASKS
+from piro_cli.runs import FEATURE_CACHE, MetricsLog, checkpoint_file, load_checkpoint, run_name
 
 FORMATS = ("table", "markdown", "csv", "json")
 TEXT_SUFFIXES = {".md": "markdown", ".markdown": "markdown", ".csv": "csv", ".json": "json"}

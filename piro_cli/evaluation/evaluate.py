@@ -16,7 +16,7 @@ categories must be the checkpoint's. Embeddings files carry their own labels and
 Results are saved beside each source: `<run folder>/eval_<split>.json` and `.csv` for a `best.pt`
 (`eval_<checkpoint stem>_<split>` for other checkpoint files; `_strict` appended with `strict`, `_nearest`
 with `tie_break="nearest"`), and `<file stem>.eval_<split>.json` / `.csv` beside an embeddings file. The
-protocol (piro_cli.evaluation.picr) is recorded in them: `protocol` (default or strict) and `tie_break`.
+protocol (piro_cli.retrieval.picr) is recorded in them: `protocol` (default or strict) and `tie_break`.
 """
 
 from __future__ import annotations
@@ -41,15 +41,15 @@ from piro_cli.data.store import open_hdf5
 from piro_cli.errors import DataError, PiroError
 from piro_cli.evaluation.openset import TASK as OPEN_SET_TASK
 from piro_cli.evaluation.openset import OpenSetOptions, evaluate_open_set
-from piro_cli.evaluation.picr import SHORT_NAMES, TASKS, needs_gallery, parse_tasks, required_fields, run_picr
 from piro_cli.hardware import check_precision, pick_device
 from piro_cli.inference.cache import cached_embeddings
 from piro_cli.inference.embeddings_file import FORMAT_NAME as EMBEDDINGS_FORMAT
 from piro_cli.inference.embeddings_file import EmbeddingsFile
 from piro_cli.inference.run import group_rows, load_run, require_split, trained_rows
-from piro_cli.inference.search import TIE_BREAKS
 from piro_cli.outputs import write_text
 from piro_cli.reporting import Reporter, SilentReporter, stage_progress
+from piro_cli.retrieval.picr import SHORT_NAMES, TASKS, needs_gallery, parse_tasks, required_fields, run_picr
+from piro_cli.retrieval.search import TIE_BREAKS
 
 SPLITS = ("test", "val")
 OPEN_SET_RATES = ("rank1", "eer", "dir@far1", "dir@far5")
@@ -206,7 +206,7 @@ def evaluate(
     center_crop: bool | None = None,
 ) -> EvaluationResult:
     """The PICR tasks for every source; see the module docstring for which objects, data file and outputs,
-    and piro_cli.evaluation.picr for the protocol (`strict`, `tie_break`). `tta`: checkpoints embed each view
+    and piro_cli.retrieval.picr for the protocol (`strict`, `tie_break`). `tta`: checkpoints embed each view
     as the mean with its horizontal mirror; None: each run's own setting (embeddings files hold what they were
     written with). `precision` (piro_cli.hardware.PRECISIONS): the arithmetic checkpoints embed in; None: each
     run's own (`piro train --precision`). `center_crop`: embed the central 224/256 of each view, resized back;

@@ -2,7 +2,7 @@
 
 For k = 1 .. V, each probe object's view set is cut to k of its views, drawn at random (seeded, one subset per
 object and draw), and the two multi-view recognition tasks are computed with the PICR rules
-(piro_cli.evaluation.picr), averaged over `draws` draws:
+(piro_cli.retrieval.picr), averaged over `draws` draws:
 - MV category recognition: the probe's c_mv from its k views against the gallery objects' c_mv (all views);
   k = V is today's task;
 - MV object recognition: the query o_mv from k of the probe's views [V//2:] against the gallery o_mv of its
@@ -27,12 +27,12 @@ import torch
 from piro_cli import __version__
 from piro_cli.errors import PiroError
 from piro_cli.evaluation.evaluate import evaluation_objects
-from piro_cli.evaluation.picr import run_picr
 from piro_cli.inference.cache import cached_embeddings
-from piro_cli.inference.embedding import EmbeddingSet, backbone_features, embed_features
 from piro_cli.inference.run import LoadedRun, load_run, require_split
+from piro_cli.models.embedding import EmbeddingSet, backbone_features, embed_features
 from piro_cli.outputs import write_text
 from piro_cli.reporting import Reporter, SilentReporter, stage_progress
+from piro_cli.retrieval.picr import run_picr
 
 TASKS = ("mv-category-recognition", "mv-object-recognition")
 Progress = Callable[[int, int], None]

@@ -20,8 +20,9 @@ import numpy as np
 import torch
 
 from piro_cli.errors import PiroError
-from piro_cli.inference.embedding import FIELDS, EmbeddedGroup, EmbeddingSet, backbone_features, batch_views_for, embed_objects
+from piro_cli.inference.embedding import EmbeddedGroup, embed_objects
 from piro_cli.inference.run import LoadedRun
+from piro_cli.models.embedding import FIELDS, EmbeddingSet, backbone_features, batch_views_for
 from piro_cli.outputs import write_bytes
 
 CACHE_DIR = "embedding-cache"

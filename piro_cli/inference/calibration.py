@@ -38,9 +38,9 @@ import torch
 
 from piro_cli.errors import PiroError
 from piro_cli.inference.cache import cached_features
-from piro_cli.inference.embedding import embed_view_sets
-from piro_cli.inference.index import MANIFEST, EnrolledEmbeddings, GalleryIndex, Queries, ScoringRule, _commit
+from piro_cli.inference.index import MANIFEST, EnrolledEmbeddings, GalleryIndex, Queries, ScoringRule, commit_index
 from piro_cli.inference.run import LoadedRun, group_rows
+from piro_cli.models.embedding import embed_view_sets
 from piro_cli.outputs import OutputLock
 from piro_cli.reporting import Reporter, SilentReporter, stage_progress
 
@@ -357,7 +357,7 @@ def calibrate_index(
             current = GalleryIndex(index)  # under the lock: keep what another writer committed
             manifest = current.manifest
             manifest["threshold"] = result.record()
-            _commit(current.path, manifest)
+            commit_index(current.path, manifest)
         reporter.info(f"thresholds written to {gallery.path / MANIFEST}")
     result.seconds = time.perf_counter() - started
     return result

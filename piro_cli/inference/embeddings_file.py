@@ -39,8 +39,9 @@ from piro_cli import __version__
 from piro_cli.data.store import category_label_problem, open_hdf5
 from piro_cli.errors import DataError, PiroError
 from piro_cli.inference.cache import cached_embeddings
-from piro_cli.inference.embedding import FIELDS, EmbeddedGroup, EmbeddingSet
+from piro_cli.inference.embedding import EmbeddedGroup
 from piro_cli.inference.run import group_rows, load_run
+from piro_cli.models.embedding import FIELDS, EmbeddingSet
 from piro_cli.outputs import AtomicFile, OutputLock, check_output_path
 from piro_cli.reporting import Reporter, SilentReporter, stage_progress
 

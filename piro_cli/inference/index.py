@@ -58,9 +58,9 @@ from piro_cli.data.photos import read_photos
 from piro_cli.data.sources.base import IMAGE_SUFFIXES
 from piro_cli.errors import DataError, PiroError
 from piro_cli.inference.index_manifest import DISTANCES, REJECTIONS, check_manifest, check_shard
-from piro_cli.inference.search import KNN_VOTES, as_matrix, nearest, squared_distances, squared_norms
 from piro_cli.outputs import OutputLock, check_output_path, write_bytes, write_json
 from piro_cli.reporting import Reporter, SilentReporter, stage_progress
+from piro_cli.retrieval.search import KNN_VOTES, as_matrix, nearest, squared_distances, squared_norms
 
 if TYPE_CHECKING:  # torch is imported where a model runs: `identify --onnx` and the search need none of it
     from piro_cli.inference.embedding import EmbeddedGroup
@@ -684,7 +684,7 @@ def _shard_bytes(arrays: dict[str, np.ndarray], fingerprint: str) -> bytes:
     return buffer.getvalue()
 
 
-def _commit(path: Path, manifest: dict, new_shard: tuple[str, bytes] | None = None) -> None:
+def commit_index(path: Path, manifest: dict, new_shard: tuple[str, bytes] | None = None) -> None:
     """Write a shard (new name) then the manifest (one rename); remove the shards the manifest no longer names."""
     shards = path / SHARDS
     shards.mkdir(parents=True, exist_ok=True)
@@ -767,7 +767,7 @@ def _build(loaded, store, source_split, rows, split, out: Path, previous: int, r
         reporter.info(f"{loaded.path}: embedding {store.path} {split} into {out}")
         group = cached_embeddings(loaded, store, source_split, rows, stage_progress(reporter, f"embedding {split}"))
         manifest, shard, arrays = _new_index(loaded, store, group, split, previous)
-        _commit(out, manifest, (shard, _shard_bytes(arrays, manifest["checkpoint"]["fingerprint"])))
+        commit_index(out, manifest, (shard, _shard_bytes(arrays, manifest["checkpoint"]["fingerprint"])))
     n = len(group.names)
     return IndexChange(out, n, len(arrays["view_object"]), time.perf_counter() - started, n, len(arrays["view_object"]), list(group.names))
 
@@ -922,7 +922,7 @@ def add_objects(
         shard, arrays = _enrol(manifest, embedded)
         new_objects = manifest["objects"][before:]
         view_rows = arrays["view_object"]
-        _commit(gallery.path, manifest, (shard, _shard_bytes(arrays, manifest["checkpoint"]["fingerprint"])))
+        commit_index(gallery.path, manifest, (shard, _shard_bytes(arrays, manifest["checkpoint"]["fingerprint"])))
     total = GalleryIndex(index)
     return IndexChange(
         total.path,
@@ -980,7 +980,7 @@ def remove_objects(index: str | Path, names: Sequence[str], reporter: Reporter |
             objects.append(obj)
         manifest["objects"] = objects
         manifest["shards"] = [replacement.get(s, s) for s in manifest["shards"] if replacement.get(s, s) is not None]
-        _commit(gallery.path, manifest)
+        commit_index(gallery.path, manifest)
     total = GalleryIndex(index)
     return IndexChange(
         total.path, len(gone), removed_views, time.perf_counter() - started, len(total.objects), total.num_views, list(names)

@@ -17,8 +17,8 @@ from piro_cli.inference.cache import cached_embeddings
 from piro_cli.inference.embedding import EmbeddedGroup, PhotoEmbeddings, embed_photos
 from piro_cli.inference.embeddings_file import EmbeddingsFile, is_embeddings_file
 from piro_cli.inference.run import check_categories, load_run, require_split
-from piro_cli.inference.search import KNN_VOTES, as_matrix, nearest, vote
 from piro_cli.reporting import Reporter, SilentReporter, stage_progress
+from piro_cli.retrieval.search import KNN_VOTES, as_matrix, nearest, vote
 
 
 def embed_new_object(

@@ -7,7 +7,7 @@ from pytorch_metric_learning.losses import LargeMarginSoftmaxLoss
 from pytorch_metric_learning.miners import BatchEasyHardMiner
 from torch import Tensor
 
-from .object import _check_pair_shapes, _distance
+from .geometry import check_pair_shapes, distance
 
 
 class PoseInvariantCategoryLoss(torch.nn.Module):
@@ -28,7 +28,7 @@ class PoseInvariantCategoryLoss(torch.nn.Module):
     @staticmethod
     def d_sm(sv: Tensor, mv: Tensor) -> Tensor:
         """Mean distance of each object's single views (P, V, D) to its multi-view embedding (P, D); shape (P,)."""
-        return _distance(sv, mv.unsqueeze(1)).mean(dim=1)
+        return distance(sv, mv.unsqueeze(1)).mean(dim=1)
 
     def forward(self, sv_a: Tensor, sv_b: Tensor, mv_a: Tensor, mv_b: Tensor) -> Tensor:
         """sv_a, sv_b: (P, V, D) single-view category embeddings; mv_a, mv_b: (P, D) multi-view ones. Scalar."""
@@ -36,10 +36,10 @@ class PoseInvariantCategoryLoss(torch.nn.Module):
 
     def per_pair(self, sv_a: Tensor, sv_b: Tensor, mv_a: Tensor, mv_b: Tensor) -> Tensor:
         """L_picat for every pair, shape (P,)."""
-        _check_pair_shapes(sv_a, sv_b, mv_a, mv_b)
+        check_pair_shapes(sv_a, sv_b, mv_a, mv_b)
         t = self.theta
         return (
-            torch.relu(self.d_sm(sv_a, mv_a) - t) + torch.relu(self.d_sm(sv_b, mv_b) - t) + torch.relu(_distance(mv_a, mv_b) - t)
+            torch.relu(self.d_sm(sv_a, mv_a) - t) + torch.relu(self.d_sm(sv_b, mv_b) - t) + torch.relu(distance(mv_a, mv_b) - t)
         )
 
 

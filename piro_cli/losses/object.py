@@ -6,31 +6,7 @@ import torch
 from torch import Tensor
 
 from .direction import direction_separation
-
-
-def _distance(x: Tensor, y: Tensor) -> Tensor:
-    """Euclidean distance along the last dimension.
-
-    `vector_norm` has a zero (not NaN) gradient when x == y, so coincident embeddings are safe.
-    """
-    return torch.linalg.vector_norm(x - y, dim=-1)
-
-
-def _check_pair_shapes(sv_a: Tensor, sv_b: Tensor, mv_a: Tensor, mv_b: Tensor) -> None:
-    if sv_a.dim() != 3 or sv_b.dim() != 3:
-        raise ValueError(f"single-view embeddings must be (P, V, D); got {tuple(sv_a.shape)} and {tuple(sv_b.shape)}")
-    if mv_a.dim() != 2 or mv_b.dim() != 2:
-        raise ValueError(f"multi-view embeddings must be (P, D); got {tuple(mv_a.shape)} and {tuple(mv_b.shape)}")
-    p, d = sv_a.shape[0], sv_a.shape[2]
-    for name, t in (("sv_b", sv_b), ("mv_a", mv_a), ("mv_b", mv_b)):
-        if t.shape[0] != p or t.shape[-1] != d:
-            raise ValueError(
-                f"{name} has shape {tuple(t.shape)}; expected P={p} pairs and D={d} dimensions like sv_a {tuple(sv_a.shape)}"
-            )
-    if p == 0:
-        raise ValueError("empty batch: at least one pair is needed")
-
-
+from .geometry import check_pair_shapes, distance
 from .registry import SEPARATIONS  # noqa: E402
 
 
@@ -95,17 +71,17 @@ class PoseInvariantObjectLoss(torch.nn.Module):
 
     def per_pair(self, sv_a: Tensor, sv_b: Tensor, mv_a: Tensor, mv_b: Tensor) -> Tensor:
         """L_piobj for every pair, shape (P,)."""
-        _check_pair_shapes(sv_a, sv_b, mv_a, mv_b)
+        check_pair_shapes(sv_a, sv_b, mv_a, mv_b)
         idx_a, idx_b = self.confusers(sv_a, sv_b)
         rows = torch.arange(sv_a.shape[0], device=sv_a.device)
         con_a = sv_a[rows, idx_a]  # (P, D), differentiable w.r.t. the chosen views
         con_b = sv_b[rows, idx_b]
-        cluster = torch.relu(_distance(mv_a, con_a) - self.alpha) + torch.relu(_distance(mv_b, con_b) - self.alpha)
-        # The squared distance as its own expression, not _distance(...) ** 2: its gradient is 2(x - y), finite at 0.
-        con_gap = ((con_a - con_b) ** 2).sum(dim=-1) if self.separation == "squared" else _distance(con_a, con_b)
+        cluster = torch.relu(distance(mv_a, con_a) - self.alpha) + torch.relu(distance(mv_b, con_b) - self.alpha)
+        # The squared distance as its own expression, not distance(...) ** 2: its gradient is 2(x - y), finite at 0.
+        con_gap = ((con_a - con_b) ** 2).sum(dim=-1) if self.separation == "squared" else distance(con_a, con_b)
         if self.direction_reg:
             con_separate = direction_separation(con_gap, self.beta, self.direction_reg, con_a, con_b, mv_a, mv_b)
         else:
             con_separate = torch.relu(self.beta - con_gap)
-        separate = con_separate + torch.relu(self.beta - _distance(mv_a, mv_b))
+        separate = con_separate + torch.relu(self.beta - distance(mv_a, mv_b))
         return cluster + self.lam * separate

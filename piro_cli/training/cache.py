@@ -17,15 +17,15 @@ import numpy as np
 import torch
 
 from piro_cli.errors import PiroError
-from piro_cli.inference.embedding import backbone_features
+from piro_cli.models.embedding import backbone_features
 from piro_cli.models.pan import PAN
 from piro_cli.outputs import atomic_torch_save, remove_stale_temps
 from piro_cli.reporting import Reporter
+from piro_cli.runs import FEATURE_CACHE
 from piro_cli.training.config import TrainConfig
 from piro_cli.training.data import RunData
 from piro_cli.training.distributed import Processes, broadcast, gather_rows
 
-FEATURE_CACHE = "feature-cache"  # runs/feature-cache/, beside the run folders
 FEATURE_CACHE_SEED = 2  # seed of the augmented feature passes (what `seed + 2` gave seed-0 runs before)
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Protocol
 
 from piro_cli.errors import PiroError
-from piro_cli.evaluation.picr import SHORT_NAMES, TASKS
+from piro_cli.retrieval.picr import SHORT_NAMES, TASKS
 
 
 class Logger(Protocol):

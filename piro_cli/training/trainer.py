@@ -32,16 +32,16 @@ from piro_cli.data.augment import build_augmentation
 from piro_cli.data.samplers import checked_views, object_batches, plan_pairs, sample_pairs, sample_views
 from piro_cli.data.store import SplitData, normalize_views, resolve_data
 from piro_cli.errors import PiroError
-from piro_cli.evaluation.picr import TASKS, evaluate_picr
 from piro_cli.hardware import autocast, pick_device, resolve_precision, training_threads
-from piro_cli.inference.embedding import EmbeddingSet, backbone_features, embed_features
 from piro_cli.losses import LossConfig
 from piro_cli.losses.language import pseudo_labels
 from piro_cli.methods import build_criterion, embedding_head, get_method, loss_config_of
 from piro_cli.models.backbones import NATIVE_SIZES
+from piro_cli.models.embedding import EmbeddingSet, backbone_features, embed_features
 from piro_cli.models.pan import PAN, PANConfig, PANOutput
 from piro_cli.outputs import OutputLock, atomic_torch_save, check_output_path, write_json
 from piro_cli.reporting import Reporter, SilentReporter
+from piro_cli.retrieval.picr import TASKS, evaluate_picr
 from piro_cli.runs import MetricsLog, checkpoint_header, disk_full_advice, load_checkpoint, new_run_dir
 from piro_cli.training.cache import cached_batch, feature_cache, features_of_cached
 from piro_cli.training.config import TrainConfig

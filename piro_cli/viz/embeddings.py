@@ -29,8 +29,8 @@ import torch
 
 from piro_cli.data.store import SplitData, ViewSetStore
 from piro_cli.errors import PiroError
-from piro_cli.inference.embedding import backbone_features
 from piro_cli.inference.run import LoadedRun, group_rows, load_run
+from piro_cli.models.embedding import backbone_features
 from piro_cli.models.pan import PAN
 from piro_cli.runs import checkpoint_file, latest_run_dir
 

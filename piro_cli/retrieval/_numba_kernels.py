@@ -1,4 +1,4 @@
-"""The CPU kernels of piro_cli.evaluation.metrics, compiled by numba (on first use; cached on disk).
+"""The CPU kernels of piro_cli.retrieval.metrics, compiled by numba (on first use; cached on disk).
 
 Imported only when a CPU ranking runs, so that importing piro does not import numba. Every kernel takes
 raw float32 products s = q . x and forms the ranking key as xx[j] - 2 s in float32, exactly as the torch

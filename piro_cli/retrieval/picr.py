@@ -23,7 +23,7 @@ the SV object tasks rank every probe view, the query included, and drop the firs
 an odd V the queries have one view more). `strict=True` leaves the query itself out of every ranking
 instead, which changes the two category retrievals, and the SV object tasks where duplicates are concerned.
 
-Rules shared by every task (piro_cli.evaluation.metrics): Euclidean distance; equal distances ranked by
+Rules shared by every task (piro_cli.retrieval.metrics): Euclidean distance; equal distances ranked by
 item index (gallery/probe order, views in capture order), as faiss's exact index orders them; a query with
 no relevant item (an object with one view, or with `strict` a category with one object) has AP 0 and still
 counts in the mean. A 10-NN vote tie goes to the smallest tied category index, as the released
@@ -41,10 +41,10 @@ from dataclasses import dataclass, field
 import torch
 
 from piro_cli.errors import DataError
-from piro_cli.evaluation.metrics import rank
-from piro_cli.evaluation.tasks import SHORT_NAMES, TASKS  # noqa: E402,F401 (re-exported)
-from piro_cli.inference.embedding import EmbeddingSet
-from piro_cli.inference.search import KNN_VOTES, TIE_BREAKS, vote
+from piro_cli.models.embedding import EmbeddingSet
+from piro_cli.retrieval.metrics import rank
+from piro_cli.retrieval.search import KNN_VOTES, TIE_BREAKS, vote
+from piro_cli.retrieval.tasks import SHORT_NAMES, TASKS  # noqa: E402,F401 (re-exported)
 
 # What each task reads: (gallery fields, probe fields).
 TASK_FIELDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {

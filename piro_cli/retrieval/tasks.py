@@ -1,5 +1,5 @@
 """The eight PICR tasks' names, in the paper's column order, importable without torch (the command line's options
-read them; piro_cli.evaluation.picr computes them)."""
+read them; piro_cli.retrieval.picr computes them)."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 Distances are Euclidean, from one float32 matrix product: ``||q - x||^2 = ||q||^2 + ||x||^2 - 2 q.x`` (clipped
 at 0). Items at exactly the same distance rank by their index, lower first (a stable sort), the rule of the PICR
-ranking kernels in piro_cli.evaluation.metrics, which batch the same computation over whole splits.
+ranking kernels in piro_cli.retrieval.metrics, which batch the same computation over whole splits.
 """
 
 from __future__ import annotations

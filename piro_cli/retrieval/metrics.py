@@ -61,7 +61,7 @@ import numpy as np
 import torch
 
 from piro_cli.hardware import bf16_matmul_speedup
-from piro_cli.inference.search import KNN_VOTES, vote
+from piro_cli.retrieval.search import KNN_VOTES, vote
 
 Progress = Callable[[int, int], None]
 
@@ -492,9 +492,9 @@ def _view(buffer: np.ndarray, rows: int, cols: int) -> np.ndarray:
 
 @functools.cache
 def _numba_kernels() -> SimpleNamespace | None:
-    """The CPU kernels (piro_cli/evaluation/_numba_kernels.py), imported on first use; None without numba."""
+    """The CPU kernels (piro_cli/retrieval/_numba_kernels.py), imported on first use; None without numba."""
     try:
-        from piro_cli.evaluation import _numba_kernels as kernels
+        from piro_cli.retrieval import _numba_kernels as kernels
     except ImportError:  # pragma: no cover - numba comes with umap-learn
         return None
     return SimpleNamespace(topk_rows=kernels.topk_rows, ap_rows=kernels.ap_rows, self_update=kernels.self_update,
