@@ -19,6 +19,7 @@ from piro_cli.cli.import_weights import import_weights as import_weights_command
 from piro_cli.cli.index import identify as identify_command
 from piro_cli.cli.index import index_app
 from piro_cli.cli.prepare import prepare
+from piro_cli.cli.serve import serve as serve_command
 from piro_cli.cli.train import train as train_command
 from piro_cli.cli.visualize import visualize as visualize_command
 from piro_cli.data.sources import synthetic
@@ -61,6 +62,7 @@ app.command(help=visualize_command.__doc__, name="visualize")(visualize_command)
 app.add_typer(index_app)
 app.command(help=identify_command.__doc__, name="identify")(identify_command)
 app.command(help=export_command.__doc__, name="export")(export_command)
+app.command(help=serve_command.__doc__, name="serve")(serve_command)
 
 
 @app.command()

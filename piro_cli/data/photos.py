@@ -3,6 +3,7 @@ one clear line for a photo that cannot be read. numpy and PIL only: `piro identi
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -44,3 +45,11 @@ def _read_photo(path: Path, size: int) -> np.ndarray:
     if path.suffix.lower() not in IMAGE_SUFFIXES:
         raise BadItemError(str(path), "not an image file name", fix=f"pass image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
     return read_image(path, size)
+
+
+def decode_photos(photos: Sequence[tuple[str, bytes]], size: int) -> np.ndarray:
+    """Photos received as (name, encoded bytes), e.g. uploaded to `piro serve`, as uint8 (V, size, size, 3),
+    decoded and resized as files are; a photo that cannot be decoded is a BadItemError naming it."""
+    if not photos:
+        raise DataError("no photos given: send one or more image files")
+    return np.stack([read_image(io.BytesIO(data), size, name) for name, data in photos])

@@ -273,14 +273,14 @@ class GalleryIndex:
         (inode, modification time, size) means a new version."""
         manifest = self.path / MANIFEST
         try:
-            stat = manifest.stat()
+            stamp = _manifest_stamp(self.path)
             text = json.loads(manifest.read_text())
         except (OSError, ValueError, RecursionError) as exc:
             cause = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
             raise DataError(f"{manifest}: cannot be read as JSON ({cause}); the index is damaged, build it again") from None
         if not isinstance(text, dict) or text.get("format") != FORMAT_NAME:
             raise DataError(f"{manifest}: not a piro index manifest (no '{FORMAT_NAME}' tag); build one with `piro index build`")
-        return text, (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+        return text, stamp
 
     @classmethod
     def in_memory(cls, manifest: dict, shards: dict[str, dict[str, np.ndarray]], path: str | Path = "<memory>") -> GalleryIndex:
@@ -1011,6 +1011,83 @@ class Identification:
         }  # fmt: skip
 
 
+class Identifier:
+    """An index with the model that embeds photos for it (the run's, or the exported graphs in onnxruntime), loaded
+    once: `identify` and `piro serve` answer through it. `reopen_if_changed` follows writes made by others."""
+
+    def __init__(self, index: str | Path, run: str | Path | None = None, device: str | None = None, onnx: str | Path | None = None):
+        if onnx is not None and (run is not None or device is not None):
+            raise PiroError("--onnx embeds with the exported graphs on the CPU: leave out --run and --device")
+        self.gallery = GalleryIndex(index)
+        if onnx is not None:
+            from piro_cli.inference.onnx_engine import OnnxEmbedder
+
+            engine = OnnxEmbedder.open(onnx)
+            engine.check_index(self.gallery.checkpoint, self.gallery.path)
+            self.image_size, self._embed = engine.image_size, engine.embed
+        else:
+            from piro_cli.inference.embedding import embed_views
+
+            loaded = self.gallery.load_run(run, device)
+            self.image_size = loaded.image_size
+
+            def embed(views: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                sv_cat, sv_obj, _, mv_obj = embed_views(loaded.model, views, loaded.device)
+                return sv_cat.numpy(), sv_obj.numpy(), mv_obj.numpy()
+
+            self._embed = embed
+        self.gallery._searchable()  # the vectors, loaded now: their time is load time, not search time
+
+    def embed(self, views: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """uint8 (V, S, S, 3) photos of one view set -> sv_cat (V, Dc), sv_obj (V, Do), mv_obj (Do,)."""
+        return self._embed(views)
+
+    def answer(self, views: np.ndarray, top: int = 5, threshold: float | None = None) -> tuple[dict, float]:
+        """(the answer for one view set of photos, the model's seconds)."""
+        check_answer_options(top, threshold)
+        started = time.perf_counter()
+        sv_cat, sv_obj, mv_obj = self.embed(views)
+        model_seconds = time.perf_counter() - started
+        return self.gallery.identify(sv_cat, sv_obj, mv_obj, top=top, threshold=threshold), model_seconds
+
+    def answer_each(self, views: np.ndarray, top: int = 5, threshold: float | None = None) -> list[dict]:
+        """One answer per photo, each photo its own query (`GalleryIndex.identify_each`)."""
+        check_answer_options(top, threshold)
+        embedded = [self.embed(view[None]) for view in views]
+        sv_cat = np.concatenate([e[0] for e in embedded])
+        sv_obj = np.concatenate([e[1] for e in embedded])
+        mv_obj = np.stack([e[2] for e in embedded])
+        return self.gallery.identify_each(sv_cat, sv_obj, mv_obj, top=top, threshold=threshold)
+
+    def reopen_if_changed(self) -> bool:
+        """Read the index again when another process (or this one) committed a change; True if it did. The model
+        stays: a change never alters the weights an index is tied to."""
+        if self.gallery._memory is not None:
+            return False
+        try:
+            stamp = _manifest_stamp(self.gallery.path)
+        except OSError:
+            return False
+        if stamp == self.gallery._stamp:
+            return False
+        gallery = GalleryIndex(self.gallery.path)
+        gallery._searchable()
+        self.gallery = gallery
+        return True
+
+
+def _manifest_stamp(path: Path) -> tuple:
+    stat = (path / MANIFEST).stat()
+    return stat.st_ino, stat.st_mtime_ns, stat.st_size
+
+
+def check_answer_options(top: int, threshold: float | None) -> None:
+    if top < 1:
+        raise PiroError(f"--top {top}: give at least 1")
+    if threshold is not None and not (threshold >= 0):
+        raise PiroError(f"--threshold {threshold}: give a score of 0 or more (the index's scoring rule's; see `piro index info`)")
+
+
 def identify(
     index: str | Path,
     photos: Sequence[str | Path],
@@ -1026,35 +1103,11 @@ def identify(
     `onnx`: embed with the graphs `piro export --onnx` wrote, in onnxruntime, instead of the run's model (no
     torch: a fresh process answers in about a second). Each stage is timed on its own: loading (index vectors and
     model), decoding the photos, the model, the search."""
-    if top < 1:
-        raise PiroError(f"--top {top}: give at least 1")
-    if threshold is not None and not (threshold >= 0):
-        raise PiroError(f"--threshold {threshold}: give a score of 0 or more (the index's scoring rule's; see `piro index info`)")
-    if onnx is not None and (run is not None or device is not None):
-        raise PiroError("--onnx embeds with the exported graphs on the CPU: leave out --run and --device")
+    check_answer_options(top, threshold)
     started = time.perf_counter()
-    gallery = GalleryIndex(index)
-    if onnx is not None:
-        from piro_cli.inference.onnx_engine import OnnxEmbedder
-
-        engine = OnnxEmbedder.open(onnx)
-        engine.check_index(gallery.checkpoint, gallery.path)
-        image_size, embed = engine.image_size, engine.embed
-    else:
-        from piro_cli.inference.embedding import embed_views
-
-        loaded = gallery.load_run(run, device)
-        image_size = loaded.image_size
-
-        def embed(views: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-            sv_cat, sv_obj, _, mv_obj = embed_views(loaded.model, views, loaded.device)
-            return sv_cat.numpy(), sv_obj.numpy(), mv_obj.numpy()
-
-    gallery._searchable()  # the vectors, loaded now: their time is load time, not search time
+    identifier = Identifier(index, run, device, onnx)
     decoding = time.perf_counter()
-    views, read, skipped = read_photos(photos, image_size, skip_bad)
+    views, read, skipped = read_photos(photos, identifier.image_size, skip_bad)
     embedding = time.perf_counter()
-    sv_cat, sv_obj, mv_obj = embed(views)
-    searching = time.perf_counter()
-    answer = gallery.identify(sv_cat, sv_obj, mv_obj, top=top, threshold=threshold)
-    return Identification(read, skipped, answer, searching - embedding, decoding - started, embedding - decoding)
+    answer, model_seconds = identifier.answer(views, top, threshold)
+    return Identification(read, skipped, answer, model_seconds, decoding - started, embedding - decoding)

@@ -12,6 +12,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -58,8 +59,9 @@ def list_images(folder: Path) -> list[Path]:
     )
 
 
-def read_image(path: Path, size: int) -> np.ndarray:
-    """Decode one image as RGB uint8 (size, size, 3), resized with bilinear filtering."""
+def read_image(path: Path | BinaryIO, size: int, name: str | None = None) -> np.ndarray:
+    """Decode one image (a file, or an open binary stream called `name`) as RGB uint8 (size, size, 3), resized
+    with bilinear filtering."""
     try:
         # photos up to PIL's hard limit (2 x MAX_IMAGE_PIXELS, about 179 megapixels) are read without its warning,
         # which would reach the terminal raw; larger ones raise DecompressionBombError, reported below
@@ -71,7 +73,7 @@ def read_image(path: Path, size: int) -> np.ndarray:
                 image = image.resize((size, size), Image.BILINEAR)
             return np.asarray(image, dtype=np.uint8)
     except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as exc:
-        raise BadItemError(str(path), f"cannot read image ({exc})", fix="fix or remove the file") from exc
+        raise BadItemError(name or str(path), f"cannot read image ({exc})", fix="fix or remove the file") from exc
 
 
 def image_loader(paths: Sequence[Path]) -> ViewLoader:

@@ -1,0 +1,156 @@
+"""`piro serve` (issue #27) through FastAPI's in-process test client, on a tiny index: the answers are
+`piro identify`'s, the token rules hold, requests are bounded, writes go through the index's own code and a
+change made by another process is seen."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import tiny_config
+from PIL import Image
+
+from piro_cli.data.store import ViewSetStore
+from piro_cli.errors import PiroError
+from piro_cli.inference.index import Enrolment, GalleryIndex, add_objects, build_index, identify
+from piro_cli.training import train
+
+pytest.importorskip("fastapi")
+from fastapi.testclient import TestClient  # noqa: E402
+
+from piro_cli.inference.service import Service, ServiceOptions, check_binding, create_app, read_token  # noqa: E402
+
+TOKEN = "0123456789abcdef0123"
+
+
+@pytest.fixture(scope="module")
+def world(tiny_data, tmp_path_factory):
+    root = tmp_path_factory.mktemp("service")
+    run = train(tiny_config(tiny_data, project=str(root / "runs"), name="s", epochs=1)).run_dir
+    index = root / "shop.piro-index"
+    build_index(run, index, data=tiny_data)
+    store = ViewSetStore(tiny_data)
+    test = store.split("test")
+    photos = []
+    for row in range(len(test)):
+        for k, view in enumerate(test.views_uint8(row)[:3]):
+            path = root / f"o{row}-{k}.png"
+            Image.fromarray(np.asarray(view)).save(path)
+            photos.append(path)
+    return {"index": index, "photos": photos, "root": root}
+
+
+def fresh_index(world, name="idx.piro-index") -> Path:
+    import shutil
+
+    shutil.copytree(world["index"], name)
+    return Path(name)
+
+
+def client_for(index: Path, **options) -> TestClient:
+    return TestClient(create_app(Service(index, ServiceOptions(**options))))
+
+
+def upload(paths) -> list[tuple[str, tuple[str, bytes, str]]]:
+    return [("photos", (Path(p).name, Path(p).read_bytes(), "image/png")) for p in paths]
+
+
+def test_identify_answers_as_piro_identify(world):
+    index = fresh_index(world)
+    client = client_for(index)
+    assert client.get("/health").json() == {"status": "ok"}
+    for chosen in ([world["photos"][0]], world["photos"][3:6]):
+        got = client.post("/identify", files=upload(chosen))
+        assert got.status_code == 200, got.text
+        want = identify(index, chosen).to_dict()
+        for key in ("answer", "nearest_object", "category", "category_votes", "nearest"):
+            assert got.json()[key] == want[key]
+    batch = client.post("/identify/batch", files=upload(world["photos"][:4])).json()
+    assert [b["answer"] for b in batch] == [identify(index, [p]).answer["answer"] for p in world["photos"][:4]]
+    assert client.get("/info").json()["objects"] == len(GalleryIndex(index).objects)
+
+
+def test_enrol_remove_and_changes_from_another_process(world):
+    index = fresh_index(world)
+    client = client_for(index)
+    before = len(client.get("/objects").json())
+    made = client.post("/objects", data={"name": "my-mug", "category": "mug"}, files=upload(world["photos"][:3]))
+    assert made.status_code == 201, made.text
+    assert "my-mug" in {o["name"] for o in client.get("/objects").json()}
+    assert client.post("/identify", files=upload([world["photos"][0]])).json()["answer"] == "my-mug"
+    assert client.post("/objects", data={"name": "my-mug", "category": "mug"}, files=upload(world["photos"][:1])).status_code == 422
+    assert client.delete("/objects/my-mug").status_code == 200
+    assert client.delete("/objects/my-mug").status_code == 404
+    add_objects(index, [Enrolment("from-cli", "cup", list(world["photos"][3:5]))])  # as `piro index add` elsewhere
+    names = {o["name"] for o in client.get("/objects").json()}
+    assert "from-cli" in names and len(names) == before + 1
+
+
+def test_tokens(world, tmp_path):
+    index = fresh_index(world)
+    closed = client_for(index, token=TOKEN)
+    assert closed.get("/health").status_code == 200
+    assert closed.get("/objects").status_code == 401
+    assert closed.post("/identify", files=upload(world["photos"][:1]), headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert closed.get("/objects", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
+    open_reads = client_for(index, token=TOKEN, read_open=True)
+    assert open_reads.post("/identify", files=upload(world["photos"][:1])).status_code == 200
+    assert open_reads.delete("/objects/anything").status_code == 401
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN + "\n")
+    token_file.chmod(0o644)
+    with pytest.raises(PiroError, match="others can read it"):
+        read_token(token_file)
+    token_file.chmod(0o600)
+    assert read_token(token_file) == TOKEN
+    token_file.write_text("short\n")
+    with pytest.raises(PiroError, match="at least 16 characters"):
+        read_token(token_file)
+    with pytest.raises(PiroError, match="--host 0.0.0.0"):
+        check_binding("0.0.0.0", None, insecure=False)
+    check_binding("0.0.0.0", TOKEN, insecure=False)
+    check_binding("0.0.0.0", None, insecure=True)
+
+
+def test_bounds_and_bad_photos(world):
+    index = fresh_index(world)
+    client = client_for(index, max_photos=2, max_request_bytes=200_000)
+    assert client.post("/identify", files=upload(world["photos"][:3])).status_code == 413
+    big = [("photos", ("big.png", b"x" * 300_000, "image/png"))]
+    assert client.post("/identify", files=big).status_code == 413
+    bad = client.post("/identify", files=[("photos", ("bad.jpg", b"not an image", "image/jpeg"))])
+    assert bad.status_code == 422 and "bad.jpg" in bad.json()["detail"]
+    assert client.post("/identify").status_code == 422  # no photos
+
+
+def test_identification_and_enrolment_at_once(world):
+    index = fresh_index(world)
+    client = client_for(index)
+    expected = client.post("/identify", files=upload([world["photos"][0]])).json()["nearest_object"]
+    failures = []
+
+    def identify_often():
+        for _ in range(10):
+            response = client.post("/identify", files=upload([world["photos"][0]]))
+            if response.status_code != 200:
+                failures.append(response.text)
+
+    def enrol_and_remove():
+        for k in range(3):
+            for response in (
+                client.post("/objects", data={"name": f"n{k}", "category": "c"}, files=upload(world["photos"][6:8])),
+                client.delete(f"/objects/n{k}"),
+            ):
+                if response.status_code not in (200, 201):
+                    failures.append(response.text)
+
+    threads = [threading.Thread(target=identify_often) for _ in range(3)] + [threading.Thread(target=enrol_and_remove)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not failures, failures[:3]
+    assert client.post("/identify", files=upload([world["photos"][0]])).json()["nearest_object"] == expected
+    assert len(GalleryIndex(index).objects) == len(GalleryIndex(world["index"]).objects)  # the index is whole
