@@ -41,6 +41,7 @@ def test_train_folds_alone_trains_every_fold_and_compares_them(tmp_path):
     result = CliRunner().invoke(app, argv, env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     assert "piro-dual" in result.output and "3" in result.output  # the table of the three folds
+    assert "warning" not in result.output  # folds share a seed and differ in the fold: one method, no repeated run
     folds = [json.loads((tmp_path / "runs" / f"cv-fold{k}" / "config.json").read_text()) for k in (1, 2, 3)]
     assert [f["train"]["fold"] for f in folds] == [1, 2, 3]
     bad = CliRunner().invoke(app, [*argv[:-2], "--fold", "2"])

@@ -49,7 +49,7 @@ COLUMNS = (*TASKS, "mean")
 DECIMALS = 2  # shown in the tables; equal means at this precision are all best
 
 # Training options that may differ between the runs of one group without making them different methods.
-_NOT_METHOD = {"seed", "name", "project", "data", "device", "loggers"}
+_NOT_METHOD = {"seed", "fold", "name", "project", "data", "device", "loggers"}  # folds of a K-fold estimate: one method
 
 
 @dataclass
@@ -454,8 +454,11 @@ def _number_or_nan(text) -> float:
 
 def _warn_within_group(group: MethodGroup, checkpoints: dict[str, dict], reporter: Reporter) -> None:
     """Warn (not fail) when one method's runs repeat a seed or differ in options other than the seed."""
-    seeds = [s for s in group.seeds if s is not None]
-    repeated = sorted({s for s in seeds if seeds.count(s) > 1})
+    # the same seed on the same validation objects twice (folds of one K-fold split share the seed, not the fold)
+    trained = [
+        ((checkpoints[r.checkpoint].get("train_config") or {}).get("fold"), r.seed) for r in group.runs if r.seed is not None
+    ]
+    repeated = sorted({seed for fold, seed in trained if trained.count((fold, seed)) > 1})
     if repeated:
         reporter.info(
             f"warning: {group.method}: several runs have seed {', '.join(map(str, repeated))}; they may be the same run twice"
