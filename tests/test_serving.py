@@ -355,10 +355,18 @@ def test_identify_with_the_exported_graphs_answers_as_the_model_without_torch(wo
         for key in ("answer", "nearest_object", "category", "category_votes"):
             assert by_graphs[key] == by_model[key]
         assert by_graphs["score"] == pytest.approx(by_model["score"], abs=1e-4)
+    # graphs exported into the index folder are what identify uses by default
+    import shutil
+
+    for suffix in (".onnx", ".viewset.onnx", ".json"):
+        shutil.copy(f"o{suffix}", f"o.piro-index/model{suffix}")
+    bundled = identify("o.piro-index", [photos[0]])
+    assert bundled.engine == "onnx" and bundled.answer["answer"] == identify("o.piro-index", [photos[0]], run=run).answer["answer"]
+    assert identify("o.piro-index", [photos[0]], run=run).engine == "torch"
     # a fresh process answers without importing torch, timm or torchvision
     code = (
         "import sys; from piro_cli.cli import app\n"
-        f"try: app(['identify', 'o.piro-index', {str(photos[0])!r}, '--onnx', 'o.onnx', '--format', 'json'])\n"
+        f"try: app(['identify', 'o.piro-index', {str(photos[0])!r}, '--format', 'json'])\n"
         "except SystemExit as exit: assert not exit.code, exit.code\n"
         "print(sorted(m for m in ('torch', 'timm', 'torchvision') if m in sys.modules))"
     )

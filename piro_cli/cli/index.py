@@ -300,7 +300,8 @@ def identify(
         None,
         "--onnx",
         help="Embed the photos with the graphs `piro export RUN --onnx NAME.onnx` wrote (onnxruntime, no torch: a "
-        "fresh process answers in about a second instead of four). They must come from the index's run.",
+        "fresh process answers in about a second instead of four). They must come from the index's run. Default: the "
+        "index's own graphs when `piro export RUN --onnx INDEX/model.onnx` put them there, else the run's model.",
         show_default=False,
     ),
 ) -> None:
@@ -347,6 +348,7 @@ def identify(
     seconds = result.to_dict()["seconds"]
     console.print(
         f"{count(len(result.images), 'photo')}; load {1000 * seconds['load']:.0f} ms (index and model), decode "
-        f"{1000 * seconds['decode']:.0f} ms, model {1000 * seconds['model']:.0f} ms, search {1000 * seconds['search']:.1f} ms",
+        f"{1000 * seconds['decode']:.0f} ms, model {1000 * seconds['model']:.0f} ms ({result.engine}), search "
+        f"{1000 * seconds['search']:.1f} ms",
         highlight=False,
     )
