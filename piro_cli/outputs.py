@@ -329,14 +329,23 @@ def remove_stale_temps(folder: Path, name: str | None = None) -> list[Path]:
 
 
 def remove_leftovers(folder: Path) -> None:
-    """What killed piro processes left in `folder`: their temporary files (remove_stale_temps) and lock files
-    (`.NAME.lock`) that no process holds."""
+    """What killed piro processes left in `folder`: their temporary files (remove_stale_temps) and their lock files
+    (`.NAME.lock` holding the PID of a process that is gone, and held by none). Files of other programs, and of
+    live processes, stay. (PIDs are this machine's: on a folder shared between machines, run one writer.)"""
     remove_stale_temps(folder)
     try:
         locks = [e for e in folder.iterdir() if e.name.startswith(".") and e.name.endswith(".lock") and len(e.name) > 6]
     except OSError:
         return
     for lock in locks:
+        try:
+            holder = lock.read_text(errors="replace").strip()
+        except OSError:
+            continue
+        # only piro's own: a lock file holds its holder's PID and nothing else; a live holder's is left alone
+        # without touching it (probing a lock another piro is taking could make it refuse falsely)
+        if not holder.isdigit() or _process_alive(int(holder)):
+            continue
         try:
             fd = os.open(lock, os.O_RDWR | os.O_CLOEXEC)
         except OSError:

@@ -275,6 +275,14 @@ def test_fuzzed_config_files_give_a_config_or_one_clean_line(tmp_path):
             assert isinstance(config, TrainConfig)
 
 
+def test_yaml_merge_keys_may_be_overridden_but_written_keys_not_repeated():
+    from piro_cli.training.config_file import RepeatedKey, _load_yaml
+
+    assert _load_yaml("base: &b {epochs: 3, lr: 0.001}\nrun:\n  <<: *b\n  epochs: 5\n")["run"] == {"epochs": 5, "lr": 0.001}
+    with pytest.raises(RepeatedKey):
+        _load_yaml("run:\n  epochs: 3\n  epochs: 5\n")
+
+
 def test_config_file_reader_refuses_other_suffixes(tmp_path):
     path = tmp_path / "options.ini"
     path.write_text("[x]\n")

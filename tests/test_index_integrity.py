@@ -86,6 +86,7 @@ CALIBRATED = {
         ("categories", "abc", "categories"),
         ("checkpoint.tta", "yes", "checkpoint.tta"),
         ("checkpoint.cat_dim", -5, "checkpoint.cat_dim"),
+        ("checkpoint.path", 5, "checkpoint.path"),
         ("next_id", 0, "next_id"),
         ("next_shard", "abc", "next_shard"),
         ("format_version", "x", "format_version"),

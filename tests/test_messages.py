@@ -90,7 +90,9 @@ def test_leftovers_of_killed_processes_go_at_the_next_write_in_their_folder(tmp_
     (folder / f".old.h5.tmp-{dead}").write_bytes(b"half")
     (folder / ".old.h5.lock").write_text(f"{dead}\n")
     (folder / "keep.txt").write_text("mine")
+    (folder / ".db.lock").write_text("another program's\n")  # not piro's: stays
+    (folder / ".live.lock").write_text(f"{os.getpid()}\n")  # a live process's: stays
     from piro_cli.outputs import write_text
 
     write_text("new", folder / "other.json")
-    assert sorted(p.name for p in folder.iterdir()) == ["keep.txt", "other.json"]
+    assert sorted(p.name for p in folder.iterdir()) == [".db.lock", ".live.lock", "keep.txt", "other.json"]

@@ -123,6 +123,13 @@ def test_bounds_and_bad_photos(world):
     bad = client.post("/identify", files=[("photos", ("bad.jpg", b"not an image", "image/jpeg"))])
     assert bad.status_code == 422 and "bad.jpg" in bad.json()["detail"]
     assert client.post("/identify").status_code == 422  # no photos
+    # a chunked body (no Content-Length) is counted as it arrives
+    chunked = client.post("/identify", content=iter([b"x" * 100_000] * 3), headers={"content-type": "multipart/form-data; boundary=b"})
+    assert chunked.status_code == 413
+    # without the token, nothing is read: 401 before the size
+    closed = client_for(index, token=TOKEN, max_request_bytes=200_000)
+    assert closed.post("/identify", content=iter([b"x" * 100_000] * 3), headers={"content-type": "multipart/form-data; boundary=b"}).status_code == 401
+    assert closed.get("/docs").status_code == 401 and closed.get("/openapi.json").status_code == 401
 
 
 def test_identification_and_enrolment_at_once(world):
@@ -154,3 +161,35 @@ def test_identification_and_enrolment_at_once(world):
     assert not failures, failures[:3]
     assert client.post("/identify", files=upload([world["photos"][0]])).json()["nearest_object"] == expected
     assert len(GalleryIndex(index).objects) == len(GalleryIndex(world["index"]).objects)  # the index is whole
+
+
+def test_single_photos_that_arrive_together_are_embedded_together(world):
+    index = fresh_index(world)
+    client = client_for(index, batch_wait=0.2, batch_size=8)
+    photos = world["photos"][:6]
+    answers: dict[int, dict] = {}
+
+    def ask(k: int) -> None:
+        answers[k] = client.post("/identify", files=upload([photos[k]])).json()
+
+    threads = [threading.Thread(target=ask, args=(k,)) for k in range(len(photos))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert max(a["batch"] for a in answers.values()) > 1  # some were embedded in one forward pass
+    for k, photo in enumerate(photos):  # and each answer is the one `piro identify` gives alone
+        alone = identify(index, [photo]).to_dict()
+        for key in ("answer", "nearest_object", "category", "category_votes"):
+            assert answers[k][key] == alone[key]
+        assert answers[k]["score"] == pytest.approx(alone["score"], abs=1e-4)
+
+
+def test_an_index_rebuilt_with_other_weights_is_refused_not_answered(world, tiny_data):
+    index = fresh_index(world)
+    client = client_for(index)
+    assert client.post("/identify", files=upload([world["photos"][0]])).status_code == 200
+    other = train(tiny_config(tiny_data, project=str(world["root"] / "runs"), name="other", epochs=1, seed=7)).run_dir
+    build_index(other, index, data=tiny_data, overwrite=True)
+    response = client.post("/identify", files=upload([world["photos"][0]]))
+    assert response.status_code == 422 and "rebuilt with other weights" in response.json()["detail"]

@@ -363,6 +363,11 @@ def test_identify_with_the_exported_graphs_answers_as_the_model_without_torch(wo
     bundled = identify("o.piro-index", [photos[0]])
     assert bundled.engine == "onnx" and bundled.answer["answer"] == identify("o.piro-index", [photos[0]], run=run).answer["answer"]
     assert identify("o.piro-index", [photos[0]], run=run).engine == "torch"
+    # graphs of other weights left in the folder (the index rebuilt from another run): the run's model answers
+    stale = json.loads(Path("o.piro-index/model.json").read_text())
+    Path("o.piro-index/model.json").write_text(json.dumps({**stale, "fingerprint": "0" * 16}))
+    assert identify("o.piro-index", [photos[0]]).engine == "torch"
+    Path("o.piro-index/model.json").write_text(json.dumps(stale))
     # a fresh process answers without importing torch, timm or torchvision
     code = (
         "import sys; from piro_cli.cli import app\n"

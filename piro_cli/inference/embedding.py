@@ -104,6 +104,16 @@ def embed_views(model: PAN, views: np.ndarray, device: torch.device) -> tuple[to
     return tuple(t[0].float().cpu() for t in (out.sv_cat, out.sv_obj, out.mv_cat, out.mv_obj))
 
 
+@torch.no_grad()
+def embed_each_photo(model: PAN, views: np.ndarray, device: torch.device) -> tuple[torch.Tensor, ...]:
+    """(sv_cat (N, Dc), sv_obj (N, Do), mv_obj (N, Do)): each of N photos, uint8 (N, S, S, 3), as a view set of its
+    own, in one batch (what `embed_views` gives photo by photo)."""
+    model.eval()
+    with autocast(device, model.precision):
+        out = model(normalize_views(views[:, None], device))
+    return tuple(t.float().cpu() for t in (out.sv_cat[:, 0], out.sv_obj[:, 0], out.mv_obj))
+
+
 def embed_photos(
     model: PAN, paths: Sequence[str | Path], image_size: int, device: torch.device, skip_bad: bool = False
 ) -> PhotoEmbeddings:

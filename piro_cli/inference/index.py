@@ -170,8 +170,10 @@ class Vectors:
                 )
                 sums = np.asarray(membership @ views.astype(np.float64))
             norms = np.add.reduceat(self.sv_obj_norms.astype(np.float64), self.view_starts) if len(counts) else np.zeros(0)
-            squared = np.maximum(norms - np.einsum("ij,ij->i", sums, sums) / counts, 0.0)
-            squared[counts < 2] = 0.0  # one view: no spread (the difference above is float rounding)
+            squared = norms - np.einsum("ij,ij->i", sums, sums) / counts
+            # one view, or identical views: no spread; the difference is then float32 rounding of the norms (the
+            # views are unit vectors: about 1e-7 a view), which must not pass for a tiny spread
+            squared[(counts < 2) | (squared <= 1e-6 * counts)] = 0.0
             self._raw = (np.sqrt(squared / np.maximum(counts - 1, 1)), counts)
         return self._raw
 
@@ -1037,16 +1039,16 @@ class Identifier:
             raise PiroError("--onnx embeds with the exported graphs on the CPU: leave out --run and --device")
         self.gallery = GalleryIndex(index)
         if onnx is None and run is None and device is None:
-            onnx = bundled_graphs(self.gallery.path)
+            onnx = bundled_graphs(self.gallery.path, self.gallery.checkpoint)
         self.engine = "onnx" if onnx is not None else "torch"
         if onnx is not None:
             from piro_cli.inference.onnx_engine import OnnxEmbedder
 
             engine = OnnxEmbedder.open(onnx)
             engine.check_index(self.gallery.checkpoint, self.gallery.path)
-            self.image_size, self._embed = engine.image_size, engine.embed
+            self.image_size, self._embed, self._embed_each = engine.image_size, engine.embed, engine.embed_each
         else:
-            from piro_cli.inference.embedding import embed_views
+            from piro_cli.inference.embedding import embed_each_photo, embed_views
 
             loaded = self.gallery.load_run(run, device)
             self.image_size = loaded.image_size
@@ -1055,7 +1057,10 @@ class Identifier:
                 sv_cat, sv_obj, _, mv_obj = embed_views(loaded.model, views, loaded.device)
                 return sv_cat.numpy(), sv_obj.numpy(), mv_obj.numpy()
 
-            self._embed = embed
+            def embed_each(views: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                return tuple(t.numpy() for t in embed_each_photo(loaded.model, views, loaded.device))
+
+            self._embed, self._embed_each = embed, embed_each
         self.gallery._searchable()  # the vectors, loaded now: their time is load time, not search time
 
     def embed(self, views: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -1070,13 +1075,14 @@ class Identifier:
         model_seconds = time.perf_counter() - started
         return self.gallery.identify(sv_cat, sv_obj, mv_obj, top=top, threshold=threshold), model_seconds
 
+    def embed_each(self, views: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """uint8 (N, S, S, 3) photos, each its own view set, in one batch -> sv_cat (N, Dc), sv_obj (N, Do), mv_obj (N, Do)."""
+        return self._embed_each(views)
+
     def answer_each(self, views: np.ndarray, top: int = 5, threshold: float | None = None) -> list[dict]:
-        """One answer per photo, each photo its own query (`GalleryIndex.identify_each`)."""
+        """One answer per photo, each photo its own query (`GalleryIndex.identify_each`), embedded in one batch."""
         check_answer_options(top, threshold)
-        embedded = [self.embed(view[None]) for view in views]
-        sv_cat = np.concatenate([e[0] for e in embedded])
-        sv_obj = np.concatenate([e[1] for e in embedded])
-        mv_obj = np.stack([e[2] for e in embedded])
+        sv_cat, sv_obj, mv_obj = self.embed_each(views)
         return self.gallery.identify_each(sv_cat, sv_obj, mv_obj, top=top, threshold=threshold)
 
     def reopen_if_changed(self) -> bool:
@@ -1091,6 +1097,11 @@ class Identifier:
         if stamp == self.gallery._stamp:
             return False
         gallery = GalleryIndex(self.gallery.path)
+        tied = ("fingerprint", "tta", "cat_dim", "obj_dim", "image_size")
+        if any(gallery.checkpoint.get(k) != self.gallery.checkpoint.get(k) for k in tied):
+            raise PiroError(
+                f"{gallery.path}: was rebuilt with other weights since this process loaded its model; start it again"
+            )
         gallery._searchable()
         self.gallery = gallery
         return True
@@ -1099,14 +1110,20 @@ class Identifier:
 BUNDLED_GRAPHS = "model.onnx"  # `piro export RUN --onnx INDEX/model.onnx`: the graphs identify uses by default
 
 
-def bundled_graphs(index: Path) -> Path | None:
-    """The index's own exported graphs, when it holds them and onnxruntime is installed; else None (the run's model)."""
+def bundled_graphs(index: Path, checkpoint: dict) -> Path | None:
+    """The index's own exported graphs, when it holds them, they were exported from its weights with its flips (an
+    index rebuilt from another run keeps the old graphs) and onnxruntime is installed; else None: the run's model."""
     graphs = index / BUNDLED_GRAPHS
     if not graphs.is_file():
         return None
     import importlib.util
 
-    return graphs if importlib.util.find_spec("onnxruntime") is not None else None
+    try:
+        record = json.loads(graphs.with_suffix(".json").read_text())
+        own = record["fingerprint"] == checkpoint["fingerprint"] and record["tta"] == bool(checkpoint.get("tta", False))
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):
+        return None
+    return graphs if own and importlib.util.find_spec("onnxruntime") is not None else None
 
 
 def _manifest_stamp(path: Path) -> tuple:

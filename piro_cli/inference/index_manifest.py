@@ -75,6 +75,7 @@ def check_manifest(manifest: Any, where: Path, newest_version: int) -> None:
         raise ManifestError(f"{where}: written by a newer piro ({manifest.get('piro_version')}); upgrade piro to read it")
     checkpoint = _mapping(where, "checkpoint", manifest.get("checkpoint"))
     _text(where, "checkpoint.fingerprint", checkpoint.get("fingerprint"))
+    _text(where, "checkpoint.path", checkpoint.get("path"))
     for key in ("cat_dim", "obj_dim", "image_size"):
         _integer(where, f"checkpoint.{key}", checkpoint.get(key), low=1)
     if not isinstance(checkpoint.get("tta", False), bool):

@@ -74,3 +74,9 @@ class OnnxEmbedder:
         sv_cat, sv_obj, features = self.single.run(None, {"images": np.ascontiguousarray(views, dtype=np.uint8)})
         _, mv_obj = self.viewset.run(None, {"view_features": features[None]})
         return sv_cat, sv_obj, mv_obj[0]
+
+    def embed_each(self, views: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """uint8 (N, S, S, 3) photos, each a view set of its own -> sv_cat (N, Dc), sv_obj (N, Do), mv_obj (N, Do)."""
+        sv_cat, sv_obj, features = self.single.run(None, {"images": np.ascontiguousarray(views, dtype=np.uint8)})
+        _, mv_obj = self.viewset.run(None, {"view_features": features[:, None]})
+        return sv_cat, sv_obj, mv_obj

@@ -79,9 +79,11 @@ def _load_yaml(text: str):
         pass
 
     def mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+        # keys written in this mapping may not repeat; keys merged in from an anchor (`<<: *base`) may be overridden
+        written = [loader.construct_object(k, deep=deep) for k, _ in node.value if k.tag != "tag:yaml.org,2002:merge"]
+        _refuse_repeated_keys([(key, None) for key in written])
         loader.flatten_mapping(node)
-        pairs = [(loader.construct_object(k, deep=deep), loader.construct_object(v, deep=deep)) for k, v in node.value]
-        return _refuse_repeated_keys(pairs)
+        return dict((loader.construct_object(k, deep=deep), loader.construct_object(v, deep=deep)) for k, v in node.value)
 
     StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, mapping)
     return yaml.load(text, Loader=StrictLoader)  # noqa: S506 (a SafeLoader)
