@@ -79,6 +79,8 @@ class Service:
         self.identifier = Identifier(index, run, device, onnx)
         self.lock = threading.Lock()
         self.batcher = PhotoBatcher(self)
+        self.single_photo_queries = 0  # in this process now, from arrival to answer: whom a batch may wait for
+        self._counting = threading.Lock()
 
     def current(self) -> Identifier:
         self.identifier.reopen_if_changed()
@@ -86,10 +88,17 @@ class Service:
 
     def identify(self, photos: list[tuple[str, bytes]], top: int, threshold: float | None) -> dict:
         check_answer_options(top, threshold)
-        views = decode_photos(photos, self.identifier.image_size)  # outside the lock: decoding runs in parallel
-        if len(views) == 1:  # one photo: embedded in a batch with the others that arrive meanwhile
-            answer, model_seconds, batch = self.batcher.submit(views[0], top, threshold)
+        if len(photos) == 1:  # one photo: embedded in a batch with the others that arrive meanwhile
+            with self._counting:
+                self.single_photo_queries += 1
+            try:
+                views = decode_photos(photos, self.identifier.image_size)  # outside the lock: decoded in parallel
+                answer, model_seconds, batch = self.batcher.submit(views[0], top, threshold)
+            finally:
+                with self._counting:
+                    self.single_photo_queries -= 1
         else:
+            views = decode_photos(photos, self.identifier.image_size)
             with self.lock:
                 answer, model_seconds = self.current().answer(views, top, threshold)
             batch = 1
@@ -122,7 +131,7 @@ class Service:
 
 class PhotoBatcher:
     """Single-photo queries that arrive together, embedded in one batch: the first waits up to `batch_wait` for
-    others (at most `batch_size`), then one forward pass embeds them all (each photo its own view set) and each
+    the others already received (at most `batch_size`; a lone query does not wait), then one forward pass embeds them all (each photo its own view set) and each
     is answered on its own. On a CPU a batch of photos costs less than the photos one by one."""
 
     def __init__(self, service: Service) -> None:
@@ -144,7 +153,12 @@ class PhotoBatcher:
         while True:
             batch = [self.pending.get()]
             deadline = time.monotonic() + options.batch_wait
-            while len(batch) < options.batch_size and (left := deadline - time.monotonic()) > 0:
+            # wait only for queries already here (being decoded or queued): a lone query goes at once
+            while (
+                len(batch) < options.batch_size
+                and self.service.single_photo_queries > len(batch)
+                and (left := deadline - time.monotonic()) > 0
+            ):
                 try:
                     batch.append(self.pending.get(timeout=left))
                 except queue.Empty:
