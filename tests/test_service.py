@@ -193,3 +193,22 @@ def test_an_index_rebuilt_with_other_weights_is_refused_not_answered(world, tiny
     build_index(other, index, data=tiny_data, overwrite=True)
     response = client.post("/identify", files=upload([world["photos"][0]]))
     assert response.status_code == 422 and "rebuilt with other weights" in response.json()["detail"]
+
+
+def test_serve_command_refusals_are_one_line(world, tmp_path):
+    from typer.testing import CliRunner
+
+    from piro_cli.cli import app
+
+    runner = CliRunner()
+    index = fresh_index(world)
+    result = runner.invoke(app, ["serve", str(index), "--host", "0.0.0.0"], env={"COLUMNS": "200"})
+    assert result.exit_code == 1 and "--host 0.0.0.0" in result.output and "--token-file" in result.output
+    result = runner.invoke(app, ["serve", str(index), "--read-open"], env={"COLUMNS": "200"})
+    assert result.exit_code == 1 and "--read-open: give --token-file too" in result.output
+    loose = tmp_path / "token"
+    loose.write_text(TOKEN)
+    loose.chmod(0o644)
+    result = runner.invoke(app, ["serve", str(index), "--token-file", str(loose)], env={"COLUMNS": "200"})
+    assert result.exit_code == 1 and "others can read it" in result.output
+    assert "Traceback" not in result.output
