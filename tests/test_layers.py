@@ -20,7 +20,7 @@ FLOORS = [
     {"evaluation"},
     {"viz"},
     {"demo"},
-    {"cli", "__main__"},
+    {"cli", "__main__", "client"},  # client.py: what programs use to talk to `piro serve`
 ]
 
 

@@ -212,3 +212,41 @@ def test_serve_command_refusals_are_one_line(world, tmp_path):
     result = runner.invoke(app, ["serve", str(index), "--token-file", str(loose)], env={"COLUMNS": "200"})
     assert result.exit_code == 1 and "others can read it" in result.output
     assert "Traceback" not in result.output
+
+
+def test_the_python_client_against_a_running_service(world):
+    import socket
+    import time
+
+    import uvicorn
+
+    from piro_cli.client import PiroClient, PiroClientError
+
+    index = fresh_index(world)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(Service(index, ServiceOptions(token=TOKEN))), port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.time() + 30
+        while not server.started and time.time() < deadline:
+            time.sleep(0.05)
+        url = f"http://127.0.0.1:{port}"
+        with PiroClient(url, token=TOKEN) as client:
+            photo = world["photos"][0]
+            assert client.identify([photo])["answer"] == identify(index, [photo]).answer["answer"]
+            assert len(client.identify_each(world["photos"][:3])) == 3
+            assert client.enrol("my-cup", "cup", world["photos"][3:5])["added"] == ["my-cup"]
+            assert "my-cup" in {o["name"] for o in client.objects()}
+            assert client.remove("my-cup")["removed"] == ["my-cup"]
+            with pytest.raises(PiroClientError) as error:
+                client.remove("my-cup")
+            assert error.value.status == 404 and "no such object" in error.value.detail
+        with PiroClient(url) as stranger, pytest.raises(PiroClientError) as error:
+            stranger.info()
+        assert error.value.status == 401
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
