@@ -250,3 +250,46 @@ def test_fuzzed_manifests_get_one_clean_line_and_stay_unchanged(world):
             with pytest.raises(PiroError):
                 add_objects(path, [Enrolment(f"n{trial}", "c0", [world["photo"]])])
             assert (path / "index.json").read_text() == text
+
+
+def test_sigkill_during_enrolment_leaves_the_index_whole(world):
+    """A process enrolling and removing objects in a loop is killed with SIGKILL at five moments: each time the
+    index opens whole (the version before a change or after it), and the next enrolment works."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    path = fresh(world)
+    names_before = {o.name for o in GalleryIndex(path).objects}
+    script = (
+        "import sys\n"
+        "from piro_cli.inference.index import Enrolment, add_objects, remove_objects\n"
+        "import piro_cli.inference.run, piro_cli.inference.embedding\n"
+        "print('ready', flush=True)\n"
+        "k = 0\n"
+        "while True:\n"
+        f"    add_objects({str(path)!r}, [Enrolment(f'loop{{k}}', 'c0', [{str(world['photo'])!r}] * 3)])\n"
+        "    print('added', flush=True)\n"
+        f"    remove_objects({str(path)!r}, [f'loop{{k}}'])\n"
+        "    k += 1\n"
+    )
+    writes = 0
+    for moment in (0.05, 0.3, 0.6, 1.0, 1.5):  # after the imports: while it writes
+        writer = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert writer.stdout.readline().strip() == "ready", writer.stderr.read()
+        time.sleep(moment)
+        writer.send_signal(signal.SIGKILL)
+        out, _ = writer.communicate()
+        writes += out.count("added")
+        gallery = GalleryIndex(path)
+        vectors = gallery.vectors()  # the shards the manifest names are all there and match it
+        assert len(vectors.view_object) == sum(o.views for o in gallery.objects)
+        assert names_before <= {o.name for o in gallery.objects}
+        for leftover in [o.name for o in gallery.objects if o.name.startswith("loop")]:
+            remove_objects(path, [leftover])
+    assert writes > 0  # the kills came while it was enrolling, not before
+    add_objects(path, [Enrolment("after", "c0", [world["photo"]])])
+    assert "after" in {o.name for o in GalleryIndex(path).objects}
+    shards = sorted(p.name for p in (path / "shards").iterdir())
+    assert shards == sorted(GalleryIndex(path).manifest["shards"])  # the killed writers' files are gone
