@@ -128,6 +128,14 @@ def checkpoint_header() -> dict:
     return {"format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_VERSION, "piro_version": __version__}
 
 
+def metric_value(text) -> float:
+    """A value of metrics.csv (text, as read back) as a number; NaN for an empty or edited cell."""
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
 class MetricsLog:
     """`metrics.csv`, one row per epoch; the header is fixed by the first row.
 

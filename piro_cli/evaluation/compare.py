@@ -40,7 +40,7 @@ from piro_cli.methods import method_label
 from piro_cli.outputs import write_text
 from piro_cli.reporting import Reporter, SilentReporter
 from piro_cli.retrieval.picr import SHORT_NAMES, TASKS
-from piro_cli.runs import FEATURE_CACHE, MetricsLog, checkpoint_file, load_checkpoint, run_name
+from piro_cli.runs import FEATURE_CACHE, MetricsLog, checkpoint_file, load_checkpoint, metric_value, run_name
 
 FORMATS = ("table", "markdown", "csv", "json")
 TEXT_SUFFIXES = {".md": "markdown", ".markdown": "markdown", ".csv": "csv", ".json": "json"}
@@ -435,7 +435,7 @@ def _run_values(run: str | Path, ckpt: dict, values: dict[str, float]) -> RunVal
     rows = MetricsLog(metrics_csv).read()
     seconds = float("nan")  # informational: an edited or damaged column leaves the time unknown, nothing else
     if rows:
-        seconds = float(sum(_number_or_nan(r.get("seconds")) for r in rows))
+        seconds = float(sum(metric_value(r.get("seconds")) for r in rows))
     seed = train_config.get("seed")
     epoch = ckpt.get("epoch")
     return RunValues(
@@ -443,13 +443,6 @@ def _run_values(run: str | Path, ckpt: dict, values: dict[str, float]) -> RunVal
         seed=None if seed is None else int(seed), epoch=None if epoch is None else int(epoch),
         epochs_trained=len(rows) if rows else None, train_seconds=seconds, values=values,
     )  # fmt: skip
-
-
-def _number_or_nan(text) -> float:
-    try:
-        return float(text)
-    except (TypeError, ValueError):
-        return float("nan")
 
 
 def _warn_within_group(group: MethodGroup, checkpoints: dict[str, dict], reporter: Reporter) -> None:

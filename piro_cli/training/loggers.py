@@ -12,6 +12,7 @@ from typing import Protocol
 
 from piro_cli.errors import PiroError
 from piro_cli.retrieval.picr import SHORT_NAMES, TASKS
+from piro_cli.runs import metric_value
 
 
 class Logger(Protocol):
@@ -33,17 +34,10 @@ def _tag(key: str) -> str:
     return key
 
 
-def _number(value):
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return float("nan")
-
-
 def picr_table(history: list[dict]) -> str | None:
     """The validation PICR tasks of the best epoch (highest val_mean) as a markdown table; None without validation."""
     # a resumed run's earlier epochs come back from metrics.csv as text: compare and print numbers
-    rows = [{key: _number(value) for key, value in row.items()} for row in history if "val_mean" in row]
+    rows = [{key: metric_value(value) for key, value in row.items()} for row in history if "val_mean" in row]
     if not rows:
         return None
     best = max(rows, key=lambda row: row["val_mean"])
