@@ -113,17 +113,20 @@ float32 with TF32 off (the released code's arithmetic); bf16 and fp16 are autoca
 
 
 def check_precision(precision: str, option: str = "--precision") -> str:
-    if precision not in PRECISIONS:
+    """`precision` as one of PRECISIONS (case and surrounding spaces as typed are accepted), else a PiroError."""
+    value = str(precision).strip().lower()
+    if value not in PRECISIONS:
         raise PiroError(f"{option} {precision!r}: choose one of {', '.join(PRECISIONS)}")
-    return precision
+    return value
 
 
 def resolve_precision(device: torch.device, precision: str = "auto") -> str:
     """fp32, bf16 or fp16: what `precision` computes in on `device`."""
     import torch
 
-    if check_precision(precision) != "auto":
-        return precision
+    value = check_precision(precision)
+    if value != "auto":
+        return value
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     return "fp32"

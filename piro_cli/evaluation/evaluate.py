@@ -233,7 +233,7 @@ def evaluate(
                 "checkpoint (runs/<name>/best.pt), not an embeddings file"
             )
     if precision is not None:
-        precision = check_precision(str(precision).strip().lower())
+        precision = check_precision(precision)
     # a subset of the tasks, or another arithmetic or crop than the run's, never replaces a run's saved eight
     save = save and chosen == TASKS and precision is None and center_crop is None
     if save:  # the results are saved beside each source: checked before any work

@@ -140,7 +140,7 @@ class TrainConfig:
         if self.augmentation not in AUGMENTATIONS:
             raise PiroError(f"--augmentation {self.augmentation!r}: choose one of {', '.join(AUGMENTATIONS)}")
         if self.precision is not None:  # None: the recipe's
-            self.precision = check_precision(str(self.precision).strip().lower())
+            self.precision = check_precision(self.precision)
         # the float options outside the losses (integer options are checked by the CLI's min=): nan passes any comparison
         # above 1 an Adam step overflows float32 (a traceback, not a NaN) long before it could train anything
         if self.lr is not None and not (math.isfinite(self.lr) and 0 < self.lr <= 1):
