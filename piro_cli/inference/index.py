@@ -417,14 +417,21 @@ class GalleryIndex:
                         raise
         return self._vectors
 
-    def _reopen_if_replaced(self) -> bool:
+    def replaced_on_disk(self) -> bool:
+        """Whether index.json is now another version than the one read here (a writer replaced it since)."""
         if self._memory is not None:
+            return False
+        try:
+            return _manifest_stamp(self.path) != self._stamp
+        except OSError:
+            return False
+
+    def _reopen_if_replaced(self) -> bool:
+        if not self.replaced_on_disk():
             return False
         try:
             manifest, stamp = self._read_manifest()
         except DataError:
-            return False
-        if stamp == self._stamp:
             return False
         self._open(manifest, stamp, self.path / MANIFEST)
         return True
@@ -1087,14 +1094,8 @@ class Identifier:
 
     def reopen_if_changed(self) -> bool:
         """Read the index again when another process (or this one) committed a change; True if it did. The model
-        stays: a change never alters the weights an index is tied to."""
-        if self.gallery._memory is not None:
-            return False
-        try:
-            stamp = _manifest_stamp(self.gallery.path)
-        except OSError:
-            return False
-        if stamp == self.gallery._stamp:
+        stays, so an index rebuilt since with other weights (or flips, dimensions, image size) is refused."""
+        if not self.gallery.replaced_on_disk():
             return False
         gallery = GalleryIndex(self.gallery.path)
         tied = ("fingerprint", "tta", "cat_dim", "obj_dim", "image_size")
