@@ -24,6 +24,7 @@ from piro_cli.hardware import keep_freed_memory
 from piro_cli.inference.calibration import embed_held_out, open_set_scores
 from piro_cli.inference.index import DISTANCES, REJECTIONS, ScoringRule, trained_gallery
 from piro_cli.inference.run import load_run
+from piro_cli.options import check_test_scales
 
 RATES = ("rank1", "eer", "dir@far1", "dir@far5")
 
@@ -37,6 +38,7 @@ def main() -> None:
     parser.add_argument("--enrol", default="2,4,5", help="enrolment sizes E")
     parser.add_argument("--queries", default="1,2,3", help="query sizes Q")
     parser.add_argument("--tta", default="on,off", help="flip settings to measure: on, off or both")
+    parser.add_argument("--tta-scales", default=None, help="test-time scales (e.g. 1,1.15); default: each run's own")
     parser.add_argument("--distances", default=",".join(DISTANCES))
     parser.add_argument("--rejections", default=",".join(REJECTIONS))
     parser.add_argument("--out", default=None, help="also write every run's values (.json)")
@@ -48,7 +50,7 @@ def main() -> None:
     rows: list[dict] = []
     for run, flips in itertools.product(args.runs, args.tta.split(",")):
         started = time.perf_counter()
-        loaded = load_run(run, "cpu", tta=flips == "on")
+        loaded = load_run(run, "cpu", tta=flips == "on", tta_scales=args.tta_scales and check_test_scales(args.tta_scales))
         store = loaded.open_data(args.data)
         probe_split, probe_rows, _ = evaluation_objects(loaded, store, "val")
         held = embed_held_out(loaded, store, probe_split, probe_rows)
@@ -62,7 +64,7 @@ def main() -> None:
             )  # fmt: skip
             for q, pooled in scores.items():
                 rows.append({"run": str(run), "tta": flips, "enrol": enrol, "query": q, "rule": rule.label, **pooled.summary()})
-        print(f"# {run} flips {flips}: embedded in {embedded:.1f} s, scored in {time.perf_counter() - started - embedded:.1f} s", flush=True)
+        print(f"# {run} flips {flips}, scales {','.join(f'{x:g}' for x in loaded.tta_scales)}: embedded in {embedded:.1f} s, scored in {time.perf_counter() - started - embedded:.1f} s", flush=True)
     print("| flips | E | Q | scoring | runs | rank-1 | EER | DIR@FAR1% | DIR@FAR5% |")
     print("|---|--:|--:|---|--:|--:|--:|--:|--:|")
     for key in dict.fromkeys((r["tta"], r["enrol"], r["query"], r["rule"]) for r in rows):

@@ -29,6 +29,29 @@ INTEGER_BOUNDS: dict[str, tuple[int, int | None]] = {
 """TrainConfig field -> (smallest, largest or None) of its integer option."""
 
 
+TEST_SCALE_RANGE = (0.5, 2.0)  # of the stored view's side: beyond it a view is mostly blur or lost detail
+MAX_TEST_SCALES = 4
+
+
+def check_test_scales(scales) -> tuple[float, ...]:
+    """`--tta-scales` as a tuple of distinct factors within TEST_SCALE_RANGE (1 to MAX_TEST_SCALES of them); a text
+    "1,1.15" is split at commas. ValueError says what is wrong."""
+    if isinstance(scales, str):
+        scales = [part for part in scales.split(",") if part.strip()]
+    try:
+        values = tuple(float(s) for s in scales)
+    except (TypeError, ValueError):
+        raise ValueError(f"{scales!r} is not a list of numbers (e.g. 1,1.15)") from None
+    low, high = TEST_SCALE_RANGE
+    if not 1 <= len(values) <= MAX_TEST_SCALES:
+        raise ValueError(f"give 1 to {MAX_TEST_SCALES} factors, got {len(values)}")
+    if any(not low <= v <= high for v in values):  # also refuses nan
+        raise ValueError(f"each factor must lie in [{low:g}, {high:g}], got {', '.join(f'{v:g}' for v in values)}")
+    if len(set(values)) != len(values):
+        raise ValueError(f"a factor is repeated: {', '.join(f'{v:g}' for v in values)}")
+    return values
+
+
 def limits(field: str) -> dict:
     """typer.Option's min= and max= of an integer option."""
     low, high = INTEGER_BOUNDS[field]

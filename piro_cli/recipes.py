@@ -46,6 +46,7 @@ BUILTIN_DEFAULTS: dict[str, Any] = {
     "train_from": None,  # None: the whole backbone trains (none of it with freeze_backbone)
     "feature_passes": 2,
     "tta": False,  # evaluate and embed the run with test-time flips by default
+    "tta_scales": (1.0,),  # ... and over these resizings of each view (1.0: as stored)
     "precision": "auto",  # mixed precision on a GPU, fp32 on a CPU (piro_cli.hardware.PRECISIONS)
 }
 """The options a recipe may set (TrainConfig fields), and their values when neither an option nor a recipe sets them."""
@@ -223,6 +224,8 @@ def option_flag(field: str, value: Any) -> str:
         return flag if value else flag.replace("--", "--no-", 1)
     if value is None:
         return f"{flag} (all)"
+    if isinstance(value, (tuple, list)):
+        return f"{flag} {','.join(f'{v:g}' if isinstance(v, float) else str(v) for v in value)}"
     return f"{flag} {value:g}" if isinstance(value, float) else f"{flag} {value}"
 
 

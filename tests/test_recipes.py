@@ -97,6 +97,7 @@ def test_recipe_of_the_data_source_is_used_said_and_recorded(fg3d_labelled):
     assert {k: recorded[k] for k in BUILTIN_DEFAULTS} == {
         **RELEASED["fg3d"], **RELEASED_SHARED, "lr": 1e-3, "epochs": 1, "cat_dim": 16, "obj_dim": 16,
         "backbone": "tiny", "freeze_backbone": True, "train_from": None, "feature_passes": 1, "tta": False,
+        "tta_scales": [1.0],
     }  # fmt: skip
 
 

@@ -15,7 +15,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from piro_cli.errors import PiroError, short_cause
-from piro_cli.options import SEED_MAX  # noqa: F401  (seed options of several commands)
+from piro_cli.options import SEED_MAX, check_test_scales  # noqa: F401  (SEED_MAX: seed options of several commands)
 
 console = Console()
 err_console = Console(stderr=True)
@@ -156,6 +156,30 @@ def tta_option(when: str = ""):
         "or its recipe's), off for runs without one.",
         show_default=False,
     )
+
+
+def tta_scales_option(when: str = ""):
+    """`--tta-scales` of the commands that re-embed with a run's model (evaluate, compare)."""
+    return typer.Option(
+        None,
+        "--tta-scales",
+        metavar="F[,F...]",
+        help=f"{when}Test-time scales: embed each view as the mean over it resized by these factors (1 = as stored; "
+        "e.g. 1,1.15), each factor costing about its square in backbone work. Default: the run's own setting (`piro "
+        "train --tta-scales`, or its recipe's), 1 for runs without one. Results under other scales are not saved into "
+        "the run folder.",
+        show_default=False,
+    )
+
+
+def parse_tta_scales(text: str | None) -> tuple[float, ...] | None:
+    """`--tta-scales` text as factors (None: not given), or a PiroError naming the option."""
+    if text is None:
+        return None
+    try:
+        return check_test_scales(text)
+    except ValueError as exc:
+        raise PiroError(f"--tta-scales {text}: {exc}") from None
 
 
 def progress_columns():

@@ -11,7 +11,7 @@ from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Table
 
-from piro_cli.cli.common import RichReporter, console, err_console, handle_errors, progress_columns, tta_option
+from piro_cli.cli.common import RichReporter, console, err_console, handle_errors, parse_tta_scales, progress_columns, tta_option, tta_scales_option
 from piro_cli.outputs import OutputLock, check_output_path
 
 
@@ -51,6 +51,7 @@ def compare(
         "name says (.md, .csv or .json).",
     ),
     tta: bool = tta_option("With --split: "),
+    tta_scales: str = tta_scales_option("With --split: "),
     device: str = typer.Option(None, help="With --split: cpu, cuda or cuda:N (default: cuda when available)."),
 ) -> None:
     """Compare runs: the eight PICR tasks per method, mean ± standard deviation over its runs (seeds), best per column.
@@ -70,7 +71,10 @@ def compare(
         check_output_path(out, "--out", overwrite=True)  # compare replaces its --out file, as before
     with OutputLock(out) if out is not None else contextlib.nullcontext():
         with Progress(*progress_columns(), console=err_console, transient=True) as progress:
-            comparison = compare_runs(runs, split=split, data=data, tta=tta, device=device, reporter=RichReporter(progress))
+            comparison = compare_runs(
+                runs, split=split, data=data, tta=tta, tta_scales=parse_tta_scales(tta_scales), device=device,
+                reporter=RichReporter(progress),
+            )
         if out is not None:
             write_comparison(comparison, out, write_as)
     if output_format == "table":

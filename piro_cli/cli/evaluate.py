@@ -23,6 +23,8 @@ from piro_cli.cli.common import (
     rejection_option,
     scoring_rule,
     tta_option,
+    tta_scales_option,
+    parse_tta_scales,
 )  # fmt: skip
 from piro_cli.errors import PiroError
 from piro_cli.outputs import OutputLock, check_output_path
@@ -71,6 +73,7 @@ def evaluate(
         "are numbered, so renumbering them cannot change the result.",
     ),
     tta: bool = tta_option(),
+    tta_scales: str = tta_scales_option(),
     precision: str = typer.Option(
         None,
         help="Arithmetic of the embedding: auto (mixed bf16/fp16 on a GPU, fp32 on a CPU), fp32 (no TF32), bf16 or "
@@ -152,7 +155,7 @@ def evaluate(
             result = run_evaluation(
                 [str(s) for s in sources], data=data, tasks=task, split=split, strict=strict, tie_break=tie_break,
                 tta=tta, device=device, save=save, open_set=open_set, reporter=RichReporter(progress), precision=precision,
-                center_crop=center_crop,
+                center_crop=center_crop, tta_scales=parse_tta_scales(tta_scales),
             )  # fmt: skip
         if out is not None:
             write_results(result, out)

@@ -12,7 +12,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from piro_cli.cli.common import RichReporter, console, count, err_console, handle_errors
+from piro_cli.cli.common import RichReporter, console, count, err_console, handle_errors, parse_tta_scales
 from piro_cli.errors import PiroError
 from piro_cli.losses import CATEGORY_LOSSES, OBJECT_LOSSES, parse_loss_terms
 from piro_cli.losses.registry import DEFAULT_NEIGHBOURHOOD, DEFAULT_PROXIES, DEFAULT_REGULARISATION, DEFAULT_TOPK, DEFAULT_WEIGHT
@@ -230,6 +230,15 @@ def train(
         f"{_default('tta')}",
         show_default=False,
     ),
+    tta_scales: str = typer.Option(
+        None,
+        "--tta-scales",
+        metavar="F[,F...]",
+        help="Evaluate and embed this run by default as the mean over each view resized by these factors (1 = as "
+        "stored; e.g. 1,1.15: the stored view and one 15% larger), with the flips if on; `piro evaluate --tta-scales` "
+        f"overrides it. The validation numbers of metrics.csv are always at 1. {_default('tta_scales')}",
+        show_default=False,
+    ),
     precision: str = typer.Option(
         None,
         help="Arithmetic of training and, by default, of evaluating this run: auto (mixed bf16/fp16 on a GPU, fp32 on a "
@@ -316,7 +325,7 @@ def train(
         theta=theta, gamma=gamma, lam=lam, separation=separation.strip().lower(),
         train_lsoftmax_weights=train_lsoftmax_weights, lr=lr, lr_step=lr_step, epochs=epochs, batch_pairs=batch_pairs, batch_objects=batch_objects,
         pairs_per_object=pairs_per_object, views=views, augment=augment, augmentation=augmentation, seed=seed, device=device, freeze_backbone=freeze_backbone,
-        train_from=train_from, feature_passes=feature_passes, tta=tta, precision=precision,
+        train_from=train_from, feature_passes=feature_passes, tta=tta, tta_scales=parse_tta_scales(tta_scales), precision=precision,
         val_fraction=val_fraction, val_seed=val_seed, folds=folds, fold=fold if fold is not None or folds is None else 1, early_stop_rho=early_stop_rho, obj_loss=obj_loss, dvml=dvml, dvml_kl=dvml_kl,
         dvml_rec=dvml_rec, dvml_syn=dvml_syn, gml_proxies=gml_proxies, gml_neighbourhood=gml_neighbourhood, gml_reg=gml_reg, cat_loss=cat_loss.strip().lower(), direction_reg=direction_reg, distance_margin=distance_margin, language_guidance=language_guidance, language_weight=language_weight, language_space=language_space, language_labels=language_labels.strip().lower(), language_topk=language_topk, pi_alpha=pi_alpha, pi_beta=pi_beta, dropout=dropout, loggers=tuple(logger or ()),
     )  # fmt: skip
@@ -359,7 +368,7 @@ def _cross_validate(config, train_run, columns) -> None:
 PANELS = {
     "Data": ("data", "val_fraction", "val_seed", "folds", "fold", "views", "augment", "augmentation"),
     "Model": ("backbone", "pretrained", "embed_dim", "cat_dim", "obj_dim", "dropout", "freeze_backbone", "train_from",
-              "feature_passes", "tta"),
+              "feature_passes", "tta", "tta_scales"),
     "Method and losses": ("recipe", "method", "dual", "obj_loss", "cat_loss", "direction_reg", "distance_margin", "dvml", "dvml_kl", "dvml_rec", "dvml_syn", "gml_proxies",
                           "gml_neighbourhood", "gml_reg", "language_guidance", "language_weight", "language_space", "language_labels", "language_topk", "pi_alpha",
                           "pi_beta", "losses", "alpha", "beta", "theta", "gamma", "lam", "separation", "train_lsoftmax_weights"),

@@ -126,6 +126,7 @@ class Comparison:
     recorded: bool  # True: the validation numbers recorded during training; False: re-evaluated now
     tta: bool = False  # re-evaluated with test-time flips (every run)
     center_crop: bool = False  # some runs (the PIEs baselines) re-evaluated on the central 224/256 of each view
+    tta_scales: list[float] = field(default_factory=lambda: [1.0])  # every run's test-time scales; []: each run its own
 
     @property
     def runs(self) -> list[RunValues]:
@@ -135,6 +136,9 @@ class Comparison:
     def title(self) -> str:
         where = "validation objects, as recorded in training" if self.recorded else f"{self.split} split, re-evaluated"
         where += " with test-time flips" if self.tta else ""
+        if self.tta_scales != [1.0]:
+            shown = ",".join(f"{s:g}" for s in self.tta_scales)
+            where += f" over test-time scales {shown}" if shown else " over each run's own test-time scales"
         where += " (the PIEs baselines on the central 224/256 crop, as released)" if self.center_crop else ""
         return f"PICR tasks on the {where}: percent, mean ± std over runs"
 
@@ -206,6 +210,7 @@ class Comparison:
             "protocol": "default",
             "tie_break": "smallest",
             "tta": self.tta,
+            "tta_scales": self.tta_scales,
             "center_crop": self.center_crop,
             "tasks": list(TASKS),
             "columns": list(COLUMNS),
@@ -306,6 +311,7 @@ def compare_runs(
     split: str | None = None,
     data: str | Path | None = None,
     tta: bool | None = None,
+    tta_scales: tuple[float, ...] | None = None,
     device: str | None = None,
     reporter: Reporter | None = None,
 ) -> Comparison:
@@ -317,8 +323,9 @@ def compare_runs(
         raise PiroError(
             f"--split {split!r}: choose one of {', '.join(SPLITS)} (or leave it out for the recorded validation numbers)"
         )
-    if split is None and tta is not None:
-        raise PiroError("--tta applies when the runs are re-evaluated (--split test or --split val), not to recorded numbers")
+    if split is None and (tta is not None or tta_scales is not None):
+        flag = "--tta" if tta is not None else "--tta-scales"
+        raise PiroError(f"{flag} applies when the runs are re-evaluated (--split test or --split val), not to recorded numbers")
     if split is None and data is not None:
         raise PiroError(
             "--data is used only to re-evaluate the runs (--split test or --split val); the recorded validation numbers need no data file"
@@ -341,14 +348,17 @@ def compare_runs(
     if split in (None, "val"):
         _check_same_validation(runs, checkpoints)
 
-    flipped = cropped = False  # the numbers recorded in training never use test-time flips or the crop
+    flipped = cropped = False  # the numbers recorded in training never use test-time flips, scales or the crop
+    scales: list[float] = [1.0]
     if split is None:
         values = [_recorded_values(run, ckpt) for run, ckpt in zip(runs, checkpoints, strict=True)]
     else:
         from piro_cli.evaluation.evaluate import evaluate
 
         started = time.perf_counter()
-        result = evaluate(paths, data=data, split=split, tta=tta, device=device, save=False, reporter=reporter)
+        result = evaluate(
+            paths, data=data, split=split, tta=tta, tta_scales=tta_scales, device=device, save=False, reporter=reporter
+        )
         evaluated = {r.data.get("fingerprint") for r in result.runs}
         if len(evaluated) > 1:
             raise DataError(
@@ -357,6 +367,8 @@ def compare_runs(
         values = [dict(r.values) for r in result.runs]
         flipped = result.tta
         cropped = any(r.center_crop for r in result.runs)
+        every = {tuple(r.tta_scales or [1.0]) for r in result.runs}
+        scales = list(every.pop()) if len(every) == 1 else []
         reporter.info(f"evaluated {len(paths)} runs on the {split} split in {time.perf_counter() - started:.1f}s")
 
     groups: dict[str, MethodGroup] = {}
@@ -366,7 +378,7 @@ def compare_runs(
     by_path = {str(ckpt["path"]): ckpt for ckpt in checkpoints}
     for group in groups.values():
         _warn_within_group(group, by_path, reporter)
-    return Comparison(list(groups.values()), split or "val", split is None, flipped, cropped)
+    return Comparison(list(groups.values()), split or "val", split is None, flipped, cropped, scales)
 
 
 def _is_feature_cache(path: Path) -> bool:

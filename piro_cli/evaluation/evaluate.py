@@ -70,6 +70,7 @@ class SourceResult:
     epoch: int | None = None
     saved: list[Path] = field(default_factory=list)
     tta: bool = False  # embedded with test-time flips
+    tta_scales: list[float] | None = None  # embedded as the mean over these resizings of each view; None: embeddings file
     precision: str | None = None  # the arithmetic it was embedded in (fp32, bf16, fp16); None: an embeddings file
     center_crop: bool = False  # embedded from the central 224/256 of each view (the PIEs baselines' test transform)
     open_set: dict | None = None  # --task open-set: {"1": {rank1, eer, dir@far1, dir@far5, ...}, ...}
@@ -176,6 +177,7 @@ def _run_dict(run: SourceResult, result: EvaluationResult) -> dict:
         "split": result.split,
         **result.protocol,
         "tta": run.tta,
+        "tta_scales": run.tta_scales,
         "precision": run.precision,
         "center_crop": run.center_crop,
         "tasks": dict(run.values),
@@ -204,13 +206,15 @@ def evaluate(
     reporter: Reporter | None = None,
     precision: str | None = None,
     center_crop: bool | None = None,
+    tta_scales: tuple[float, ...] | None = None,
 ) -> EvaluationResult:
     """The PICR tasks for every source; see the module docstring for which objects, data file and outputs,
     and piro_cli.retrieval.picr for the protocol (`strict`, `tie_break`). `tta`: checkpoints embed each view
     as the mean with its horizontal mirror; None: each run's own setting (embeddings files hold what they were
     written with). `precision` (piro_cli.hardware.PRECISIONS): the arithmetic checkpoints embed in; None: each
     run's own (`piro train --precision`). `center_crop`: embed the central 224/256 of each view, resized back;
-    None: the method's (on for the PIEs baselines, as their released test transform). The task "open-set" (piro_cli.evaluation.openset, with `open_set`'s settings) is measured
+    None: the method's (on for the PIEs baselines, as their released test transform). `tta_scales`: embed each view
+    as the mean over it resized by these factors; None: each run's own (`piro train --tta-scales`). The task "open-set" (piro_cli.evaluation.openset, with `open_set`'s settings) is measured
     for checkpoints and never saved beside them."""
     reporter = reporter or SilentReporter()
     if not sources:
@@ -235,7 +239,7 @@ def evaluate(
     if precision is not None:
         precision = check_precision(precision)
     # a subset of the tasks, or another arithmetic or crop than the run's, never replaces a run's saved eight
-    save = save and chosen == TASKS and precision is None and center_crop is None
+    save = save and chosen == TASKS and precision is None and center_crop is None and tta_scales is None
     if save:  # the results are saved beside each source: checked before any work
         for source in map(Path, sources):
             folder = source if source.is_dir() else source.parent
@@ -253,7 +257,7 @@ def evaluate(
         else:
             run, gallery, probes, names = _from_checkpoint(
                 Path(source), data, chosen, split, torch_device, reporter, tta, open_set if wants_open_set else None, precision,
-                center_crop,
+                center_crop, tta_scales,
             )
         if categories is not None and names != categories:
             raise DataError(f"{source}: has other categories than {sources[0]}; only runs on the same categories can be averaged")
@@ -308,8 +312,9 @@ def _is_embeddings_source(path: Path) -> bool:
 def _from_checkpoint(
     path: Path, data: str | Path | None, tasks, split: str, device: torch.device, reporter: Reporter, tta: bool | None = None,
     open_set: OpenSetOptions | None = None, precision: str | None = None, center_crop: bool | None = None,
+    tta_scales: tuple[float, ...] | None = None,
 ):  # fmt: skip
-    run = load_run(path, device, tta, precision=precision, center_crop=center_crop)
+    run = load_run(path, device, tta, precision=precision, center_crop=center_crop, tta_scales=tta_scales)
     store = run.open_data(data)
     probe_split, probe_rows, gallery_rows = evaluation_objects(run, store, split)
     measured = evaluate_open_set(run, store, probe_split, probe_rows, split, open_set, reporter) if open_set else None
@@ -326,7 +331,7 @@ def _from_checkpoint(
     result = SourceResult(
         source=str(path), kind="checkpoint", name=run.name, values={}, num_queries={}, seconds=0.0,
         data={"path": str(store.path), "fingerprint": store.fingerprint}, epoch=run.epoch, tta=run.tta, precision=run.precision,
-        center_crop=run.center_crop, open_set=measured,
+        center_crop=run.center_crop, open_set=measured, tta_scales=list(run.tta_scales),
     )  # fmt: skip
     return result, (gallery.embeddings if gallery else None), (probes.embeddings if probes else None), list(store.categories)
 

@@ -45,6 +45,8 @@ def cache_key(loaded: LoadedRun, store, split: str, rows, kind: str) -> str:
         "center_crop": loaded.center_crop,
         "device": loaded.device.type,
     }
+    if loaded.tta_scales != (1.0,):  # caches written before test-time scales keep their keys
+        described["tta_scales"] = list(loaded.tta_scales)
     return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()[:24]
 
 

@@ -230,6 +230,7 @@ def embed(
             "num_views": store.num_views,
             "image_size": store.image_size,
             "tta": run.tta,
+            "tta_scales": list(run.tta_scales),
         }
         write_embeddings(path, embedded, store.categories, meta, overwrite=overwrite)
     return EmbedResult(path, {g: len(e.names) for g, e in embedded.items()}, time.perf_counter() - started)

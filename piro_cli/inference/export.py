@@ -129,6 +129,7 @@ def export_onnx(
             "fingerprint": loaded.fingerprint(),
             "image_size": size,
             "tta": loaded.tta,
+            "tta_scales": list(loaded.tta_scales),
             "dual": bool(model.config.dual),
             "embedder": {"file": out.name, "inputs": {"images": ["N", size, size, 3, "uint8 RGB"]},
                          "outputs": {"sv_cat": ["N", int(sv_cat.shape[-1])], "sv_obj": ["N", int(sv_obj.shape[-1])],

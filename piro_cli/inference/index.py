@@ -57,7 +57,7 @@ from piro_cli import __version__
 from piro_cli.data.photos import read_photos
 from piro_cli.data.sources.base import IMAGE_SUFFIXES
 from piro_cli.errors import DataError, PiroError
-from piro_cli.inference.index_manifest import DISTANCES, REJECTIONS, check_manifest, check_shard
+from piro_cli.inference.index_manifest import DISTANCES, REJECTIONS, check_manifest, check_shard, recorded_tta_scales
 from piro_cli.outputs import OutputLock, check_output_path, write_bytes, write_json
 from piro_cli.reporting import Reporter, SilentReporter, stage_progress
 from piro_cli.retrieval.search import KNN_VOTES, as_matrix, nearest, squared_distances, squared_norms
@@ -374,6 +374,7 @@ class GalleryIndex:
             "fingerprint": self.checkpoint.get("fingerprint"),
             "dims": {"category": self.checkpoint.get("cat_dim"), "object": self.checkpoint.get("obj_dim")},
             "tta": self.checkpoint.get("tta"),
+            "tta_scales": recorded_tta_scales(self.checkpoint),
             "scoring": self.rule.to_dict(),
             "threshold": self.manifest.get("threshold"),
             "bytes_on_disk": shard_bytes,
@@ -392,13 +393,20 @@ class GalleryIndex:
             )
         from piro_cli.inference.run import load_run
 
-        loaded = load_run(source, device, tta=bool(self.checkpoint.get("tta")))
+        loaded = load_run(source, device, tta=bool(self.checkpoint.get("tta")), tta_scales=recorded_tta_scales(self.checkpoint))
         found = loaded.fingerprint()
         if found != self.checkpoint["fingerprint"]:
             raise PiroError(
                 f"{loaded.path}: not the checkpoint {self.path} was built with (weights fingerprint {found}, the index "
                 f"holds {self.checkpoint['fingerprint']}); embeddings of other weights cannot be compared: pass the index's "
                 "own run with --run, or build a new index for this one"
+            )
+        config = loaded.model.config
+        dims = (config.cat_dim if config.dual else config.obj_dim, config.obj_dim)
+        if dims != (self.checkpoint["cat_dim"], self.checkpoint["obj_dim"]):
+            raise DataError(
+                f"{self.path}: its record says {self.checkpoint['cat_dim']}/{self.checkpoint['obj_dim']}-d embeddings, its "
+                f"run embeds {dims[0]}/{dims[1]}-d; the index is damaged, build it again"
             )
         return loaded
 
@@ -816,6 +824,7 @@ def _new_index(loaded: LoadedRun, store, group: EmbeddedGroup, split: str, next_
             "obj_dim": int(e.sv_obj.shape[-1]),
             "image_size": loaded.image_size,
             "tta": loaded.tta,
+            "tta_scales": list(loaded.tta_scales),
         },
         "data": {"path": str(store.path), "fingerprint": store.fingerprint, "split": split},
         "categories": list(store.categories),
@@ -1099,7 +1108,9 @@ class Identifier:
             return False
         gallery = GalleryIndex(self.gallery.path)
         tied = ("fingerprint", "tta", "cat_dim", "obj_dim", "image_size")
-        if any(gallery.checkpoint.get(k) != self.gallery.checkpoint.get(k) for k in tied):
+        if any(gallery.checkpoint.get(k) != self.gallery.checkpoint.get(k) for k in tied) or recorded_tta_scales(
+            gallery.checkpoint
+        ) != recorded_tta_scales(self.gallery.checkpoint):
             raise PiroError(
                 f"{gallery.path}: was rebuilt with other weights since this process loaded its model; start it again"
             )
@@ -1121,7 +1132,11 @@ def bundled_graphs(index: Path, checkpoint: dict) -> Path | None:
 
     try:
         record = json.loads(graphs.with_suffix(".json").read_text())
-        own = record["fingerprint"] == checkpoint["fingerprint"] and record["tta"] == bool(checkpoint.get("tta", False))
+        own = (
+            record["fingerprint"] == checkpoint["fingerprint"]
+            and record["tta"] == bool(checkpoint.get("tta", False))
+            and recorded_tta_scales(record) == recorded_tta_scales(checkpoint)
+        )
     except (OSError, ValueError, KeyError, TypeError, RecursionError):
         return None
     return graphs if own and importlib.util.find_spec("onnxruntime") is not None else None

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import re
 import unicodedata
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,11 @@ def _listed(where: Path, field: str, value: Any) -> list:
     return value
 
 
+def recorded_tta_scales(record: Mapping) -> list[float]:
+    """The test-time scales an index's checkpoint record or an export's facts hold; [1.0] for those from before them."""
+    return [float(s) for s in record.get("tta_scales") or [1.0]]
+
+
 def check_manifest(manifest: Any, where: Path, newest_version: int) -> None:
     """Raise ManifestError (one line, naming the field) unless `manifest` is a well-formed index manifest."""
     manifest = _mapping(where, "the manifest", manifest)
@@ -80,6 +86,9 @@ def check_manifest(manifest: Any, where: Path, newest_version: int) -> None:
         _integer(where, f"checkpoint.{key}", checkpoint.get(key), low=1)
     if not isinstance(checkpoint.get("tta", False), bool):
         raise _bad(where, "checkpoint.tta", f"is {checkpoint.get('tta')!r}: it must be true or false")
+    scales = checkpoint.get("tta_scales", [1.0])
+    if not isinstance(scales, list) or not scales or not all(isinstance(s, (int, float)) and not isinstance(s, bool) and s > 0 for s in scales):
+        raise _bad(where, "checkpoint.tta_scales", f"is {scales!r}: it must be a list of positive numbers")
     _mapping(where, "checkpoint.model_config", checkpoint.get("model_config", {}))
     categories = _listed(where, "categories", manifest.get("categories"))
     for k, name in enumerate(categories):

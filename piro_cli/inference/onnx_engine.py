@@ -1,19 +1,20 @@
 """Photos embedded by the graphs `piro export --onnx` writes, in onnxruntime: what `piro identify --onnx` runs.
 
 No torch, timm or torchvision is imported (seconds of start-up in a fresh process); the graphs hold the run's
-ImageNet normalisation and test-time flips, and `NAME.json` the fingerprint of the weights they were exported
+ImageNet normalisation, test-time flips and scales, and `NAME.json` the fingerprint of the weights they were exported
 from, which must be the index's. The embeddings match the model's own to 1e-4 (checked at export).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from piro_cli.errors import PiroError
+from piro_cli.inference.index_manifest import recorded_tta_scales
 
 
 @dataclass
@@ -26,6 +27,7 @@ class OnnxEmbedder:
     tta: bool  # the graphs average each photo with its mirror
     single: object  # onnxruntime.InferenceSession
     viewset: object
+    tta_scales: list[float] = field(default_factory=lambda: [1.0])  # the graphs average each photo over these resizings
 
     @classmethod
     def open(cls, path: str | Path) -> OnnxEmbedder:
@@ -41,6 +43,7 @@ class OnnxEmbedder:
             fingerprint, image_size, tta = str(facts["fingerprint"]), int(facts["image_size"]), facts["tta"]
             if not isinstance(tta, bool):
                 raise TypeError("tta is not true or false")
+            scales = recorded_tta_scales(facts)
         except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
             raise PiroError(f"{record}: not the record `piro export` writes ({exc}); export the run again") from None
         try:
@@ -54,7 +57,7 @@ class OnnxEmbedder:
             heads = onnxruntime.InferenceSession(str(viewset), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime's own error types; all mean the same here
             raise PiroError(f"--onnx {path}: onnxruntime cannot load the graphs ({str(exc).splitlines()[0]}); export again") from None
-        return cls(path, fingerprint, image_size, tta, single, heads)
+        return cls(path, fingerprint, image_size, tta, single, heads, scales)
 
     def check_index(self, checkpoint: dict, index: Path) -> None:
         """Refuse graphs of other weights, or other test-time flips, than the index's `checkpoint` record."""
@@ -67,6 +70,11 @@ class OnnxEmbedder:
             raise PiroError(
                 f"--onnx {self.path}: exported {'with' if self.tta else 'without'} test-time flips, {index} was built "
                 f"{'with' if checkpoint.get('tta') else 'without'}; export the run with the index's setting"
+            )
+        if recorded_tta_scales(checkpoint) != self.tta_scales:
+            raise PiroError(
+                f"--onnx {self.path}: exported with test-time scales {self.tta_scales}, {index} was built with "
+                f"{recorded_tta_scales(checkpoint)}; export the run with the index's setting"
             )
 
     def embed(self, views: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -27,7 +27,7 @@ from piro_cli.data.store import ViewSetStore, resolve_data
 from piro_cli.errors import DataError, PiroError, short_cause
 from piro_cli.hardware import PRECISIONS, check_precision, pick_device, resolve_precision
 from piro_cli.methods import METHODS
-from piro_cli.models.pan import PAN, PANConfig
+from piro_cli.models.pan import PAN, PANConfig, check_test_scales
 from piro_cli.runs import checkpoint_file, load_checkpoint, run_name
 
 # Checkpoint entries inference never needs; dropped after loading to free memory.
@@ -37,6 +37,16 @@ TRAINING_STATE = ("optimizer_state", "scheduler_state", "loss_state", "rng")
 def run_tta(checkpoint: dict) -> bool:
     """The run's own test-time-flip setting (`piro train --tta`, or its recipe's); off for runs from before it."""
     return bool((checkpoint.get("train_config") or {}).get("tta"))
+
+
+def run_tta_scales(checkpoint: dict) -> tuple[float, ...]:
+    """The run's own test-time scales (`piro train --tta-scales`, or its recipe's); (1.0,) for runs from before them."""
+    value = (checkpoint.get("train_config") or {}).get("tta_scales") or (1.0,)
+    try:
+        return check_test_scales(value)
+    except ValueError as exc:
+        where = checkpoint.get("path", "checkpoint")
+        raise PiroError(f"{where}: its train_config tta_scales: {exc}; pass --tta-scales") from None
 
 
 def run_precision(checkpoint: dict) -> str:
@@ -63,11 +73,13 @@ def load_model(
     tta: bool | None = None,
     precision: str | None = None,
     center_crop: bool | None = None,
+    tta_scales: tuple[float, ...] | None = None,
 ) -> PAN:
     """The checkpoint's PAN in eval mode on `device` (no ImageNet download: the saved weights replace them); `tta`:
     each view embedded as the mean with its horizontal mirror (PAN.flip_views); None: the run's setting (run_tta);
     `precision` (PRECISIONS) the backbone's arithmetic, None: the run's (run_precision); `center_crop`: embed the
-    central 224/256 of each view resized back (PAN.center_crop), None: the method's (run_center_crop)."""
+    central 224/256 of each view resized back (PAN.center_crop), None: the method's (run_center_crop); `tta_scales`:
+    each view embedded as the mean over it resized by these factors (PAN.test_scales), None: the run's."""
     where = checkpoint.get("path", "checkpoint")
     for key in ("model_config", "model_state"):
         if key not in checkpoint:
@@ -82,6 +94,7 @@ def load_model(
         ) from exc
     model = model.to(device).eval()
     model.flip_views = run_tta(checkpoint) if tta is None else tta
+    model.test_scales = run_tta_scales(checkpoint) if tta_scales is None else check_test_scales(tta_scales)
     model.precision = run_precision(checkpoint) if precision is None else check_precision(precision)
     model.center_crop = PIES_TEST_CROP if (run_center_crop(checkpoint) if center_crop is None else center_crop) else None
     if device.type == "cuda":
@@ -126,6 +139,10 @@ class LoadedRun:
     @property
     def tta(self) -> bool:
         return bool(self.model.flip_views)
+
+    @property
+    def tta_scales(self) -> tuple[float, ...]:
+        return tuple(self.model.test_scales)
 
     @property
     def center_crop(self) -> bool:
@@ -175,6 +192,7 @@ def load_run(
     keep_training_state: bool = False,
     precision: str | None = None,
     center_crop: bool | None = None,
+    tta_scales: tuple[float, ...] | None = None,
 ) -> LoadedRun:
     """A run folder (its best.pt) or checkpoint file, with its model on `device` (None: the GPU when there is one)."""
     path = Path(source)
@@ -183,7 +201,8 @@ def load_run(
         for key in TRAINING_STATE:
             checkpoint.pop(key, None)
     torch_device = device if isinstance(device, torch.device) else pick_device(device)
-    return LoadedRun(Path(checkpoint["path"]), checkpoint, load_model(checkpoint, torch_device, tta, precision, center_crop), torch_device)
+    return LoadedRun(Path(checkpoint["path"]), checkpoint, load_model(checkpoint, torch_device, tta, precision, center_crop, tta_scales),
+                     torch_device)
 
 
 def check_categories(checkpoint: dict, store: ViewSetStore) -> None:

@@ -35,6 +35,7 @@ from torch import Tensor, nn
 
 from piro_cli.errors import PiroError
 from piro_cli.models.attention import ViewSetAttention
+from piro_cli.options import check_test_scales  # noqa: F401 (the models' setting, checked where options are)
 from piro_cli.models.backbones import VGG16_FC7_DIM, BackboneCut, build_backbone, cut_backbone, vgg16_fc7_head
 
 AGGREGATIONS = ("attention", "mean")
@@ -122,6 +123,9 @@ class PAN(nn.Module):
         # Evaluation crop (the PIEs baselines' released test transform, Resize(256) + CenterCrop(224)): the central
         # fraction of each view, resized back to the view's size, in eval mode only; None: the whole view
         self.center_crop: float | None = None
+        # Test-time scales (`--tta-scales`, eval mode only): each view's features are the mean over the view resized by
+        # these factors (1.0: as stored); a setting, like the flips
+        self.test_scales: tuple[float, ...] = (1.0,)
         self._cuts: dict[str, BackboneCut] = {}  # views over the backbone's layers, not submodules (no extra state)
 
     @property
@@ -132,19 +136,24 @@ class PAN(nn.Module):
         """(B, V, 3, H, W) -> (B, V, F): ONE backbone pass over the B*V images.
 
         With `flip_views` (test-time augmentation, eval mode only) each view's features are the mean of the view's and
-        its horizontal mirror's. The heads are linear, so this is the mean of the two views' embeddings before
-        normalisation (for the vgg16_fc7 head, of the conv features it reads)."""
+        its horizontal mirror's; with `test_scales`, the mean over the view resized by each factor (bilinear; the
+        backbones pool globally, so any size gives F features). The heads are linear, so this is the mean of the
+        views' embeddings before normalisation (for the vgg16_fc7 head, of the conv features it reads)."""
         if views.dim() != 5:
             raise ValueError(f"PAN.features expects views (B, V, 3, H, W), got {tuple(views.shape)}")
         b, v = views.shape[:2]
         images = views.flatten(0, 1)
         if self.center_crop is not None and not self.training:
             images = crop_center(images, self.center_crop)
-        if self.flip_views and not self.training:
-            feats = (self.backbone(images) + self.backbone(images.flip(-1))) / 2
-        else:
-            feats = self.backbone(images)
-        return feats.reshape(b, v, -1)
+        if self.training:
+            return self.backbone(images).reshape(b, v, -1)
+        feats = sum(self._flipped_features(resize_views(images, scale)) for scale in self.test_scales)
+        return (feats / len(self.test_scales)).reshape(b, v, -1)
+
+    def _flipped_features(self, images: Tensor) -> Tensor:
+        if self.flip_views:
+            return (self.backbone(images) + self.backbone(images.flip(-1))) / 2
+        return self.backbone(images)
 
     def cut(self, stage: str) -> BackboneCut:
         """The backbone split so that training starts at `stage` (`--train-from`; models.backbones.cut_points)."""
@@ -198,6 +207,14 @@ class PAN(nn.Module):
 
     def backbone_parameters(self) -> list:
         return list(self.backbone.parameters())
+
+
+def resize_views(images: Tensor, scale: float) -> Tensor:
+    """(N, 3, H, W) -> (N, 3, round(H*scale), round(W*scale)), bilinear; the images themselves at scale 1."""
+    if scale == 1.0:
+        return images
+    h, w = images.shape[-2:]
+    return F.interpolate(images, size=(max(1, round(h * scale)), max(1, round(w * scale))), mode="bilinear", align_corners=False)
 
 
 def crop_center(images: Tensor, fraction: float) -> Tensor:

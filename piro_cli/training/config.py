@@ -22,7 +22,7 @@ from piro_cli.losses.registry import (
 from piro_cli.losses.registry import LABELS as LANGUAGE_LABELS
 from piro_cli.methods import PRE_OPTION_VALUES, get_method, loss_config_of, resolve_method, resolve_method_options
 from piro_cli.models.registry import cut_points
-from piro_cli.options import check_integer_options
+from piro_cli.options import check_integer_options, check_test_scales
 from piro_cli.recipes import BUILTIN_DEFAULTS, Resolution, describe, get_recipe
 from piro_cli.recipes import resolve as resolve_recipe
 
@@ -93,6 +93,7 @@ class TrainConfig:
     train_from: str | None = None  # backbone stage where training starts (models.backbones.cut_points); None: all/none
     feature_passes: int | None = None
     tta: bool | None = None  # the run's default for evaluate/embed: each view averaged with its mirror (test-time flips)
+    tta_scales: tuple[float, ...] | None = None  # the run's default for evaluate/embed: each view averaged over resizings
     precision: str | None = None  # piro_cli.hardware.PRECISIONS; None: the recipe's (fp32 released, else auto)
     val_fraction: float | None = None
     val_seed: int = 0  # seed of the carved validation split: fixed, so runs with other --seed see the same objects
@@ -139,6 +140,11 @@ class TrainConfig:
 
         if self.augmentation not in AUGMENTATIONS:
             raise PiroError(f"--augmentation {self.augmentation!r}: choose one of {', '.join(AUGMENTATIONS)}")
+        if self.tta_scales is not None:  # None: the recipe's
+            try:
+                self.tta_scales = check_test_scales(self.tta_scales)
+            except ValueError as exc:
+                raise PiroError(f"--tta-scales: {exc}") from None
         if self.precision is not None:  # None: the recipe's
             self.precision = check_precision(self.precision)
         # the float options outside the losses (integer options are checked by the CLI's min=): nan passes any comparison
@@ -190,6 +196,8 @@ class TrainConfig:
         out = asdict(self)
         out["losses"] = list(self.losses)
         out["loggers"] = list(self.loggers)
+        if self.tta_scales is not None:
+            out["tta_scales"] = list(self.tta_scales)
         return out
 
     @classmethod

@@ -91,7 +91,8 @@ def _load_yaml(text: str):
 
 def _kind_problem(value, annotation: str) -> str | None:
     """Why `value` cannot be a TrainConfig field annotated `annotation` (a string: `int | None`, ...), or None."""
-    kinds = {part.strip() for part in annotation.replace("tuple[str, ...]", "tuple").split("|")}
+    annotation = annotation.replace("tuple[str, ...]", "tuple").replace("tuple[float, ...]", "numbers")
+    kinds = {part.strip() for part in annotation.split("|")}
     if value is None:
         return None if "None" in kinds else "must not be empty"
     checks = {
@@ -100,10 +101,13 @@ def _kind_problem(value, annotation: str) -> str | None:
         "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
         "str": lambda v: isinstance(v, str),
         "tuple": lambda v: isinstance(v, (list, tuple)) and all(isinstance(x, str) for x in v),
+        "numbers": lambda v: isinstance(v, str) or (isinstance(v, (list, tuple)) and all(
+            isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)),
     }
     if any(checks[k](value) for k in kinds if k in checks):
         return None
-    wanted = " or ".join(sorted(k if k != "tuple" else "a list of names" for k in kinds if k in checks))
+    spelled = {"tuple": "a list of names", "numbers": "a list of numbers"}
+    wanted = " or ".join(sorted(spelled.get(k, k) for k in kinds if k in checks))
     return f"must be {wanted}, not {value!r}"
 
 
