@@ -1,32 +1,59 @@
-"""Bounds of `piro train`'s integer options, in one place: the command line gives them to typer (`limits`), and
-TrainConfig checks every value against them however it arrives (a `--config` file, a run's config.json, the
-library), so a file cannot pass what the command line refuses."""
+"""What makes a TrainConfig field a `piro train` option (`option`, OptionSpec: help, panel, bounds), kept free of
+typer and torch: the command line builds its options from it, and TrainConfig checks every value against the same
+bounds however it arrives (a `--config` file, a run's config.json, the library), so a file cannot pass what the
+command line refuses. Also the checks shared by several commands' options (seeds, test-time scales)."""
 
 from __future__ import annotations
+
+from dataclasses import Field, dataclass, field, fields
+from typing import Any
 
 from piro_cli.errors import PiroError
 
 SEED_MAX = 2**32 - 1
 """The largest seed (numpy's seed range); seeds are options of several commands, all from 0 to SEED_MAX."""
 
-INTEGER_BOUNDS: dict[str, tuple[int, int | None]] = {
-    "cat_dim": (1, None),
-    "obj_dim": (1, None),
-    "epochs": (1, None),
-    "lr_step": (0, None),
-    "batch_pairs": (1, None),
-    "batch_objects": (1, None),
-    "pairs_per_object": (1, None),
-    "views": (1, None),
-    "seed": (0, SEED_MAX),
-    "val_seed": (0, SEED_MAX),
-    "feature_passes": (1, None),
-    "folds": (2, None),
-    "fold": (1, None),
-    "gml_proxies": (1, None),
-    "language_topk": (1, 1000),
-}
-"""TrainConfig field -> (smallest, largest or None) of its integer option."""
+PANELS = ("Data", "Method and losses", "Model", "Optimisation", "Run")
+"""The help panels of `piro train`, in the order --help shows them."""
+
+
+@dataclass(frozen=True)
+class OptionSpec:
+    """How a TrainConfig field appears as a `piro train` option (read by piro_cli/cli/train.py, which builds the
+    typer option from it): its help, its panel, and what the command line needs beyond the field's own type and
+    default."""
+
+    help: str
+    panel: str
+    flags: tuple[str, ...] = ()  # the option's spelling; () : --field-name (a bool: --field-name alone)
+    bounds: tuple[int, int | None] | None = None  # an integer option's smallest and largest (None: no largest) value
+    metavar: str | None = None
+    show_default: bool = True
+    cli_default: Any = None  # the command line's default, with `own_cli_default` (else the field's default)
+    own_cli_default: bool = False
+    cli_type: type | None = None  # the command line's type where it is not the field's (Path for files, str for lists)
+
+    def __post_init__(self) -> None:
+        if self.panel not in PANELS:
+            raise ValueError(f"panel {self.panel!r} is not one of {PANELS}")
+
+
+def option(default: Any, help: str, panel: str, **spec: Any) -> Any:
+    """A TrainConfig field that is a `piro train` option: its default, help text and panel (OptionSpec); a
+    `cli_default=` given makes the command line's default differ from the field's."""
+    if "cli_default" in spec:
+        spec["own_cli_default"] = True
+    return field(default=default, metadata={"option": OptionSpec(help, panel, **spec)})
+
+
+def option_spec(f: Field) -> OptionSpec | None:
+    """The OptionSpec of a dataclass field, or None when the field is not a command-line option."""
+    return f.metadata.get("option")
+
+
+def flag_of(name: str) -> str:
+    """How the command line spells the option of field `name`: `--batch-pairs`."""
+    return "--" + name.replace("_", "-")
 
 
 TEST_SCALE_RANGE = (0.5, 2.0)  # of the stored view's side: beyond it a view is mostly blur or lost detail
@@ -52,21 +79,17 @@ def check_test_scales(scales) -> tuple[float, ...]:
     return values
 
 
-def limits(field: str) -> dict:
-    """typer.Option's min= and max= of an integer option."""
-    low, high = INTEGER_BOUNDS[field]
-    return {"min": low, "max": high}
-
-
-def check_integer_options(values: dict) -> None:
-    """A PiroError naming the option for the first value (not None) outside its bounds or not an integer."""
-    for field, (low, high) in INTEGER_BOUNDS.items():
-        value = values.get(field)
-        if value is None:
+def check_option_bounds(config: Any) -> None:
+    """A PiroError naming the option for the first integer field of dataclass `config` (with OptionSpec.bounds) whose
+    value (not None) lies outside its bounds or is not a whole number."""
+    for f in fields(config):
+        spec = option_spec(f)
+        value = getattr(config, f.name)
+        if spec is None or spec.bounds is None or value is None:
             continue
-        option = "--" + field.replace("_", "-")
+        low, high = spec.bounds
         if isinstance(value, bool) or not isinstance(value, int):
-            raise PiroError(f"{option} {value!r}: must be a whole number")
+            raise PiroError(f"{flag_of(f.name)} {value!r}: must be a whole number")
         if value < low or (high is not None and value > high):
             bounds = f"at least {low}" if high is None else f"from {low} to {high}"
-            raise PiroError(f"{option} {value}: must be {bounds}")
+            raise PiroError(f"{flag_of(f.name)} {value}: must be {bounds}")

@@ -229,6 +229,11 @@ def option_flag(field: str, value: Any) -> str:
     return f"{flag} {value:g}" if isinstance(value, float) else f"{flag} {value}"
 
 
+def recipe_default(field: str) -> str:
+    """Help text of an option a recipe may set: `(default: the recipe's, else 1e-05)`."""
+    return f"(default: the recipe's, else {option_flag(field, BUILTIN_DEFAULTS[field]).split(' ', 1)[-1]})"
+
+
 def describe(values: dict[str, Any]) -> str:
     return ", ".join(option_flag(k, v) for k, v in values.items())
 

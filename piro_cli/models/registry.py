@@ -58,6 +58,15 @@ def cut_points(name: str) -> tuple[str, ...]:
     return CUT_POINTS.get(name, ())
 
 
+def cut_points_help() -> str:
+    """Backbones that share their stages listed together: `efficientnet_lite0, ...: blocks.1 ... conv_head; ...`."""
+    groups: dict[tuple[str, ...], list[str]] = {}
+    for name, stages in CUT_POINTS.items():
+        if name != "tiny":
+            groups.setdefault(stages, []).append(name)
+    return "; ".join(f"{', '.join(names)}: {' '.join(stages)}" for stages, names in groups.items())
+
+
 def cpu_cut(name: str) -> str | None:
     """The stage the `cpu` recipe trains from on backbone `name`; None: it cannot be cut (train the heads only)."""
     spec = BACKBONES.get(name)

@@ -5,25 +5,29 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from types import SimpleNamespace
 
 from piro_cli.errors import PiroError
 from piro_cli.hardware import check_precision
 from piro_cli.losses.registry import (
+    CATEGORY_LOSSES,
     DEFAULT_NEIGHBOURHOOD,
     DEFAULT_PROXIES,
     DEFAULT_REGULARISATION,
     DEFAULT_TOPK,
     DEFAULT_WEIGHT,
     LOSS_TERMS,
+    OBJECT_LOSSES,
     POSE_INVARIANT_LOSSES,
+    parse_loss_terms,
     parse_object_loss,
 )  # fmt: skip
 from piro_cli.losses.registry import LABELS as LANGUAGE_LABELS
-from piro_cli.methods import PRE_OPTION_VALUES, get_method, loss_config_of, resolve_method, resolve_method_options
-from piro_cli.models.registry import cut_points
-from piro_cli.options import check_integer_options, check_test_scales
-from piro_cli.recipes import BUILTIN_DEFAULTS, Resolution, describe, get_recipe
+from piro_cli.methods import METHODS, PRE_OPTION_VALUES, get_method, loss_config_of, resolve_method, resolve_method_options
+from piro_cli.models.registry import cut_points, cut_points_help
+from piro_cli.options import SEED_MAX, check_option_bounds, check_test_scales, option
+from piro_cli.recipes import BUILTIN_DEFAULTS, RECIPES, Resolution, describe, get_recipe, recipe_default
 from piro_cli.recipes import resolve as resolve_recipe
 
 LOGGERS = ("tensorboard",)  # piro_cli/training/loggers.py
@@ -39,72 +43,249 @@ class TrainConfig:
     None then means all the views.
     """
 
-    data: str | None = None  # HDF5 file; None: the most recently written ./data/*.h5
-    project: str = "runs"
-    name: str | None = None  # run folder name; default exp, exp2, ...
-    recipe: str | None = None  # piro_cli/recipes.py; None: the data source's recipe, if it has one
-    # model
-    method: str | None = None  # piro_cli/methods.py; None: piro-dual, or piro-single with dual=False
-    backbone: str | None = None  # None: the recipe's, else efficientnet_lite0
-    pretrained: bool = True
-    dual: bool = True  # set from the method
-    cat_dim: int | None = None
-    obj_dim: int | None = None
-    # losses
-    losses: tuple[str, ...] | None = None  # None: the method's released terms (piro-single: cat, piobj; else all three)
-    alpha: float | None = None
-    beta: float | None = None
-    theta: float | None = None
-    gamma: float | None = None
-    lam: float | None = None
-    separation: str = "squared"  # L_piobj's confuser term: [beta - d^2]+ as released, or "plain" [beta - d]+ (Eq. 7)
-    train_lsoftmax_weights: bool = False  # the released optimiser leaves the L-Softmax class weights at their init
-    obj_loss: str = "piro"  # the object term of piro-* methods: L_piobj or a metric-learning loss
-    dvml: bool = False
-    dvml_kl: float = 0.1
-    dvml_rec: float = 0.1
-    dvml_syn: float = 0.5
-    gml_proxies: int = DEFAULT_PROXIES  # proxy-gml: proxies per object or category, the sub-graph's r, the regulariser's lambda
-    gml_neighbourhood: float = DEFAULT_NEIGHBOURHOOD
-    gml_reg: float = DEFAULT_REGULARISATION
-    language_guidance: bool = False  # distil the category names' language similarities (losses/language.py)
-    language_weight: float = DEFAULT_WEIGHT
-    language_space: str = "object"
-    language_labels: str = "names"  # "names": the category names; "imagenet": an ImageNet classifier's top-k pseudo-labels
-    language_topk: int = DEFAULT_TOPK  # pseudo-labels per category (the released 5)
-    direction_reg: float = 0.0  # gamma of the direction regulariser on the object term (losses/direction.py); 0: off
-    distance_margin: float = 0.0  # weight of the absolute-distance term in the object space (losses/margin.py); 0: off
-    cat_loss: str = "lsoftmax"  # the category term of piro-* methods: PiRO's L-Softmax or ProxyGML (losses/total.py)
-    pi_alpha: float | None = None  # PI- baselines: weight a of d2(view, view set); None: the released value
-    pi_beta: float | None = None  # PI- baselines: weight b of d2(view set, category centre); None: the released value
-    # optimisation
-    lr: float | None = None
-    lr_step: int | None = None  # halve the learning rate every lr_step epochs
-    epochs: int | None = None
-    batch_pairs: int | None = None
-    batch_objects: int | None = None  # PIEs baselines: objects per batch; None: the method's released default
-    pairs_per_object: int | None = None
-    views: int | None = None  # views per object in a training pair; None: the recipe's, else all
-    augment: bool | None = None
-    augmentation: str | None = None  # "piro" or "pies" (piro_cli/data/augment.py); None: the method's own
-    seed: int = 0
-    device: str | None = None  # None: cuda when available, else cpu
-    freeze_backbone: bool | None = None
-    train_from: str | None = None  # backbone stage where training starts (models.backbones.cut_points); None: all/none
-    feature_passes: int | None = None
-    tta: bool | None = None  # the run's default for evaluate/embed: each view averaged with its mirror (test-time flips)
-    tta_scales: tuple[float, ...] | None = None  # the run's default for evaluate/embed: each view averaged over resizings
-    precision: str | None = None  # piro_cli.hardware.PRECISIONS; None: the recipe's (fp32 released, else auto)
-    val_fraction: float | None = None
-    val_seed: int = 0  # seed of the carved validation split: fixed, so runs with other --seed see the same objects
-    folds: int | None = None  # K of a K-fold split of the train objects (with `fold`): object-level cross-validation
-    fold: int | None = None  # which of the K folds is this run's validation objects (1 to K)
-    early_stop_rho: float | None = None  # 0 disables; piro_cli/convergence.py has the rule
-    dropout: float = 0.25  # of the attention layers' output (released: 0.25)
-    loggers: tuple[str, ...] = ()  # mirrors of metrics.csv (piro_cli/training/loggers.py): "tensorboard"
+    # --- Data
+    data: str | None = option(
+        None, "HDF5 file from `piro prepare`. Default: the most recently written ./data/*.h5.", "Data", cli_type=Path
+    )
+    views: int | None = option(
+        None,
+        "Random views per object in a pair, the same views for both objects (released: 8 ObjectPI, 12 ModelNet-40 "
+        "and FG3D, at most the data's). (default: the recipe's, else all)",
+        "Data", bounds=(1, None),
+    )  # fmt: skip
+    augment: bool | None = option(
+        None, "Augment the training views (see --augmentation). (default: the recipe's, else on)", "Data",
+        flags=("--augment/--no-augment",), show_default=False,
+    )  # fmt: skip
+    augmentation: str | None = option(
+        None,
+        "piro (PiRO's released code: random flip; rotation 5 deg, scale 0.9-1.1, shear 1 deg on both axes, black "
+        "fill) or pies (RandomResizedCrop scale 0.8-1 and flip, the PIEs code's). [default: pies for the PIEs "
+        "baselines, else piro]",
+        "Data",
+    )
+    val_fraction: float | None = option(None, "Carve this fraction of train objects (per category, seeded) out as validation.", "Data")
+    val_seed: int = option(
+        0, "Seed of the --val-fraction or --folds split (kept apart from --seed so seeds share one split).", "Data",
+        bounds=(0, SEED_MAX),
+    )  # fmt: skip
+    folds: int | None = option(
+        None,
+        "Object-level cross-validation: a category-stratified K-fold split of the train objects. Alone, trains every "
+        "fold (runs <name>-fold1 ... -foldK) and prints their mean and spread per task (`piro compare`); with --fold, "
+        "trains that one.",
+        "Data", bounds=(2, None),
+    )  # fmt: skip
+    fold: int | None = option(None, "With --folds K: which fold (1 to K) is this run's validation objects.", "Data", bounds=(1, None))
+    # --- Method and losses
+    recipe: str | None = option(
+        None,
+        f"Training values of the released code: {', '.join(RECIPES)} (what each sets: --help-methods). Default: pies "
+        "for the PIEs baselines; for PiRO the recipe of the data file's source (objectpi, modelnet40, fg3d), else the "
+        "built-in defaults. Options given explicitly override it; config.json records every resolved value.",
+        "Method and losses", show_default=False,
+    )  # fmt: skip
+    method: str | None = option(
+        None, f"What to train: {', '.join(METHODS)} (each explained by --help-methods). [default: piro-dual]", "Method and losses"
+    )
+    dual: bool = option(
+        True,
+        "Dual space (category + object; = --method piro-dual) or the single-space PiRO-SE (= --method piro-single). "
+        "The baselines have one space.",
+        "Method and losses", flags=("--dual/--single",), show_default=False, cli_default=None,
+    )  # fmt: skip  # set from the method; the command line's None lets a --config file's method decide
+    obj_loss: str = option(
+        "piro", f"Object-space loss of piro-dual/piro-single: {', '.join(OBJECT_LOSSES)} (see --help-methods).", "Method and losses"
+    )
+    dvml: bool = option(False, "Add deep variational metric learning (DVML) to the object-space loss.", "Method and losses", flags=("--dvml",))
+    dvml_kl: float = option(0.1, "With --dvml: weight of the KL term.", "Method and losses")
+    dvml_rec: float = option(0.1, "With --dvml: weight of the feature reconstruction term.", "Method and losses")
+    dvml_syn: float = option(0.5, "With --dvml: weight of the object loss on the synthetic embeddings.", "Method and losses")
+    cat_loss: str = option(
+        "lsoftmax", f"Category-space loss (the term 'cat') of piro-dual/piro-single: {', '.join(CATEGORY_LOSSES)}.",
+        "Method and losses",
+    )  # fmt: skip
+    direction_reg: float = option(
+        0.0,
+        "Weight gamma of the direction regulariser (Mohan et al. 2020) on the object loss: --obj-loss piro or triplet "
+        "only. 0: off.",
+        "Method and losses",
+    )
+    distance_margin: float = option(
+        0.0,
+        "Weight of an absolute-distance term in the object space (same-object views and view sets pulled under "
+        "distance 0.5, other objects pushed beyond 1.0), for open-set identification's threshold. 0: off (as released).",
+        "Method and losses",
+    )
+    gml_proxies: int = option(
+        DEFAULT_PROXIES, "With proxy-gml (--obj-loss or --cat-loss): proxies per object or category (ProxyGML's N; the "
+        "paper's 12).", "Method and losses", bounds=(1, None),
+    )  # fmt: skip
+    gml_neighbourhood: float = option(
+        DEFAULT_NEIGHBOURHOOD, "With proxy-gml: fraction r of all proxies in each sample's sub-graph (the paper's 0.05).",
+        "Method and losses",
+    )  # fmt: skip
+    gml_reg: float = option(
+        DEFAULT_REGULARISATION, "With proxy-gml: weight lambda of the proxy regulariser (the paper's 0.3).", "Method and losses"
+    )
+    language_guidance: bool = option(
+        False,
+        "Distil the similarities of the category names in a language model into the embeddings (Roth et al. 2022; "
+        "needs pip install -e '.[language]').",
+        "Method and losses", flags=("--language-guidance",),
+    )  # fmt: skip
+    language_weight: float = option(
+        DEFAULT_WEIGHT, "With --language-guidance: weight of the matching loss (the authors' runs: 1.5-10).", "Method and losses"
+    )
+    language_space: str = option("object", "With --language-guidance: the space it shapes, object or category.", "Method and losses")
+    language_labels: str = option(
+        "names",
+        "With --language-guidance: the labels embedded, the category names (names) or the names of an ImageNet "
+        "classifier's top classes for each category's training views (imagenet; for poorly named data).",
+        "Method and losses",
+    )
+    language_topk: int = option(
+        DEFAULT_TOPK, "With --language-labels imagenet: ImageNet classes per category (as released, 5).", "Method and losses",
+        bounds=(1, 1000),
+    )  # fmt: skip
+    pi_alpha: float | None = option(
+        None, "pi-cnn, pi-proxy, pi-tc: weight a of d2(view, view set) [default: as released, 1; pi-tc 0.2].",
+        "Method and losses",
+    )  # fmt: skip  # None: the released value
+    pi_beta: float | None = option(
+        None, "pi-cnn, pi-proxy, pi-tc: weight b of d2(view set, category centre) [default: as released, 1].",
+        "Method and losses",
+    )  # fmt: skip
+    losses: tuple[str, ...] | None = option(
+        None,
+        "Loss terms, for the ablations of paper Table 4: any of cat, piobj, picat. [default: the released ones: "
+        "cat,piobj,picat for piro-dual; cat,piobj for piro-single (PiRO-SE)]",
+        "Method and losses", show_default=False, cli_type=str,
+    )  # fmt: skip  # None: the method's released terms
+    alpha: float | None = option(None, f"Object clustering margin alpha. {recipe_default('alpha')}", "Method and losses")
+    beta: float | None = option(None, f"Object separation margin beta. {recipe_default('beta')}", "Method and losses")
+    theta: float | None = option(None, f"Category margin theta. {recipe_default('theta')}", "Method and losses")
+    gamma: float | None = option(None, f"L-Softmax margin gamma. {recipe_default('gamma')}", "Method and losses")
+    lam: float | None = option(
+        None, f"Weight lambda of the object separation term (released code: 1, FG3D 2). {recipe_default('lam')}",
+        "Method and losses",
+    )  # fmt: skip
+    separation: str = option(
+        "squared",
+        "Distance in L_piobj's confuser separation [beta - s(o_con^a, o_con^b)]+: squared (s = d^2, the released code "
+        "behind the published numbers) or plain (s = d, the paper's Eq. 7).",
+        "Method and losses",
+    )
+    train_lsoftmax_weights: bool = option(
+        False,
+        "Also optimise the L-Softmax class-weight matrix of L_cat (the released code leaves it at its random "
+        "initialisation).",
+        "Method and losses", flags=("--train-lsoftmax-weights",),
+    )  # fmt: skip
+    # --- Model
+    backbone: str | None = option(
+        None, f"Backbone (--help-methods lists them), or timm:<model>. {recipe_default('backbone')}", "Model",
+        show_default=False,
+    )  # fmt: skip
+    pretrained: bool = option(True, "Start from ImageNet weights (or random init).", "Model", flags=("--pretrained/--no-pretrained",))
+    cat_dim: int | None = option(None, "Category-space dimension (overrides --embed-dim).", "Model", bounds=(1, None))
+    obj_dim: int | None = option(
+        None, "Object-space dimension (overrides --embed-dim; the single space uses it).", "Model", bounds=(1, None)
+    )
+    freeze_backbone: bool | None = option(
+        None,
+        "Cache backbone features once and train only the heads (fast on CPU); replaces a recipe's --train-from. "
+        "(default: the recipe's, else off)",
+        "Model", flags=("--freeze-backbone",), show_default=False,
+    )  # fmt: skip
+    train_from: str | None = option(
+        None,
+        "Train the backbone from this stage on, with the heads, from cached activations below it (partial fine-tuning, "
+        f"practical on a CPU). Stages: {cut_points_help()}. Replaces a recipe's --freeze-backbone. Default: the "
+        "recipe's, else full fine-tuning (none with --freeze-backbone).",
+        "Model", show_default=False,
+    )  # fmt: skip  # backbone stage where training starts (models.registry.cut_points)
+    feature_passes: int | None = option(
+        None,
+        "With --freeze-backbone or --train-from: passes over the data cached (1 clean + K-1 augmented). "
+        f"{recipe_default('feature_passes')}",
+        "Model", bounds=(1, None), show_default=False,
+    )  # fmt: skip
+    tta: bool | None = option(
+        None,
+        "Evaluate and embed this run with test-time flips by default (each view averaged with its mirror image; `piro "
+        "evaluate --tta/--no-tta` overrides it). The validation numbers of metrics.csv are always without. "
+        f"{recipe_default('tta')}",
+        "Model", flags=("--tta/--no-tta",), show_default=False,
+    )  # fmt: skip
+    tta_scales: tuple[float, ...] | None = option(
+        None,
+        "Evaluate and embed this run by default as the mean over each view resized by these factors (1 = as stored; "
+        "e.g. 1,1.15: the stored view and one 15% larger), with the flips if on; `piro evaluate --tta-scales` "
+        f"overrides it. The validation numbers of metrics.csv are always at 1. {recipe_default('tta_scales')}",
+        "Model", metavar="F[,F...]", show_default=False, cli_type=str,
+    )  # fmt: skip
+    dropout: float = option(0.25, "Dropout on the attention layers' output (released: 0.25).", "Model")
+    # --- Optimisation
+    lr: float | None = option(None, f"Adam learning rate (released: 1e-5; FG3D 5e-5). {recipe_default('lr')}", "Optimisation")
+    lr_step: int | None = option(
+        None,
+        "Halve the learning rate every this many epochs (released PiRO: epochs / 5); 0 keeps it constant (the PIEs "
+        f"code). {recipe_default('lr_step')}",
+        "Optimisation", bounds=(0, None),
+    )  # fmt: skip
+    epochs: int | None = option(
+        None, f"Epochs to train; with --resume, extend the run to this many. {recipe_default('epochs')}", "Optimisation",
+        bounds=(1, None),
+    )  # fmt: skip
+    batch_pairs: int | None = option(
+        None, f"Pairs per batch (released: 4 ObjectPI, 3 ModelNet-40, 9 FG3D). {recipe_default('batch_pairs')}",
+        "Optimisation", bounds=(1, None),
+    )  # fmt: skip
+    batch_objects: int | None = option(
+        None, "PIEs baselines: whole objects per shuffled batch [default: as released, 4 pi-cnn and pi-proxy, 8 the others].",
+        "Optimisation", bounds=(1, None),
+    )  # fmt: skip
+    pairs_per_object: int | None = option(
+        None,
+        "Pairs each training object starts per epoch, each partner drawn (with replacement) from the other objects of "
+        f"its category (released: 10, FG3D 3). {recipe_default('pairs_per_object')}",
+        "Optimisation", bounds=(1, None),
+    )  # fmt: skip
+    seed: int = option(0, "Random seed; CPU runs with the same seed are reproducible.", "Optimisation", bounds=(0, SEED_MAX))
+    precision: str | None = option(
+        None,
+        "Arithmetic of training and, by default, of evaluating this run: auto (mixed bf16/fp16 on a GPU, fp32 on a "
+        "CPU), fp32 (float32 without TF32: the released code's), bf16 or fp16. "
+        f"{recipe_default('precision')}",
+        "Optimisation", show_default=False,
+    )  # fmt: skip
+    early_stop_rho: float | None = option(
+        None,
+        "Stop early, as the released code does: rho = d_inter_min / d_intra_max of the training objects is computed "
+        "before each epoch, and when it exceeds this value training stops after that epoch (so one more epoch runs "
+        f"after rho crosses it); 0 disables. {recipe_default('early_stop_rho')}",
+        "Optimisation",
+    )  # fmt: skip  # 0 disables; piro_cli/convergence.py has the rule
+    # --- Run
+    device: str | None = option(None, "cpu, cuda or cuda:N (default: cuda when available).", "Run")
+    name: str | None = option(None, "Run folder name under --project (default exp, exp2, ...).", "Run")
+    project: str = option("runs", "Folder holding the run folders.", "Run", cli_type=Path, cli_default=Path("runs"))
+    loggers: tuple[str, ...] = ()  # mirrors of metrics.csv (piro_cli/training/loggers.py): "tensorboard"; --logger
 
     def __post_init__(self) -> None:
-        check_integer_options({f.name: getattr(self, f.name) for f in dataclasses.fields(self)})
+        check_option_bounds(self)
+        if isinstance(self.losses, str):  # the command line's and config files' "cat,piobj"
+            try:
+                self.losses = parse_loss_terms(self.losses)
+            except ValueError as exc:
+                raise PiroError(f"--losses: {exc}") from None
+        for name in ("separation", "cat_loss", "language_labels"):  # names as typed: " Plain " is plain
+            if isinstance(getattr(self, name), str):
+                setattr(self, name, getattr(self, name).strip().lower())
+        if isinstance(self.data, Path) or isinstance(self.project, Path):  # the command line's paths
+            self.data = None if self.data is None else str(self.data)
+            self.project = str(self.project)
         if self.recipe is not None:
             self.recipe = get_recipe(self.recipe).name
         if (self.folds is None) != (self.fold is None):

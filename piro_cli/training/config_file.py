@@ -112,7 +112,7 @@ def _kind_problem(value, annotation: str) -> str | None:
 
 
 def _fields(path: Path, values: dict) -> dict:
-    annotations = {f.name: str(f.type) for f in dataclasses.fields(TrainConfig)}
+    annotations = {f.name: f.type if isinstance(f.type, str) else f.type.__name__ for f in dataclasses.fields(TrainConfig)}
     known = set(annotations)
     out: dict = {}
     for raw_key, value in values.items():

@@ -1,0 +1,78 @@
+"""`piro train`'s options come from TrainConfig's fields (their OptionSpec): the same options as before the
+fields carried them, and a new field is an option of the command line, of --config files and of config.json
+without any other edit."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from pathlib import Path
+from types import SimpleNamespace
+
+import typer
+from typer.testing import CliRunner
+
+import piro_cli.training.config_file as config_file
+import piro_cli.training.trainer as trainer
+from piro_cli.cli import app
+from piro_cli.cli.common import handle_errors
+from piro_cli.cli.train import _with_config_options, train
+from piro_cli.options import option
+from piro_cli.training.config import TrainConfig
+
+runner = CliRunner()
+BEFORE = Path(__file__).parent / "data" / "train_options_before_config_tree.json"  # written by the hand-listed command
+KEYS = ("opts", "secondary_opts", "default", "is_flag", "help", "rich_help_panel", "metavar", "show_default", "min", "max", "is_eager")
+
+
+def test_train_has_the_options_it_had_when_they_were_listed_by_hand():
+    """Every option of `piro train` (spelling, default, bounds, panel, help, type) as the hand-written signature
+    had it; the snapshot was taken from that code before the options moved into TrainConfig's fields."""
+    before = {row["name"]: row for row in json.loads(BEFORE.read_text())}
+    command = typer.main.get_command(app).commands["train"]
+    now = {p.name: p for p in command.params}
+    assert sorted(now) == sorted(before)
+    for name, row in before.items():
+        param = now[name]
+        assert {k: repr(getattr(param, k, None)) for k in KEYS} == {k: row[k] for k in KEYS}, name
+        annotation = re.search(r"annotation=([^,]+(?:\[[^\]]*\])?),", repr(param.type_descriptor)).group(1)
+        assert annotation == row["annotation"], name
+
+
+def test_a_new_field_is_an_option_of_the_command_line_config_files_and_config_json(monkeypatch, tmp_path):
+    """One field with an OptionSpec, nothing else: --help lists it in its panel, the command line and a --config file
+    set it, TrainConfig checks its bounds, and the resolved config (what config.json holds) carries it."""
+    extended = dataclasses.make_dataclass(
+        "TrainConfig",
+        [("dummy_proxies", int, option(3, "A dummy loss setting: proxies per dummy.", "Method and losses", bounds=(1, 9)))],
+        bases=(TrainConfig,),
+    )
+    monkeypatch.setattr("piro_cli.training.config.TrainConfig", extended)
+    monkeypatch.setattr(config_file, "TrainConfig", extended)
+    seen = []
+
+    def fake_train(config, reporter, **_):
+        seen.append(config)
+        return SimpleNamespace(epochs_done=0, stop_reason="test", seconds=0.0, best_path="b", last_path="l")
+
+    monkeypatch.setattr(trainer, "train", fake_train)
+    command = _with_config_options(handle_errors(train.__wrapped__))
+    dummy_app = typer.Typer()
+    dummy_app.command(name="train")(command)
+    dummy_app.command(name="other")(lambda: None)  # two commands: `train` stays a subcommand
+    shown = runner.invoke(dummy_app, ["train", "--help"], env={"COLUMNS": "200"})
+    assert "--dummy-proxies" in shown.output and "proxies per dummy" in shown.output
+    assert shown.output.index("--dummy-proxies") > shown.output.index("Method and losses")
+    typed = runner.invoke(dummy_app, ["train", "--dummy-proxies", "5", "--name", "x"])
+    assert typed.exit_code == 0, typed.output
+    assert seen[-1].dummy_proxies == 5 and seen[-1].to_dict()["dummy_proxies"] == 5
+    (tmp_path / "c.yaml").write_text("dummy_proxies: 7\n")
+    from_file = runner.invoke(dummy_app, ["train", "--config", str(tmp_path / "c.yaml"), "--name", "y"])
+    assert from_file.exit_code == 0, from_file.output
+    assert seen[-1].dummy_proxies == 7
+    refused = runner.invoke(dummy_app, ["train", "--dummy-proxies", "12"])
+    assert refused.exit_code == 2 and "less than or equal to 9" in refused.output  # typer's range check, the same bounds
+    (tmp_path / "bad.yaml").write_text("dummy_proxies: 12\n")
+    refused = runner.invoke(dummy_app, ["train", "--config", str(tmp_path / "bad.yaml")])
+    assert refused.exit_code == 1 and "--dummy-proxies 12: must be from 1 to 9" in refused.output
