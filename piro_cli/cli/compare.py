@@ -11,7 +11,16 @@ from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Table
 
-from piro_cli.cli.common import RichReporter, console, err_console, handle_errors, parse_tta_scales, progress_columns, tta_option, tta_scales_option
+from piro_cli.cli.common import (
+    RichReporter,
+    console,
+    err_console,
+    handle_errors,
+    parse_tta_scales,
+    progress_columns,
+    tta_option,
+    tta_scales_option,
+)
 from piro_cli.outputs import OutputLock, check_output_path
 
 

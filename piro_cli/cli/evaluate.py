@@ -18,13 +18,13 @@ from piro_cli.cli.common import (
     distance_option,
     err_console,
     handle_errors,
+    parse_tta_scales,
     progress_columns,
     query_counts,
     rejection_option,
     scoring_rule,
     tta_option,
     tta_scales_option,
-    parse_tta_scales,
 )  # fmt: skip
 from piro_cli.errors import PiroError
 from piro_cli.outputs import OutputLock, check_output_path
