@@ -9,6 +9,8 @@ training object.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from pytorch_metric_learning import losses, miners
 from torch import Tensor
@@ -16,6 +18,29 @@ from torch import Tensor
 from .direction import DirectionRegularisedTripletLoss
 from .proxy_gml import ProxyGMLLoss
 from .registry import DIRECTION_LOSSES, OBJECT_LOSSES, parse_object_loss  # noqa: F401 (re-exported)
+
+
+Built = tuple[torch.nn.Module, "miners.BaseMiner | None"]
+
+
+def _triplet(num_objects: int, dim: int, direction_reg: float, options: dict) -> Built:
+    loss = DirectionRegularisedTripletLoss(direction_reg) if direction_reg else losses.TripletMarginLoss(margin=0.2)
+    return loss, miners.TripletMarginMiner(margin=0.2, type_of_triplets="semihard")
+
+
+OBJECT_METRIC_LOSSES: dict[str, Callable[[int, int, float, dict], Built]] = {
+    # name -> (num_objects, dim, direction_reg, options) -> (loss, miner or None); the names and their summaries
+    # are registry.OBJECT_LOSSES ("piro" is L_piobj, losses/object.py)
+    "contrastive": lambda n, d, r, o: (losses.ContrastiveLoss(pos_margin=0.0, neg_margin=1.0), None),
+    "triplet": _triplet,
+    "npair": lambda n, d, r, o: (losses.NPairsLoss(), None),
+    "multi-similarity": lambda n, d, r, o: (losses.MultiSimilarityLoss(), miners.MultiSimilarityMiner()),
+    "proxy-gml": lambda n, d, r, o: (ProxyGMLLoss(n, d, **o), None),
+    "proxy-nca": lambda n, d, r, o: (losses.ProxyNCALoss(n, d, softmax_scale=3.0), None),  # losses/pies.py: the scale
+    "proxy-anchor": lambda n, d, r, o: (losses.ProxyAnchorLoss(n, d), None),
+}
+"""The object-space metric-learning losses by name, timm-style: one builder each."""
+assert set(OBJECT_METRIC_LOSSES) == set(OBJECT_LOSSES) - {"piro"}, "every object loss name needs a builder"
 
 
 class ObjectMetricLoss(torch.nn.Module):
@@ -34,23 +59,7 @@ class ObjectMetricLoss(torch.nn.Module):
             raise ValueError("'piro' is L_piobj, computed by PoseInvariantObjectLoss, not a metric-learning loss")
         if direction_reg and self.name not in DIRECTION_LOSSES:
             raise ValueError(f"the direction regulariser applies to triplets, not to the {self.name} loss")
-        self.miner = None
-        if self.name == "contrastive":
-            self.loss = losses.ContrastiveLoss(pos_margin=0.0, neg_margin=1.0)
-        elif self.name == "triplet":
-            self.loss = DirectionRegularisedTripletLoss(direction_reg) if direction_reg else losses.TripletMarginLoss(margin=0.2)
-            self.miner = miners.TripletMarginMiner(margin=0.2, type_of_triplets="semihard")
-        elif self.name == "npair":
-            self.loss = losses.NPairsLoss()
-        elif self.name == "multi-similarity":
-            self.loss = losses.MultiSimilarityLoss()
-            self.miner = miners.MultiSimilarityMiner()
-        elif self.name == "proxy-gml":
-            self.loss = ProxyGMLLoss(num_objects, dim, **options)
-        elif self.name == "proxy-nca":
-            self.loss = losses.ProxyNCALoss(num_objects, dim, softmax_scale=3.0)  # see losses/pies.py on the scale
-        else:
-            self.loss = losses.ProxyAnchorLoss(num_objects, dim)
+        self.loss, self.miner = OBJECT_METRIC_LOSSES[self.name](num_objects, dim, direction_reg, options)
 
     def extra_repr(self) -> str:
         return f"name={self.name!r}"
