@@ -19,7 +19,6 @@ from .direction import DirectionRegularisedTripletLoss
 from .proxy_gml import ProxyGMLLoss
 from .registry import DIRECTION_LOSSES, OBJECT_LOSSES, parse_object_loss  # noqa: F401 (re-exported)
 
-
 Built = tuple[torch.nn.Module, "miners.BaseMiner | None"]
 
 
