@@ -153,3 +153,17 @@ def test_a_config_file_may_set_scales_as_a_list_or_text(tiny_data):
     assert refused.exit_code == 1 and "tta-scales" in refused.output and "Traceback" not in refused.output
     with pytest.raises(PiroError, match="--tta-scales"):
         tiny_config(tiny_data, tta_scales=(0.1,))
+
+
+def test_index_build_may_choose_other_scales_than_the_runs(tiny_data):
+    """`piro index build --tta-scales 1` on a run with 1,1.25: the index records 1 and its photos are embedded at 1
+    (the cheaper identify), by build, add and identify alike."""
+    assert runner.invoke(app, ["train", "--data", str(tiny_data), *TINY_CLI, "--tta-scales", "1,1.25", "--name", "sc"]).exit_code == 0
+    built = runner.invoke(app, ["index", "build", "runs/sc", "--data", str(tiny_data), "--out", "one.piro-index", "--tta-scales", "1"])
+    assert built.exit_code == 0, built.output
+    assert json.loads(Path("one.piro-index/index.json").read_text())["checkpoint"]["tta_scales"] == [1.0]
+    from piro_cli.inference.index import GalleryIndex
+
+    assert GalleryIndex("one.piro-index").load_run().tta_scales == (1.0,)
+    refused = runner.invoke(app, ["index", "build", "runs/sc", "--data", str(tiny_data), "--out", "x.piro-index", "--tta-scales", "9"])
+    assert refused.exit_code == 1 and "--tta-scales 9" in refused.output and not Path("x.piro-index").exists()

@@ -158,16 +158,15 @@ def tta_option(when: str = ""):
     )
 
 
-def tta_scales_option(when: str = ""):
-    """`--tta-scales` of the commands that re-embed with a run's model (evaluate, compare)."""
+def tta_scales_option(when: str = "", after: str = ""):
+    """`--tta-scales` of the commands that re-embed with a run's model (evaluate, compare, index build)."""
     return typer.Option(
         None,
         "--tta-scales",
         metavar="F[,F...]",
         help=f"{when}Test-time scales: embed each view as the mean over it resized by these factors (1 = as stored; "
         "e.g. 1,1.15), each factor costing about its square in backbone work. Default: the run's own setting (`piro "
-        "train --tta-scales`, or its recipe's), 1 for runs without one. Results under other scales are not saved into "
-        "the run folder.",
+        f"train --tta-scales`, or its recipe's), 1 for runs without one.{after}",
         show_default=False,
     )
 

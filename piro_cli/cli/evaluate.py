@@ -73,7 +73,7 @@ def evaluate(
         "are numbered, so renumbering them cannot change the result.",
     ),
     tta: bool = tta_option(),
-    tta_scales: str = tta_scales_option(),
+    tta_scales: str = tta_scales_option(after=" Results under other scales are not saved into the run folder."),
     precision: str = typer.Option(
         None,
         help="Arithmetic of the embedding: auto (mixed bf16/fp16 on a GPU, fp32 on a CPU), fp32 (no TF32), bf16 or "

@@ -17,11 +17,13 @@ from piro_cli.cli.common import (
     distance_option,
     err_console,
     handle_errors,
+    parse_tta_scales,
     progress_columns,
     query_counts,
     rejection_option,
     scoring_rule,
     tta_option,
+    tta_scales_option,
 )  # fmt: skip
 from piro_cli.errors import PiroError
 
@@ -63,6 +65,7 @@ def build(
         "calibrate), val (its validation objects) or test (the data file's test split).",
     ),
     tta: bool = tta_option("Also used by every later add and identify on this index. "),
+    tta_scales: str = tta_scales_option("Also used by every later add and identify on this index. "),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing index at --out."),
     device: str = DEVICE_OPTION,
 ) -> None:
@@ -74,7 +77,10 @@ def build(
 
     progress, reporter = _reporting()
     with progress:
-        change = build_index(run, out, data=data, split=split, device=device, tta=tta, overwrite=overwrite, reporter=reporter)
+        change = build_index(
+            run, out, data=data, split=split, device=device, tta=tta, tta_scales=parse_tta_scales(tta_scales),
+            overwrite=overwrite, reporter=reporter,
+        )  # fmt: skip
     console.print(
         f"[green]built[/] {escape(str(change.path))}: {count(change.objects, 'object')}, {count(change.views, 'view')} in {change.seconds:.1f} s; "
         f"next: `piro index calibrate {escape(str(change.path))}`",

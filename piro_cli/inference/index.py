@@ -758,9 +758,11 @@ def build_index(
     tta: bool | None = None,
     overwrite: bool = False,
     reporter: Reporter | None = None,
+    tta_scales: tuple[float, ...] | None = None,
 ) -> IndexChange:
     """Embed the objects of a data split into a new index: train: the objects the run trained on; val: its
-    validation objects; test: the data file's test split."""
+    validation objects; test: the data file's test split. `tta`, `tta_scales`: how every photo of this index is
+    embedded, now and by later adds and identifications (None: the run's own settings)."""
     reporter = reporter or SilentReporter()
     started = time.perf_counter()
     out = Path(out)
@@ -779,7 +781,7 @@ def build_index(
         raise PiroError(f"--split {split!r}: choose train, val or test")
     from piro_cli.inference.run import load_run
 
-    loaded = load_run(run, device, tta)
+    loaded = load_run(run, device, tta, tta_scales=tta_scales)
     store = loaded.open_data(data)
     source_split, rows = _index_rows(loaded, store, split)
     created = not out.exists()
