@@ -17,6 +17,7 @@ import piro_cli.training.config_file as config_file
 import piro_cli.training.trainer as trainer
 from piro_cli.cli import app
 from piro_cli.cli.common import handle_errors
+from piro_cli.cli.options_doc import options_markdown
 from piro_cli.cli.train import _with_config_options, train
 from piro_cli.options import option
 from piro_cli.training.config import TrainConfig
@@ -64,6 +65,8 @@ def test_a_new_field_is_an_option_of_the_command_line_config_files_and_config_js
     shown = runner.invoke(dummy_app, ["train", "--help"], env={"COLUMNS": "200"})
     assert "--dummy-proxies" in shown.output and "proxies per dummy" in shown.output
     assert shown.output.index("--dummy-proxies") > shown.output.index("Method and losses")
+    listed = options_markdown(typer.main.get_command(dummy_app).commands["train"])
+    assert "| `--dummy-proxies` | `3` | A dummy loss setting: proxies per dummy. |" in listed
     typed = runner.invoke(dummy_app, ["train", "--dummy-proxies", "5", "--name", "x"])
     assert typed.exit_code == 0, typed.output
     assert seen[-1].dummy_proxies == 5 and seen[-1].to_dict()["dummy_proxies"] == 5
@@ -76,3 +79,9 @@ def test_a_new_field_is_an_option_of_the_command_line_config_files_and_config_js
     (tmp_path / "bad.yaml").write_text("dummy_proxies: 12\n")
     refused = runner.invoke(dummy_app, ["train", "--config", str(tmp_path / "bad.yaml")])
     assert refused.exit_code == 1 and "--dummy-proxies 12: must be from 1 to 9" in refused.output
+
+
+def test_the_options_document_is_what_the_command_declares():
+    """docs/TRAIN_OPTIONS.md is generated (`python -m piro_cli.cli.options_doc`); regenerate it when an option changes."""
+    document = Path(__file__).parent.parent / "docs" / "TRAIN_OPTIONS.md"
+    assert document.read_text() == options_markdown(typer.main.get_command(app).commands["train"])
