@@ -108,7 +108,7 @@ def method_label(train: dict[str, Any]) -> str:
     The method name, then what changes it from the released method: '+<obj-loss>' for a classic object loss,
     '+cat=proxy-gml' for ProxyGML as the category term, '+dr=<gamma>' for the direction regulariser, '+dvml',
     '+losses=...' for loss terms other than the method's default (a Table 4 ablation),
-    '+separation=plain' for the paper's Eq. 7 confuser term and '+lsoftmax-trained' for an optimised L-Softmax
+    '+obj-features=frozen' for the object head on a frozen backbone path, '+separation=plain' for the paper's Eq. 7 confuser term and '+lsoftmax-trained' for an optimised L-Softmax
     weight matrix, '+released' for imported released weights; e.g. 'piro-dual', 'piro-single+triplet',
     'piro-dual+contrastive+dvml', 'piro-dual+released'.
     Runs written before `--method` existed have no "method" key: their `dual` flag decides; keys missing from
@@ -143,6 +143,8 @@ def method_label(train: dict[str, Any]) -> str:
         parts.append(f"dr={train['direction_reg']:g}")
     if train.get("distance_margin"):
         parts.append(f"margin={train['distance_margin']:g}")
+    if train.get("object_features", "shared") != "shared":
+        parts.append(f"obj-features={train['object_features']}")
     if train.get("dvml"):
         parts.append("dvml")
     if train.get("language_guidance"):

@@ -133,3 +133,41 @@ def test_a_runs_tta_setting_is_the_default_of_evaluate_and_embed(tiny_data):
     default_run = runner.invoke(app, ["train", "--data", str(tiny_data), *TINY_CLI, "--name", "plain"])
     assert default_run.exit_code == 0, default_run.output
     assert evaluate(["runs/plain/best.pt"], data=tiny_data, split="test", save=False).to_dict()["tta"] is False
+
+
+def test_object_features_frozen_trains_two_paths(tiny_data):
+    """--object-features frozen: the object head reads a frozen copy of the layers above the cut, as they were
+    before training (checked against a fresh model of the same seed), while the category head reads the trained
+    layers; embeddings by hand from the two paths; evaluate, index and export take the run as any other."""
+    from piro_cli.inference.run import load_model
+
+    result = train(tiny_config(tiny_data, name="two", train_from="body.6", object_features="frozen", epochs=1, lr=1e-2))
+    checkpoint = load_checkpoint(result.best_path)
+    assert checkpoint["model_config"]["object_trunk"] == "body.6"
+    model = load_model(checkpoint, torch.device("cpu"))
+    torch.manual_seed(0)  # what train() seeds before building the model: the initial weights
+    initial = PAN(PANConfig(backbone="tiny", pretrained=False, cat_dim=16, obj_dim=16))
+    above = dict(initial.cut("body.6").above.named_parameters())
+    for name, frozen in model.object_trunk.named_parameters():
+        torch.testing.assert_close(frozen, above[name])  # never trained
+    trained = dict(model.cut("body.6").above.named_parameters())
+    assert any(not torch.equal(trained[name], above[name]) for name in above)  # the category path did train
+    views = __import__("piro_cli.data.store", fromlist=["ViewSetStore"]).ViewSetStore(tiny_data).split("test").batch([0])
+    with torch.no_grad():
+        images = views.flatten(0, 1)
+        acts = model.backbone.body[:6](images)
+        by_hand_obj = torch.nn.functional.normalize(model.obj_head(initial.backbone.pool(initial.backbone.body[6:](acts)).flatten(1)), dim=-1)
+        by_hand_cat = torch.nn.functional.normalize(model.cat_head(model.backbone(images)), dim=-1)
+        out = model(views)
+    torch.testing.assert_close(out.sv_obj[0], by_hand_obj, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(out.sv_cat[0], by_hand_cat, rtol=1e-4, atol=1e-5)
+    report = evaluate([result.best_path], data=tiny_data, split="test", save=False)
+    assert set(report.runs[0].values) and all(v == v for v in report.runs[0].values.values())
+    from piro_cli.methods import method_label
+
+    recorded = json.loads((result.run_dir / "config.json").read_text())["train"]
+    assert method_label(recorded) == "piro-dual+obj-features=frozen"  # compare groups it apart from piro-dual
+    with pytest.raises(PiroError, match="--object-features frozen reads frozen layers from the --train-from stage"):
+        train(tiny_config(tiny_data, name="no-cut", object_features="frozen", freeze_backbone=False, epochs=1))
+    with pytest.raises(PiroError, match="piro-dual"):
+        tiny_config(tiny_data, name="single", method="piro-single", object_features="frozen", train_from="body.6")

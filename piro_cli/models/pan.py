@@ -28,8 +28,10 @@ set's the L2-normalised mean of its views' features.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import asdict, dataclass, fields
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -53,12 +55,17 @@ class PANConfig:
     aggregation: str = "attention"  # or "mean": average pooling of the views (PIEs baselines)
     head: str = "linear"  # F_obj / F_cat; "vgg16_fc7": VGG-16's classifier up to fc7 (PIEs baselines on vgg16);
     # "identity": the backbone's pooled features themselves (the untrained `backbone` baseline; obj_dim = their size)
+    object_trunk: str | None = None  # two paths (`piro train --object-features frozen`): the object head reads a frozen
+    # copy of the backbone's layers from this stage up (ImageNet's, never trained), the category head the trained
+    # backbone; None: both heads read the one backbone (released)
 
     def __post_init__(self) -> None:
         if self.aggregation not in AGGREGATIONS:
             raise PiroError(f"aggregation {self.aggregation!r}: choose one of {', '.join(AGGREGATIONS)}")
         if self.head not in HEADS:
             raise PiroError(f"head {self.head!r}: choose one of {', '.join(HEADS)}")
+        if self.object_trunk is not None and (not self.dual or self.head != "linear" or self.aggregation != "attention"):
+            raise PiroError("object_trunk (two backbone paths) needs two spaces with linear heads and attention: piro-dual")
         if self.head == "vgg16_fc7" and (self.backbone != "vgg16" or self.dual or self.obj_dim != VGG16_FC7_DIM):
             raise PiroError(
                 f"head vgg16_fc7 needs backbone vgg16, one space and obj_dim {VGG16_FC7_DIM}; got backbone {self.backbone}, "
@@ -99,6 +106,14 @@ class PAN(nn.Module):
         backbone = build_backbone(config.backbone, pretrained=config.pretrained)
         self.backbone = backbone.module
         self.feat_dim = backbone.feat_dim
+        self._cuts: dict[str, BackboneCut] = {}  # views over the backbone's layers, not submodules (no extra state)
+        # two paths: a frozen copy of the layers above the cut feeds the object head; features are then
+        # [trained backbone's, frozen copy's] side by side (2F), each head reading its half
+        self.object_trunk: nn.Module | None = None
+        if config.object_trunk is not None:
+            self.object_trunk = copy.deepcopy(self.cut(config.object_trunk).above).requires_grad_(False).eval()
+            self.feat_dim = 2 * backbone.feat_dim
+        head_in = backbone.feat_dim
         attend = config.aggregation == "attention"
         if config.head == "identity":
             if config.dual or config.aggregation != "mean":
@@ -108,10 +123,10 @@ class PAN(nn.Module):
         elif config.head == "vgg16_fc7":
             self.obj_head = vgg16_fc7_head(config.pretrained)
         else:
-            self.obj_head = nn.Linear(self.feat_dim, config.obj_dim)
+            self.obj_head = nn.Linear(head_in, config.obj_dim)
         self.obj_attention = ViewSetAttention(config.obj_dim, dropout=config.dropout) if attend else None  # A_obj
         if config.dual:
-            self.cat_head = nn.Linear(self.feat_dim, config.cat_dim)  # F_cat
+            self.cat_head = nn.Linear(head_in, config.cat_dim)  # F_cat
             self.cat_attention = ViewSetAttention(config.cat_dim, dropout=config.dropout) if attend else None  # A_cat
         else:
             self.cat_head = None
@@ -126,7 +141,6 @@ class PAN(nn.Module):
         # Test-time scales (`--tta-scales`, eval mode only): each view's features are the mean over the view resized by
         # these factors (1.0: as stored); a setting, like the flips
         self.test_scales: tuple[float, ...] = (1.0,)
-        self._cuts: dict[str, BackboneCut] = {}  # views over the backbone's layers, not submodules (no extra state)
 
     @property
     def dual(self) -> bool:
@@ -146,14 +160,32 @@ class PAN(nn.Module):
         if self.center_crop is not None and not self.training:
             images = crop_center(images, self.center_crop)
         if self.training:
-            return self.backbone(images).reshape(b, v, -1)
+            return self._backbone_features(images).reshape(b, v, -1)
         feats = sum(self._flipped_features(resize_views(images, scale)) for scale in self.test_scales)
         return (feats / len(self.test_scales)).reshape(b, v, -1)
 
     def _flipped_features(self, images: Tensor) -> Tensor:
         if self.flip_views:
-            return (self.backbone(images) + self.backbone(images.flip(-1))) / 2
-        return self.backbone(images)
+            return (self._backbone_features(images) + self._backbone_features(images.flip(-1))) / 2
+        return self._backbone_features(images)
+
+    def _backbone_features(self, images: Tensor) -> Tensor:
+        """(N, 3, H, W) -> (N, F): the backbone's features; with two paths, the trained and the frozen side by side."""
+        if self.object_trunk is None:
+            return self.backbone(images)
+        return self._two_paths(self.cut(self.config.object_trunk).below(images))
+
+    def _two_paths(self, acts: Tensor) -> Tensor:
+        """Activations at the object trunk's stage (N, C, h, w) -> [trained layers' features, frozen copy's] (N, 2F)."""
+        with torch.no_grad():
+            frozen = self.object_trunk(acts)
+        return torch.cat([self.cut(self.config.object_trunk).above(acts), frozen], dim=-1)
+
+    def train(self, mode: bool = True) -> PAN:
+        super().train(mode)
+        if self.object_trunk is not None:  # its batch norms keep ImageNet's statistics
+            self.object_trunk.eval()
+        return self
 
     def cut(self, stage: str) -> BackboneCut:
         """The backbone split so that training starts at `stage` (`--train-from`; models.backbones.cut_points)."""
@@ -170,17 +202,22 @@ class PAN(nn.Module):
     def features_from(self, acts: Tensor, stage: str) -> Tensor:
         """(B, V, C, h, w) activations at `stage` -> (B, V, F) backbone features: the rest of the backbone."""
         b, v = acts.shape[:2]
-        return self.cut(stage).above(acts.flatten(0, 1)).reshape(b, v, -1)
+        if self.object_trunk is None:
+            return self.cut(stage).above(acts.flatten(0, 1)).reshape(b, v, -1)
+        if stage != self.config.object_trunk:
+            raise ValueError(f"features_from: the object trunk starts at {self.config.object_trunk}, not {stage}")
+        return self._two_paths(acts.flatten(0, 1)).reshape(b, v, -1)
 
     def forward_features(self, feats: Tensor) -> PANOutput:
         """(B, V, F) backbone features -> all embeddings; what `forward` gives, from cached features."""
         if feats.dim() != 3 or feats.shape[-1] != self.feat_dim:
             raise ValueError(f"PAN.forward_features expects features (B, V, {self.feat_dim}), got {tuple(feats.shape)}")
-        sv_obj, mv_obj, attn_obj, pooled_obj = self._branch(feats, self.obj_head, self.obj_attention)
+        cat_feats, obj_feats = feats.chunk(2, dim=-1) if self.object_trunk is not None else (feats, feats)
+        sv_obj, mv_obj, attn_obj, pooled_obj = self._branch(obj_feats, self.obj_head, self.obj_attention)
         if self.cat_head is None:
             sv_cat, mv_cat, attn_cat = sv_obj, mv_obj, attn_obj
         else:
-            sv_cat, mv_cat, attn_cat, _ = self._branch(feats, self.cat_head, self.cat_attention)
+            sv_cat, mv_cat, attn_cat, _ = self._branch(cat_feats, self.cat_head, self.cat_attention)
         return PANOutput(
             sv_cat=sv_cat, sv_obj=sv_obj, mv_cat=mv_cat, mv_obj=mv_obj, attn_cat=attn_cat, attn_obj=attn_obj, pooled_obj=pooled_obj
         )  # fmt: skip
@@ -202,8 +239,8 @@ class PAN(nn.Module):
         return sv, F.normalize(pooled, p=2, dim=-1), attn, pooled
 
     def head_parameters(self) -> list:
-        """Everything but the backbone: F_obj, A_obj (and F_cat, A_cat when dual)."""
-        return [p for name, p in self.named_parameters() if not name.startswith("backbone.")]
+        """Everything but the backbone (and the frozen object trunk): F_obj, A_obj (and F_cat, A_cat when dual)."""
+        return [p for name, p in self.named_parameters() if not name.startswith(("backbone.", "object_trunk."))]
 
     def backbone_parameters(self) -> list:
         return list(self.backbone.parameters())

@@ -31,6 +31,7 @@ from piro_cli.recipes import BUILTIN_DEFAULTS, RECIPES, Resolution, describe, ge
 from piro_cli.recipes import resolve as resolve_recipe
 
 LOGGERS = ("tensorboard",)  # piro_cli/training/loggers.py
+OBJECT_FEATURES = ("shared", "frozen")  # what the object head reads (PANConfig.object_trunk)
 
 
 @dataclass
@@ -226,6 +227,13 @@ class TrainConfig:
         "Model", metavar="F[,F...]", show_default=False, cli_type=str,
     )  # fmt: skip
     dropout: float = option(0.25, "Dropout on the attention layers' output (released: 0.25).", "Model")
+    object_features: str = option(
+        "shared",
+        "What the object head reads: shared (the backbone both heads train, as released) or frozen (two paths: a "
+        "frozen copy of the ImageNet layers from the --train-from stage up, which the category loss cannot bend "
+        "towards categories; piro-dual with --train-from).",
+        "Model",
+    )
     # --- Optimisation
     lr: float | None = option(None, f"Adam learning rate (released: 1e-5; FG3D 5e-5). {recipe_default('lr')}", "Optimisation")
     lr_step: int | None = option(
@@ -315,6 +323,11 @@ class TrainConfig:
             if self.backbone is not None and self.train_from not in cut_points(self.backbone):  # None: checked resolved
                 where = ", ".join(cut_points(self.backbone)) or "nowhere (use --freeze-backbone or full fine-tuning)"
                 raise PiroError(f"--train-from {self.train_from}: backbone {self.backbone} can start training at {where}")
+        self.object_features = self.object_features.strip().lower()
+        if self.object_features not in OBJECT_FEATURES:
+            raise PiroError(f"--object-features {self.object_features!r}: choose one of {', '.join(OBJECT_FEATURES)}")
+        if self.object_features == "frozen" and self.method != "piro-dual":
+            raise PiroError(f"--object-features frozen: two backbone paths need the two spaces of piro-dual, not {self.method}")
         if self.feature_passes is not None and self.feature_passes < 1:
             raise PiroError(f"--feature-passes {self.feature_passes}: must be at least 1")
         from piro_cli.data.augment import AUGMENTATIONS  # torchvision: loaded when a run is configured, not at start-up
