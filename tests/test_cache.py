@@ -9,7 +9,7 @@ from conftest import tiny_config
 import piro_cli.inference.cache as cache_module
 from piro_cli.evaluation.evaluate import evaluate
 from piro_cli.inference.cache import CACHE_DIR, cached_embeddings
-from piro_cli.inference.run import load_run
+from piro_cli.inference.run import EmbedSettings, load_run
 from piro_cli.training import train
 
 
@@ -30,7 +30,7 @@ def test_a_second_evaluation_embeds_nothing(world, monkeypatch):
     second = evaluate([world["run"]], data=world["data"], save=False)
     assert second.runs[0].values == first.runs[0].values
     with pytest.raises(AssertionError, match="embedded again"):  # flips on: another entry
-        evaluate([world["run"]], data=world["data"], save=False, tta=True)
+        evaluate([world["run"]], data=world["data"], save=False, embedding=EmbedSettings(tta=True))
 
 
 def test_entries_are_keyed_and_a_damaged_one_is_recomputed(world):

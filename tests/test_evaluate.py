@@ -21,7 +21,7 @@ from piro_cli.errors import DataError, PiroError
 from piro_cli.evaluation.evaluate import evaluate
 from piro_cli.inference.embedding import embed_objects
 from piro_cli.inference.embeddings_file import EmbeddingsFile, embed
-from piro_cli.inference.run import load_model
+from piro_cli.inference.run import EmbedSettings, load_model
 from piro_cli.retrieval.picr import TASKS, evaluate_picr
 from piro_cli.runs import load_checkpoint
 from piro_cli.training import TrainConfig, train
@@ -274,7 +274,7 @@ def test_precision_is_the_runs_own_recorded_and_overridable(world):
     assert load_checkpoint(ckpt_path)["train_config"]["precision"] == "auto"  # no recipe: mixed on a GPU, fp32 here
     default = evaluate([ckpt_path], data=world["data"], save=False)
     assert default.runs[0].precision == "fp32"
-    bf16 = evaluate([ckpt_path], data=world["data"], save=False, precision="bf16")
+    bf16 = evaluate([ckpt_path], data=world["data"], save=False, embedding=EmbedSettings(precision="bf16"))
     assert bf16.runs[0].precision == "bf16"
     # a bf16 backbone rounds its features: the same model embeds differently (hand check: the embeddings, not the tasks)
     model = load_model(load_checkpoint(ckpt_path), torch.device("cpu"))

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from piro_cli.cli import app
 from piro_cli.errors import PiroError
 from piro_cli.evaluation.evaluate import evaluate
+from piro_cli.inference.run import EmbedSettings
 from piro_cli.models.pan import PAN, PANConfig
 from piro_cli.runs import load_checkpoint
 from piro_cli.training import train
@@ -103,7 +104,7 @@ def test_tta_averages_each_view_with_its_mirror(tiny_data):
         out = flipped(views)
     torch.testing.assert_close(out.sv_obj, torch.nn.functional.normalize(by_hand, dim=-1), rtol=1e-5, atol=1e-6)
     assert not torch.allclose(out.sv_obj, plain(views).sv_obj)  # the mirror changed something
-    report = evaluate([result.best_path], data=tiny_data, split="test", tta=True, save=True)
+    report = evaluate([result.best_path], data=tiny_data, split="test", embedding=EmbedSettings(tta=True), save=True)
     saved = json.loads((result.run_dir / "eval_test_tta.json").read_text())  # beside the plain eval_test.json
     assert saved["tta"] is True and report.to_dict()["tta"] is True
 
@@ -120,7 +121,7 @@ def test_a_runs_tta_setting_is_the_default_of_evaluate_and_embed(tiny_data):
     assert result.exit_code == 0, result.output
     assert Path("runs/flips/eval_test_tta.json").is_file() and not Path("runs/flips/eval_test.json").exists()
     by_default = json.loads(Path("runs/flips/eval_test_tta.json").read_text())
-    explicit = evaluate(["runs/flips/best.pt"], data=tiny_data, split="test", tta=True, save=False).to_dict()
+    explicit = evaluate(["runs/flips/best.pt"], data=tiny_data, split="test", embedding=EmbedSettings(tta=True), save=False).to_dict()
     assert by_default["tta"] is True and by_default["mean"] == explicit["mean"]  # the same numbers as --tta
     plain = runner.invoke(app, ["evaluate", "runs/flips/best.pt", "--data", str(tiny_data), "--no-tta"])
     assert plain.exit_code == 0, plain.output

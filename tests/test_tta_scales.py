@@ -20,7 +20,7 @@ from piro_cli.cli import app
 from piro_cli.data.store import ViewSetStore
 from piro_cli.errors import PiroError
 from piro_cli.evaluation.evaluate import evaluate
-from piro_cli.inference.run import load_model, load_run
+from piro_cli.inference.run import EmbedSettings, load_model, load_run
 from piro_cli.options import check_test_scales
 from piro_cli.runs import load_checkpoint
 from piro_cli.training import train
@@ -83,10 +83,10 @@ def test_bad_scales_are_one_line(scaled_run, tiny_data, value, message):
 
 def test_evaluate_with_scales_records_them_and_never_reuses_other_embeddings(scaled_run, tiny_data):
     plain = evaluate([scaled_run], data=tiny_data, split="test", save=False)
-    scaled = evaluate([scaled_run], data=tiny_data, split="test", save=False, tta_scales=(1.0, 1.5))
+    scaled = evaluate([scaled_run], data=tiny_data, split="test", save=False, embedding=EmbedSettings(tta_scales=(1.0, 1.5)))
     assert plain.to_dict()["runs"][0]["tta_scales"] == [1.0] and scaled.to_dict()["runs"][0]["tta_scales"] == [1.0, 1.5]
     assert plain.runs[0].values != scaled.runs[0].values  # other embeddings, not the cached plain ones
-    again = evaluate([scaled_run], data=tiny_data, split="test", save=False, tta_scales=(1.0, 1.5))
+    again = evaluate([scaled_run], data=tiny_data, split="test", save=False, embedding=EmbedSettings(tta_scales=(1.0, 1.5)))
     assert again.runs[0].values == scaled.runs[0].values  # now from the cache, under its own key
     before = sorted(p.name for p in scaled_run.parent.glob("eval_*"))
     result = runner.invoke(app, ["evaluate", str(scaled_run), "--data", str(tiny_data), "--tta-scales", "1,1.5"])
@@ -103,7 +103,7 @@ def test_a_runs_scales_travel_to_evaluate_index_identify_and_export(tiny_data):
     loaded = load_run("runs/sc", "cpu")
     assert loaded.tta_scales == (1.0, 1.25)
     by_default = evaluate(["runs/sc"], data=tiny_data, split="test", save=False)
-    explicit = evaluate(["runs/sc"], data=tiny_data, split="test", save=False, tta_scales=(1.0, 1.25))
+    explicit = evaluate(["runs/sc"], data=tiny_data, split="test", save=False, embedding=EmbedSettings(tta_scales=(1.0, 1.25)))
     assert by_default.runs[0].values == explicit.runs[0].values and by_default.runs[0].tta_scales == [1.0, 1.25]
     built = runner.invoke(app, ["index", "build", "runs/sc", "--data", str(tiny_data), "--out", "sc.piro-index"])
     assert built.exit_code == 0, built.output

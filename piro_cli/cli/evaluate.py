@@ -138,6 +138,7 @@ def evaluate(
     from piro_cli.evaluation.evaluate import FORMATS, write_results
     from piro_cli.evaluation.evaluate import evaluate as run_evaluation
     from piro_cli.evaluation.openset import OpenSetOptions
+    from piro_cli.inference.run import EmbedSettings
 
     open_set = OpenSetOptions(enrol_views, query_counts(query_views), draws, seed, scoring_rule(distance, rejection))
 
@@ -154,8 +155,8 @@ def evaluate(
         with Progress(*progress_columns(), console=err_console, transient=True) as progress:
             result = run_evaluation(
                 [str(s) for s in sources], data=data, tasks=task, split=split, strict=strict, tie_break=tie_break,
-                tta=tta, device=device, save=save, open_set=open_set, reporter=RichReporter(progress), precision=precision,
-                center_crop=center_crop, tta_scales=parse_tta_scales(tta_scales),
+                device=device, save=save, open_set=open_set, reporter=RichReporter(progress),
+                embedding=EmbedSettings(tta, parse_tta_scales(tta_scales), precision, center_crop),
             )  # fmt: skip
         if out is not None:
             write_results(result, out)

@@ -354,11 +354,13 @@ def compare_runs(
         values = [_recorded_values(run, ckpt) for run, ckpt in zip(runs, checkpoints, strict=True)]
     else:
         from piro_cli.evaluation.evaluate import evaluate
+        from piro_cli.inference.run import EmbedSettings
 
         started = time.perf_counter()
         result = evaluate(
-            paths, data=data, split=split, tta=tta, tta_scales=tta_scales, device=device, save=False, reporter=reporter
-        )
+            paths, data=data, split=split, device=device, save=False, reporter=reporter,
+            embedding=EmbedSettings(tta=tta, tta_scales=tta_scales),
+        )  # fmt: skip
         evaluated = {r.data.get("fingerprint") for r in result.runs}
         if len(evaluated) > 1:
             raise DataError(

@@ -22,6 +22,7 @@ protocol (piro_cli.retrieval.picr) is recorded in them: `protocol` (default or s
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import math
@@ -45,7 +46,7 @@ from piro_cli.hardware import check_precision, pick_device
 from piro_cli.inference.cache import cached_embeddings
 from piro_cli.inference.embeddings_file import FORMAT_NAME as EMBEDDINGS_FORMAT
 from piro_cli.inference.embeddings_file import EmbeddingsFile
-from piro_cli.inference.run import group_rows, load_run, require_split, trained_rows
+from piro_cli.inference.run import EmbedSettings, group_rows, load_run, require_split, trained_rows
 from piro_cli.outputs import write_text
 from piro_cli.reporting import Reporter, SilentReporter, stage_progress
 from piro_cli.retrieval.picr import SHORT_NAMES, TASKS, needs_gallery, parse_tasks, required_fields, run_picr
@@ -199,22 +200,17 @@ def evaluate(
     split: str = "test",
     strict: bool = False,
     tie_break: str = "smallest",
-    tta: bool | None = None,
     device: str | None = None,
     save: bool = True,
     open_set: OpenSetOptions | None = None,
     reporter: Reporter | None = None,
-    precision: str | None = None,
-    center_crop: bool | None = None,
-    tta_scales: tuple[float, ...] | None = None,
+    embedding: EmbedSettings | None = None,
 ) -> EvaluationResult:
     """The PICR tasks for every source; see the module docstring for which objects, data file and outputs,
-    and piro_cli.retrieval.picr for the protocol (`strict`, `tie_break`). `tta`: checkpoints embed each view
-    as the mean with its horizontal mirror; None: each run's own setting (embeddings files hold what they were
-    written with). `precision` (piro_cli.hardware.PRECISIONS): the arithmetic checkpoints embed in; None: each
-    run's own (`piro train --precision`). `center_crop`: embed the central 224/256 of each view, resized back;
-    None: the method's (on for the PIEs baselines, as their released test transform). `tta_scales`: embed each view
-    as the mean over it resized by these factors; None: each run's own (`piro train --tta-scales`). The task "open-set" (piro_cli.evaluation.openset, with `open_set`'s settings) is measured
+    and piro_cli.retrieval.picr for the protocol (`strict`, `tie_break`). `embedding`: how checkpoints embed their
+    views (test-time flips and scales, arithmetic, the PIEs crop; piro_cli.inference.run.EmbedSettings), by default
+    each run's own settings (embeddings files hold what they were written with); results under other scales,
+    arithmetic or crop are never saved beside the run. The task "open-set" (piro_cli.evaluation.openset, with `open_set`'s settings) is measured
     for checkpoints and never saved beside them."""
     reporter = reporter or SilentReporter()
     if not sources:
@@ -236,10 +232,11 @@ def evaluate(
                 f"{embeddings[0]}: --task open-set embeds view subsets through the run's view-set head; give the "
                 "checkpoint (runs/<name>/best.pt), not an embeddings file"
             )
-    if precision is not None:
-        precision = check_precision(precision)
-    # a subset of the tasks, or another arithmetic or crop than the run's, never replaces a run's saved eight
-    save = save and chosen == TASKS and precision is None and center_crop is None and tta_scales is None
+    embedding = embedding or EmbedSettings()
+    if embedding.precision is not None:
+        embedding = dataclasses.replace(embedding, precision=check_precision(embedding.precision))
+    # a subset of the tasks, or other scales, arithmetic or crop than the run's, never replaces a run's saved eight
+    save = save and chosen == TASKS and not embedding.changes_the_runs_numbers
     if save:  # the results are saved beside each source: checked before any work
         for source in map(Path, sources):
             folder = source if source.is_dir() else source.parent
@@ -256,8 +253,7 @@ def evaluate(
             run, gallery, probes, names = _from_embeddings(Path(source), chosen, split)
         else:
             run, gallery, probes, names = _from_checkpoint(
-                Path(source), data, chosen, split, torch_device, reporter, tta, open_set if wants_open_set else None, precision,
-                center_crop, tta_scales,
+                Path(source), data, chosen, split, torch_device, reporter, embedding, open_set if wants_open_set else None
             )
         if categories is not None and names != categories:
             raise DataError(f"{source}: has other categories than {sources[0]}; only runs on the same categories can be averaged")
@@ -310,11 +306,13 @@ def _is_embeddings_source(path: Path) -> bool:
 
 
 def _from_checkpoint(
-    path: Path, data: str | Path | None, tasks, split: str, device: torch.device, reporter: Reporter, tta: bool | None = None,
-    open_set: OpenSetOptions | None = None, precision: str | None = None, center_crop: bool | None = None,
-    tta_scales: tuple[float, ...] | None = None,
+    path: Path, data: str | Path | None, tasks, split: str, device: torch.device, reporter: Reporter,
+    embedding: EmbedSettings, open_set: OpenSetOptions | None = None,
 ):  # fmt: skip
-    run = load_run(path, device, tta, precision=precision, center_crop=center_crop, tta_scales=tta_scales)
+    run = load_run(
+        path, device, embedding.tta, precision=embedding.precision, center_crop=embedding.center_crop,
+        tta_scales=embedding.tta_scales,
+    )  # fmt: skip
     store = run.open_data(data)
     probe_split, probe_rows, gallery_rows = evaluation_objects(run, store, split)
     measured = evaluate_open_set(run, store, probe_split, probe_rows, split, open_set, reporter) if open_set else None

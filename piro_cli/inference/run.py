@@ -67,6 +67,23 @@ def run_center_crop(checkpoint: dict) -> bool:
     return isinstance(method, str) and method in METHODS and METHODS[method].family == "pies"
 
 
+@dataclass(frozen=True)
+class EmbedSettings:
+    """How a run's model embeds views; each None means the run's own setting (`piro train --tta`, `--tta-scales`,
+    `--precision`; the method's crop)."""
+
+    tta: bool | None = None  # test-time flips (PAN.flip_views)
+    tta_scales: tuple[float, ...] | None = None  # test-time scales (PAN.test_scales)
+    precision: str | None = None  # piro_cli.hardware.PRECISIONS
+    center_crop: bool | None = None  # the PIEs baselines' central 224/256 (PAN.center_crop)
+
+    @property
+    def changes_the_runs_numbers(self) -> bool:
+        """Whether results under these settings may differ from the run's own saved ones beyond its flips (whose
+        results are saved under their own name): other scales, arithmetic or crop."""
+        return self.tta_scales is not None or self.precision is not None or self.center_crop is not None
+
+
 def load_model(
     checkpoint: dict,
     device: torch.device,
