@@ -167,3 +167,23 @@ def test_index_build_may_choose_other_scales_than_the_runs(tiny_data):
     assert GalleryIndex("one.piro-index").load_run().tta_scales == (1.0,)
     refused = runner.invoke(app, ["index", "build", "runs/sc", "--data", str(tiny_data), "--out", "x.piro-index", "--tta-scales", "9"])
     assert refused.exit_code == 1 and "--tta-scales 9" in refused.output and not Path("x.piro-index").exists()
+
+
+def test_export_may_follow_an_index_built_with_other_scales(tiny_data):
+    """An index built with `--tta-scales 1` from a run of 1,1.25 needs graphs embedding at 1: `piro export
+    --tta-scales 1` writes them, identify uses them and answers as the index's own torch model does."""
+    pytest.importorskip("onnxruntime")
+    assert runner.invoke(app, ["train", "--data", str(tiny_data), *TINY_CLI, "--tta-scales", "1,1.25", "--name", "sc"]).exit_code == 0
+    assert runner.invoke(app, ["index", "build", "runs/sc", "--data", str(tiny_data), "--out", "one.piro-index", "--tta-scales", "1"]).exit_code == 0
+    Image.fromarray(ViewSetStore(tiny_data).split("test").views_uint8(1)[0]).save("p.png")
+    assert runner.invoke(app, ["export", "runs/sc", "--onnx", "run.onnx"]).exit_code == 0  # the run's own: 1,1.25
+    refused = runner.invoke(app, ["identify", "one.piro-index", "p.png", "--onnx", "run.onnx"])
+    assert refused.exit_code == 1 and "test-time scales" in refused.output
+    done = runner.invoke(app, ["export", "runs/sc", "--onnx", "one.onnx", "--tta-scales", "1"])
+    assert done.exit_code == 0, done.output
+    assert json.loads(Path("one.json").read_text())["tta_scales"] == [1.0]
+    by_graphs = runner.invoke(app, ["identify", "one.piro-index", "p.png", "--onnx", "one.onnx", "--format", "json"])
+    by_model = runner.invoke(app, ["identify", "one.piro-index", "p.png", "--format", "json"])
+    assert by_graphs.exit_code == 0 and by_model.exit_code == 0, by_graphs.output + by_model.output
+    graphs, model = json.loads(by_graphs.output), json.loads(by_model.output)
+    assert graphs["answer"] == model["answer"] and graphs["score"] == pytest.approx(model["score"], abs=1e-4)

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.markup import escape
 
-from piro_cli.cli.common import console, err_console, handle_errors
+from piro_cli.cli.common import console, err_console, handle_errors, parse_tta_scales, tta_option, tta_scales_option
 from piro_cli.errors import PiroError
 
 
@@ -27,6 +27,8 @@ def export(
         help="Run both graphs in onnxruntime (when installed) and compare with piro's own embeddings (1e-4).",
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing files."),
+    tta: bool = tta_option("For an index built with other settings than its run's: "),
+    tta_scales: str = tta_scales_option("For an index built with other settings than its run's: "),
 ) -> None:
     """Export a run's model to ONNX, to embed photos and view sets without piro or torch (README: Deploying).
 
@@ -35,6 +37,7 @@ def export(
     Example: piro export runs/exp --onnx exp.onnx
     """
     from piro_cli.inference.export import export_onnx
+    from piro_cli.inference.run import EmbedSettings
 
     if onnx is None:
         raise PiroError("say what to export: --onnx NAME.onnx")
@@ -43,7 +46,10 @@ def export(
     from piro_cli.cli.common import RichReporter, progress_columns
 
     with Progress(*progress_columns(), console=err_console, transient=True) as progress:
-        result = export_onnx(run, onnx, overwrite=overwrite, check=check, reporter=RichReporter(progress))
+        result = export_onnx(
+            run, onnx, overwrite=overwrite, check=check, reporter=RichReporter(progress),
+            embedding=EmbedSettings(tta=tta, tta_scales=parse_tta_scales(tta_scales)),
+        )  # fmt: skip
     for path in (result.embedder, result.viewset, result.metadata):
         console.print(f"[green]wrote[/] {escape(str(path))}", highlight=False)
     if result.max_difference is not None:

@@ -28,7 +28,7 @@ from torch import nn
 
 from piro_cli.data.store import IMAGENET_MEAN, IMAGENET_STD
 from piro_cli.errors import PiroError, short_cause
-from piro_cli.inference.run import load_run
+from piro_cli.inference.run import EmbedSettings, load_run
 from piro_cli.models.pan import PAN
 from piro_cli.outputs import AtomicFile, check_output_path, write_json
 from piro_cli.reporting import Reporter, SilentReporter
@@ -83,10 +83,12 @@ def _require(module: str, extra: str = "deploy"):
 
 
 def export_onnx(
-    run: str | Path, out: str | Path, *, overwrite: bool = False, check: bool = True, reporter: Reporter | None = None
+    run: str | Path, out: str | Path, *, overwrite: bool = False, check: bool = True, reporter: Reporter | None = None,
+    embedding: EmbedSettings | None = None,
 ) -> ExportResult:
     """Write the two graphs and their metadata beside `out` (module docstring); with `check`, run them in onnxruntime.
-    `reporter` hears each stage as it starts (tracing the embedder takes minutes)."""
+    `reporter` hears each stage as it starts (tracing the embedder takes minutes). `embedding`: the flips and scales
+    the graphs embed with (default: the run's own; an index built with others needs graphs of its settings)."""
     reporter = reporter or SilentReporter()
     out = Path(out)
     if out.suffix.lower() != ".onnx":
@@ -97,7 +99,8 @@ def export_onnx(
         check_output_path(path, "--onnx", overwrite)
     _require("onnx")
     _require("onnxscript")
-    loaded = load_run(run, "cpu")
+    embedding = embedding or EmbedSettings()
+    loaded = load_run(run, "cpu", embedding.tta, tta_scales=embedding.tta_scales)
     model = loaded.model.float().eval()
     size = loaded.image_size
     embedder, head = SingleViewEmbedder(model).eval(), ViewSetHead(model).eval()
