@@ -146,8 +146,13 @@ def model(args: argparse.Namespace) -> None:
     one, _ = timed(lambda: embed_views(pan, photo, torch.device("cpu")), args.repeats)
     print(f"model: {args.backbone} at {args.size} px, one photo: {1000 * one:.1f} ms (threads {torch.get_num_threads()})")
     pan.flip_views = True
-    flipped, _ = timed(lambda: embed_views(pan, photo, torch.device("cpu")), args.repeats)
-    print(f"  with test-time flips: {1000 * flipped:.1f} ms")
+    for _ in range(args.rounds):  # interleaved, so both see the same machine
+        pan.test_scales = (1.0,)
+        flipped, _ = timed(lambda: embed_views(pan, photo, torch.device("cpu")), args.repeats)
+        pan.test_scales = tuple(float(s) for s in args.tta_scales.split(","))
+        scaled, _ = timed(lambda: embed_views(pan, photo, torch.device("cpu")), args.repeats)
+        print(f"  with test-time flips: {1000 * flipped:.1f} ms; and scales {args.tta_scales}: {1000 * scaled:.1f} ms "
+              f"({scaled / flipped:.2f}x)")  # fmt: skip
 
 
 def trial(args: argparse.Namespace) -> None:
@@ -282,6 +287,8 @@ def main() -> None:
     m.add_argument("--backbone", default="efficientnet_lite0")
     m.add_argument("--size", type=int, default=224)
     m.add_argument("--repeats", type=int, default=20)
+    m.add_argument("--rounds", type=int, default=3)
+    m.add_argument("--tta-scales", default="1,1.15", help="test-time scales timed beside the flips alone")
     t = sub.add_parser("trial")
     t.add_argument("run")
     t.add_argument("--data", required=True)
