@@ -139,7 +139,7 @@ def test_a_runs_tta_setting_is_the_default_of_evaluate_and_embed(tiny_data):
 def test_object_features_frozen_trains_two_paths(tiny_data):
     """--object-features frozen: the object head reads a frozen copy of the layers above the cut, as they were
     before training (checked against a fresh model of the same seed), while the category head reads the trained
-    layers; embeddings by hand from the two paths; evaluate, index and export take the run as any other."""
+    layers; embeddings by hand from the two paths; evaluate takes the run as any other."""
     from piro_cli.inference.run import load_model
 
     result = train(tiny_config(tiny_data, name="two", train_from="body.6", object_features="frozen", epochs=1, lr=1e-2))

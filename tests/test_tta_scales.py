@@ -129,7 +129,6 @@ def test_a_runs_scales_travel_to_evaluate_index_identify_and_export(tiny_data):
     same = runner.invoke(app, ["identify", "sc.piro-index", "p.png", "--onnx", "m.onnx", "--format", "json", "--top", "1"])
     assert same.exit_code == 0 and json.loads(same.output)["answer"] == json.loads(answer.output)["answer"]
     # graphs exported at other scales than the index's are refused, in one line
-    assert runner.invoke(app, ["train", "--data", str(tiny_data), *TINY_CLI, "--name", "plain"]).exit_code == 0
     record = json.loads(Path("m.json").read_text())
     Path("m.json").write_text(json.dumps({**record, "tta_scales": [1.0]}))
     refused = runner.invoke(app, ["identify", "sc.piro-index", "p.png", "--onnx", "m.onnx"])
@@ -187,3 +186,38 @@ def test_export_may_follow_an_index_built_with_other_scales(tiny_data):
     assert by_graphs.exit_code == 0 and by_model.exit_code == 0, by_graphs.output + by_model.output
     graphs, model = json.loads(by_graphs.output), json.loads(by_model.output)
     assert graphs["answer"] == model["answer"] and graphs["score"] == pytest.approx(model["score"], abs=1e-4)
+
+
+def test_damaged_or_impossible_scales_are_one_line(scaled_run, tiny_data):
+    """A manifest whose scales no run could have, a views curve asked for other scales, a backbone of one input size:
+    one line each, never a traceback; a run's config.json from before the option trains again at scale 1."""
+    assert runner.invoke(app, ["index", "build", str(scaled_run), "--data", str(tiny_data), "--out", "d.piro-index"]).exit_code == 0
+    manifest = json.loads(Path("d.piro-index/index.json").read_text())
+    for bad in ([5], [1, 1], [], ["x"]):
+        Path("d.piro-index/index.json").write_text(json.dumps({**manifest, "checkpoint": {**manifest["checkpoint"], "tta_scales": bad}}))
+        result = runner.invoke(app, ["index", "info", "d.piro-index"])
+        assert result.exit_code == 1 and "checkpoint.tta_scales" in result.output and "Traceback" not in result.output
+    curve = runner.invoke(app, ["evaluate", str(scaled_run), "--data", str(tiny_data), "--views-curve", "--tta-scales", "1,1.5"])
+    assert curve.exit_code == 1 and "--views-curve" in curve.output
+    from piro_cli.models.pan import PAN, PANConfig
+
+    vit = PAN(PANConfig(backbone="timm:vit_tiny_patch16_224", pretrained=False, cat_dim=8, obj_dim=8))
+    checkpoint = {"path": "vit.pt", "model_config": vit.config.to_dict(), "model_state": vit.state_dict()}
+    assert load_model(checkpoint, torch.device("cpu")).test_scales == (1.0,)
+    with pytest.raises(PiroError, match="one input size only"):
+        load_model(checkpoint, torch.device("cpu"), tta_scales=(1.0, 1.15))
+    from piro_cli.training.config_file import read_config_file
+
+    old = json.loads((scaled_run.parent / "config.json").read_text())
+    old["train"].pop("tta_scales", None)
+    Path("old.json").write_text(json.dumps(old))
+    assert read_config_file("old.json")["tta_scales"] == [1.0]  # not the recipe's, which the old run never had
+
+
+def test_a_bad_value_typed_is_not_blamed_on_the_config_file(tiny_data):
+    Path("c.yaml").write_text("epochs: 1\n")
+    result = runner.invoke(app, ["train", "--data", str(tiny_data), *TINY_CLI, "--config", "c.yaml", "--losses", "bogus"])
+    assert result.exit_code == 1 and "error: --losses" in result.output and "c.yaml" not in result.output
+    Path("c.yaml").write_text("losses: bogus\n")
+    result = runner.invoke(app, ["train", "--data", str(tiny_data), *TINY_CLI, "--config", "c.yaml"])
+    assert result.exit_code == 1 and "--config c.yaml: losses" in result.output

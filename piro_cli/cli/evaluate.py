@@ -143,6 +143,8 @@ def evaluate(
     open_set = OpenSetOptions(enrol_views, query_counts(query_views), draws, seed, scoring_rule(distance, rejection))
 
     if views_curve:
+        if tta_scales is not None:
+            raise PiroError("--tta-scales: the views curve embeds at each run's own scales; leave it out with --views-curve")
         _views_curves(sources, data, split, draws, tta, device, save)
         return
     if output_format not in FORMATS:

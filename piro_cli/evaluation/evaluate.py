@@ -356,8 +356,18 @@ def _from_embeddings(path: Path, tasks, split: str):
         data={"path": emb.attrs.get("data_path"), "fingerprint": emb.attrs.get("data_fingerprint"),
               "checkpoint": emb.attrs.get("checkpoint")},
         epoch=emb.attrs.get("checkpoint_epoch"), tta=bool(emb.attrs.get("tta", False)),
+        tta_scales=_recorded_scales(emb.attrs.get("tta_scales")),
     )  # fmt: skip
     return run, (gallery.embeddings if gallery else None), probes.embeddings, emb.categories
+
+
+def _recorded_scales(value) -> list[float]:
+    """An embeddings file's test-time scales (a JSON list in its attributes); [1.0] for files from before them."""
+    try:
+        scales = json.loads(value) if isinstance(value, str) and value else value
+        return [float(s) for s in scales] if scales else [1.0]
+    except (TypeError, ValueError):
+        return [1.0]
 
 
 def evaluation_objects(run, store, split: str) -> tuple[str, np.ndarray | None, np.ndarray | None]:

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from piro_cli.errors import DataError
+from piro_cli.options import check_test_scales
 
 SHARD_NAME = re.compile(r"[0-9]{6,12}\.npz")  # what _next_shard writes; anything else could leave the folder
 DISTANCES = ("views", "viewset", "combined")  # ScoringRule.distance
@@ -87,8 +88,12 @@ def check_manifest(manifest: Any, where: Path, newest_version: int) -> None:
     if not isinstance(checkpoint.get("tta", False), bool):
         raise _bad(where, "checkpoint.tta", f"is {checkpoint.get('tta')!r}: it must be true or false")
     scales = checkpoint.get("tta_scales", [1.0])
-    if not isinstance(scales, list) or not scales or not all(isinstance(s, (int, float)) and not isinstance(s, bool) and s > 0 for s in scales):
-        raise _bad(where, "checkpoint.tta_scales", f"is {scales!r}: it must be a list of positive numbers")
+    if not isinstance(scales, list) or not all(isinstance(s, (int, float)) and not isinstance(s, bool) for s in scales):
+        raise _bad(where, "checkpoint.tta_scales", f"is {scales!r}: it must be a list of numbers")
+    try:
+        check_test_scales(scales)
+    except ValueError as exc:
+        raise _bad(where, "checkpoint.tta_scales", str(exc)) from None
     _mapping(where, "checkpoint.model_config", checkpoint.get("model_config", {}))
     categories = _listed(where, "categories", manifest.get("categories"))
     for k, name in enumerate(categories):

@@ -111,7 +111,13 @@ def load_model(
         ) from exc
     model = model.to(device).eval()
     model.flip_views = run_tta(checkpoint) if tta is None else tta
-    model.test_scales = run_tta_scales(checkpoint) if tta_scales is None else check_test_scales(tta_scales)
+    try:
+        model.test_scales = run_tta_scales(checkpoint) if tta_scales is None else check_test_scales(tta_scales)
+    except ValueError as exc:
+        raise PiroError(f"--tta-scales {tta_scales if isinstance(tta_scales, str) else ','.join(map(str, tta_scales))}: {exc}") from None
+    if model.test_scales != (1.0,) and model.fixed_input_size:
+        raise PiroError(f"{where}: its backbone {config.backbone} takes one input size only, which test-time scales would "
+                        "change: use --tta-scales 1")  # fmt: skip
     model.precision = run_precision(checkpoint) if precision is None else check_precision(precision)
     model.center_crop = PIES_TEST_CROP if (run_center_crop(checkpoint) if center_crop is None else center_crop) else None
     if device.type == "cuda":

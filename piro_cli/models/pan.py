@@ -146,6 +146,11 @@ class PAN(nn.Module):
     def dual(self) -> bool:
         return self.config.dual
 
+    @property
+    def fixed_input_size(self) -> bool:
+        """Whether the backbone takes one input size only (timm's vision transformers): no test-time scales."""
+        return bool((getattr(self.backbone, "pretrained_cfg", None) or {}).get("fixed_input_size"))
+
     def features(self, views: Tensor) -> Tensor:
         """(B, V, 3, H, W) -> (B, V, F): ONE backbone pass over the B*V images.
 

@@ -230,8 +230,8 @@ class TrainConfig:
     object_features: str = option(
         "shared",
         "What the object head reads: shared (the backbone both heads train, as released) or frozen (two paths: a "
-        "frozen copy of the ImageNet layers from the --train-from stage up, which the category loss cannot bend "
-        "towards categories; piro-dual with --train-from).",
+        "frozen copy of the layers from the --train-from stage up as they start (ImageNet's; random with "
+        "--no-pretrained), which the category loss cannot bend towards categories; piro-dual with --train-from).",
         "Model",
     )
     # --- Optimisation
@@ -379,6 +379,9 @@ class TrainConfig:
         family = get_method(self.method).family
         resolution = resolve_recipe(self.recipe, self.given(), source_dataset, num_views, family, cpu_only)
         name = resolution.recipe.name if resolution.recipe is not None else None
+        if self.object_features == "frozen" and resolution.values.get("train_from") is None:
+            raise PiroError("--object-features frozen reads frozen layers from the --train-from stage up: give --train-from "
+                            "(or a recipe that sets it, e.g. objectpi-cpu)")  # fmt: skip
         try:
             return dataclasses.replace(self, recipe=name, **resolution.values), resolution
         except PiroError as exc:

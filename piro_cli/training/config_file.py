@@ -37,8 +37,13 @@ def read_config_file(path: str | Path) -> dict:
     if not isinstance(values, dict):
         raise PiroError(f"--config {path}: expected a mapping of option names to values, found {type(values).__name__}")
     if isinstance(values.get("train"), dict) and {"model", "data"} & set(values):  # a run's config.json
-        values = values["train"]
+        values = {**RESOLVED_BEFORE_OPTIONS, **values["train"]}
     return _fields(path, values)
+
+
+RESOLVED_BEFORE_OPTIONS = {"tta_scales": [1.0]}
+"""What a run's config.json (every recipe-settable value resolved) meant by leaving out an option it predates: its
+run trained (and evaluates) with these, which a recipe must not replace when the run is trained again."""
 
 
 def _parse(path: Path, suffix: str, text: str):
@@ -149,15 +154,18 @@ def merged_config(file: str | Path | None, command_line: dict, given: set[str]) 
     """The TrainConfig of the command line's values (`command_line`, TrainConfig fields) over a config file's:
     a field in `given` (typed on the command line) keeps its value, any other takes the file's when it has one."""
     values = dict(command_line)
+    from_file: set[str] = set()
     if file is not None:
         for key, value in read_config_file(file).items():
             if key not in given:
                 values[key] = value
+                from_file.add(key)
     try:
         return TrainConfig(**values)
     except TypeError as exc:  # a value of the wrong kind in the file (a list where a number goes, ...)
         raise PiroError(f"--config {file}: {exc}") from None
-    except PiroError as exc:  # a value the checks refuse: say which file it came from, when one was read
-        if file is None:
+    except PiroError as exc:  # a value the checks refuse: say which file it came from, when it came from one
+        flag = str(exc).split(" ", 1)[0].rstrip(":")
+        if file is None or (flag.startswith("--") and flag[2:].replace("-", "_") not in from_file):
             raise
         raise PiroError(f"--config {file}: {exc}") from None

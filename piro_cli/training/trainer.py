@@ -138,6 +138,9 @@ class Trainer:
             head=embedding_head(self.spec, config.backbone), object_trunk=_object_trunk(config),
         )  # fmt: skip
         self.model = PAN(self.model_config).to(device)
+        if config.tta_scales not in (None, (1.0,)) and self.model.fixed_input_size:
+            raise PiroError(f"--tta-scales: the backbone {config.backbone} takes one input size only, which test-time "
+                            "scales would change; leave --tta-scales out (or give 1)")  # fmt: skip
         self.model.precision = config.precision  # the feature cache and validation embed in the training arithmetic
         if device.type == "cuda":
             self.model = self.model.to(memory_format=torch.channels_last)
