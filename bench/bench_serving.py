@@ -251,13 +251,15 @@ def onnx(args: argparse.Namespace) -> None:
 
     from piro_cli.inference.embedding import embed_views
     from piro_cli.inference.export import export_onnx
-    from piro_cli.inference.run import load_run
+    from piro_cli.inference.run import EmbedSettings, load_run
 
+    scales = tuple(float(s) for s in args.tta_scales.split(",")) if args.tta_scales else None
     work = Path(tempfile.mkdtemp(prefix="bench-onnx-"))
     started = time.perf_counter()
-    result = export_onnx(args.run, work / "model.onnx")
+    result = export_onnx(args.run, work / "model.onnx", embedding=EmbedSettings(tta_scales=scales))
     print(f"export: {time.perf_counter() - started:.1f} s, onnxruntime vs torch largest difference {result.max_difference:.1e}")
-    loaded = load_run(args.run, "cpu")
+    loaded = load_run(args.run, "cpu", tta_scales=scales)
+    print(f"  flips {loaded.tta}, scales {loaded.tta_scales}")
     size = loaded.image_size
     photo = np.random.default_rng(0).integers(0, 256, (1, size, size, 3), dtype=np.uint8)
     options = ort.SessionOptions()
@@ -300,6 +302,7 @@ def main() -> None:
     o.add_argument("run")
     o.add_argument("--repeats", type=int, default=10)
     o.add_argument("--rounds", type=int, default=3)
+    o.add_argument("--tta-scales", default=None, help="test-time scales to export and time (default: the run's own)")
     args = parser.parse_args()
     {"search": search, "model": model, "trial": trial, "onnx": onnx}[args.what](args)
 
