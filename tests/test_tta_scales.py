@@ -164,6 +164,11 @@ def test_index_build_may_choose_other_scales_than_the_runs(tiny_data):
     from piro_cli.inference.index import GalleryIndex
 
     assert GalleryIndex("one.piro-index").load_run().tta_scales == (1.0,)
+    both = runner.invoke(app, ["index", "build", "runs/sc", "--data", str(tiny_data), "--out", "both.piro-index"])
+    assert both.exit_code == 0, both.output
+    shown = runner.invoke(app, ["index", "info", "both.piro-index"], env={"COLUMNS": "200"})
+    assert "test-time scales 1,1.25" in shown.output
+    assert "test-time scales" not in runner.invoke(app, ["index", "info", "one.piro-index"], env={"COLUMNS": "200"}).output
     refused = runner.invoke(app, ["index", "build", "runs/sc", "--data", str(tiny_data), "--out", "x.piro-index", "--tta-scales", "9"])
     assert refused.exit_code == 1 and "--tta-scales 9" in refused.output and not Path("x.piro-index").exists()
 

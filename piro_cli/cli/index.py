@@ -182,7 +182,8 @@ def info(
     lines = [
         f"{facts['objects']} objects ({facts['enrolled']} enrolled with `add`), {facts['views']} views, {facts['categories']} categories",
         f"checkpoint {facts['checkpoint']} (weights {facts['fingerprint']}), dims {facts['dims']['category']}/{facts['dims']['object']}"
-        + (", test-time flips" if facts["tta"] else ""),
+        + (", test-time flips" if facts["tta"] else "")
+        + (f", test-time scales {','.join(f'{x:g}' for x in facts['tta_scales'])}" if facts["tta_scales"] != [1.0] else ""),
         f"{facts['bytes_on_disk'] / 2**20:.1f} MiB on disk",
         "threshold: none (every photo gets its nearest object); run `piro index calibrate`"
         if not threshold
