@@ -46,6 +46,7 @@ from piro_cli.hardware import check_precision, pick_device
 from piro_cli.inference.cache import cached_embeddings
 from piro_cli.inference.embeddings_file import FORMAT_NAME as EMBEDDINGS_FORMAT
 from piro_cli.inference.embeddings_file import EmbeddingsFile
+from piro_cli.inference.index_manifest import recorded_tta_scales
 from piro_cli.inference.run import EmbedSettings, group_rows, load_run, require_split, trained_rows
 from piro_cli.outputs import write_text
 from piro_cli.reporting import Reporter, SilentReporter, stage_progress
@@ -362,10 +363,9 @@ def _from_embeddings(path: Path, tasks, split: str):
 
 
 def _recorded_scales(value) -> list[float]:
-    """An embeddings file's test-time scales (a JSON list in its attributes); [1.0] for files from before them."""
+    """An embeddings file's test-time scales (its attribute holds them as JSON text), as an index records them."""
     try:
-        scales = json.loads(value) if isinstance(value, str) and value else value
-        return [float(s) for s in scales] if scales else [1.0]
+        return recorded_tta_scales({"tta_scales": json.loads(value) if isinstance(value, str) and value else value})
     except (TypeError, ValueError):
         return [1.0]
 

@@ -27,7 +27,8 @@ from piro_cli.data.store import ViewSetStore, resolve_data
 from piro_cli.errors import DataError, PiroError, short_cause
 from piro_cli.hardware import PRECISIONS, check_precision, pick_device, resolve_precision
 from piro_cli.methods import METHODS
-from piro_cli.models.pan import PAN, PANConfig, check_test_scales
+from piro_cli.models.pan import PAN, PANConfig
+from piro_cli.options import check_test_scales
 from piro_cli.runs import checkpoint_file, load_checkpoint, run_name
 
 # Checkpoint entries inference never needs; dropped after loading to free memory.

@@ -38,7 +38,6 @@ from torch import Tensor, nn
 from piro_cli.errors import PiroError
 from piro_cli.models.attention import ViewSetAttention
 from piro_cli.models.backbones import VGG16_FC7_DIM, BackboneCut, build_backbone, cut_backbone, vgg16_fc7_head
-from piro_cli.options import check_test_scales  # noqa: F401 (the models' setting, checked where options are)
 
 AGGREGATIONS = ("attention", "mean")
 HEADS = ("linear", "vgg16_fc7", "identity")

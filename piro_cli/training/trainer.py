@@ -72,16 +72,6 @@ class TrainResult:
     seconds: float = 0.0
 
 
-def _object_trunk(config: TrainConfig) -> str | None:
-    """Where the object head's frozen path starts (`--object-features frozen`): the --train-from stage."""
-    if config.object_features != "frozen":
-        return None
-    if config.train_from is None:
-        raise PiroError("--object-features frozen reads frozen layers from the --train-from stage up: give --train-from "
-                        "(or a recipe that sets it, e.g. objectpi-cpu)")  # fmt: skip
-    return config.train_from
-
-
 class _Step(torch.nn.Module):
     """The model's training forward, as one module DistributedDataParallel can wrap: views or cached entries in,
     the backbone features and every embedding out (a dict, whose tensors DDP can find)."""
@@ -135,7 +125,8 @@ class Trainer:
         self.model_config = PANConfig(
             backbone=config.backbone, pretrained=config.pretrained, dual=config.dual, cat_dim=config.cat_dim,
             obj_dim=config.obj_dim, dropout=config.dropout, aggregation=self.spec.aggregation,
-            head=embedding_head(self.spec, config.backbone), object_trunk=_object_trunk(config),
+            head=embedding_head(self.spec, config.backbone),
+            object_trunk=config.train_from if config.object_features == "frozen" else None,  # resolved() ensures a cut
         )  # fmt: skip
         self.model = PAN(self.model_config).to(device)
         if config.tta_scales not in (None, (1.0,)) and self.model.fixed_input_size:
