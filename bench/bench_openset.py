@@ -21,7 +21,7 @@ import numpy as np
 
 from piro_cli.evaluation.evaluate import evaluation_objects
 from piro_cli.hardware import keep_freed_memory
-from piro_cli.inference.calibration import embed_held_out, open_set_scores
+from piro_cli.inference.calibration import OpenSetProtocol, embed_held_out, open_set_scores
 from piro_cli.inference.index import DISTANCES, REJECTIONS, ScoringRule, trained_gallery
 from piro_cli.inference.run import load_run
 from piro_cli.options import check_test_scales
@@ -58,10 +58,8 @@ def main() -> None:
         embedded = time.perf_counter() - started
         for enrol, rule in itertools.product(enrols, rules):
             fitting = [q for q in counts if enrol + q <= held.num_views]
-            scores = open_set_scores(
-                gallery, loaded.model, loaded.device, held, enrol_views=enrol, query_views=fitting, draws=args.draws,
-                seed=args.seed, rule=rule,
-            )  # fmt: skip
+            protocol = OpenSetProtocol(enrol, tuple(fitting), args.draws, args.seed, rule)
+            scores = open_set_scores(gallery, loaded.model, loaded.device, held, protocol)
             for q, pooled in scores.items():
                 rows.append({"run": str(run), "tta": flips, "enrol": enrol, "query": q, "rule": rule.label, **pooled.summary()})
         print(f"# {run} flips {flips}, scales {','.join(f'{x:g}' for x in loaded.tta_scales)}: embedded in {embedded:.1f} s, scored in {time.perf_counter() - started - embedded:.1f} s", flush=True)

@@ -159,7 +159,7 @@ def trial(args: argparse.Namespace) -> None:
     from PIL import Image
 
     from piro_cli.data.store import ViewSetStore
-    from piro_cli.inference.calibration import calibrate_index
+    from piro_cli.inference.calibration import OpenSetProtocol, calibrate_index
     from piro_cli.inference.embedding import embed_views, read_photos
     from piro_cli.inference.run import group_rows, load_run
 
@@ -182,7 +182,7 @@ def trial(args: argparse.Namespace) -> None:
         calibrate_on = [split.object_names[int(r)] for r in order[: len(order) // 2]]
         rows = np.sort(order[len(order) // 2 :])
     started = time.perf_counter()
-    calibration = calibrate_index(index, data=args.data, split="val", draws=args.draws, objects=calibrate_on)
+    calibration = calibrate_index(index, data=args.data, split="val", protocol=OpenSetProtocol(draws=args.draws), objects=calibrate_on)
     single = calibration.single
     print(
         f"calibrate ({calibration.objects} val objects, {args.draws} draws, {calibration.rule.label}): one-photo threshold "

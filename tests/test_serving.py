@@ -21,7 +21,7 @@ from piro_cli.cli import app
 from piro_cli.data.prepare import PrepareOptions, prepare_dataset
 from piro_cli.data.store import ViewSetStore, normalize_views
 from piro_cli.errors import PiroError
-from piro_cli.inference.calibration import calibrate_index, choose_threshold, rates
+from piro_cli.inference.calibration import OpenSetProtocol, calibrate_index, choose_threshold, rates
 from piro_cli.inference.index import GalleryIndex, ScoringRule, add_objects, build_index, enrolments_from_folder, identify
 from piro_cli.inference.run import load_run
 from piro_cli.training import TrainConfig, train
@@ -206,8 +206,8 @@ def test_calibrate_counts_match_a_brute_force_draw(world):
     """One draw of the calibration protocol by loops: genuine and impostor distances (the `views` distance)."""
     build_index(world["runs"][0], "g.piro-index", data=world["data"])
     result = calibrate_index(
-        "g.piro-index", data=world["data"], split="test", draws=1, seed=3, save=False, enrol_views=3, query_views=[1],
-        rule=ScoringRule("views", "distance"),
+        "g.piro-index", data=world["data"], split="test", save=False,
+        protocol=OpenSetProtocol(enrol_views=3, query_views=(1,), draws=1, seed=3, rule=ScoringRule("views", "distance")),
     )  # fmt: skip
     gallery = GalleryIndex("g.piro-index")
     run = load_run(world["runs"][0], "cpu")
@@ -346,7 +346,7 @@ def test_identify_with_the_exported_graphs_answers_as_the_model_without_torch(wo
     pytest.importorskip("onnxruntime")
     run = world["runs"][0]
     build_index(run, "o.piro-index", data=world["data"])
-    calibrate_index("o.piro-index", data=world["data"], draws=2)
+    calibrate_index("o.piro-index", data=world["data"], protocol=OpenSetProtocol(draws=2))
     assert invoke(["export", run, "--onnx", "o.onnx"]).exit_code == 0
     photos = sorted(world["photos"].glob("*/*/*.png"))
     for chosen in ([photos[0]], photos[3:6], [photos[-1], photos[-2]]):

@@ -15,9 +15,9 @@ from piro_cli.cli import app
 from piro_cli.data.prepare import PrepareOptions, prepare_dataset
 from piro_cli.errors import PiroError
 from piro_cli.training import TrainConfig, train
+from piro_cli.viz import FigureOptions, draw_figures, umap_plot
 from piro_cli.viz import attention as attention_plot
 from piro_cli.viz import distances as distances_plot
-from piro_cli.viz import draw_figures, umap_plot
 from piro_cli.viz import retrieval as retrieval_plot
 from piro_cli.viz.style import DPI
 
@@ -75,20 +75,20 @@ EXPECTED = {
 
 @pytest.mark.parametrize("kind", list(EXPECTED))
 def test_each_figure_is_written_valid_and_not_blank(runs, kind):
-    written = draw_figures([runs["dual"]], [kind], queries=2, top_k=3, umap_epochs=UMAP_EPOCHS)
+    written = draw_figures([runs["dual"]], [kind], FigureOptions(queries=2, top_k=3, umap_epochs=UMAP_EPOCHS))
     assert written == [runs["dual"] / f"{kind}.png"]
     assert_figure(written[0], EXPECTED[kind]())
 
 
 def test_pdf_beside_png(runs):
-    written = draw_figures([runs["single"]], ["distances", "attention"], pdf=True)
+    written = draw_figures([runs["single"]], ["distances", "attention"], FigureOptions(pdf=True))
     assert [p.name for p in written] == ["distances.png", "distances.pdf", "attention.png", "attention.pdf"]
     assert all(p.read_bytes().startswith(b"%PDF") for p in written if p.suffix == ".pdf")
 
 
 def test_two_runs_share_one_figure(runs):
-    written = draw_figures([runs["dual"], runs["single"]], ["umap", "retrieval", "attention", "distances"], queries=1, top_k=2,
-                           umap_epochs=UMAP_EPOCHS)  # fmt: skip
+    written = draw_figures([runs["dual"], runs["single"]], ["umap", "retrieval", "attention", "distances"],
+                           FigureOptions(queries=1, top_k=2, umap_epochs=UMAP_EPOCHS))  # fmt: skip
     names = [p.name for p in written]
     assert names == [f"{k}_dual_vs_single.png" for k in ("distances", "umap", "retrieval", "attention")]
     assert all(p.parent == runs["dual"] for p in written)
@@ -98,17 +98,17 @@ def test_two_runs_share_one_figure(runs):
 
 
 def test_umap_is_reproducible_for_a_seed(runs):
-    first = draw_figures([runs["single"]], ["umap"], seed=3, umap_epochs=UMAP_EPOCHS)[0].read_bytes()
-    again = draw_figures([runs["single"]], ["umap"], seed=3, umap_epochs=UMAP_EPOCHS)[0].read_bytes()
-    other = draw_figures([runs["single"]], ["umap"], seed=4, umap_epochs=UMAP_EPOCHS)[0].read_bytes()
+    first = draw_figures([runs["single"]], ["umap"], FigureOptions(seed=3, umap_epochs=UMAP_EPOCHS))[0].read_bytes()
+    again = draw_figures([runs["single"]], ["umap"], FigureOptions(seed=3, umap_epochs=UMAP_EPOCHS))[0].read_bytes()
+    other = draw_figures([runs["single"]], ["umap"], FigureOptions(seed=4, umap_epochs=UMAP_EPOCHS))[0].read_bytes()
     assert first == again
     assert first != other
 
 
 def test_umap_categories_option(runs):
-    draw_figures([runs["dual"]], ["umap"], categories=["Cup", "mug"], umap_epochs=UMAP_EPOCHS)
+    draw_figures([runs["dual"]], ["umap"], FigureOptions(categories=["Cup", "mug"], umap_epochs=UMAP_EPOCHS))
     with pytest.raises(PiroError, match="'plate' is not a category.*choose from: mug, cup, bowl"):
-        draw_figures([runs["dual"]], ["umap"], categories=["plate"])
+        draw_figures([runs["dual"]], ["umap"], FigureOptions(categories=["plate"]))
 
 
 def test_cli_uses_the_latest_run_and_prints_paths(runs):
@@ -163,6 +163,6 @@ def test_missing_run_or_metrics_is_a_clear_error(runs, tmp_path):
 def test_every_figure_leaves_out_the_distances_of_a_run_without_history(runs, tmp_path):
     """A checkpoint without metrics.csv (e.g. `piro import-weights`) still gets the figures that need no history."""
     lone = Path(shutil.copy(runs["dual"] / "best.pt", tmp_path / "lone.pt"))
-    written = draw_figures([lone], ["umap", "distances", "retrieval", "attention"], umap_epochs=UMAP_EPOCHS,
+    written = draw_figures([lone], ["umap", "distances", "retrieval", "attention"], FigureOptions(umap_epochs=UMAP_EPOCHS),
                            skip_missing_history=True)  # fmt: skip
     assert sorted(p.name for p in written) == ["attention.png", "retrieval.png", "umap.png"]

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import inspect
 import re
 import signal
+import typing
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -66,6 +69,51 @@ def query_counts(text: str | None) -> tuple[int, ...] | None:
         raise PiroError(f"--query-views {text!r}: {exc}") from None
 
 
+
+
+@dataclasses.dataclass(frozen=True)
+class OptionGroup:
+    """The default of a command parameter that stands for a dataclass of options (`option_group`)."""
+
+    of: type
+
+
+def option_group(of: type) -> Any:
+    """A command parameter that receives one `of` instance: `of` is a dataclass whose fields default to typer
+    options; `with_option_groups` spreads the fields into the command's options (their order and help as declared)
+    and gathers what was typed back into the instance. Commands with many options thus keep a short signature, and
+    options shared by several commands are declared once."""
+    return OptionGroup(of)
+
+
+def with_option_groups(command: F) -> F:
+    """`command` with each `option_group` parameter replaced, for typer, by the options of its dataclass's fields."""
+    spread: list[inspect.Parameter] = []
+    groups: dict[str, type] = {}
+    for parameter in inspect.signature(command).parameters.values():
+        if not isinstance(parameter.default, OptionGroup):
+            spread.append(parameter)
+            continue
+        group = groups[parameter.name] = parameter.default.of
+        types = typing.get_type_hints(group)
+        for f in dataclasses.fields(group):
+            spread.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default, annotation=types[f.name]))
+    names = [p.name for p in spread]
+    if len(set(names)) != len(names):
+        raise TypeError(f"{command.__name__}: an option group repeats an option: {sorted(n for n in names if names.count(n) > 1)}")
+    own = typing.get_type_hints(command)
+
+    @functools.wraps(command)
+    def gathered(*args: Any, **kwargs: Any) -> Any:
+        for name, group in groups.items():
+            kwargs[name] = group(**{f.name: kwargs.pop(f.name) for f in dataclasses.fields(group)})
+        return command(*args, **kwargs)
+
+    # typer passes every value by keyword and orders the options as listed: all keyword-only keeps the order valid
+    parameters = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY, annotation=own.get(p.name, p.annotation)) for p in spread]
+    gathered.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
+    gathered.__annotations__ = {p.name: p.annotation for p in parameters}
+    return gathered  # type: ignore[return-value]
 
 
 class Terminated(KeyboardInterrupt):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import typer
@@ -18,6 +19,7 @@ from piro_cli.cli.common import (
     distance_option,
     err_console,
     handle_errors,
+    option_group,
     parse_tta_scales,
     progress_columns,
     query_counts,
@@ -25,6 +27,7 @@ from piro_cli.cli.common import (
     scoring_rule,
     tta_option,
     tta_scales_option,
+    with_option_groups,
 )  # fmt: skip
 from piro_cli.errors import PiroError
 from piro_cli.outputs import OutputLock, check_output_path
@@ -36,7 +39,78 @@ TASK_HELP = (
 )
 
 
+@dataclass
+class EmbeddingFlags:
+    """How the runs' models embed; each left out: the run's own setting."""
+
+    tta: bool = tta_option()
+    tta_scales: str = tta_scales_option(after=" Results under other scales are not saved into the run folder.")
+    precision: str = typer.Option(
+        None,
+        help="Arithmetic of the embedding: auto (mixed bf16/fp16 on a GPU, fp32 on a CPU), fp32 (no TF32), bf16 or "
+        "fp16. Default: the run's own (`piro train --precision`; fp32 for the released recipes). Results under "
+        "another precision are not saved into the run folder.",
+        show_default=False,
+    )
+    center_crop: bool = typer.Option(
+        None,
+        "--center-crop/--no-center-crop",
+        help="Embed the central 224/256 of each view, resized back: the PIEs baselines' released test transform "
+        "(Resize 256, CenterCrop 224). Default: on for the PIEs methods, off for the others. Results with another "
+        "crop than the method's are not saved into the run folder.",
+        show_default=False,
+    )
+
+    def settings(self):
+        from piro_cli.inference.run import EmbedSettings
+
+        return EmbedSettings(self.tta, parse_tta_scales(self.tta_scales), self.precision, self.center_crop)
+
+
+@dataclass
+class OutputFlags:
+    """What is printed and written."""
+
+    output_format: str = typer.Option(
+        "table", "--format", "-f", help="What to print: table, json or csv (for scripts; progress goes to stderr)."
+    )
+    out: Path = typer.Option(None, "--out", "-o", help="Also write the results to this file, .json or .csv.")
+    save: bool = typer.Option(
+        True,
+        "--save/--no-save",
+        help="Save eval_<split>.json and .csv into each checkpoint's run folder (beside an embeddings file), when all "
+        "eight tasks are computed: a subset (--task) or the open set never replaces them.",
+    )
+
+
+@dataclass
+class OpenSetFlags:
+    """The open-set protocol (--task open-set); --draws also counts the views curve's draws."""
+
+    draws: int = typer.Option(
+        5, min=1, help="With --views-curve: random view subsets averaged for each number of views. With --task open-set: "
+        "random halves of the objects enrolled (the others never), pooled."
+    )
+    seed: int = typer.Option(0, min=0, help="With --task open-set: the seed of the draws.")
+    enrol_views: int = typer.Option(
+        4, "--enrol-views", min=1, help="With --task open-set: photos each enrolled object is enrolled from (its first E views)."
+    )
+    query_views: str = typer.Option(
+        "1", "--query-views", help="With --task open-set: photos per query, drawn from the views not used to enrol; "
+        "several counts separated by commas (1,3) are measured in one run."
+    )
+    distance: str = distance_option("With --task open-set: ")
+    rejection: str = rejection_option("With --task open-set: ")
+
+    def options(self):
+        from piro_cli.inference.calibration import OpenSetProtocol
+
+        rule = scoring_rule(self.distance, self.rejection)
+        return OpenSetProtocol(self.enrol_views, query_counts(self.query_views), self.draws, self.seed, rule)
+
+
 @handle_errors
+@with_option_groups
 def evaluate(
     sources: list[Path] = typer.Argument(
         ...,
@@ -72,33 +146,8 @@ def evaluate(
         "category whose nearest neighbour ranks first; it depends on the ranking only, not on how the categories "
         "are numbered, so renumbering them cannot change the result.",
     ),
-    tta: bool = tta_option(),
-    tta_scales: str = tta_scales_option(after=" Results under other scales are not saved into the run folder."),
-    precision: str = typer.Option(
-        None,
-        help="Arithmetic of the embedding: auto (mixed bf16/fp16 on a GPU, fp32 on a CPU), fp32 (no TF32), bf16 or "
-        "fp16. Default: the run's own (`piro train --precision`; fp32 for the released recipes). Results under "
-        "another precision are not saved into the run folder.",
-        show_default=False,
-    ),
-    center_crop: bool = typer.Option(
-        None,
-        "--center-crop/--no-center-crop",
-        help="Embed the central 224/256 of each view, resized back: the PIEs baselines' released test transform "
-        "(Resize 256, CenterCrop 224). Default: on for the PIEs methods, off for the others. Results with another "
-        "crop than the method's are not saved into the run folder.",
-        show_default=False,
-    ),
-    output_format: str = typer.Option(
-        "table", "--format", "-f", help="What to print: table, json or csv (for scripts; progress goes to stderr)."
-    ),
-    out: Path = typer.Option(None, "--out", "-o", help="Also write the results to this file, .json or .csv."),
-    save: bool = typer.Option(
-        True,
-        "--save/--no-save",
-        help="Save eval_<split>.json and .csv into each checkpoint's run folder (beside an embeddings file), when all "
-        "eight tasks are computed: a subset (--task) or the open set never replaces them.",
-    ),
+    embedding: EmbeddingFlags = option_group(EmbeddingFlags),
+    output: OutputFlags = option_group(OutputFlags),
     device: str = typer.Option(None, help="cpu, cuda or cuda:N (default: cuda when available)."),
     views_curve: bool = typer.Option(
         False,
@@ -106,20 +155,7 @@ def evaluate(
         help="Instead of the eight tasks: MV category and MV object recognition for 1, 2, ... V query views (random view "
         "subsets, --draws of them, seeded), saved as views_<split>.json/.csv in each run folder; `piro visualize --views` draws it.",
     ),
-    draws: int = typer.Option(
-        5, min=1, help="With --views-curve: random view subsets averaged for each number of views. With --task open-set: "
-        "random halves of the objects enrolled (the others never), pooled."
-    ),
-    seed: int = typer.Option(0, min=0, help="With --task open-set: the seed of the draws."),
-    enrol_views: int = typer.Option(
-        4, "--enrol-views", min=1, help="With --task open-set: photos each enrolled object is enrolled from (its first E views)."
-    ),
-    query_views: str = typer.Option(
-        "1", "--query-views", help="With --task open-set: photos per query, drawn from the views not used to enrol; "
-        "several counts separated by commas (1,3) are measured in one run."
-    ),
-    distance: str = distance_option("With --task open-set: "),
-    rejection: str = rejection_option("With --task open-set: "),
+    open_set: OpenSetFlags = option_group(OpenSetFlags),
 ) -> None:
     """Compute the eight pose-invariant classification and retrieval (PICR) tasks of a trained model.
 
@@ -137,15 +173,12 @@ def evaluate(
     """
     from piro_cli.evaluation.evaluate import FORMATS, write_results
     from piro_cli.evaluation.evaluate import evaluate as run_evaluation
-    from piro_cli.evaluation.openset import OpenSetOptions
-    from piro_cli.inference.run import EmbedSettings
 
-    open_set = OpenSetOptions(enrol_views, query_counts(query_views), draws, seed, scoring_rule(distance, rejection))
-
+    out, output_format = output.out, output.output_format
     if views_curve:
-        if tta_scales is not None:
+        if embedding.tta_scales is not None:
             raise PiroError("--tta-scales: the views curve embeds at each run's own scales; leave it out with --views-curve")
-        _views_curves(sources, data, split, draws, tta, device, save)
+        _views_curves(sources, data, split, open_set.draws, embedding.tta, device, output.save)
         return
     if output_format not in FORMATS:
         raise PiroError(f"--format {output_format!r}: choose one of {', '.join(FORMATS)}")
@@ -157,8 +190,8 @@ def evaluate(
         with Progress(*progress_columns(), console=err_console, transient=True) as progress:
             result = run_evaluation(
                 [str(s) for s in sources], data=data, tasks=task, split=split, strict=strict, tie_break=tie_break,
-                device=device, save=save, open_set=open_set, reporter=RichReporter(progress),
-                embedding=EmbedSettings(tta, parse_tta_scales(tta_scales), precision, center_crop),
+                device=device, save=output.save, open_set=open_set.options(), reporter=RichReporter(progress),
+                embedding=embedding.settings(),
             )  # fmt: skip
         if out is not None:
             write_results(result, out)

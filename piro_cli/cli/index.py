@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import typer
@@ -17,6 +18,7 @@ from piro_cli.cli.common import (
     distance_option,
     err_console,
     handle_errors,
+    option_group,
     parse_tta_scales,
     progress_columns,
     query_counts,
@@ -24,6 +26,7 @@ from piro_cli.cli.common import (
     scoring_rule,
     tta_option,
     tta_scales_option,
+    with_option_groups,
 )  # fmt: skip
 from piro_cli.errors import PiroError
 
@@ -206,31 +209,45 @@ def info(
         console.print(table)
 
 
+@dataclass
+class ProtocolFlags:
+    """`index calibrate`'s protocol: the target and the draws of held-out objects."""
+
+    far: float = typer.Option(
+        None,
+        "--far",
+        help="Pick the largest threshold whose false-accept rate is at most this (e.g. 0.05); default: the equal-error point.",
+    )
+    draws: int = typer.Option(5, min=1, help="Random enrolled/unseen halves of the held-out objects, pooled.")
+    seed: int = typer.Option(0, min=0, help="Seed of the draws.")
+    enrol_views: int = typer.Option(
+        None, "--enrol-views", min=1, help="Photos each held-out object is enrolled from (its first E views; default 4, "
+        "or one less than the views an object has)."
+    )
+    query_views: str = typer.Option(
+        None, "--query-views", help="Photos per query to calibrate a threshold for, separated by commas (default 1,2,3 "
+        "as far as the views left after enrolment allow); `identify` uses the threshold of its number of photos."
+    )
+    distance: str = distance_option()
+    rejection: str = rejection_option()
+
+    def protocol(self):
+        from piro_cli.inference.calibration import OpenSetProtocol
+
+        counts, rule = query_counts(self.query_views), scoring_rule(self.distance, self.rejection)
+        return OpenSetProtocol(self.enrol_views, counts, self.draws, self.seed, rule)
+
+
 @index_app.command("calibrate")
 @handle_errors
+@with_option_groups
 def calibrate(
     index: Path = INDEX_ARG,
     data: Path = typer.Option(None, help="The run's HDF5 data file (default: the file it was trained on)."),
     split: str = typer.Option(
         "val", help="Held-out objects the index does not hold: val (the run's validation objects) or test."
     ),
-    far: float = typer.Option(
-        None,
-        "--far",
-        help="Pick the largest threshold whose false-accept rate is at most this (e.g. 0.05); default: the equal-error point.",
-    ),
-    draws: int = typer.Option(5, min=1, help="Random enrolled/unseen halves of the held-out objects, pooled."),
-    seed: int = typer.Option(0, min=0, help="Seed of the draws."),
-    enrol_views: int = typer.Option(
-        None, "--enrol-views", min=1, help="Photos each held-out object is enrolled from (its first E views; default 4, "
-        "or one less than the views an object has)."
-    ),
-    query_views: str = typer.Option(
-        None, "--query-views", help="Photos per query to calibrate a threshold for, separated by commas (default 1,2,3 "
-        "as far as the views left after enrolment allow); `identify` uses the threshold of its number of photos."
-    ),
-    distance: str = distance_option(),
-    rejection: str = rejection_option(),
+    protocol: ProtocolFlags = option_group(ProtocolFlags),
     plot: Path = typer.Option(None, "--plot", help="Also draw false accepts and false rejects against the threshold (.png)."),
     save: bool = typer.Option(True, "--save/--no-save", help="Write the threshold into the index (--no-save: report only)."),
     run: Path = RUN_OPTION,
@@ -251,19 +268,14 @@ def calibrate(
 
     if plot is not None:
         check_plot_path(plot)
-    counts, rule = query_counts(query_views), scoring_rule(distance, rejection)
     progress, reporter = _reporting()
     with progress:
         result = calibrate_index(
             index,
             data=data,
             split=split,
-            draws=draws,
-            seed=seed,
-            target_far=far,
-            enrol_views=enrol_views,
-            query_views=counts,
-            rule=rule,
+            protocol=protocol.protocol(),
+            target_far=protocol.far,
             run=run,
             device=device,
             save=save,

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
 from pathlib import Path
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
-from piro_cli.cli.common import SEED_MAX, console, err_console, handle_errors, progress_bar
+from piro_cli.cli.common import SEED_MAX, console, err_console, handle_errors, option_group, progress_bar, with_option_groups
 from piro_cli.data.prepare import PrepareOptions, PrepareSummary, prepare_dataset
 from piro_cli.data.sources import SOURCES, get_source, synthetic
 from piro_cli.data.store import COMPRESSIONS, StoreInfo, ViewSetStore
@@ -16,7 +18,35 @@ from piro_cli.data.store import COMPRESSIONS, StoreInfo, ViewSetStore
 SOURCE_HELP = "Dataset source: " + "; ".join(f"[bold]{s.name}[/] ({s.summary})" for s in SOURCES.values())
 
 
+@dataclass
+class MeshFlags:
+    """The options of the mesh sources (modelnet40, fg3d)."""
+
+    per_category: int = typer.Option(
+        None, min=1, help="modelnet40/fg3d: keep the first N models of each category per split (the paper uses ~100)."
+    )
+    up_axis: str = typer.Option(None, help="modelnet40/fg3d meshes: up axis, 'z' or 'y' (default: z for ModelNet, y for FG3D).")
+
+
+@dataclass
+class SyntheticFlags:
+    """The options of the generated source (synthetic)."""
+
+    seed: int = typer.Option(0, min=0, max=SEED_MAX, help="synthetic: random seed; the same seed gives the same dataset.")
+    categories: int = typer.Option(synthetic.DEFAULT_CATEGORIES, help="synthetic: number of categories (shape families).")
+    objects_per_category: int = typer.Option(synthetic.DEFAULT_OBJECTS_PER_CATEGORY, help="synthetic: objects per category.")
+    test_fraction: float = typer.Option(
+        synthetic.DEFAULT_TEST_FRACTION, help="synthetic: fraction of each category's objects in the test split."
+    )
+    difficulty: str = typer.Option(
+        "hard",
+        help="synthetic: hard (one colour scheme per category, per-view camera jitter, lights and cluttered backgrounds, "
+        "like photographs) or easy (per-instance colours, fixed cameras and light, white background).",
+    )
+
+
 @handle_errors
+@with_option_groups
 def prepare(
     source: str = typer.Argument(None, metavar="SOURCE", help=SOURCE_HELP, show_default=False),
     raw_dir: Path = typer.Argument(None, metavar="RAW_DIR", help="Folder with the raw dataset (not used by 'synthetic').", show_default=False),
@@ -33,21 +63,8 @@ def prepare(
         "'lzf' saves disk (9x on rendered meshes, 1.2x on photos) at about half the read speed (docs/BENCHMARKS.md).",
     ),
     workers: int = typer.Option(2, min=1, help="Objects decoded or rendered concurrently."),
-    per_category: int = typer.Option(
-        None, min=1, help="modelnet40/fg3d: keep the first N models of each category per split (the paper uses ~100)."
-    ),
-    up_axis: str = typer.Option(None, help="modelnet40/fg3d meshes: up axis, 'z' or 'y' (default: z for ModelNet, y for FG3D)."),
-    seed: int = typer.Option(0, min=0, max=SEED_MAX, help="synthetic: random seed; the same seed gives the same dataset."),
-    categories: int = typer.Option(synthetic.DEFAULT_CATEGORIES, help="synthetic: number of categories (shape families)."),
-    objects_per_category: int = typer.Option(synthetic.DEFAULT_OBJECTS_PER_CATEGORY, help="synthetic: objects per category."),
-    test_fraction: float = typer.Option(
-        synthetic.DEFAULT_TEST_FRACTION, help="synthetic: fraction of each category's objects in the test split."
-    ),
-    difficulty: str = typer.Option(
-        "hard",
-        help="synthetic: hard (one colour scheme per category, per-view camera jitter, lights and cluttered backgrounds, "
-        "like photographs) or easy (per-instance colours, fixed cameras and light, white background).",
-    ),
+    mesh: MeshFlags = option_group(MeshFlags),
+    generator: SyntheticFlags = option_group(SyntheticFlags),
     info: Path = typer.Option(None, "--info", help="Print a summary of an existing piro HDF5 file and exit."),
 ) -> None:
     """Turn a raw dataset (view images, or 3-D meshes rendered to 12 views) into one HDF5 file.
@@ -73,17 +90,15 @@ def prepare(
         raise typer.Exit(2)
     source_options: dict = {}
     if source in ("modelnet40", "fg3d"):
-        source_options["per_category"] = per_category
+        source_options["per_category"] = mesh.per_category
+        up_axis = mesh.up_axis
         if up_axis is not None:
             if up_axis not in ("y", "z"):
                 err_console.print(f"--up-axis must be 'y' or 'z', not {up_axis!r}")
                 raise typer.Exit(2)
             source_options["up_axis"] = up_axis
     elif source == "synthetic":
-        source_options.update(
-            seed=seed, categories=categories, objects_per_category=objects_per_category, test_fraction=test_fraction,
-            difficulty=difficulty,
-        )
+        source_options.update(dataclasses.asdict(generator))
     options = PrepareOptions(
         size=size, views=views, skip_bad=skip_bad, overwrite=overwrite, compression=compression, workers=workers
     )

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import typer
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from piro_cli.cli.common import SEED_MAX, console, err_console, handle_errors
+from piro_cli.cli.common import SEED_MAX, console, err_console, handle_errors, option_group, with_option_groups
 from piro_cli.viz.kinds import DEFAULT_QUERIES, DEFAULT_TOP_K, KINDS, MAX_QUERIES, MAX_TOP_K
 
 
@@ -25,7 +26,48 @@ class StageBars:
         self._progress.update(self._tasks[stage], completed=done, total=total)
 
 
+@dataclass
+class FigureFlags:
+    """Which figures to draw (none chosen: every one)."""
+
+    umap: bool = typer.Option(
+        False, "--umap", help="2-D UMAP of the test views in the object space and the category space, side by side."
+    )
+    distances: bool = typer.Option(
+        False,
+        "--distances",
+        help="d_intra_max and d_inter_min (top) and rho (bottom) across epochs, from each run's metrics.csv.",
+    )
+    retrieval: bool = typer.Option(
+        False,
+        "--retrieval",
+        help="Test queries and their top-k retrieved views in each space; correct ones framed green, wrong red.",
+    )
+    attention: bool = typer.Option(
+        False, "--attention", help="Multi-view attention weights of one test object's view set, beside its views."
+    )
+    views: bool = typer.Option(
+        False, "--views", help="Accuracy against the number of query views, from `piro evaluate RUN --views-curve`."
+    )
+    all_figures: bool = typer.Option(
+        False, "--all", help="Draw every figure (also what happens when no figure option is given)."
+    )
+
+    def chosen(self) -> list[str]:
+        named = {"umap": self.umap, "distances": self.distances, "retrieval": self.retrieval, "attention": self.attention, "views": self.views}
+        return [k for k, on in named.items() if on]
+
+    @property
+    def every(self) -> bool:
+        """--all, or no figure named."""
+        return self.all_figures or not self.chosen()
+
+    def kinds(self) -> list[str]:
+        return list(KINDS) if self.every else self.chosen()
+
+
 @handle_errors
+@with_option_groups
 def visualize(
     runs: list[Path] = typer.Argument(
         None,
@@ -33,28 +75,7 @@ def visualize(
         show_default=False,
         help="Run folders (their best.pt is used) or .pt checkpoints; several are drawn together. Default: the latest run under ./runs.",
     ),
-    umap: bool = typer.Option(
-        False, "--umap", help="2-D UMAP of the test views in the object space and the category space, side by side."
-    ),
-    distances: bool = typer.Option(
-        False,
-        "--distances",
-        help="d_intra_max and d_inter_min (top) and rho (bottom) across epochs, from each run's metrics.csv.",
-    ),
-    retrieval: bool = typer.Option(
-        False,
-        "--retrieval",
-        help="Test queries and their top-k retrieved views in each space; correct ones framed green, wrong red.",
-    ),
-    attention: bool = typer.Option(
-        False, "--attention", help="Multi-view attention weights of one test object's view set, beside its views."
-    ),
-    views: bool = typer.Option(
-        False, "--views", help="Accuracy against the number of query views, from `piro evaluate RUN --views-curve`."
-    ),
-    all_figures: bool = typer.Option(
-        False, "--all", help="Draw every figure (also what happens when no figure option is given)."
-    ),
+    figures: FigureFlags = option_group(FigureFlags),
     categories: str = typer.Option(
         None, help="UMAP categories, comma-separated names (default: the 5 with the most test objects, as the paper's Fig. 5)."
     ),
@@ -93,17 +114,14 @@ def visualize(
     piro visualize runs/dual runs/single --views   (after piro evaluate ... --views-curve)
     """
     from piro_cli.hardware import pick_device
-    from piro_cli.viz import draw_figures
+    from piro_cli.viz import FigureOptions, draw_figures
 
-    flags = {"umap": umap, "distances": distances, "retrieval": retrieval, "attention": attention, "views": views}
-    every = all_figures or not any(flags.values())
-    kinds = list(KINDS) if every else [k for k, on in flags.items() if on]
     names = [c.strip() for c in categories.split(",") if c.strip()] if categories else None
     columns = (TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=err_console, transient=False) as progress:
         written = draw_figures(
-            runs or None, kinds, categories=names, queries=queries, top_k=top_k, seed=seed, pdf=pdf, data=data,
-            device=pick_device(device), progress=StageBars(progress), skip_missing_history=every,
+            runs or None, figures.kinds(), FigureOptions(names, queries, top_k, seed, pdf), data=data, device=pick_device(device),
+            progress=StageBars(progress), skip_missing_history=figures.every,
         )  # fmt: skip
     for path in written:
         console.print(f"wrote {escape(str(path))}", highlight=False)

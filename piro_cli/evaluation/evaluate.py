@@ -41,9 +41,10 @@ from piro_cli.data.store import FORMAT_NAME as VIEWSET_FORMAT
 from piro_cli.data.store import open_hdf5
 from piro_cli.errors import DataError, PiroError
 from piro_cli.evaluation.openset import TASK as OPEN_SET_TASK
-from piro_cli.evaluation.openset import OpenSetOptions, evaluate_open_set
+from piro_cli.evaluation.openset import evaluate_open_set
 from piro_cli.hardware import check_precision, pick_device
 from piro_cli.inference.cache import cached_embeddings
+from piro_cli.inference.calibration import OpenSetProtocol
 from piro_cli.inference.embeddings_file import FORMAT_NAME as EMBEDDINGS_FORMAT
 from piro_cli.inference.embeddings_file import EmbeddingsFile
 from piro_cli.inference.index_manifest import recorded_tta_scales
@@ -203,7 +204,7 @@ def evaluate(
     tie_break: str = "smallest",
     device: str | None = None,
     save: bool = True,
-    open_set: OpenSetOptions | None = None,
+    open_set: OpenSetProtocol | None = None,
     reporter: Reporter | None = None,
     embedding: EmbedSettings | None = None,
 ) -> EvaluationResult:
@@ -226,7 +227,7 @@ def evaluate(
     except ValueError as exc:
         raise PiroError(f"--task: {exc}") from None
     if wants_open_set:
-        open_set = open_set or OpenSetOptions()
+        open_set = open_set or OpenSetProtocol(query_views=(1,))  # one photo per query unless asked
         embeddings = [s for s in sources if _is_embeddings_source(Path(s))]
         if embeddings:
             raise PiroError(
@@ -308,7 +309,7 @@ def _is_embeddings_source(path: Path) -> bool:
 
 def _from_checkpoint(
     path: Path, data: str | Path | None, tasks, split: str, device: torch.device, reporter: Reporter,
-    embedding: EmbedSettings, open_set: OpenSetOptions | None = None,
+    embedding: EmbedSettings, open_set: OpenSetProtocol | None = None,
 ):  # fmt: skip
     run = load_run(
         path, device, embedding.tta, precision=embedding.precision, center_crop=embedding.center_crop,

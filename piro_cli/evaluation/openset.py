@@ -11,34 +11,16 @@ calibrated threshold can reach, not what a threshold chosen elsewhere gives).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
 from piro_cli.errors import PiroError
-from piro_cli.inference.calibration import DEFAULT_ENROL_VIEWS, check_protocol, embed_held_out, open_set_scores
-from piro_cli.inference.index import ScoringRule, trained_gallery
+from piro_cli.inference.calibration import OpenSetProtocol, check_protocol, embed_held_out, open_set_scores
+from piro_cli.inference.index import trained_gallery
 from piro_cli.inference.run import LoadedRun
 from piro_cli.reporting import Reporter, SilentReporter
 
 TASK = "open-set"
-
-
-@dataclass(frozen=True)
-class OpenSetOptions:
-    enrol_views: int = DEFAULT_ENROL_VIEWS
-    query_views: tuple[int, ...] = (1,)
-    draws: int = 5
-    seed: int = 0
-    rule: ScoringRule = ScoringRule()
-
-    def settings(self) -> dict:
-        return {
-            "enrol_views": self.enrol_views,
-            "draws": self.draws,
-            "seed": self.seed,
-            "scoring": self.rule.to_dict(),
-        }
 
 
 def parse_query_views(text: str | Sequence[int]) -> tuple[int, ...]:
@@ -56,21 +38,19 @@ def parse_query_views(text: str | Sequence[int]) -> tuple[int, ...]:
 
 
 def evaluate_open_set(
-    loaded: LoadedRun, store, probe_split: str, probe_rows, split: str, options: OpenSetOptions, reporter: Reporter | None = None
+    loaded: LoadedRun, store, probe_split: str, probe_rows, split: str, options: OpenSetProtocol, reporter: Reporter | None = None
 ) -> dict[str, dict]:
     """{"1": {rank1, eer, dir@far1, dir@far5, queries, settings}, ...}: one entry per query-view count."""
     reporter = reporter or SilentReporter()
     if options.draws < 1:
         raise PiroError(f"--draws {options.draws}: give at least 1")
     rows = np.arange(len(store.split(probe_split))) if probe_rows is None else np.asarray(probe_rows)
+    options = options.for_views(store.num_views)
     check_protocol(len(rows), store.num_views, options.enrol_views, options.query_views, f"{loaded.name} {split}")
     held = embed_held_out(loaded, store, probe_split, rows, reporter)
     gallery = trained_gallery(loaded, store, reporter)
     reporter.info(f"{loaded.name}: open set, {len(held)} {split} objects against {len(gallery.objects)} gallery objects")
-    scores = open_set_scores(
-        gallery, loaded.model, loaded.device, held, enrol_views=options.enrol_views, query_views=options.query_views,
-        draws=options.draws, seed=options.seed, rule=options.rule,
-    )  # fmt: skip
+    scores = open_set_scores(gallery, loaded.model, loaded.device, held, options)
     return {
         str(q): {**pooled.summary(), "settings": {**options.settings(), "query_views": q, "objects": len(held)}}
         for q, pooled in scores.items()

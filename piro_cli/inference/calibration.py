@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -150,6 +150,32 @@ def embed_held_out(loaded: LoadedRun, store, split: str, rows: np.ndarray, repor
     return HeldOut(names, categories, features, sv_cat, sv_obj)
 
 
+@dataclass(frozen=True)
+class OpenSetProtocol:
+    """The settings of the protocol (module docstring): photos to enrol from (None: DEFAULT_ENROL_VIEWS, or one less
+    than the views an object has), query-view counts (None: DEFAULT_QUERY_VIEWS as far as the views left allow),
+    seeded draws, and the index's scoring rule."""
+
+    enrol_views: int | None = None
+    query_views: tuple[int, ...] | None = None
+    draws: int = 5
+    seed: int = 0
+    rule: ScoringRule = field(default_factory=ScoringRule)
+
+    def for_views(self, views: int) -> OpenSetProtocol:
+        """This protocol with its defaults filled in for objects of `views` views (checked by `check_protocol`)."""
+        enrol = min(DEFAULT_ENROL_VIEWS, views - 1) if self.enrol_views is None else int(self.enrol_views)
+        if self.query_views is None:  # the default counts that fit beside the enrolment views (at least 1)
+            counts = tuple(q for q in DEFAULT_QUERY_VIEWS if enrol + q <= views) or (1,)
+        else:
+            counts = tuple(int(q) for q in self.query_views)
+        return replace(self, enrol_views=enrol, query_views=counts)
+
+    def settings(self) -> dict:
+        """What a result records of the protocol."""
+        return {"enrol_views": self.enrol_views, "draws": self.draws, "seed": self.seed, "scoring": self.rule.to_dict()}
+
+
 def check_protocol(objects: int, views: int, enrol_views: int, query_views: Sequence[int], where: str) -> None:
     """One line for a protocol that `objects` held-out objects of `views` views cannot run."""
     if objects < 2:
@@ -169,24 +195,17 @@ def check_protocol(objects: int, views: int, enrol_views: int, query_views: Sequ
 
 
 def open_set_scores(
-    gallery: GalleryIndex,
-    model: torch.nn.Module,
-    device: torch.device,
-    held: HeldOut,
-    *,
-    enrol_views: int = DEFAULT_ENROL_VIEWS,
-    query_views: Sequence[int] = (1,),
-    draws: int = 5,
-    seed: int = 0,
-    rule: ScoringRule | None = None,
+    gallery: GalleryIndex, model: torch.nn.Module, device: torch.device, held: HeldOut, protocol: OpenSetProtocol
 ) -> dict[int, OpenSetScores]:
     """The module docstring's protocol: per query-view count Q, the pooled scores of every draw."""
     n, v = len(held), held.num_views
+    protocol = protocol.for_views(v)
+    enrol_views, query_views, rule = protocol.enrol_views, protocol.query_views, protocol.rule
     pooled: dict[int, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {q: [] for q in query_views}
     _, _, set_cat, set_obj = embed_view_sets(model, held.features[:, :enrol_views], device)  # what `add` stores
     base = len(gallery.objects)
-    for draw in range(draws):
-        chosen = np.random.default_rng(seed + draw).permutation(n)[: (n + 1) // 2]
+    for draw in range(protocol.draws):
+        chosen = np.random.default_rng(protocol.seed + draw).permutation(n)[: (n + 1) // 2]
         position = np.full(n, -1, dtype=np.int64)  # where each held-out object lands in the draw's index; -1: not enrolled
         position[chosen] = base + np.arange(len(chosen))
         enrolled = gallery.with_enrolled(
@@ -197,7 +216,7 @@ def open_set_scores(
             ]
         )  # fmt: skip
         for q in query_views:
-            owner, views = _query_groups(n, v, enrol_views, q, np.random.default_rng((seed, draw, q)))
+            owner, views = _query_groups(n, v, enrol_views, q, np.random.default_rng((protocol.seed, draw, q)))
             _, _, _, mv_obj = embed_view_sets(model, held.features[owner[:, None], views], device)
             queries = Queries(held.sv_cat[owner[:, None], views], held.sv_obj[owner[:, None], views], mv_obj)
             scores = enrolled.score(queries, rule, votes=False)  # the object decision only
@@ -282,12 +301,8 @@ def calibrate_index(
     *,
     data: str | Path | None = None,
     split: str = "val",
-    draws: int = 5,
-    seed: int = 0,
+    protocol: OpenSetProtocol | None = None,
     target_far: float | None = None,
-    enrol_views: int | None = None,
-    query_views: Sequence[int] | None = None,
-    rule: ScoringRule | None = None,
     objects: Sequence[str] | None = None,
     run: str | Path | None = None,
     device: str | None = None,
@@ -295,12 +310,14 @@ def calibrate_index(
     reporter: Reporter | None = None,
 ) -> Calibration:
     """Pick the index's `unknown` thresholds on held-out objects (module docstring) and, with `save`, store them
-    with the scoring rule. enrol_views: default 4, or V - 1 for objects of fewer views; query_views: default 1, 2
-    and 3 photos, as many as the views left allow; rule: default ScoringRule(). `objects`: use only the held-out objects of these names."""
+    with the scoring rule. protocol: default OpenSetProtocol() (4 enrolment photos, or V - 1 for objects of fewer
+    views; 1, 2 and 3 photos per query as far as the views left allow; 5 draws; the default scoring rule).
+    `objects`: use only the held-out objects of these names."""
     reporter = reporter or SilentReporter()
     started = time.perf_counter()
-    if draws < 1:
-        raise PiroError(f"--draws {draws}: give at least 1")
+    protocol = protocol or OpenSetProtocol()
+    if protocol.draws < 1:
+        raise PiroError(f"--draws {protocol.draws}: give at least 1")
     if target_far is not None and not 0 <= target_far < 1:
         raise PiroError(f"--far {target_far}: give a rate from 0 to 1 (e.g. 0.05)")
     if split not in ("train", "val", "test"):
@@ -308,7 +325,6 @@ def calibrate_index(
     gallery = GalleryIndex(index)
     if not gallery.objects:
         raise PiroError(f"{gallery.path}: holds no objects; build it with `piro index build` first")
-    rule = rule or ScoringRule()
     loaded = gallery.load_run(run, device)
     store = loaded.open_data(data)
     try:
@@ -332,16 +348,10 @@ def calibrate_index(
         )
     if store.num_views < 2:
         raise PiroError(f"{store.path}: one view per object; calibration needs at least 2 (some to enrol, some to query)")
-    enrol = min(DEFAULT_ENROL_VIEWS, store.num_views - 1) if enrol_views is None else int(enrol_views)
-    if query_views is None:  # the default counts that fit beside the enrolment views (at least 1, checked below)
-        counts = [q for q in DEFAULT_QUERY_VIEWS if enrol + q <= store.num_views] or [1]
-    else:
-        counts = list(query_views)
-    check_protocol(len(rows), store.num_views, enrol, counts, f"{store.path} {split}")
+    protocol = protocol.for_views(store.num_views)
+    check_protocol(len(rows), store.num_views, protocol.enrol_views, protocol.query_views, f"{store.path} {split}")
     held = embed_held_out(loaded, store, source_split, rows, reporter)
-    scores = open_set_scores(
-        gallery, loaded.model, loaded.device, held, enrol_views=enrol, query_views=counts, draws=draws, seed=seed, rule=rule
-    )
+    scores = open_set_scores(gallery, loaded.model, loaded.device, held, protocol)
     thresholds = {}
     for q, pooled in scores.items():
         value = choose_threshold(pooled.genuine, pooled.impostor, target_far)
@@ -349,8 +359,8 @@ def calibrate_index(
         accepted_wrong = ~pooled.correct[pooled.enrolled] & (pooled.genuine <= value)
         thresholds[q] = Threshold(q, value, far, frr, float(np.mean(accepted_wrong)), pooled.genuine, pooled.impostor)
     result = Calibration(
-        thresholds, rule, "equal error" if target_far is None else f"FAR <= {target_far}", len(rows), draws, enrol,
-        gallery.path.name, split, excluded,
+        thresholds, protocol.rule, "equal error" if target_far is None else f"FAR <= {target_far}", len(rows),
+        protocol.draws, protocol.enrol_views, gallery.path.name, split, excluded,
     )  # fmt: skip
     if save:
         with OutputLock(gallery.path, folder=True):

@@ -148,10 +148,12 @@ def ap_rows(products, xx, item_ids, query_ids, out, r0, r1):
 
 
 @njit
-def self_update(products, row0, col0, xx, k, exclude_self, best_key, best_index, filled, want_ap, ids, offsets,
-                rel_key, rel_index, before, max_relevant, r0, r1):  # fmt: skip
+def self_update(products, row0, col0, xx, k, exclude_self, nearest, want_ap, relevant, max_relevant, r0, r1):
     """Rows row0 + r (r in r0..r1) against columns col0 .. col0 + width of one block of the symmetric product:
-    merge into their running k nearest, and count the other items ahead of each relevant one (AP)."""
+    merge into their running k nearest (`nearest`: best_key, best_index, filled), and count the other items ahead
+    of each relevant one (AP; `relevant`: ids, offsets, rel_key, rel_index, before)."""
+    best_key, best_index, filled = nearest
+    ids, offsets, rel_key, rel_index, before = relevant
     width = products.shape[1]
     start_of = np.empty(8 * max_relevant + 3, np.int64)
     count = np.empty(8 * max_relevant + 3, np.int64)

@@ -462,8 +462,8 @@ def _rank_self_numba(x32, k, ids, exclude_self, drop_first, neighbours, ap, prog
 
     def update(products, row0, col0):
         _in_threads(
-            kernels.self_update, len(products), products, row0, col0, xx, k, exclude_self, best_key, best_index, filled,
-            want_ap, ids, offsets, rel_key, rel_index, before, max_relevant,
+            kernels.self_update, len(products), products, row0, col0, xx, k, exclude_self, (best_key, best_index, filled),
+            want_ap, (ids, offsets, rel_key, rel_index, before), max_relevant,
         )  # fmt: skip
 
     for bi, r0 in enumerate(starts):

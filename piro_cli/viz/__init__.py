@@ -1,6 +1,6 @@
 """Figures of a trained run (`piro visualize`): UMAP of both spaces, distance curves, retrievals, attention.
 
-`draw_figures(runs, kinds, ...)` (piro_cli.viz.figures) is the entry point; each kind lives in its own
+`draw_figures(runs, kinds, FigureOptions(...))` (piro_cli.viz.figures) is the entry point; each kind lives in its own
 module (umap_plot, distances, retrieval, attention); `embeddings` loads a run, its data and test objects;
 `kinds` names the figures without loading torch or matplotlib (`draw_figures` loads them on first use).
 """
@@ -13,11 +13,11 @@ from piro_cli.viz.kinds import KINDS
 
 
 def __getattr__(name: str) -> Any:
-    if name == "draw_figures":
-        from piro_cli.viz.figures import draw_figures
+    if name in ("draw_figures", "FigureOptions"):
+        from piro_cli.viz import figures
 
-        return draw_figures
+        return getattr(figures, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["KINDS", "draw_figures"]
+__all__ = ["KINDS", "FigureOptions", "draw_figures"]

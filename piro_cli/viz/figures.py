@@ -9,6 +9,7 @@ drawn headless, so the same runs and options give the same files.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -32,33 +33,42 @@ def output_path(refs: Sequence[RunRef], kind: str) -> Path:
     return refs[0].folder / f"{stem}.png"
 
 
+@dataclass(frozen=True)
+class FigureOptions:
+    """What the figures show: `categories`, category names for the UMAP (default: the DEFAULT_CATEGORIES with the
+    most test objects); `queries`/`top_k`, retrieval queries and hits per row; `seed`, the UMAP, query and
+    attention-object choice; `pdf`, a PDF beside each PNG; `umap_epochs`, UMAP optimisation epochs (None: UMAP's
+    default; small values make tests fast)."""
+
+    categories: Sequence[str] | None = None
+    queries: int = DEFAULT_QUERIES
+    top_k: int = DEFAULT_TOP_K
+    seed: int = 0
+    pdf: bool = False
+    umap_epochs: int | None = None
+
+
 def draw_figures(
     runs: Sequence[str | Path] | None,
     kinds: Sequence[str],
+    options: FigureOptions | None = None,
     *,
-    categories: Sequence[str] | None = None,
-    queries: int = DEFAULT_QUERIES,
-    top_k: int = DEFAULT_TOP_K,
-    seed: int = 0,
-    pdf: bool = False,
     data: str | Path | None = None,
     device: str | torch.device = "cpu",
     project: Path = Path("runs"),
-    umap_epochs: int | None = None,
     progress: StageProgress | None = None,
     skip_missing_history: bool = False,
 ) -> list[Path]:
-    """Draw the requested figure kinds (KINDS) for the given runs (None or empty: the latest run under `project`).
+    """Draw the requested figure kinds (KINDS) for the given runs (None or empty: the latest run under `project`),
+    as `options` (FigureOptions) say.
 
-    `runs`: run folders (meaning their best.pt) or .pt checkpoints. `categories`: category names for the
-    UMAP (default: the DEFAULT_CATEGORIES with the most test objects). `queries`/`top_k`: retrieval
-    queries and hits per row. `seed`: UMAP, query and attention-object choice. `data`: the HDF5 file to
-    use instead of each checkpoint's recorded one. `umap_epochs`: UMAP optimisation epochs (None: UMAP's
-    default; small values make tests fast). `skip_missing_history`: leave the distance figure out, instead of
-    refusing, when a run has no training history (an imported checkpoint has no metrics.csv), and the views curve when
-    a run has none saved; for "every figure".
-    Returns the paths written (PNG, and PDF with `pdf`).
+    `runs`: run folders (meaning their best.pt) or .pt checkpoints. `data`: the HDF5 file to use instead of each
+    checkpoint's recorded one. `skip_missing_history`: leave the distance figure out, instead of refusing, when a
+    run has no training history (an imported checkpoint has no metrics.csv), and the views curve when a run has
+    none saved; for "every figure". Returns the paths written (PNG, and PDF with `options.pdf`).
     """
+    options = options or FigureOptions()
+    queries, top_k, pdf = options.queries, options.top_k, options.pdf
     unknown = [k for k in kinds if k not in KINDS]
     if unknown:
         raise PiroError(f"unknown figure {unknown[0]!r}; figures are {', '.join(KINDS)}")
@@ -93,25 +103,26 @@ def draw_figures(
     try:
         for ref in refs:
             loaded.append(open_run(ref, data, device))
-        written += _model_figures(loaded, refs, model_kinds, categories, queries, top_k, seed, pdf, umap_epochs, progress)
+        written += _model_figures(loaded, refs, model_kinds, options, progress)
     finally:
         for run in loaded:
             run.store.close()
     return written
 
 
-def _model_figures(loaded, refs, kinds, categories, queries, top_k, seed, pdf, umap_epochs, progress) -> list[Path]:
+def _model_figures(loaded, refs, kinds, options: FigureOptions, progress) -> list[Path]:
     written: list[Path] = []
+    seed, pdf = options.seed, options.pdf
     if "retrieval" in kinds:  # every test object is in the gallery: embed them all once, with progress
         for run in loaded:
             run.embed(range(len(run.indices)), progress)
     if "umap" in kinds:
-        written += save_figure(_umap_figure(loaded, categories, seed, umap_epochs, progress), output_path(refs, "umap"), pdf)
+        written += save_figure(_umap_figure(loaded, options.categories, seed, options.umap_epochs, progress), output_path(refs, "umap"), pdf)
     if "retrieval" in kinds:
         from piro_cli.viz.retrieval import pick_queries, plot_retrieval
 
-        picked = pick_queries(loaded[0], queries, seed)
-        written += save_figure(plot_retrieval(loaded, picked, top_k, seed), output_path(refs, "retrieval"), pdf)
+        picked = pick_queries(loaded[0], options.queries, seed)
+        written += save_figure(plot_retrieval(loaded, picked, options.top_k, seed), output_path(refs, "retrieval"), pdf)
     if "attention" in kinds:
         from piro_cli.viz.attention import plot_attention
         from piro_cli.viz.retrieval import pick_queries
