@@ -22,11 +22,6 @@ from typing import TYPE_CHECKING, Any
 
 from piro_cli.errors import PiroError
 from piro_cli.losses.registry import (
-    DEFAULT_NEIGHBOURHOOD,
-    DEFAULT_PROXIES,
-    DEFAULT_REGULARISATION,
-    DEFAULT_TOPK,
-    DEFAULT_WEIGHT,
     LOSS_TERMS,
     POSE_INVARIANT_LOSSES,
     SEPARATIONS,
@@ -102,59 +97,6 @@ def get_method(name: str) -> MethodSpec:
     return METHODS[key]
 
 
-def method_label(train: dict[str, Any]) -> str:
-    """A run's method as `piro compare` groups it, from its saved train config (config.json "train").
-
-    The method name, then what changes it from the released method: '+<obj-loss>' for a classic object loss,
-    '+cat=proxy-gml' for ProxyGML as the category term, '+dr=<gamma>' for the direction regulariser, '+dvml',
-    '+losses=...' for loss terms other than the method's default (a Table 4 ablation),
-    '+obj-features=frozen' for the object head on a frozen backbone path, '+separation=plain' for the paper's Eq. 7 confuser term and '+lsoftmax-trained' for an optimised L-Softmax
-    weight matrix, '+released' for imported released weights; e.g. 'piro-dual', 'piro-single+triplet',
-    'piro-dual+contrastive+dvml', 'piro-dual+released'.
-    Runs written before `--method` existed have no "method" key: their `dual` flag decides; keys missing from
-    older runs read as what those runs trained with (all three terms, PRE_OPTION_VALUES).
-    """
-    method = train.get("method") or method_for_space(train.get("dual", True))
-    if train.get("imported_from"):  # the authors' released weights (`piro import-weights`), never averaged with piro's runs
-        return f"{method}+released"
-    parts = [method]
-    spec = METHODS.get(method, METHODS[DEFAULT_METHOD])
-    if spec.family == "piro":
-        obj_loss = train.get("obj_loss") or DEFAULT_OBJ_LOSS
-        if obj_loss != DEFAULT_OBJ_LOSS:
-            parts.append(obj_loss)
-        gml_defaults = (DEFAULT_PROXIES, DEFAULT_NEIGHBOURHOOD, DEFAULT_REGULARISATION)
-        gml = (train.get("gml_proxies", gml_defaults[0]), train.get("gml_neighbourhood", gml_defaults[1]), train.get("gml_reg", gml_defaults[2]))
-        cat_loss = train.get("cat_loss", "lsoftmax")
-        if cat_loss != "lsoftmax":
-            parts.append(f"cat={cat_loss}")
-        if "proxy-gml" in (obj_loss, cat_loss) and gml != gml_defaults:
-            parts.append("gml={}/{}/{}".format(*gml))
-        terms = [t for t in LOSS_TERMS if t in (train.get("losses") or LOSS_TERMS)]
-        if terms != list(spec.default_losses):
-            parts.append("losses=" + ",".join(terms))
-        separation = train.get("separation", PRE_OPTION_VALUES["separation"])
-        if obj_loss == DEFAULT_OBJ_LOSS and "piobj" in terms and separation != DEFAULT_SEPARATION:
-            parts.append(f"separation={separation}")
-        lsoftmax = "cat" in terms and cat_loss == "lsoftmax"
-        if lsoftmax and train.get("train_lsoftmax_weights", PRE_OPTION_VALUES["train_lsoftmax_weights"]):
-            parts.append("lsoftmax-trained")
-    if train.get("direction_reg"):
-        parts.append(f"dr={train['direction_reg']:g}")
-    if train.get("distance_margin"):
-        parts.append(f"margin={train['distance_margin']:g}")
-    if train.get("object_features", "shared") != "shared":
-        parts.append(f"obj-features={train['object_features']}")
-    if train.get("dvml"):
-        parts.append("dvml")
-    if train.get("language_guidance"):
-        weight, space = train.get("language_weight", DEFAULT_WEIGHT), train.get("language_space", "object")
-        labels, topk = train.get("language_labels", "names"), train.get("language_topk", DEFAULT_TOPK)
-        pseudo = f"-imagenet{topk if topk != DEFAULT_TOPK else ''}" if labels == "imagenet" else ""
-        parts.append("language" + pseudo + (f"={weight}" if weight != DEFAULT_WEIGHT else "") + ("-category" if space == "category" else ""))
-    return "+".join(parts)
-
-
 def build_criterion(
     config: Any, num_classes: int, num_objects: int, feat_dim: int, language_labels: list[list[str]] | None = None
 ) -> torch.nn.Module:
@@ -194,16 +136,14 @@ def build_criterion(
 
 def loss_config_of(config: Any) -> LossConfig:
     """The LossConfig of a TrainConfig (what a PiRO run's losses are; recorded in config.json for every run)."""
+    from dataclasses import fields
+
     from piro_cli.losses.total import LossConfig
 
-    return LossConfig(
-        alpha=config.alpha, beta=config.beta, theta=config.theta, gamma=config.gamma, lam=config.lam, terms=tuple(config.losses),
-        train_lsoftmax_weights=config.train_lsoftmax_weights, separation=config.separation, obj_loss=config.obj_loss,
-        dvml=config.dvml, dvml_kl=config.dvml_kl, dvml_rec=config.dvml_rec, dvml_syn=config.dvml_syn,
-        gml_proxies=config.gml_proxies, gml_neighbourhood=config.gml_neighbourhood, gml_reg=config.gml_reg,
-        language_weight=config.language_weight if config.language_guidance else 0.0, language_space=config.language_space,
-        direction_reg=config.direction_reg, cat_loss=config.cat_loss, distance_margin=config.distance_margin,
-    )  # fmt: skip
+    # every LossConfig field is the TrainConfig field of its name, but for these two (mine_hard: not an option)
+    derived = {"terms": tuple(config.losses), "language_weight": config.language_weight if config.language_guidance else 0.0}
+    settings = {f.name: derived[f.name] if f.name in derived else getattr(config, f.name) for f in fields(LossConfig) if f.name != "mine_hard"}
+    return LossConfig(**settings)
 
 
 def resolve_method(method: str | None, dual: bool, obj_loss: str, dvml: bool) -> MethodSpec:

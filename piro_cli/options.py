@@ -32,6 +32,7 @@ class OptionSpec:
     cli_default: Any = None  # the command line's default, with `own_cli_default` (else the field's default)
     own_cli_default: bool = False
     cli_type: type | None = None  # the command line's type where it is not the field's (Path for files, str for lists)
+    label: str = ""  # how `piro compare` names a run whose value is not the default: "dr={:g}" (a bool: the text alone)
 
     def __post_init__(self) -> None:
         if self.panel not in PANELS:

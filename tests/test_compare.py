@@ -17,10 +17,10 @@ from piro_cli.data.prepare import PrepareOptions, prepare_dataset
 from piro_cli.errors import DataError, PiroError
 from piro_cli.evaluation.compare import COLUMNS, Comparison, MethodGroup, RunValues, compare_runs, out_format
 from piro_cli.evaluation.evaluate import evaluate
-from piro_cli.methods import method_label
 from piro_cli.retrieval.picr import SHORT_NAMES, TASKS
 from piro_cli.runs import load_checkpoint
 from piro_cli.training import TrainConfig, train
+from piro_cli.training.config import method_label
 
 runner = CliRunner()
 WIDE = {"COLUMNS": "250"}

@@ -15,8 +15,8 @@ from piro_cli.errors import PiroError
 from piro_cli.evaluation.evaluate import evaluate
 from piro_cli.losses import DirectionRegularisedTripletLoss, LossConfig, PiroLoss, PoseInvariantObjectLoss
 from piro_cli.losses.proxy_gml import ProxyGMLLoss
-from piro_cli.methods import method_label
 from piro_cli.training import train
+from piro_cli.training.config import method_label
 
 # unit vectors: anchor a and positive p of class 0; negatives n1 (behind the anchor) and n3 (on the positive's side)
 A, P, N1, N3 = [1.0, 0.0], [0.6, 0.8], [0.8, -0.6], [0.28, 0.96]

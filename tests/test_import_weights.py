@@ -23,10 +23,10 @@ from piro_cli.cli import app
 from piro_cli.data.store import ViewSetStore
 from piro_cli.errors import PiroError
 from piro_cli.inference.released import convert_released_state_dict, import_released_weights
-from piro_cli.methods import method_label
 from piro_cli.models.embedding import FIELDS
 from piro_cli.models.pan import PAN
 from piro_cli.runs import load_checkpoint
+from piro_cli.training.config import method_label
 
 runner = CliRunner()
 

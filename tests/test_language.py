@@ -13,8 +13,8 @@ from conftest import OBJECTPI_RAW, tiny_config
 from piro_cli.errors import PiroError
 from piro_cli.evaluation.evaluate import evaluate
 from piro_cli.losses.language import LanguageGuidance, pseudo_labels, readable
-from piro_cli.methods import method_label
 from piro_cli.training import train
+from piro_cli.training.config import method_label
 
 
 def test_value_by_hand():

@@ -13,9 +13,10 @@ from typer.testing import CliRunner
 
 import piro_cli.training.trainer as train_module
 from piro_cli.cli import app
-from piro_cli.methods import build_criterion, method_label
+from piro_cli.methods import build_criterion
 from piro_cli.runs import load_checkpoint
 from piro_cli.training import TrainConfig, train
+from piro_cli.training.config import method_label
 
 runner = CliRunner()
 W_KEY = "cat.lsoftmax.W"  # the L-Softmax class weights in a checkpoint's loss_state

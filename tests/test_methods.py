@@ -18,11 +18,12 @@ from piro_cli.data.store import ViewSetStore, normalize_views
 from piro_cli.errors import PiroError
 from piro_cli.evaluation.evaluate import evaluate
 from piro_cli.losses import OBJECT_LOSSES
-from piro_cli.methods import METHODS, build_criterion, get_method, method_label
+from piro_cli.methods import METHODS, build_criterion, get_method
 from piro_cli.models.pan import PAN, PANConfig
 from piro_cli.retrieval.picr import TASKS
 from piro_cli.runs import load_checkpoint
 from piro_cli.training import TrainConfig, train
+from piro_cli.training.config import method_label
 from piro_cli.training.trainer import _split_pairs
 
 runner = CliRunner()

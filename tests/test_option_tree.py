@@ -1,6 +1,6 @@
 """`piro train`'s options come from TrainConfig's fields (their OptionSpec): the same options as before the
 fields carried them, and a new field is an option of the command line, of --config files and of config.json
-without any other edit."""
+and a label of `piro compare` without any other edit."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from piro_cli.cli.common import handle_errors
 from piro_cli.cli.options_doc import options_markdown
 from piro_cli.cli.train import _with_config_options, train
 from piro_cli.options import option
-from piro_cli.training.config import TrainConfig
+from piro_cli.training.config import TrainConfig, method_label
 
 runner = CliRunner()
 BEFORE = Path(__file__).parent / "data" / "train_options_before_config_tree.json"  # written by the hand-listed command
@@ -47,7 +47,7 @@ def test_a_new_field_is_an_option_of_the_command_line_config_files_and_config_js
     set it, TrainConfig checks its bounds, and the resolved config (what config.json holds) carries it."""
     extended = dataclasses.make_dataclass(
         "TrainConfig",
-        [("dummy_proxies", int, option(3, "A dummy loss setting: proxies per dummy.", "Method and losses", bounds=(1, 9)))],
+        [("dummy_proxies", int, option(3, "A dummy loss setting: proxies per dummy.", "Method and losses", bounds=(1, 9), label="dummy={}"))],
         bases=(TrainConfig,),
     )
     monkeypatch.setattr("piro_cli.training.config.TrainConfig", extended)
@@ -71,6 +71,8 @@ def test_a_new_field_is_an_option_of_the_command_line_config_files_and_config_js
     typed = runner.invoke(dummy_app, ["train", "--dummy-proxies", "5", "--name", "x"])
     assert typed.exit_code == 0, typed.output
     assert seen[-1].dummy_proxies == 5 and seen[-1].to_dict()["dummy_proxies"] == 5
+    assert method_label(seen[-1].to_dict()) == "piro-dual+dummy=5"  # how `piro compare` labels the run
+    assert method_label({**seen[-1].to_dict(), "dummy_proxies": 3}) == "piro-dual"  # the default names nothing
     (tmp_path / "c.yaml").write_text("dummy_proxies: 7\n")
     from_file = runner.invoke(dummy_app, ["train", "--config", str(tmp_path / "c.yaml"), "--name", "y"])
     assert from_file.exit_code == 0, from_file.output

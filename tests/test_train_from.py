@@ -164,7 +164,7 @@ def test_object_features_frozen_trains_two_paths(tiny_data):
     torch.testing.assert_close(out.sv_cat[0], by_hand_cat, rtol=1e-4, atol=1e-5)
     report = evaluate([result.best_path], data=tiny_data, split="test", save=False)
     assert set(report.runs[0].values) and all(v == v for v in report.runs[0].values.values())
-    from piro_cli.methods import method_label
+    from piro_cli.training.config import method_label
 
     recorded = json.loads((result.run_dir / "config.json").read_text())["train"]
     assert method_label(recorded) == "piro-dual+obj-features=frozen"  # compare groups it apart from piro-dual

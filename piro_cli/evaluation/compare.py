@@ -1,7 +1,7 @@
 """`piro compare`: the eight PICR tasks of several runs in one table, grouped by method (paper Tables 2 and 3).
 
 A RUN is a run folder (meaning its `best.pt`) or a checkpoint file. Runs are grouped by
-`piro_cli.methods.method_label` of their training options (e.g. 'piro-dual', 'mv-cnn',
+`piro_cli.training.config.method_label` of their training options (e.g. 'piro-dual', 'mv-cnn',
 'piro-single+triplet'); groups appear in the order their first run was given. Each group reports the
 number of runs, their seeds, and per task (and for the mean of the eight tasks) the mean and the sample
 standard deviation over its runs (n - 1; none for a single run), plus each run's training wall time
@@ -36,11 +36,11 @@ import numpy as np
 from piro_cli import __version__
 from piro_cli.errors import DataError, PiroError
 from piro_cli.evaluation.evaluate import SPLITS, json_safe
-from piro_cli.methods import method_label
 from piro_cli.outputs import write_text
 from piro_cli.reporting import Reporter, SilentReporter
 from piro_cli.retrieval.picr import SHORT_NAMES, TASKS
 from piro_cli.runs import FEATURE_CACHE, MetricsLog, checkpoint_file, load_checkpoint, metric_value, run_name
+from piro_cli.training.config import method_label
 
 FORMATS = ("table", "markdown", "csv", "json")
 TEXT_SUFFIXES = {".md": "markdown", ".markdown": "markdown", ".csv": "csv", ".json": "json"}

@@ -7,6 +7,7 @@ import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 from piro_cli.errors import PiroError
 from piro_cli.hardware import check_precision
@@ -24,9 +25,20 @@ from piro_cli.losses.registry import (
     parse_object_loss,
 )  # fmt: skip
 from piro_cli.losses.registry import LABELS as LANGUAGE_LABELS
-from piro_cli.methods import METHODS, PRE_OPTION_VALUES, get_method, loss_config_of, resolve_method, resolve_method_options
+from piro_cli.methods import (
+    DEFAULT_METHOD,
+    DEFAULT_OBJ_LOSS,
+    DEFAULT_SEPARATION,
+    METHODS,
+    PRE_OPTION_VALUES,
+    get_method,
+    loss_config_of,
+    method_for_space,
+    resolve_method,
+    resolve_method_options,
+)  # fmt: skip
 from piro_cli.models.registry import cut_points, cut_points_help
-from piro_cli.options import SEED_MAX, check_option_bounds, check_test_scales, option
+from piro_cli.options import SEED_MAX, check_option_bounds, check_test_scales, option, option_spec
 from piro_cli.recipes import BUILTIN_DEFAULTS, RECIPES, Resolution, describe, get_recipe, recipe_default
 from piro_cli.recipes import resolve as resolve_recipe
 
@@ -98,7 +110,10 @@ class TrainConfig:
     obj_loss: str = option(
         "piro", f"Object-space loss of piro-dual/piro-single: {', '.join(OBJECT_LOSSES)} (see --help-methods).", "Method and losses"
     )
-    dvml: bool = option(False, "Add deep variational metric learning (DVML) to the object-space loss.", "Method and losses", flags=("--dvml",))
+    dvml: bool = option(
+        False, "Add deep variational metric learning (DVML) to the object-space loss.", "Method and losses", flags=("--dvml",),
+        label="dvml",
+    )  # fmt: skip
     dvml_kl: float = option(0.1, "With --dvml: weight of the KL term.", "Method and losses")
     dvml_rec: float = option(0.1, "With --dvml: weight of the feature reconstruction term.", "Method and losses")
     dvml_syn: float = option(0.5, "With --dvml: weight of the object loss on the synthetic embeddings.", "Method and losses")
@@ -111,12 +126,14 @@ class TrainConfig:
         "Weight gamma of the direction regulariser (Mohan et al. 2020) on the object loss: --obj-loss piro or triplet "
         "only. 0: off.",
         "Method and losses",
+        label="dr={:g}",
     )
     distance_margin: float = option(
         0.0,
         "Weight of an absolute-distance term in the object space (same-object views and view sets pulled under "
         "distance 0.5, other objects pushed beyond 1.0), for open-set identification's threshold. 0: off (as released).",
         "Method and losses",
+        label="margin={:g}",
     )
     gml_proxies: int = option(
         DEFAULT_PROXIES, "With proxy-gml (--obj-loss or --cat-loss): proxies per object or category (ProxyGML's N; the "
@@ -233,6 +250,7 @@ class TrainConfig:
         "frozen copy of the layers from the --train-from stage up as they start (ImageNet's; random with "
         "--no-pretrained), which the category loss cannot bend towards categories; piro-dual with --train-from).",
         "Model",
+        label="obj-features={}",
     )
     # --- Optimisation
     lr: float | None = option(None, f"Adam learning rate (released: 1e-5; FG3D 5e-5). {recipe_default('lr')}", "Optimisation")
@@ -415,3 +433,55 @@ class TrainConfig:
         for key, value in BUILTIN_DEFAULTS.items():
             values.setdefault(key, value)
         return cls(**values)
+
+
+def method_label(train: dict[str, Any]) -> str:
+    """A run's method as `piro compare` groups it, from its saved train config (config.json "train").
+
+    The method name, then what changes it from the released method: '+<obj-loss>' for a classic object loss,
+    '+cat=proxy-gml' for ProxyGML as the category term,
+    '+losses=...' for loss terms other than the method's default (a Table 4 ablation),
+    '+separation=plain' for the paper's Eq. 7 confuser term, '+lsoftmax-trained' for an optimised L-Softmax weight
+    matrix, then each option whose field declares a label (OptionSpec.label) and differs from its default, in the
+    order of the fields ('+dvml', '+dr=<gamma>', '+margin=<weight>', '+obj-features=frozen'), then language
+    guidance; '+released' for imported released weights; e.g. 'piro-dual', 'piro-single+triplet',
+    'piro-dual+contrastive+dvml', 'piro-dual+released'.
+    Runs written before `--method` existed have no "method" key: their `dual` flag decides; keys missing from
+    older runs read as what those runs trained with (all three terms, PRE_OPTION_VALUES).
+    """
+    method = train.get("method") or method_for_space(train.get("dual", True))
+    if train.get("imported_from"):  # the authors' released weights (`piro import-weights`), never averaged with piro's runs
+        return f"{method}+released"
+    parts = [method]
+    spec = METHODS.get(method, METHODS[DEFAULT_METHOD])
+    if spec.family == "piro":
+        obj_loss = train.get("obj_loss") or DEFAULT_OBJ_LOSS
+        if obj_loss != DEFAULT_OBJ_LOSS:
+            parts.append(obj_loss)
+        gml_defaults = (DEFAULT_PROXIES, DEFAULT_NEIGHBOURHOOD, DEFAULT_REGULARISATION)
+        gml = (train.get("gml_proxies", gml_defaults[0]), train.get("gml_neighbourhood", gml_defaults[1]), train.get("gml_reg", gml_defaults[2]))
+        cat_loss = train.get("cat_loss", "lsoftmax")
+        if cat_loss != "lsoftmax":
+            parts.append(f"cat={cat_loss}")
+        if "proxy-gml" in (obj_loss, cat_loss) and gml != gml_defaults:
+            parts.append("gml={}/{}/{}".format(*gml))
+        terms = [t for t in LOSS_TERMS if t in (train.get("losses") or LOSS_TERMS)]
+        if terms != list(spec.default_losses):
+            parts.append("losses=" + ",".join(terms))
+        separation = train.get("separation", PRE_OPTION_VALUES["separation"])
+        if obj_loss == DEFAULT_OBJ_LOSS and "piobj" in terms and separation != DEFAULT_SEPARATION:
+            parts.append(f"separation={separation}")
+        lsoftmax = "cat" in terms and cat_loss == "lsoftmax"
+        if lsoftmax and train.get("train_lsoftmax_weights", PRE_OPTION_VALUES["train_lsoftmax_weights"]):
+            parts.append("lsoftmax-trained")
+    for f in dataclasses.fields(TrainConfig):  # the options that name themselves in labels (OptionSpec.label)
+        shown = option_spec(f)
+        value = train.get(f.name, f.default)
+        if shown is not None and shown.label and value != f.default:
+            parts.append(shown.label if isinstance(value, bool) else shown.label.format(value))
+    if train.get("language_guidance"):
+        weight, space = train.get("language_weight", DEFAULT_WEIGHT), train.get("language_space", "object")
+        labels, topk = train.get("language_labels", "names"), train.get("language_topk", DEFAULT_TOPK)
+        pseudo = f"-imagenet{topk if topk != DEFAULT_TOPK else ''}" if labels == "imagenet" else ""
+        parts.append("language" + pseudo + (f"={weight}" if weight != DEFAULT_WEIGHT else "") + ("-category" if space == "category" else ""))
+    return "+".join(parts)
