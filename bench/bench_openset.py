@@ -21,7 +21,7 @@ import numpy as np
 
 from piro_cli.evaluation.evaluate import evaluation_objects
 from piro_cli.hardware import keep_freed_memory
-from piro_cli.inference.calibration import OpenSetProtocol, embed_held_out, open_set_scores
+from piro_cli.inference.calibration import OpenSetProtocol, choose_threshold, embed_held_out, open_set_scores
 from piro_cli.inference.index import DISTANCES, REJECTIONS, ScoringRule, trained_gallery
 from piro_cli.inference.run import load_run
 from piro_cli.options import check_test_scales
@@ -42,6 +42,7 @@ def main() -> None:
     parser.add_argument("--distances", default=",".join(DISTANCES))
     parser.add_argument("--rejections", default=",".join(REJECTIONS))
     parser.add_argument("--out", default=None, help="also write every run's values (.json)")
+    parser.add_argument("--lookalikes", action="store_true", help="also print, per run, the never-enrolled objects accepted at FAR 1%% and what they were taken for")
     args = parser.parse_args()
     keep_freed_memory()  # as the `piro` command does: backbone passes about 3x faster on Linux CPUs
     enrols = [int(e) for e in args.enrol.split(",")]
@@ -62,6 +63,11 @@ def main() -> None:
             scores = open_set_scores(gallery, loaded.model, loaded.device, held, protocol)
             for q, pooled in scores.items():
                 rows.append({"run": str(run), "tta": flips, "enrol": enrol, "query": q, "rule": rule.label, **pooled.summary()})
+                if args.lookalikes:
+                    at = choose_threshold(pooled.genuine, pooled.impostor, target_far=0.01)
+                    for pair in pooled.lookalikes(at):
+                        print(f"#   E={enrol} Q={q} {rule.label} FAR 1%: {pair['object']!r} taken for {pair['taken_for']!r} "
+                              f"({pair['accepted']} of {pair['queries']} queries)")
         print(f"# {run} flips {flips}, scales {','.join(f'{x:g}' for x in loaded.tta_scales)}: embedded in {embedded:.1f} s, scored in {time.perf_counter() - started - embedded:.1f} s", flush=True)
     print("| flips | E | Q | scoring | runs | rank-1 | EER | DIR@FAR1% | DIR@FAR5% |")
     print("|---|--:|--:|---|--:|--:|--:|--:|--:|")

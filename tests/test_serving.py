@@ -8,6 +8,7 @@ import json
 import math
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -128,6 +129,10 @@ def test_build_add_identify_as_typed(world, tmp_path):
     assert "threshold" in result.output and Path("cal.png").stat().st_size > 1000
     threshold = GalleryIndex("shop.piro-index").threshold
     assert threshold is not None and threshold > 0
+    recorded = GalleryIndex("shop.piro-index").calibration["by_photos"]["1"]
+    assert recorded["far"] > 0  # the equal-error point of this tiny model accepts some unknown photos
+    first = recorded["lookalikes"][0]  # where the false accepts come from, in the index and on screen
+    assert f"unknown '{first['object']}' taken for '{first['taken_for']}'" in " ".join(result.output.split())
 
     # enrol each test object from its first 4 photos (a folder tree), keep photos 4 and 5 as queries
     enrol = tmp_path / "enrol"
@@ -217,17 +222,28 @@ def test_calibrate_counts_match_a_brute_force_draw(world):
         sv = run.model(normalize_views(np.stack([test.views_uint8(i) for i in range(len(test))]))).sv_obj.numpy()
     n, v = sv.shape[:2]
     enrolled = set(np.random.default_rng(3).permutation(n)[: (n + 1) // 2].tolist())
-    index_views = gallery.vectors().sv_obj
-    genuine, impostor = [], []
+    vectors = gallery.vectors()
+    index_views, index_owner = vectors.sv_obj, [gallery.objects[i].name for i in vectors.view_object]
+    genuine, impostor, taken_for = [], [], []
     for o in range(n):
         for q in sv[o, 3:]:
-            d = min(float(np.linalg.norm(q - x)) for x in index_views)
-            for e in enrolled:
-                d = min(d, min(float(np.linalg.norm(q - x)) for x in sv[e, :3]))
+            candidates = [(float(np.linalg.norm(q - x)), owner) for x, owner in zip(index_views, index_owner, strict=True)]
+            candidates += [(float(np.linalg.norm(q - x)), test.object_names[e]) for e in sorted(enrolled) for x in sv[e, :3]]
+            d, nearest = min(candidates, key=lambda c: c[0])
             (genuine if o in enrolled else impostor).append(d)
+            if o not in enrolled:
+                taken_for.append((d, test.object_names[o], nearest))
     # float32 ||q||^2 + ||x||^2 - 2 q.x loses ~1e-7 of d^2 to cancellation: ~4e-5 of d at the smallest distances here
     assert np.allclose(np.sort(result.single.genuine), np.sort(genuine), atol=1e-4)
     assert np.allclose(np.sort(result.single.impostor), np.sort(impostor), atol=1e-4)
+    # the never-enrolled objects accepted at the threshold, and what each was taken for, counted by hand
+    accepted = Counter((asked, nearest) for d, asked, nearest in taken_for if d <= result.single.score)
+    asked_total = Counter(asked for _, asked, _ in taken_for)
+    expected = sorted(accepted.items(), key=lambda item: (-item[1], item[0]))[:5]
+    assert result.single.lookalikes == [
+        {"object": a, "taken_for": b, "accepted": k, "queries": asked_total[a]} for (a, b), k in expected
+    ]
+    assert result.single.far > 0 and result.single.lookalikes  # the equal-error point accepts some: the check has cases
     assert GalleryIndex("g.piro-index").threshold is None  # --no-save
 
 

@@ -297,6 +297,12 @@ def calibrate(
             f"accepted as another object {100 * entry.wrong_object:.1f}%",
             highlight=False,
         )
+        for pair in entry.lookalikes[:3]:  # what the false accepts are: often near-twins of enrolled objects
+            console.print(
+                f"    unknown {escape(pair['object'])!r} taken for {escape(pair['taken_for'])!r}: {pair['accepted']} of its "
+                f"{pair['queries']} queries",
+                highlight=False,
+            )
     if plot is not None:
         console.print(f"[green]wrote[/] {escape(str(plot_calibration(result, plot)))}", highlight=False)
     if save:

@@ -83,6 +83,8 @@ class OpenSetScores:
     score: np.ndarray
     enrolled: np.ndarray  # bool
     correct: np.ndarray  # bool; False for every never-enrolled query
+    asked: np.ndarray  # (n,) object: the name of each query's own object
+    answered: np.ndarray  # (n,) object: the name of the object ranked first for it
 
     @property
     def genuine(self) -> np.ndarray:
@@ -103,6 +105,18 @@ class OpenSetScores:
     def dir_at_far(self, far: float) -> float:
         threshold = choose_threshold(self.genuine, self.impostor, target_far=far)
         return float(np.mean(self.correct[self.enrolled] & (self.genuine <= threshold)))
+
+    def lookalikes(self, threshold: float, most: int = 5) -> list[dict]:
+        """The never-enrolled objects accepted at `threshold` and the objects they were taken for, the pairs with
+        the most accepted queries first: where the false accepts come from (often a near-twin of an enrolled
+        object, which no threshold separates at a low false-accept rate)."""
+        accepted = ~self.enrolled & (self.score <= threshold)
+        pairs: dict[tuple[str, str], int] = {}
+        for asked, answered in zip(self.asked[accepted], self.answered[accepted], strict=True):
+            pairs[(asked, answered)] = pairs.get((asked, answered), 0) + 1
+        queries = {name: int(n) for name, n in zip(*np.unique(self.asked[~self.enrolled], return_counts=True), strict=True)}
+        ranked = sorted(pairs.items(), key=lambda item: (-item[1], item[0]))[:most]
+        return [{"object": a, "taken_for": b, "accepted": n, "queries": queries[a]} for (a, b), n in ranked]
 
     def summary(self) -> dict:
         """rank1, eer, dir@far1, dir@far5 in percent, and the query counts."""
@@ -201,7 +215,8 @@ def open_set_scores(
     n, v = len(held), held.num_views
     protocol = protocol.for_views(v)
     enrol_views, query_views, rule = protocol.enrol_views, protocol.query_views, protocol.rule
-    pooled: dict[int, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {q: [] for q in query_views}
+    pooled: dict[int, list[tuple[np.ndarray, ...]]] = {q: [] for q in query_views}
+    held_names = np.array(held.names, dtype=object)
     _, _, set_cat, set_obj = embed_view_sets(model, held.features[:, :enrol_views], device)  # what `add` stores
     base = len(gallery.objects)
     for draw in range(protocol.draws):
@@ -215,16 +230,16 @@ def open_set_scores(
                 for o in chosen
             ]
         )  # fmt: skip
+        names = np.array([o.name for o in enrolled.objects], dtype=object)
         for q in query_views:
             owner, views = _query_groups(n, v, enrol_views, q, np.random.default_rng((protocol.seed, draw, q)))
             _, _, _, mv_obj = embed_view_sets(model, held.features[owner[:, None], views], device)
             queries = Queries(held.sv_cat[owner[:, None], views], held.sv_obj[owner[:, None], views], mv_obj)
             scores = enrolled.score(queries, rule, votes=False)  # the object decision only
             known = position[owner] >= 0
-            pooled[q].append((scores.score, known, known & (scores.nearest == position[owner])))
-    return {
-        q: OpenSetScores(q, *(np.concatenate([part[i] for part in parts]) for i in range(3))) for q, parts in pooled.items()
-    }
+            correct = known & (scores.nearest == position[owner])
+            pooled[q].append((scores.score, known, correct, held_names[owner], names[scores.nearest]))
+    return {q: OpenSetScores(q, *(np.concatenate(column) for column in zip(*parts, strict=True))) for q, parts in pooled.items()}
 
 
 def _query_groups(n: int, v: int, enrol_views: int, q: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -249,6 +264,7 @@ class Threshold:
     wrong_object: float  # genuine queries accepted with another object's name
     genuine: np.ndarray = field(repr=False)
     impostor: np.ndarray = field(repr=False)
+    lookalikes: list[dict] = field(default_factory=list)  # OpenSetScores.lookalikes at this threshold
 
     def record(self) -> dict:
         kept = np.sort(self.impostor)
@@ -262,6 +278,7 @@ class Threshold:
             "genuine_queries": int(len(self.genuine)),
             "impostor_queries": int(len(self.impostor)),
             "impostor_scores": [round(float(s), 6) for s in kept],
+            "lookalikes": self.lookalikes,
         }
 
 
@@ -357,7 +374,9 @@ def calibrate_index(
         value = choose_threshold(pooled.genuine, pooled.impostor, target_far)
         far, frr = rates(pooled.genuine, pooled.impostor, value)
         accepted_wrong = ~pooled.correct[pooled.enrolled] & (pooled.genuine <= value)
-        thresholds[q] = Threshold(q, value, far, frr, float(np.mean(accepted_wrong)), pooled.genuine, pooled.impostor)
+        thresholds[q] = Threshold(
+            q, value, far, frr, float(np.mean(accepted_wrong)), pooled.genuine, pooled.impostor, pooled.lookalikes(value)
+        )
     result = Calibration(
         thresholds, protocol.rule, "equal error" if target_far is None else f"FAR <= {target_far}", len(rows),
         protocol.draws, protocol.enrol_views, gallery.path.name, split, excluded,
