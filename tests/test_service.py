@@ -250,3 +250,76 @@ def test_the_python_client_against_a_running_service(world):
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def test_sigkill_of_the_service_during_enrolments_leaves_the_index_whole(world):
+    """`piro serve` as its own process, a client enrolling and removing through it in a loop, the service killed
+    with SIGKILL at three moments while it writes: each time the index opens whole (every shard its manifest names
+    is there and matches it), no enrolment the service confirmed is lost, and a new service enrols again."""
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    index = fresh_index(world, "killed.piro-index")
+    before = {o.name for o in GalleryIndex(index).objects}
+    confirmed: set[str] = set()
+    photos = world["photos"][:3]
+    for moment in (0.2, 0.7, 1.5):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        service = subprocess.Popen(
+            [sys.executable, "-m", "piro_cli", "serve", str(index), "--port", str(port)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.time() + 120
+            while time.time() < deadline:
+                try:
+                    if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    time.sleep(0.1)
+            else:
+                raise AssertionError(f"the service did not start: {service.stderr.read() if service.poll() is not None else ''}")
+            stop = threading.Event()
+
+            def enrol_in_a_loop(moment=moment, url=url, stop=stop) -> None:
+                k = 0
+                with httpx.Client(base_url=url, timeout=30) as client:
+                    while not stop.is_set():
+                        name = f"kill{moment}-{k}"
+                        try:
+                            sent = client.post("/objects", data={"name": name, "category": "mug"}, files=upload(photos))
+                        except httpx.HTTPError:
+                            return  # the service is gone
+                        if sent.status_code == 201:
+                            confirmed.add(name)
+                        k += 1
+
+            writer = threading.Thread(target=enrol_in_a_loop, daemon=True)
+            writer.start()
+            time.sleep(moment)
+            service.send_signal(signal.SIGKILL)
+            service.wait(timeout=30)
+            stop.set()
+            writer.join(timeout=60)
+        finally:
+            if service.poll() is None:
+                service.kill()
+                service.wait()
+        gallery = GalleryIndex(index)
+        vectors = gallery.vectors()
+        assert len(vectors.view_object) == sum(o.views for o in gallery.objects)
+        names = {o.name for o in gallery.objects}
+        assert before <= names and confirmed <= names  # nothing confirmed is lost
+    assert confirmed  # the kills came while it was enrolling
+    add_objects(index, [Enrolment("after", "mug", photos)])
+    assert "after" in {o.name for o in GalleryIndex(index).objects}
+    shards = sorted(p.name for p in (index / "shards").iterdir())
+    assert shards == sorted(GalleryIndex(index).manifest["shards"])  # the killed writes left nothing behind
