@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from piro_cli.cli import app
 from piro_cli.data.prepare import PrepareOptions, prepare_dataset
+from piro_cli.data.store import ViewSetStore
 from piro_cli.errors import DataError, PiroError
 from piro_cli.evaluation.compare import COLUMNS, Comparison, MethodGroup, RunValues, compare_runs, out_format
 from piro_cli.evaluation.evaluate import evaluate
@@ -210,11 +211,43 @@ def test_split_test_re_evaluates_every_checkpoint(world):
 
     comparison = compare_runs(runs, split="test", data=world["data"], reporter=Reporter())
     assert not comparison.recorded and comparison.split == "test"
-    assert len(comparison.groups) == 1 and comparison.groups[0].n == 2
+    # noval trained 1 epoch, dual0 2: two methods (how the validation objects were carved is not a method)
+    assert [(g.method, g.n) for g in comparison.groups] == [("piro-dual+epochs=2", 1), ("piro-dual+epochs=1", 1)]
     expected = evaluate(runs, data=world["data"], save=False)
     assert [r.values for r in comparison.runs] == [r.values for r in expected.runs]
     assert not list(world["runs"]["dual0"].glob("eval_*"))  # nothing saved into the run folders
-    assert "warning: piro-dual: noval differs from dual0 in epochs, val_fraction; they are averaged as one method" in messages
+    assert not messages or all("warning" not in m for m in messages)
+
+
+def test_runs_that_differ_in_a_training_option_are_different_methods(world):
+    runs = world["runs"]
+    comparison = compare_runs([runs["dual0"], runs["dual1"], runs["half"]], split="test", data=world["data"])
+    # dual0 and dual1 differ in the seed only: one method; half trained 1 epoch on other carved objects: its own
+    assert [(g.method, g.n) for g in comparison.groups] == [("piro-dual+epochs=2", 2), ("piro-dual+epochs=1", 1)]
+    assert [g.method for g in compare_runs([runs["dual0"], runs["dual1"]]).groups] == ["piro-dual"]  # nothing differs
+
+
+def test_runs_on_files_of_the_same_objects_at_other_sizes_compare(world, tmp_path):
+    """A run trained on the same objects prepared at another image size (as a larger backbone wants) is compared,
+    each run evaluated on its own file; --data is refused for such a mix, and other objects still are."""
+    bigger = tmp_path / "synthetic-48.h5"
+    options = {"seed": 0, "categories": 3, "objects_per_category": 5, "test_fraction": 0.2}
+    prepare_dataset("synthetic", None, bigger, PrepareOptions(size=48), options)
+    assert ViewSetStore(bigger).objects_fingerprint == ViewSetStore(world["data"]).objects_fingerprint
+    assert ViewSetStore(bigger).fingerprint != ViewSetStore(world["data"]).fingerprint
+    big = train(TrainConfig(
+        data=str(bigger), project=str(tmp_path / "runs"), name="big", backbone="tiny", pretrained=False, cat_dim=16,
+        obj_dim=16, epochs=2, batch_pairs=4, pairs_per_object=2, lr=1e-3, seed=0, device="cpu", early_stop_rho=0.0,
+        freeze_backbone=True, feature_passes=1, val_fraction=0.25,
+    )).run_dir  # fmt: skip
+    comparison = compare_runs([world["runs"]["dual0"], big], split="test")
+    assert [g.method for g in comparison.groups] == ["piro-dual+image_size=32", "piro-dual+image_size=48"]
+    expected = evaluate([big], save=False)  # on its own 48-px file
+    assert comparison.groups[1].runs[0].values == expected.runs[0].values
+    with pytest.raises(DataError, match=r"--data .*different files of the same objects"):
+        compare_runs([world["runs"]["dual0"], big], split="test", data=world["data"])
+    with pytest.raises(DataError, match=r"other was trained on other data.*not hold the same objects"):
+        compare_runs([big, world["runs"]["other"]], split="test")
 
 
 def test_clear_errors(world):

@@ -492,6 +492,20 @@ class ViewSetStore:
             self._pid = os.getpid()
         return self._file
 
+    @property
+    def objects_fingerprint(self) -> str:
+        """A short hash of which objects the file holds (source, categories, views per object, object names and
+        labels per split), not of how they are stored: files prepared from the same dataset at other image sizes
+        share it, so runs trained on them saw the same objects (`piro compare` may put them side by side)."""
+        digest = hashlib.sha256()
+        digest.update(f"{self.source_dataset}\n{self.num_views}\n".encode())
+        digest.update("\n".join(self.categories).encode())
+        for name in self.splits:
+            split = self.split(name)
+            digest.update(f"\n{name}\n".encode() + "\n".join(split.object_names).encode())
+            digest.update(np.asarray(split.category, dtype=np.int32).tobytes())
+        return digest.hexdigest()[:16]
+
     def split(self, name: str) -> SplitData:
         if name not in self.splits:
             have = ", ".join(self.splits) or "none"

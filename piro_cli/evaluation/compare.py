@@ -14,8 +14,13 @@ epoch (`best.pt` keeps its best epoch's), so nothing is re-embedded; a run train
 objects has none (train with `--val-fraction`, or re-evaluate with `split="test"`). `split="test"` or
 `"val"` re-evaluates every checkpoint with `piro_cli.evaluation.evaluate.evaluate` (nothing is saved).
 
+Runs that share a method label but differ in other training options (epochs, backbone, image size, ...) are
+different methods: their labels gain '+option=value' for each such option. Seeds, folds, validation carving,
+recipe names, run names and devices never split a method.
+
 Comparable numbers only: all runs must have been trained on the same dataset (the fingerprint their
-checkpoints record), and for validation numbers (recorded, or `split="val"`) have held out the very same
+checkpoints record) or on files of the same objects stored otherwise (prepared at other image sizes: the
+objects fingerprint; each run is then evaluated on its own file), and for validation numbers (recorded, or `split="val"`) have held out the very same
 validation objects (`--val-fraction` with the same `--val-seed`, or the data file's val split). Runs from
 before `--val-seed` carved their validation objects with the training seed; compare those on the test split.
 """
@@ -49,7 +54,8 @@ COLUMNS = (*TASKS, "mean")
 DECIMALS = 2  # shown in the tables; equal means at this precision are all best
 
 # Training options that may differ between the runs of one group without making them different methods.
-_NOT_METHOD = {"seed", "fold", "name", "project", "data", "device", "loggers"}  # folds of a K-fold estimate: one method
+# Folds of a K-fold estimate are one method, and so are runs whose options came from a recipe or were typed alike.
+_NOT_METHOD = {"seed", "fold", "val_fraction", "val_seed", "recipe", "name", "project", "data", "device", "loggers"}
 
 
 @dataclass
@@ -344,7 +350,7 @@ def compare_runs(
             raise PiroError(f"{run}: given twice (also as {seen[key]}); each run may count only once in its method's mean")
         seen[key] = str(run)
     checkpoints = [load_checkpoint(path) for path in paths]
-    _check_same_data(runs, checkpoints)
+    _check_same_data(runs, checkpoints, data)
     if split in (None, "val"):
         _check_same_validation(runs, checkpoints)
 
@@ -361,7 +367,7 @@ def compare_runs(
             paths, data=data, split=split, device=device, save=False, reporter=reporter,
             embedding=EmbedSettings(tta=tta, tta_scales=tta_scales),
         )  # fmt: skip
-        evaluated = {r.data.get("fingerprint") for r in result.runs}
+        evaluated = {r.data.get("objects") or r.data.get("fingerprint") for r in result.runs}
         if len(evaluated) > 1:
             raise DataError(
                 f"the runs were evaluated on different data files ({', '.join(sorted(r.data['path'] for r in result.runs))}); pass one with --data"
@@ -373,13 +379,14 @@ def compare_runs(
         scales = list(every.pop()) if len(every) == 1 else []
         reporter.info(f"evaluated {len(paths)} runs on the {split} split in {time.perf_counter() - started:.1f}s")
 
-    groups: dict[str, MethodGroup] = {}
-    for run, ckpt, vals in zip(runs, checkpoints, values, strict=True):
-        item = _run_values(run, ckpt, vals)
-        groups.setdefault(item.method, MethodGroup(item.method)).runs.append(item)
+    items = [_run_values(run, ckpt, vals) for run, ckpt, vals in zip(runs, checkpoints, values, strict=True)]
     by_path = {str(ckpt["path"]): ckpt for ckpt in checkpoints}
+    _name_differences(items, by_path)
+    groups: dict[str, MethodGroup] = {}
+    for item in items:
+        groups.setdefault(item.method, MethodGroup(item.method)).runs.append(item)
     for group in groups.values():
-        _warn_within_group(group, by_path, reporter)
+        _warn_repeated_seeds(group, by_path, reporter)
     return Comparison(list(groups.values()), split or "val", split is None, flipped, cropped, scales)
 
 
@@ -387,16 +394,45 @@ def _is_feature_cache(path: Path) -> bool:
     return path.is_dir() and path.name == FEATURE_CACHE and not (path / "best.pt").exists()
 
 
-def _check_same_data(runs: Sequence[str | Path], checkpoints: list[dict]) -> None:
-    first = (checkpoints[0].get("data") or {}).get("fingerprint")
-    for run, ckpt in zip(runs[1:], checkpoints[1:], strict=True):
-        data = ckpt.get("data") or {}
-        if data.get("fingerprint") != first:
+def _check_same_data(runs: Sequence[str | Path], checkpoints: list[dict], data: str | Path | None) -> None:
+    """The runs were trained on the same data file, or on files of the same objects stored otherwise (e.g. prepared
+    at each backbone's image size: `ViewSetStore.objects_fingerprint`), then each is evaluated on its own file."""
+    records = [ckpt.get("data") or {} for ckpt in checkpoints]
+    if len({r.get("fingerprint") for r in records}) == 1:
+        return
+    objects = [_objects_fingerprint(r) for r in records]
+    for run, record, held in zip(runs[1:], records[1:], objects[1:], strict=True):
+        if record.get("fingerprint") == records[0].get("fingerprint"):
+            continue
+        if held is None or held != objects[0]:
             raise DataError(
-                f"{run} was trained on other data than {runs[0]} ({data.get('path')} vs "
-                f"{(checkpoints[0].get('data') or {}).get('path')}: dataset fingerprints differ); "
-                "only runs on the same dataset can be compared"
+                f"{run} was trained on other data than {runs[0]} ({record.get('path')} vs {records[0].get('path')}: "
+                "dataset fingerprints differ, and they do not hold the same objects); only runs on the same objects "
+                "can be compared"
             )
+        if data is not None:
+            raise DataError(
+                f"--data {data}: {run} and {runs[0]} were trained on different files of the same objects "
+                f"({record.get('path')}, {records[0].get('path')}: other image sizes?); leave --data out to evaluate "
+                "each run on its own file"
+            )
+
+
+def _objects_fingerprint(record: dict) -> str | None:
+    """Which objects a run's data file holds: recorded at training, or (runs trained before it was) read from the
+    file at the recorded path while it exists; None when neither can tell."""
+    if record.get("objects"):
+        return str(record["objects"])
+    path = record.get("path")
+    if not path or not Path(path).is_file():
+        return None
+    from piro_cli.data.store import ViewSetStore
+
+    try:
+        with ViewSetStore(path) as store:
+            return store.objects_fingerprint if store.fingerprint == record.get("fingerprint") else None
+    except PiroError:
+        return None
 
 
 def _val_record(ckpt: dict) -> dict | None:
@@ -459,9 +495,37 @@ def _run_values(run: str | Path, ckpt: dict, values: dict[str, float]) -> RunVal
     )  # fmt: skip
 
 
-def _warn_within_group(group: MethodGroup, checkpoints: dict[str, dict], reporter: Reporter) -> None:
-    """Warn (not fail) when one method's runs repeat a seed or differ in options other than the seed."""
-    # the same seed on the same validation objects twice (folds of one K-fold split share the seed, not the fold)
+def _name_differences(items: list[RunValues], checkpoints: dict[str, dict]) -> None:
+    """Runs of one method label that differ in other training options (a lever measured against the recipe: more
+    epochs, another backbone, another image size) are different methods: each label gets '+option=value' for every
+    option in which that label's runs differ, so `--epochs 6` and `--epochs 3` become two rows, not one mean."""
+    settings = {}
+    for item in items:
+        checkpoint = checkpoints[item.checkpoint]
+        config = dict(checkpoint.get("train_config") or {})
+        config["image_size"] = (checkpoint.get("data") or {}).get("image_size")
+        settings[id(item)] = {k: v for k, v in config.items() if k not in _NOT_METHOD}
+    for label in dict.fromkeys(item.method for item in items):
+        runs = [item for item in items if item.method == label]
+        keys = sorted({k for item in runs for k in settings[id(item)]})
+        differ = [k for k in keys if len({json.dumps(settings[id(item)].get(k), sort_keys=True) for item in runs}) > 1]
+        for item in runs:
+            item.method = label + "".join(f"+{k}={_shown(settings[id(item)].get(k))}" for k in differ)
+
+
+def _shown(value) -> str:
+    """An option's value in a method label: 6, 0.0001, efficientnet_lite1, cat,piobj, none."""
+    if value is None:
+        return "none"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, list | tuple):
+        return ",".join(_shown(v) for v in value)
+    return str(value)
+
+
+def _warn_repeated_seeds(group: MethodGroup, checkpoints: dict[str, dict], reporter: Reporter) -> None:
+    """Warn (not fail) when one method's runs repeat a seed (folds of one K-fold split share the seed, not the fold)."""
     trained = [
         ((checkpoints[r.checkpoint].get("train_config") or {}).get("fold"), r.seed) for r in group.runs if r.seed is not None
     ]
@@ -470,13 +534,3 @@ def _warn_within_group(group: MethodGroup, checkpoints: dict[str, dict], reporte
         reporter.info(
             f"warning: {group.method}: several runs have seed {', '.join(map(str, repeated))}; they may be the same run twice"
         )
-    first = group.runs[0]
-    base = checkpoints[first.checkpoint].get("train_config") or {}
-    for other in group.runs[1:]:
-        config = checkpoints[other.checkpoint].get("train_config") or {}
-        differ = sorted(k for k in set(base) | set(config) if k not in _NOT_METHOD and base.get(k) != config.get(k))
-        if differ:
-            reporter.info(
-                f"warning: {group.method}: {other.name} differs from {first.name} in {', '.join(differ)}; "
-                "they are averaged as one method"
-            )

@@ -330,7 +330,7 @@ def _from_checkpoint(
         probes = cached_embeddings(run, store, probe_split, probe_rows, stage)
     result = SourceResult(
         source=str(path), kind="checkpoint", name=run.name, values={}, num_queries={}, seconds=0.0,
-        data={"path": str(store.path), "fingerprint": store.fingerprint}, epoch=run.epoch, tta=run.tta, precision=run.precision,
+        data={"path": str(store.path), "fingerprint": store.fingerprint, "objects": store.objects_fingerprint}, epoch=run.epoch, tta=run.tta, precision=run.precision,
         center_crop=run.center_crop, open_set=measured, tta_scales=list(run.tta_scales),
     )  # fmt: skip
     return result, (gallery.embeddings if gallery else None), (probes.embeddings if probes else None), list(store.categories)

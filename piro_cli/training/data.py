@@ -52,6 +52,7 @@ class RunData:
         return {
             "path": str(self.store.path),
             "fingerprint": self.store.fingerprint,
+            "objects": self.store.objects_fingerprint,
             "source_dataset": self.store.source_dataset,
             "num_views": self.store.num_views,
             "image_size": self.store.image_size,
