@@ -24,7 +24,7 @@ from piro_cli.training.config import TrainConfig, method_label
 
 runner = CliRunner()
 BEFORE = Path(__file__).parent / "data" / "train_options_before_config_tree.json"  # written by the hand-listed command
-ADDED_SINCE = {"object_features"}  # options added after the snapshot, each with its own tests
+ADDED_SINCE = {"object_features", "ema_decay"}  # options added after the snapshot, each with its own tests
 KEYS = ("opts", "secondary_opts", "default", "is_flag", "help", "rich_help_panel", "metavar", "show_default", "min", "max", "is_eager")
 
 

@@ -254,6 +254,12 @@ class TrainConfig:
     )
     # --- Optimisation
     lr: float | None = option(None, f"Adam learning rate (released: 1e-5; FG3D 5e-5). {recipe_default('lr')}", "Optimisation")
+    ema_decay: float = option(
+        0.0,
+        "Validate, save and embed with an exponential moving average of the trained weights, updated after every step "
+        "with this decay (e.g. 0.998: about the last 500 steps). 0: off (as released).",
+        "Optimisation", label="ema={:g}",
+    )  # fmt: skip
     lr_step: int | None = option(
         None,
         "Halve the learning rate every this many epochs (released PiRO: epochs / 5); 0 keeps it constant (the PIEs "
@@ -361,6 +367,8 @@ class TrainConfig:
             self.precision = check_precision(self.precision)
         # the float options outside the losses (integer options are checked by the CLI's min=): nan passes any comparison
         # above 1 an Adam step overflows float32 (a traceback, not a NaN) long before it could train anything
+        if not (math.isfinite(self.ema_decay) and 0 <= self.ema_decay < 1):
+            raise PiroError(f"--ema-decay {self.ema_decay}: give a decay from 0 (off) up to, not including, 1 (e.g. 0.998)")
         if self.lr is not None and not (math.isfinite(self.lr) and 0 < self.lr <= 1):
             raise PiroError(f"--lr {self.lr}: the learning rate must be a number > 0 and <= 1 (released: 1e-5)")
         if self.language_guidance and get_method(self.method).family != "piro":

@@ -43,6 +43,7 @@ from piro_cli.outputs import OutputLock, atomic_torch_save, check_output_path, w
 from piro_cli.reporting import Reporter, SilentReporter
 from piro_cli.retrieval.picr import TASKS, evaluate_picr
 from piro_cli.runs import MetricsLog, checkpoint_header, disk_full_advice, load_checkpoint, new_run_dir
+from piro_cli.training.averaging import WeightAverage
 from piro_cli.training.cache import cached_batch, feature_cache, features_of_cached
 from piro_cli.training.config import TrainConfig
 from piro_cli.training.data import RunData, open_run_data, resume_data_path
@@ -172,6 +173,8 @@ class Trainer:
                 self.step_module, device_ids=[device.index] if device.type == "cuda" else None,
                 find_unused_parameters=_leaves_parameters_unused(config, self.spec.family),
             )  # fmt: skip
+        # --ema-decay: validation, checkpoints and all later use read the weights' moving average
+        self.average = WeightAverage(self.model, config.ema_decay) if config.ema_decay and self.optimizer is not None else None
         self.cache: dict | None = None
         self.loggers: list[Logger] = []  # process 0's mirrors of metrics.csv (train() opens them)
         self.start_epoch, self.best_score = 0, -math.inf
@@ -189,6 +192,8 @@ class Trainer:
     def resume(self, checkpoint: dict) -> None:
         """Continue from a last.pt: weights, loss, optimiser, scheduler, random generators, epoch and best score."""
         self.model.load_state_dict(checkpoint["model_state"])
+        if self.average is not None:
+            self.average.resume(checkpoint.get("raw_state"))
         if "loss_state" not in checkpoint:
             raise PiroError(
                 f"{checkpoint['path']}: holds no training state (e.g. weights from `piro import-weights`); it cannot be resumed"
@@ -240,7 +245,18 @@ class Trainer:
 
     def state(self, epoch: int, row: dict, augment_states: torch.Tensor | None = None) -> dict:
         """What last.pt holds after `epoch` (best.pt: the same without the optimiser, scheduler and generators).
-        `augment_states`: every process's augmentation generator state, (processes, S), in rank order."""
+        `augment_states`: every process's augmentation generator state, (processes, S), in rank order. With
+        --ema-decay the model's weights are the average, and `raw_state` the weights the optimiser trains."""
+        if self.average is not None:
+            raw = self.average.raw_state()
+            with self.average.averaged():
+                state = self._state(epoch, row, augment_states)
+                # a state_dict shares the parameters' storage, to which the raw weights return after the block
+                state["model_state"] = {k: v.detach().clone() for k, v in state["model_state"].items()}
+            return {**state, "raw_state": raw}
+        return self._state(epoch, row, augment_states)
+
+    def _state(self, epoch: int, row: dict, augment_states: torch.Tensor | None) -> dict:
         return {
             **checkpoint_header(),
             "model_config": self.model_config.to_dict(),
@@ -276,7 +292,7 @@ class Trainer:
         # a full disk stops the run with the previous epoch's last.pt intact, from which it resumes (if there is one)
         resume_advice = disk_full_advice(self.run_dir)
         if improved:  # best.pt is for evaluation: without the training state (the optimiser's doubles the file)
-            best = {k: v for k, v in state.items() if k not in ("optimizer_state", "scheduler_state", "rng")}
+            best = {k: v for k, v in state.items() if k not in ("optimizer_state", "scheduler_state", "rng", "raw_state")}
             atomic_torch_save(best, self.best_path, resume_advice)
         atomic_torch_save(state, self.last_path, resume_advice)
 
@@ -425,6 +441,8 @@ class Trainer:
                     parameter.grad.div_(world)
         self.scaler.step(self.optimizer)
         self.scaler.update()
+        if self.average is not None:
+            self.average.update()
 
     # ------------------------------------------------------------------ evaluation between epochs
 
@@ -443,8 +461,13 @@ class Trainer:
         return gallery.sv_obj, gallery.labels
 
     def evaluate(self) -> tuple[dict, Spread]:
-        """After an epoch: the PICR tasks on the validation objects (when there are any), and the progress statistic.
-        Every process computes them (the same numbers), so that all take the same early-stop decision."""
+        """After an epoch: the PICR tasks on the validation objects (when there are any), and the progress statistic,
+        of the weights' average with --ema-decay. Every process computes them (the same numbers), so that all take
+        the same early-stop decision."""
+        with self.average.averaged() if self.average is not None else contextlib.nullcontext():
+            return self._evaluate()
+
+    def _evaluate(self) -> tuple[dict, Spread]:
         data, cache = self.data, self.cache
         gallery = self._training_gallery()
         spread = object_spread(gallery.sv_obj, gallery.labels)
