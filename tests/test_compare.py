@@ -291,3 +291,18 @@ def test_a_narrow_terminal_keeps_the_method_names(monkeypatch):
     cli_compare.print_comparison_table(SimpleNamespace(table=lambda: (header, rows), title="PICR tasks"))
     text = narrow.export_text()
     assert "piro-dual (3 runs)" in text and "SV cat acc: 74.83 ± 1.11" in text and "mean: 86.08 ± 0.62" in text
+
+
+def test_a_runs_own_test_time_setting_splits_methods_only_where_it_is_used(world, tmp_path):
+    """`--tta` as a training option is how a run embeds by default: it tells methods apart when compare re-evaluates
+    with each run's own setting, not for the recorded numbers (never with flips) nor under an explicit --tta."""
+    flipped = train(TrainConfig(
+        data=str(world["data"]), project=str(tmp_path / "runs"), name="flipped", backbone="tiny", pretrained=False,
+        cat_dim=16, obj_dim=16, epochs=2, batch_pairs=4, pairs_per_object=2, lr=1e-3, seed=1, device="cpu",
+        early_stop_rho=0.0, freeze_backbone=True, feature_passes=1, val_fraction=0.25, tta=True,
+    )).run_dir  # fmt: skip
+    runs = [world["runs"]["dual0"], flipped]
+    assert [g.n for g in compare_runs(runs).groups] == [2]
+    assert [g.n for g in compare_runs(runs, split="val", tta=False).groups] == [2]
+    own = compare_runs(runs, split="val")
+    assert [g.method for g in own.groups] == ["piro-dual+tta=False", "piro-dual+tta=True"]

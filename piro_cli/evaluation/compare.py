@@ -381,7 +381,10 @@ def compare_runs(
 
     items = [_run_values(run, ckpt, vals) for run, ckpt, vals in zip(runs, checkpoints, values, strict=True)]
     by_path = {str(ckpt["path"]): ckpt for ckpt in checkpoints}
-    _name_differences(items, by_path)
+    # a run's own test-time flips and scales are how it embeds by default: no difference where the numbers do not use
+    # them (recorded: always without) or where the command sets them for all
+    embedding = {k for k, given in (("tta", tta), ("tta_scales", tta_scales)) if split is None or given is not None}
+    _name_differences(items, by_path, ignored=embedding)
     groups: dict[str, MethodGroup] = {}
     for item in items:
         groups.setdefault(item.method, MethodGroup(item.method)).runs.append(item)
@@ -495,7 +498,7 @@ def _run_values(run: str | Path, ckpt: dict, values: dict[str, float]) -> RunVal
     )  # fmt: skip
 
 
-def _name_differences(items: list[RunValues], checkpoints: dict[str, dict]) -> None:
+def _name_differences(items: list[RunValues], checkpoints: dict[str, dict], ignored: set[str] = frozenset()) -> None:
     """Runs of one method label that differ in other training options (a lever measured against the recipe: more
     epochs, another backbone, another image size) are different methods: each label gets '+option=value' for every
     option in which that label's runs differ, so `--epochs 6` and `--epochs 3` become two rows, not one mean."""
@@ -504,7 +507,7 @@ def _name_differences(items: list[RunValues], checkpoints: dict[str, dict]) -> N
         checkpoint = checkpoints[item.checkpoint]
         config = dict(checkpoint.get("train_config") or {})
         config["image_size"] = (checkpoint.get("data") or {}).get("image_size")
-        settings[id(item)] = {k: v for k, v in config.items() if k not in _NOT_METHOD}
+        settings[id(item)] = {k: v for k, v in config.items() if k not in _NOT_METHOD and k not in ignored}
     for label in dict.fromkeys(item.method for item in items):
         runs = [item for item in items if item.method == label]
         keys = sorted({k for item in runs for k in settings[id(item)]})
