@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from piro_cli.cli import app
@@ -306,3 +307,19 @@ def test_a_runs_own_test_time_setting_splits_methods_only_where_it_is_used(world
     assert [g.n for g in compare_runs(runs, split="val", tta=False).groups] == [2]
     own = compare_runs(runs, split="val")
     assert [g.method for g in own.groups] == ["piro-dual+tta=False", "piro-dual+tta=True"]
+
+
+def test_a_run_from_before_an_option_is_the_same_method_as_one_that_records_its_default(world, tmp_path):
+    """An older checkpoint lacks the options added since: a default it could only have trained with (e.g.
+    --ema-decay 0) is no difference, and one whose earlier value is unknown (e.g. --precision) tells nothing apart."""
+    older = load_checkpoint(world["runs"]["dual1"] / "best.pt")
+    for key in ("ema_decay", "object_features", "precision"):
+        older["train_config"].pop(key)
+    path = tmp_path / "older" / "best.pt"
+    path.parent.mkdir()
+    torch.save({k: v for k, v in older.items() if k != "path"}, path)
+    comparison = compare_runs([world["runs"]["dual0"], path])
+    assert [(g.method, g.n) for g in comparison.groups] == [("piro-dual", 2)]
+    older["train_config"]["ema_decay"] = 0.5  # a real difference still is one
+    torch.save({k: v for k, v in older.items() if k != "path"}, path)
+    assert [g.method for g in compare_runs([world["runs"]["dual0"], path]).groups] == ["piro-dual", "piro-dual+ema=0.5"]

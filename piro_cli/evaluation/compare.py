@@ -503,17 +503,32 @@ def _name_differences(items: list[RunValues], checkpoints: dict[str, dict], igno
     epochs, another backbone, another image size) are different methods: each label gets '+option=value' for every
     option in which that label's runs differ, so `--epochs 6` and `--epochs 3` become two rows, not one mean."""
     settings = {}
+    before = _values_before_options()
     for item in items:
         checkpoint = checkpoints[item.checkpoint]
-        config = dict(checkpoint.get("train_config") or {})
+        config = {**before, **(checkpoint.get("train_config") or {})}  # a run from before an option trained without it
         config["image_size"] = (checkpoint.get("data") or {}).get("image_size")
         settings[id(item)] = {k: v for k, v in config.items() if k not in _NOT_METHOD and k not in ignored}
     for label in dict.fromkeys(item.method for item in items):
         runs = [item for item in items if item.method == label]
-        keys = sorted({k for item in runs for k in settings[id(item)]})
-        differ = [k for k in keys if len({json.dumps(settings[id(item)].get(k), sort_keys=True) for item in runs}) > 1]
+        # an option some run does not record (and whose earlier value is unknown) tells nothing apart
+        keys = sorted(set.intersection(*(set(settings[id(item)]) for item in runs)))
+        differ = [k for k in keys if len({json.dumps(settings[id(item)][k], sort_keys=True) for item in runs}) > 1]
         for item in runs:
             item.method = label + "".join(f"+{k}={_shown(settings[id(item)].get(k))}" for k in differ)
+
+
+def _values_before_options() -> dict:
+    """What runs recorded before an option existed trained with: the option's default where it has one (a recipe
+    leaves it alone), the values older runs are known to have used (PRE_OPTION_VALUES, RESOLVED_BEFORE_OPTIONS)."""
+    from dataclasses import MISSING, fields
+
+    from piro_cli.methods import PRE_OPTION_VALUES
+    from piro_cli.training.config import TrainConfig
+    from piro_cli.training.config_file import RESOLVED_BEFORE_OPTIONS
+
+    defaults = {f.name: f.default for f in fields(TrainConfig) if f.default is not MISSING and f.default is not None}
+    return {**defaults, **PRE_OPTION_VALUES, **RESOLVED_BEFORE_OPTIONS}
 
 
 def _shown(value) -> str:
