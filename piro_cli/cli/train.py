@@ -89,7 +89,7 @@ def train(
 
     Examples:
 
-    piro train --data data/objectpi.h5 --recipe objectpi-cpu --val-fraction 0.2
+    piro train --data data/objectpi-240.h5 --recipe objectpi-cpu --val-fraction 0.2
 
     piro train --freeze-backbone --single --name single    (heads only: minutes on a CPU)
 
