@@ -119,8 +119,8 @@ RECIPES: dict[str, Recipe] = {
              # chose nothing (docs/BENCHMARKS.md, issue #24); measured on ObjectPI only, so not in CPU_VALUES
              "tta_scales": (1.0, 1.15),
              # efficientnet_lite1 at its 240 px (`piro prepare --size 240`), cut at the same stage: chosen on fold 1
-             # of the 5-fold split, +2.5 on the mean and +3.5 SV object mAP on the folds that chose nothing, for
-             # about twice the training time (docs/BENCHMARKS.md, "efficientnet_lite1"; issue #24)
+             # of the 5-fold split, +1.6 on the mean and +2.8 SV object mAP on folds 2-3, which chose nothing, for
+             # about twice the training time (docs/BENCHMARKS.md, "The remaining levers of issue #24")
              "backbone": "efficientnet_lite1"},
         ),
         Recipe("cpu", "piro's measured CPU path, over the data's recipe", CPU_VALUES, layered=True),
