@@ -19,6 +19,7 @@ the target is locked while it is written.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -492,7 +493,7 @@ class ViewSetStore:
             self._pid = os.getpid()
         return self._file
 
-    @property
+    @functools.cached_property
     def objects_fingerprint(self) -> str:
         """A short hash of which objects the file holds (source, categories, views per object, object names and
         labels per split), not of how they are stored: files prepared from the same dataset at other image sizes

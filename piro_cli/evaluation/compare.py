@@ -403,11 +403,12 @@ def _check_same_data(runs: Sequence[str | Path], checkpoints: list[dict], data: 
     records = [ckpt.get("data") or {} for ckpt in checkpoints]
     if len({r.get("fingerprint") for r in records}) == 1:
         return
-    objects = [_objects_fingerprint(r) for r in records]
-    for run, record, held in zip(runs[1:], records[1:], objects[1:], strict=True):
+    first = _objects_fingerprint(records[0])
+    for run, record in zip(runs[1:], records[1:], strict=True):
         if record.get("fingerprint") == records[0].get("fingerprint"):
-            continue
-        if held is None or held != objects[0]:
+            continue  # the same file's objects: nothing to read
+        held = _objects_fingerprint(record)
+        if held is None or held != first:
             raise DataError(
                 f"{run} was trained on other data than {runs[0]} ({record.get('path')} vs {records[0].get('path')}: "
                 "dataset fingerprints differ, and they do not hold the same objects); only runs on the same objects "
