@@ -16,6 +16,9 @@ SEED_MAX = 2**32 - 1
 PANELS = ("Data", "Method and losses", "Model", "Optimisation", "Run")
 """The help panels of `piro train`, in the order --help shows them."""
 
+SECTIONS = dict(zip(("data", "loss", "model", "optim", "run"), PANELS, strict=True))
+"""A `--config` file's sections, one per help panel: `optim.lr: 1e-3`, or `lr: 1e-3` under `optim:`."""
+
 
 @dataclass(frozen=True)
 class OptionSpec:

@@ -177,6 +177,47 @@ def test_a_config_file_sets_options_and_the_command_line_overrides_it(tiny_data,
     assert saved["losses"] == ["cat", "piobj"] and saved["lr"] == 0.003  # typed on the command line: it wins
 
 
+FLAT = "backbone: tiny\npretrained: false\nembed-dim: 16\nepochs: 1\nbatch_pairs: 3\nlr: 0.002\nviews: 2\nseed: 4\nloggers: []\n"
+
+
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [
+        ("s.yaml", "model:\n  backbone: tiny\n  pretrained: false\n  embed-dim: 16\noptim:\n  epochs: 1\n  batch_pairs: 3\n"
+                   "  lr: 0.002\n  seed: 4\ndata:\n  views: 2\nrun:\n  loggers: []\n"),
+        ("s.toml", '[model]\nbackbone = "tiny"\npretrained = false\nembed-dim = 16\n[optim]\nepochs = 1\nbatch_pairs = 3\n'
+                   'lr = 0.002\nseed = 4\n[data]\nviews = 2\n[run]\nloggers = []\n'),
+        ("s.json", json.dumps({"model.backbone": "tiny", "model.pretrained": False, "model.embed_dim": 16, "optim": {"epochs": 1},
+                               "optim.batch-pairs": 3, "optim.lr": 0.002, "optim.seed": 4, "data.views": 2, "run.loggers": []})),
+    ],
+)  # fmt: skip
+def test_a_config_file_in_sections_reads_as_the_same_options_written_flat(tmp_path, name, text):
+    """Sections (YAML mappings, TOML tables, dotted keys) name the same options as the flat keys every earlier
+    file uses: the two files give one configuration."""
+    (tmp_path / "flat.yaml").write_text(FLAT)
+    (tmp_path / name).write_text(text)
+    assert read_config_file(tmp_path / name) == read_config_file(tmp_path / "flat.yaml")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("optim:\n  views: 3\n", "'views' belongs in section `data`, not `optim`"),
+        ("model.lr: 0.1\n", "'lr' belongs in section `optim`, not `model`"),
+        ("optimiser.lr: 0.1\n", "'optimiser.lr' is in no section; sections are data, loss, model, optim, run"),
+        ("optim.lr: 0.1\nlr: 0.2\n", "option 'lr' is given twice"),
+        ("optim:\n  lr: 0.1\noptim.lr: 0.2\n", "option 'lr' is given twice"),
+        ("optim:\n  epoch: 3\n", "unknown option 'epoch'"),
+    ],
+)
+def test_bad_sections_in_a_config_file_get_one_line(tiny_data, tmp_path, text, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    result = runner.invoke(app, ["train", "--config", str(path), "--data", str(tiny_data), *TINY])
+    assert result.exit_code == 1 and message in result.output and str(path) in result.output, result.output
+    assert "Traceback" not in result.output
+
+
 def test_a_runs_config_json_trains_it_again(two_runs, tmp_path):
     project, _ = two_runs
     argv = ["train", "--config", str(project / "one" / "config.json"), "--name", "one-again"]

@@ -77,6 +77,10 @@ def test_a_new_field_is_an_option_of_the_command_line_config_files_and_config_js
     from_file = runner.invoke(dummy_app, ["train", "--config", str(tmp_path / "c.yaml"), "--name", "y"])
     assert from_file.exit_code == 0, from_file.output
     assert seen[-1].dummy_proxies == 7
+    (tmp_path / "s.yaml").write_text("loss:\n  dummy_proxies: 8\n")  # in its panel's section of a config file
+    from_section = runner.invoke(dummy_app, ["train", "--config", str(tmp_path / "s.yaml"), "--name", "z"])
+    assert from_section.exit_code == 0, from_section.output
+    assert seen[-1].dummy_proxies == 8
     refused = runner.invoke(dummy_app, ["train", "--dummy-proxies", "12"])
     assert refused.exit_code == 2 and "less than or equal to 9" in refused.output  # typer's range check, the same bounds
     (tmp_path / "bad.yaml").write_text("dummy_proxies: 12\n")

@@ -1,7 +1,9 @@
 """`piro train --config FILE`: training options from a YAML, TOML or JSON file.
 
 Keys are `piro train`'s options, with `-` or `_` (`batch-pairs` or `batch_pairs`); `embed-dim` sets both
-dimensions, as on the command line. A run's own `config.json` is accepted as it is (its `train` section is used),
+dimensions, as on the command line. They may also be written in sections, one per help panel (`data`, `loss`,
+`model`, `optim`, `run`): `lr: 1e-3` under `optim:` (a TOML table `[optim]`), or the dotted key `optim.lr`; a key
+in the wrong section is refused with the right one. A run's own `config.json` is accepted as it is (its `train` section is used),
 so `piro train --config runs/x/config.json --name x-again` trains the run again with every resolved value.
 Options given on the command line override the file.
 """
@@ -14,11 +16,14 @@ from pathlib import Path
 
 from piro_cli.errors import PiroError
 from piro_cli.losses import parse_loss_terms
+from piro_cli.options import SECTIONS, option_spec
 from piro_cli.training.config import TrainConfig
 
 SUFFIXES = (".yaml", ".yml", ".toml", ".json")
 # keys a file may hold besides TrainConfig's fields: the command line's own spellings
 ALIASES = {"embed_dim": ("cat_dim", "obj_dim")}
+# the section of the keys whose field has no OptionSpec panel (command-only options of `piro train`)
+SECTION_OF_KEY = {"embed_dim": "model", "loggers": "run"}
 
 
 def read_config_file(path: str | Path) -> dict:
@@ -38,7 +43,43 @@ def read_config_file(path: str | Path) -> dict:
         raise PiroError(f"--config {path}: expected a mapping of option names to values, found {type(values).__name__}")
     if isinstance(values.get("train"), dict) and {"model", "data"} & set(values):  # a run's config.json
         values = {**RESOLVED_BEFORE_OPTIONS, **values["train"]}
-    return _fields(path, values)
+    return _fields(path, _without_sections(path, values))
+
+
+def section_of(key: str) -> str | None:
+    """The config-file section of option `key` (a TrainConfig field or alias, `_` spelling), None if unknown."""
+    if key in SECTION_OF_KEY:
+        return SECTION_OF_KEY[key]
+    panels = {f.name: option_spec(f).panel for f in dataclasses.fields(TrainConfig) if option_spec(f)}
+    return next((section for section, panel in SECTIONS.items() if panels.get(key) == panel), None)
+
+
+def _without_sections(path: Path, values: dict) -> dict:
+    """`values` with every sectioned key (`optim: {lr: ..}` or `optim.lr`) made flat (`lr`), each checked to be in
+    its own section; a key given both ways is refused. `data: FILE` stays the data option: only a mapping under a
+    section name is a section."""
+    flat: dict = {}
+    for raw_key, value in values.items():
+        key = str(raw_key)
+        section, dot, name = key.partition(".")
+        if dot:
+            items = [(name, value)]
+        elif section in SECTIONS and isinstance(value, dict):
+            items = list(value.items())
+        else:
+            section, items = None, [(key, value)]
+        for name, item in items:
+            name = str(name)
+            if section is not None:
+                if section not in SECTIONS:
+                    raise PiroError(f"--config {path}: {key!r} is in no section; sections are {', '.join(SECTIONS)}")
+                home = section_of(name.replace("-", "_"))
+                if home is not None and home != section:
+                    raise PiroError(f"--config {path}: {name!r} belongs in section `{home}`, not `{section}`")
+            if any(str(k).replace("-", "_") == name.replace("-", "_") for k in flat):
+                raise PiroError(f"--config {path}: option {name!r} is given twice; give each option once")
+            flat[name] = item
+    return flat
 
 
 RESOLVED_BEFORE_OPTIONS = {"tta_scales": [1.0]}
