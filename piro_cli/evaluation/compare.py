@@ -45,7 +45,7 @@ from piro_cli.outputs import write_text
 from piro_cli.reporting import Reporter, SilentReporter
 from piro_cli.retrieval.picr import SHORT_NAMES, TASKS
 from piro_cli.runs import FEATURE_CACHE, MetricsLog, checkpoint_file, load_checkpoint, metric_value, run_name
-from piro_cli.training.config import method_label
+from piro_cli.training.config import method_label, saved_values
 
 FORMATS = ("table", "markdown", "csv", "json")
 TEXT_SUFFIXES = {".md": "markdown", ".markdown": "markdown", ".csv": "csv", ".json": "json"}
@@ -504,10 +504,9 @@ def _name_differences(items: list[RunValues], checkpoints: dict[str, dict], igno
     epochs, another backbone, another image size) are different methods: each label gets '+option=value' for every
     option in which that label's runs differ, so `--epochs 6` and `--epochs 3` become two rows, not one mean."""
     settings = {}
-    before = _values_before_options()
     for item in items:
         checkpoint = checkpoints[item.checkpoint]
-        config = {**before, **(checkpoint.get("train_config") or {})}  # a run from before an option trained without it
+        config = saved_values(checkpoint.get("train_config") or {})  # a run from before an option trained without it
         config["image_size"] = (checkpoint.get("data") or {}).get("image_size")
         settings[id(item)] = {k: v for k, v in config.items() if k not in _NOT_METHOD and k not in ignored}
     for label in dict.fromkeys(item.method for item in items):
@@ -517,19 +516,6 @@ def _name_differences(items: list[RunValues], checkpoints: dict[str, dict], igno
         differ = [k for k in keys if len({json.dumps(settings[id(item)][k], sort_keys=True) for item in runs}) > 1]
         for item in runs:
             item.method = label + "".join(f"+{k}={_shown(settings[id(item)].get(k))}" for k in differ)
-
-
-def _values_before_options() -> dict:
-    """What runs recorded before an option existed trained with: the option's default where it has one (a recipe
-    leaves it alone), the values older runs are known to have used (PRE_OPTION_VALUES, RESOLVED_BEFORE_OPTIONS)."""
-    from dataclasses import MISSING, fields
-
-    from piro_cli.methods import PRE_OPTION_VALUES
-    from piro_cli.training.config import TrainConfig
-    from piro_cli.training.config_file import RESOLVED_BEFORE_OPTIONS
-
-    defaults = {f.name: f.default for f in fields(TrainConfig) if f.default is not MISSING and f.default is not None}
-    return {**defaults, **PRE_OPTION_VALUES, **RESOLVED_BEFORE_OPTIONS}
 
 
 def _shown(value) -> str:

@@ -426,21 +426,35 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, values: dict) -> TrainConfig:
         """A saved (resolved) config; runs written before an option existed get its value of that time."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        values = {k: v for k, v in values.items() if k in known}
-        losses = values.get("losses", LOSS_TERMS)  # runs from before --losses trained all three terms
-        values["losses"] = None if losses is None else tuple(losses)
-        values["loggers"] = tuple(values.get("loggers") or ())
-        for key, value in PRE_OPTION_VALUES.items():  # what runs from before these options trained with
-            values.setdefault(key, value)
-        if "val_seed" not in values:  # runs from before --val-seed carved their split with the training seed
-            values["val_seed"] = values.get("seed", 0)
-        if values.get("method") not in POSE_INVARIANT_LOSSES:  # runs from before the PIEs losses saved 1.0 for every method
-            values.pop("pi_alpha", None)
-            values.pop("pi_beta", None)
-        for key, value in BUILTIN_DEFAULTS.items():
-            values.setdefault(key, value)
-        return cls(**values)
+        return cls(**saved_values(values))
+
+
+RESOLVED_BEFORE_OPTIONS = {"tta_scales": [1.0]}
+"""What a run's config.json (every recipe-settable value resolved) meant by leaving out an option it predates: its
+run trained (and evaluates) with these, which a recipe must not replace when the run is trained again."""
+
+
+def saved_values(values: dict) -> dict:
+    """The TrainConfig fields of a saved config (config.json "train", a checkpoint's train_config), each option the
+    run predates filled in with what it trained with: the option's default, or the value of that time (all three
+    loss terms, PRE_OPTION_VALUES, RESOLVED_BEFORE_OPTIONS, the built-in recipe values). The one reading of old
+    runs, for --resume and `piro compare`."""
+    fields = dataclasses.fields(TrainConfig)
+    values = {k: v for k, v in values.items() if k in {f.name for f in fields}}
+    losses = values.get("losses", LOSS_TERMS)  # runs from before --losses trained all three terms
+    values["losses"] = None if losses is None else tuple(losses)
+    values["loggers"] = tuple(values.get("loggers") or ())
+    if "val_seed" not in values:  # runs from before --val-seed carved their split with the training seed
+        values["val_seed"] = values.get("seed", 0)
+    if values.get("method") not in POSE_INVARIANT_LOSSES:  # runs from before the PIEs losses saved 1.0 for every method
+        values.pop("pi_alpha", None)
+        values.pop("pi_beta", None)
+    defaults = {f.name: f.default for f in fields if f.default is not dataclasses.MISSING and f.default is not None}
+    for key, value in {**defaults, **BUILTIN_DEFAULTS, **RESOLVED_BEFORE_OPTIONS, **PRE_OPTION_VALUES}.items():
+        values.setdefault(key, value)
+    if values.get("tta_scales") is not None:
+        values["tta_scales"] = tuple(values["tta_scales"])
+    return values
 
 
 def method_label(train: dict[str, Any]) -> str:

@@ -17,7 +17,7 @@ from pathlib import Path
 from piro_cli.errors import PiroError
 from piro_cli.losses import parse_loss_terms
 from piro_cli.options import SECTIONS, option_spec
-from piro_cli.training.config import TrainConfig
+from piro_cli.training.config import RESOLVED_BEFORE_OPTIONS, TrainConfig
 
 SUFFIXES = (".yaml", ".yml", ".toml", ".json")
 # keys a file may hold besides TrainConfig's fields: the command line's own spellings
@@ -80,11 +80,6 @@ def _without_sections(path: Path, values: dict) -> dict:
                 raise PiroError(f"--config {path}: option {name!r} is given twice; give each option once")
             flat[name] = item
     return flat
-
-
-RESOLVED_BEFORE_OPTIONS = {"tta_scales": [1.0]}
-"""What a run's config.json (every recipe-settable value resolved) meant by leaving out an option it predates: its
-run trained (and evaluates) with these, which a recipe must not replace when the run is trained again."""
 
 
 def _parse(path: Path, suffix: str, text: str):
