@@ -313,13 +313,22 @@ def test_a_run_from_before_an_option_is_the_same_method_as_one_that_records_its_
     """An older checkpoint lacks the options added since: a default it could only have trained with (e.g.
     --ema-decay 0) is no difference, and one whose earlier value is unknown (e.g. --precision) tells nothing apart."""
     older = load_checkpoint(world["runs"]["dual1"] / "best.pt")
+    assert older["arithmetic"] == "fp32"  # --precision auto on a CPU, recorded since
     for key in ("ema_decay", "object_features", "precision"):
         older["train_config"].pop(key)
+    older.pop("arithmetic")
     path = tmp_path / "older" / "best.pt"
     path.parent.mkdir()
     torch.save({k: v for k, v in older.items() if k != "path"}, path)
     comparison = compare_runs([world["runs"]["dual0"], path])
     assert [(g.method, g.n) for g in comparison.groups] == [("piro-dual", 2)]
+    older["train_config"]["precision"] = "auto"  # recorded, but not what it became on the run's device
+    torch.save({k: v for k, v in older.items() if k != "path"}, path)
+    assert [(g.method, g.n) for g in compare_runs([world["runs"]["dual0"], path]).groups] == [("piro-dual", 2)]
+    older["arithmetic"] = "bf16"  # what a run on a GPU records: another arithmetic is another method
+    torch.save({k: v for k, v in older.items() if k != "path"}, path)
+    assert [g.method for g in compare_runs([world["runs"]["dual0"], path]).groups] == ["piro-dual+precision=fp32", "piro-dual+precision=bf16"]
+    older.pop("arithmetic")
     older["train_config"]["ema_decay"] = 0.5  # a real difference still is one
     torch.save({k: v for k, v in older.items() if k != "path"}, path)
     assert [g.method for g in compare_runs([world["runs"]["dual0"], path]).groups] == ["piro-dual", "piro-dual+ema=0.5"]

@@ -264,6 +264,8 @@ class Trainer:
             "loss_config": _loss_dict(self.loss_config),
             "loss_state": self.criterion.state_dict(),
             "train_config": self.config.to_dict(),
+            # what --precision auto became on this device (mixed on CUDA, fp32 on a CPU): `piro compare` tells runs apart by it
+            "arithmetic": resolve_precision(self.device, self.config.precision),
             "categories": list(self.data.store.categories),
             "data": self.data.describe(),
             "epoch": epoch,
