@@ -18,6 +18,7 @@ PANELS = ("Data", "Method and losses", "Model", "Optimisation", "Run")
 
 SECTIONS = dict(zip(("data", "loss", "model", "optim", "run"), PANELS, strict=True))
 """A `--config` file's sections, one per help panel: `optim.lr: 1e-3`, or `lr: 1e-3` under `optim:`."""
+SECTION_OF_PANEL = {panel: section for section, panel in SECTIONS.items()}
 
 
 @dataclass(frozen=True)

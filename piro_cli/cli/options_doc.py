@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from piro_cli.options import PANELS, SECTIONS
+from piro_cli.options import PANELS, SECTION_OF_PANEL
 
 HEADER = """# `piro train` options
 
@@ -29,8 +29,7 @@ def options_markdown(command) -> str:
         by_panel.setdefault(getattr(param, "rich_help_panel", None) or "Run", []).append(param)
     parts = [HEADER]
     for panel in [p for p in PANELS if p in by_panel]:
-        section = next(name for name, shown in SECTIONS.items() if shown == panel)
-        parts.append(f"\n## {panel} (section `{section}`)\n\n| option | default | what it does |\n|---|---|---|")
+        parts.append(f"\n## {panel} (section `{SECTION_OF_PANEL[panel]}`)\n\n| option | default | what it does |\n|---|---|---|")
         for param in by_panel[panel]:
             spelled = " / ".join(f"`{flag}`" for flag in [*param.opts, *param.secondary_opts])
             default = "" if param.default is None or param.is_flag and not param.secondary_opts and not param.default else f"`{param.default}`"

@@ -510,9 +510,9 @@ def _name_differences(items: list[RunValues], checkpoints: dict[str, dict], igno
         config["image_size"] = (checkpoint.get("data") or {}).get("image_size")
         # --precision auto is fp32 on a CPU and mixed on CUDA: what a run computed in is its recorded arithmetic, and
         # unknown (told apart by nothing) for runs from before that record, whose device is not saved
-        config["precision"] = checkpoint.get("arithmetic") or (None if config.get("precision") == "auto" else config.get("precision"))
-        if config["precision"] is None:
-            del config["precision"]
+        arithmetic = checkpoint.get("arithmetic") or config.pop("precision", None)
+        if arithmetic not in (None, "auto"):
+            config["precision"] = arithmetic
         settings[id(item)] = {k: v for k, v in config.items() if k not in _NOT_METHOD and k not in ignored}
     for label in dict.fromkeys(item.method for item in items):
         runs = [item for item in items if item.method == label]

@@ -452,8 +452,6 @@ def saved_values(values: dict) -> dict:
     defaults = {f.name: f.default for f in fields if f.default is not dataclasses.MISSING and f.default is not None}
     for key, value in {**defaults, **BUILTIN_DEFAULTS, **RESOLVED_BEFORE_OPTIONS, **PRE_OPTION_VALUES}.items():
         values.setdefault(key, value)
-    if values.get("tta_scales") is not None:
-        values["tta_scales"] = tuple(values["tta_scales"])
     return values
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from piro_cli.errors import PiroError
 from piro_cli.losses import parse_loss_terms
-from piro_cli.options import SECTIONS, option_spec
+from piro_cli.options import SECTION_OF_PANEL, SECTIONS, option_spec
 from piro_cli.training.config import RESOLVED_BEFORE_OPTIONS, TrainConfig
 
 SUFFIXES = (".yaml", ".yml", ".toml", ".json")
@@ -50,8 +50,8 @@ def section_of(key: str) -> str | None:
     """The config-file section of option `key` (a TrainConfig field or alias, `_` spelling), None if unknown."""
     if key in SECTION_OF_KEY:
         return SECTION_OF_KEY[key]
-    panels = {f.name: option_spec(f).panel for f in dataclasses.fields(TrainConfig) if option_spec(f)}
-    return next((section for section, panel in SECTIONS.items() if panels.get(key) == panel), None)
+    spec = next((option_spec(f) for f in dataclasses.fields(TrainConfig) if f.name == key), None)
+    return SECTION_OF_PANEL[spec.panel] if spec is not None else None
 
 
 def _without_sections(path: Path, values: dict) -> dict:
