@@ -207,5 +207,12 @@ def disk_full_advice(run_dir: Path) -> str:
     return "free space, then train again (no epoch of this run was saved)"
 
 
+def resume_advice(run_dir: Path | None) -> str:
+    """How to go on after a training run stopped: resume it from its last.pt, or say none was kept."""
+    if run_dir is not None and (run_dir / "last.pt").is_file():
+        return f"continue it with `piro train --resume {run_dir}`"
+    return "no epoch was saved, so no run folder was kept"
+
+
 def _fmt(value: object) -> object:
     return f"{value:.6g}" if isinstance(value, float) else value

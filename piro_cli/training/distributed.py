@@ -20,13 +20,20 @@ What is sharded, and how a run on N processes optimises what one process does wi
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
 
 from piro_cli.errors import PiroError
+from piro_cli.runs import resume_advice
+
+# set by `launch` for the processes it starts: the file process 0 writes its run folder's path in, so that the
+# launcher can say how to resume when a process is killed (process 0 may be killed before it can say so)
+RUN_FOLDER_FILE = "PIRO_RUN_FOLDER_FILE"
 
 
 @dataclass
@@ -130,14 +137,27 @@ def launch(devices: int, argv: Sequence[str]) -> int:
     # one line below says what happened, and process 0 says how to resume
     logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
     args = torchrun.get_args_parser().parse_args(["--standalone", f"--nproc-per-node={devices}", "-m", "piro_cli", *argv])
-    try:
-        torchrun.run(args)
-    except ChildFailedError as exc:
-        rank, failure = exc.get_first_failure()
-        if failure.exitcode > 0:  # it stopped on an error, and said which
-            return failure.exitcode
-        raise PiroError(
-            f"training process {rank} of {devices} was killed ({failure.signal_name()}) and the others were stopped "
-            "with it; the run keeps its last saved epoch (process 0 said how to resume it)"
-        ) from None
+    with tempfile.TemporaryDirectory(prefix="piro-launch-") as scratch:
+        told = Path(scratch) / "run-folder"
+        os.environ[RUN_FOLDER_FILE] = str(told)
+        try:
+            torchrun.run(args)
+        except ChildFailedError as exc:
+            rank, failure = exc.get_first_failure()
+            if failure.exitcode > 0:  # it stopped on an error, and said which
+                return failure.exitcode
+            run_dir = Path(told.read_text(encoding="utf-8")) if told.is_file() else None
+            raise PiroError(
+                f"training process {rank} of {devices} was killed ({failure.signal_name()}) and the others were "
+                f"stopped with it; {resume_advice(run_dir)}"
+            ) from None
+        finally:
+            os.environ.pop(RUN_FOLDER_FILE, None)
     return 0
+
+
+def tell_launcher(run_dir: Path) -> None:
+    """Process 0 tells `launch` (when it started this process) which run folder it writes."""
+    told = os.environ.get(RUN_FOLDER_FILE)
+    if told:
+        Path(told).write_text(str(run_dir), encoding="utf-8")

@@ -42,12 +42,12 @@ from piro_cli.models.pan import PAN, PANConfig, PANOutput
 from piro_cli.outputs import OutputLock, atomic_torch_save, check_output_path, write_json
 from piro_cli.reporting import Reporter, SilentReporter
 from piro_cli.retrieval.picr import TASKS, evaluate_picr
-from piro_cli.runs import MetricsLog, checkpoint_header, disk_full_advice, load_checkpoint, new_run_dir
+from piro_cli.runs import MetricsLog, checkpoint_header, disk_full_advice, load_checkpoint, new_run_dir, resume_advice
 from piro_cli.training.averaging import WeightAverage
 from piro_cli.training.cache import cached_batch, feature_cache, features_of_cached
 from piro_cli.training.config import TrainConfig
 from piro_cli.training.data import RunData, open_run_data, resume_data_path
-from piro_cli.training.distributed import Processes, broadcast, device_for, from_environment, gather_rows
+from piro_cli.training.distributed import Processes, broadcast, device_for, from_environment, gather_rows, tell_launcher
 from piro_cli.training.loggers import Logger, check_loggers, open_loggers
 from piro_cli.training.pseudo_labels import imagenet_logits_per_category
 
@@ -522,8 +522,7 @@ def train(
         for run_dir in created:
             _remove_unfinished_run(run_dir)
         folders = [*created, *([Path(resume) if Path(resume).is_dir() else Path(resume).parent] if resume else [])]
-        saved = next((f for f in folders if (f / "last.pt").is_file()), None)
-        how_on = f"continue it with `piro train --resume {saved}`" if saved else "no epoch was saved, so no run folder was kept"
+        how_on = resume_advice(next((f for f in folders if (f / "last.pt").is_file()), None))
         if isinstance(exc, KeyboardInterrupt):  # Ctrl-C or SIGTERM: say how to go on (the command line prints notes)
             exc.add_note(how_on)
         elif _lost_another_process(exc):
@@ -629,6 +628,8 @@ def _train(
             created.append(run_dir)
             locks.enter_context(OutputLock(run_dir, folder=True))
         run_dir = Path(broadcast(None if run_dir is None else str(run_dir), processes))
+    if processes.main:
+        tell_launcher(run_dir)
     trainer = Trainer(config, data, device, reporter, processes, run_dir)
     reporter.info(f"run folder: {run_dir}")
     metrics_log = MetricsLog(run_dir / "metrics.csv")
