@@ -8,10 +8,47 @@ involved and say how to fix the problem.
 from __future__ import annotations
 
 import re
+import string
+from collections.abc import Callable
 
 
 class PiroError(Exception):
     """An error caused by the user's input or environment, with a fix in its message."""
+
+
+class OptionError(PiroError, ValueError):
+    """A bad value of training configuration fields. The library names a field by its own name (`gml_proxies`, as a
+    `--config` file or the Python API spells it); the command line names it by its flag (`--gml-proxies`).
+
+    `template` writes each field as `{field_name}` and each value as `{key}` of `values`:
+    `OptionError("{lr} {given}: must be > 0", given=0.0)`. A ValueError too: what a config record raises for a bad
+    value.
+    """
+
+    def __init__(self, template: str, **values: object) -> None:
+        self.template = template
+        self.values = values
+        super().__init__(self.spelled(str))
+
+    @classmethod
+    def of(cls, field_name: str, detail: str, **values: object) -> OptionError:
+        """The error of field `field_name`: its name, then `detail` (a template too)."""
+        return cls("{" + field_name + "}" + detail, **values)
+
+    @property
+    def fields(self) -> list[str]:
+        """The fields the message names."""
+        named = [name for _, name, _, _ in string.Formatter().parse(self.template) if name]
+        return [name for name in dict.fromkeys(named) if name not in self.values]
+
+    def spelled(self, name_of: Callable[[str], str]) -> str:
+        """The message with every field written as `name_of(field)`."""
+
+        class Names(dict):
+            def __missing__(self, key: str) -> str:
+                return name_of(key)
+
+        return self.template.format_map(Names(self.values))
 
 
 class DataError(PiroError):
@@ -41,3 +78,10 @@ def short_cause(exc: BaseException, limit: int = 160) -> str:
         sentence = sentence[:limit].rsplit(" ", 1)[0] + " ..."
     name = type(exc).__name__
     return f"{name}: {sentence}" if sentence else name
+
+
+def extended(exc: PiroError, text: str) -> PiroError:
+    """`exc` with `text` added to its message (kept an OptionError, whose fields stay spelled by the caller)."""
+    if isinstance(exc, OptionError):
+        return OptionError(exc.template + text.replace("{", "{{").replace("}", "}}"), **exc.values)
+    return PiroError(f"{exc}{text}")

@@ -20,7 +20,7 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from piro_cli.errors import PiroError
+from piro_cli.errors import OptionError, PiroError
 from piro_cli.losses.registry import (
     LOSS_TERMS,
     POSE_INVARIANT_LOSSES,
@@ -123,11 +123,11 @@ def build_criterion(
     names = None
     if loss_config.language_weight > 0:
         if not language_labels:
-            raise PiroError("--language-guidance needs the category names of the data")
+            raise OptionError("{language_guidance} needs the category names of the data")
         try:
             names = name_embeddings(language_labels)
         except ImportError as exc:
-            raise PiroError(f"--language-guidance: {exc}") from None
+            raise OptionError("{language_guidance}: {why}", why=exc) from None
     return PiroLoss(
         loss_config, num_classes, cat_dim=cat_dim, obj_dim=config.obj_dim, num_objects=num_objects, feat_dim=feat_dim,
         category_names=names,
@@ -153,11 +153,12 @@ def resolve_method(method: str | None, dual: bool, obj_loss: str, dvml: bool) ->
     """
     spec = get_method(method or method_for_space(dual))
     if spec.family != "piro" and (obj_loss or DEFAULT_OBJ_LOSS) != DEFAULT_OBJ_LOSS:
-        raise PiroError(
-            f"--obj-loss {obj_loss}: the object-space loss is part of piro-dual / piro-single; {spec.name} has its own loss"
+        raise OptionError(
+            "{obj_loss} {given}: the object-space loss is part of piro-dual / piro-single; {name} has its own loss",
+            given=obj_loss, name=spec.name,
         )
     if spec.family != "piro" and dvml:
-        raise PiroError(f"--dvml: DVML works on the object space of piro-dual / piro-single, not on {spec.name}")
+        raise OptionError("{dvml}: DVML works on the object space of piro-dual / piro-single, not on {name}", name=spec.name)
     return spec
 
 
@@ -173,9 +174,10 @@ def resolve_method_options(spec: MethodSpec, config: Any) -> None:
     """Fill a TrainConfig's method-dependent options left None with the method's values (the released ones for the
     PIEs baselines), so config.json records them; refuse those the method has no use for."""
     if spec.name not in POSE_INVARIANT_LOSSES:
-        for option, value in (("--pi-alpha", config.pi_alpha), ("--pi-beta", config.pi_beta)):
+        for name, value in (("pi_alpha", config.pi_alpha), ("pi_beta", config.pi_beta)):
             if value is not None:
-                raise PiroError(f"{option}: only {', '.join(POSE_INVARIANT_LOSSES)} weigh their distances; not {spec.name}")
+                known = ", ".join(POSE_INVARIANT_LOSSES)
+                raise OptionError.of(name, ": only {known} weigh their distances; not {name}", known=known, name=spec.name)
     else:
         from piro_cli.losses.pies import PIES_LOSSES
 
@@ -183,23 +185,23 @@ def resolve_method_options(spec: MethodSpec, config: Any) -> None:
         config.pi_alpha = weights["a"].default if config.pi_alpha is None else config.pi_alpha
         config.pi_beta = weights["b"].default if config.pi_beta is None else config.pi_beta
         if not all(math.isfinite(w) and w >= 0 for w in (config.pi_alpha, config.pi_beta)):  # a nan passes `w < 0`
-            raise PiroError(f"--pi-alpha {config.pi_alpha}, --pi-beta {config.pi_beta}: the weights must be finite numbers >= 0")
+            raise OptionError("{pi_alpha} {a}, {pi_beta} {b}: the weights must be finite numbers >= 0", a=config.pi_alpha, b=config.pi_beta)
     if spec.family == "untrained":
         if config.batch_objects is not None:
-            raise PiroError("--batch-objects: the backbone baseline does not train")
+            raise OptionError("{batch_objects}: the backbone baseline does not train")
         config.augmentation = config.augmentation or "piro"
         return
     if spec.family != "pies":
         if config.batch_objects is not None:
-            raise PiroError(
-                f"--batch-objects: {spec.name} trains on pairs (--batch-pairs); objects per batch are for the PIEs baselines"
+            raise OptionError(
+                "{batch_objects}: {name} trains on pairs ({batch_pairs}); objects per batch are for the PIEs baselines", name=spec.name
             )
         config.augmentation = config.augmentation or "piro"
         return
     if config.batch_objects is None:
         config.batch_objects = spec.objects_per_batch
     if config.batch_objects < 1:
-        raise PiroError(f"--batch-objects {config.batch_objects}: must be at least 1")
+        raise OptionError("{batch_objects} {given}: must be at least 1", given=config.batch_objects)
     config.augmentation = config.augmentation or "pies"
     if config.backbone is not None and embedding_head(spec, config.backbone) == "vgg16_fc7":  # None: not yet resolved
         from piro_cli.models.backbones import VGG16_FC7_DIM

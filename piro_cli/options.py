@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import Field, dataclass, field, fields
 from typing import Any
 
-from piro_cli.errors import PiroError
+from piro_cli.errors import OptionError
 
 SEED_MAX = 2**32 - 1
 """The largest seed (numpy's seed range); seeds are options of several commands, all from 0 to SEED_MAX."""
@@ -85,7 +85,7 @@ def check_test_scales(scales) -> tuple[float, ...]:
 
 
 def check_option_bounds(config: Any) -> None:
-    """A PiroError naming the option for the first integer field of dataclass `config` (with OptionSpec.bounds) whose
+    """An OptionError naming the field for the first integer field of dataclass `config` (with OptionSpec.bounds) whose
     value (not None) lies outside its bounds or is not a whole number."""
     for f in fields(config):
         spec = option_spec(f)
@@ -94,7 +94,7 @@ def check_option_bounds(config: Any) -> None:
             continue
         low, high = spec.bounds
         if isinstance(value, bool) or not isinstance(value, int):
-            raise PiroError(f"{flag_of(f.name)} {value!r}: must be a whole number")
+            raise OptionError.of(f.name, " {given!r}: must be a whole number", given=value)
         if value < low or (high is not None and value > high):
             bounds = f"at least {low}" if high is None else f"from {low} to {high}"
-            raise PiroError(f"{flag_of(f.name)} {value}: must be {bounds}")
+            raise OptionError.of(f.name, " {given}: must be {bounds}", given=value, bounds=bounds)

@@ -66,5 +66,5 @@ def test_a_resumed_averaged_run_goes_on_exactly(tiny_data):
 
 def test_a_decay_outside_zero_to_one_is_refused():
     for bad in (1.0, -0.1, float("nan")):
-        with pytest.raises(PiroError, match=r"--ema-decay"):
+        with pytest.raises(PiroError, match=r"ema_decay"):
             tiny_config(Path("none.h5"), ema_decay=bad)

@@ -142,13 +142,13 @@ def test_train_and_evaluate(tiny_data, tmp_path, options, label):
 
 
 def test_bad_combinations_are_one_line(tiny_data):
-    with pytest.raises(PiroError, match="--direction-reg: .*piro or triplet, not contrastive"):
+    with pytest.raises(PiroError, match="direction_reg: .*obj_loss piro or triplet, not contrastive"):
         tiny_config(tiny_data, obj_loss="contrastive", direction_reg=0.5)
-    with pytest.raises(PiroError, match="--direction-reg -1"):
+    with pytest.raises(PiroError, match="direction_reg -1"):
         tiny_config(tiny_data, direction_reg=-1.0)
-    with pytest.raises(PiroError, match="--direction-reg: shapes the losses of piro-dual"):
+    with pytest.raises(PiroError, match="direction_reg: shapes the losses of piro-dual"):
         tiny_config(tiny_data, method="mv-cnn", direction_reg=0.5)
-    with pytest.raises(PiroError, match="--cat-loss 'arcface'"):
+    with pytest.raises(PiroError, match="cat_loss 'arcface'"):
         tiny_config(tiny_data, cat_loss="arcface")
-    with pytest.raises(PiroError, match="--cat-loss proxy-gml: replaces the term 'cat'"):
+    with pytest.raises(PiroError, match="cat_loss proxy-gml: replaces the term 'cat'"):
         tiny_config(tiny_data, cat_loss="proxy-gml", losses=("piobj", "picat"))

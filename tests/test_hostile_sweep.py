@@ -104,7 +104,7 @@ def test_a_split_without_objects_is_refused_on_opening(tiny_data, tmp_path):
 
 @pytest.mark.parametrize("lr", [1.5, 1e38])
 def test_a_learning_rate_above_one_is_refused_before_any_work(lr):
-    with pytest.raises(PiroError, match=r"--lr .*must be a number > 0 and <= 1"):  # 1e38 was an Adam overflow traceback
+    with pytest.raises(PiroError, match=r"lr .*must be a number > 0 and <= 1"):  # 1e38 was an Adam overflow traceback
         tiny_config(None, lr=lr)
     assert tiny_config(None, lr=1.0).lr == 1.0
 

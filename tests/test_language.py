@@ -86,10 +86,10 @@ def test_a_missing_language_extra_is_one_line(tiny_data, tmp_path, monkeypatch):
         raise ImportError("language guidance needs the language extra: pip install -e '.[language]'")
 
     monkeypatch.setattr(language, "name_embeddings", missing)  # methods.build_criterion imports it when it runs
-    with pytest.raises(PiroError, match=r"--language-guidance: .*pip install -e '\.\[language\]'"):
+    with pytest.raises(PiroError, match=r"language_guidance: .*pip install -e '\.\[language\]'"):
         train(tiny_config(tiny_data, project=str(tmp_path / "runs"), epochs=1, freeze_backbone=True, language_guidance=True))
     assert not any((tmp_path / "runs").glob("exp*"))  # nothing half-made
-    with pytest.raises(PiroError, match="--language-guidance: shapes the spaces of piro-dual"):
+    with pytest.raises(PiroError, match="language_guidance: shapes the spaces of piro-dual"):
         tiny_config(tiny_data, method="mv-cnn", language_guidance=True)
 
 
@@ -114,7 +114,7 @@ def test_pseudo_labels_are_the_top_imagenet_classes():
     logits[1, 504] = 1.0  # coffee mug
     labels = pseudo_labels(logits, topk=2)
     assert labels[0] == ["goldfish", "tench"] and labels[1][0] == "coffee mug"
-    with pytest.raises(ValueError, match="--language-topk 0"):
+    with pytest.raises(ValueError, match="language_topk 0"):
         pseudo_labels(logits, topk=0)
 
 
@@ -147,5 +147,5 @@ def test_pseudo_label_guidance_trains(tiny_data, tmp_path):
     assert math.isfinite(result.history[0]["loss_language"])
     train_config = json.loads((result.run_dir / "config.json").read_text())["train"]
     assert method_label(train_config) == "piro-dual+language-imagenet3"
-    with pytest.raises(PiroError, match="--language-labels 'wordnet'"):
+    with pytest.raises(PiroError, match="language_labels 'wordnet'"):
         tiny_config(tiny_data, language_guidance=True, language_labels="wordnet")

@@ -538,7 +538,7 @@ def test_loss_config_passes_the_released_options_to_the_terms():
     assert default.piobj.separation == "squared" and default.cat.lsoftmax.W.requires_grad is False
     other = PiroLoss(LossConfig(separation="plain", train_lsoftmax_weights=True), num_classes=3, cat_dim=4)
     assert other.piobj.separation == "plain" and other.cat.lsoftmax.W.requires_grad is True
-    with pytest.raises(ValueError, match="--separation"):
+    with pytest.raises(ValueError, match="separation 'euclid'"):
         LossConfig(separation="euclid")
 
 

@@ -30,7 +30,7 @@ def test_distance_margin_has_finite_gradients_for_a_repeated_object():
 
 
 def test_distance_margin_needs_the_object_term():
-    with pytest.raises(ValueError, match="--distance-margin"):
+    with pytest.raises(ValueError, match="distance_margin"):
         LossConfig(terms=("cat",), distance_margin=1.0)
-    with pytest.raises(ValueError, match="--distance-margin"):
+    with pytest.raises(ValueError, match="distance_margin"):
         LossConfig(distance_margin=float("nan"))

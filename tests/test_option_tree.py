@@ -85,10 +85,37 @@ def test_a_new_field_is_an_option_of_the_command_line_config_files_and_config_js
     assert refused.exit_code == 2 and "less than or equal to 9" in refused.output  # typer's range check, the same bounds
     (tmp_path / "bad.yaml").write_text("dummy_proxies: 12\n")
     refused = runner.invoke(dummy_app, ["train", "--config", str(tmp_path / "bad.yaml")])
-    assert refused.exit_code == 1 and "--dummy-proxies 12: must be from 1 to 9" in refused.output
+    assert refused.exit_code == 1 and f"--config {tmp_path / 'bad.yaml'}: dummy_proxies 12: must be from 1 to 9" in refused.output
 
 
 def test_the_options_document_is_what_the_command_declares():
     """docs/TRAIN_OPTIONS.md is generated (`python -m piro_cli.cli.options_doc`); regenerate it when an option changes."""
     document = Path(__file__).parent.parent / "docs" / "TRAIN_OPTIONS.md"
     assert document.read_text() == options_markdown(typer.main.get_command(app).commands["train"])
+
+
+def test_a_bad_value_names_the_field_as_its_caller_spells_it(tmp_path):
+    """The library names a configuration field (`distance_margin`, as the Python API and config files spell it);
+    the command line names its flag; a bad value from a --config file names the file and its key."""
+    import pytest
+
+    from piro_cli.errors import OptionError
+
+    with pytest.raises(OptionError, match=r"^distance_margin -1\.0: must be a finite number >= 0$"):
+        TrainConfig(distance_margin=-1.0)
+    with pytest.raises(OptionError, match=r"^train_from trains part of the backbone and freeze_backbone none of it"):
+        TrainConfig(train_from="blocks.6", freeze_backbone=True)
+    data = str(tmp_path / "none.h5")  # refused before the data is opened
+    cases = {
+        ("--distance-margin", "-1"): "error: --distance-margin -1.0: must be a finite number >= 0",
+        ("--train-from", "blocks.6", "--freeze-backbone"): "error: --train-from trains part of the backbone and --freeze-backbone none of",
+        ("--logger", "wandb"): "error: --logger 'wandb': choose one of tensorboard",
+        ("--method", "mv-cnn", "--obj-loss", "triplet"): "error: --obj-loss triplet: the object-space loss is part of piro-dual",
+    }
+    for args, line in cases.items():
+        result = runner.invoke(app, ["train", "--data", data, "--project", str(tmp_path / "runs"), *args])
+        assert result.exit_code == 1 and " ".join(result.output.split()).startswith(line), (args, result.output)
+    (tmp_path / "c.yaml").write_text("loss:\n  distance_margin: -1\n")
+    result = runner.invoke(app, ["train", "--data", data, "--config", str(tmp_path / "c.yaml")])
+    expected = f"error: --config {tmp_path / 'c.yaml'}: distance_margin -1: must be a finite number >= 0"
+    assert result.exit_code == 1 and " ".join(result.output.split()) == expected, result.output

@@ -150,7 +150,7 @@ def test_a_config_file_may_set_scales_as_a_list_or_text(tiny_data):
     assert json.loads(Path("runs/a/config.json").read_text())["train"]["tta_scales"] == [1.0, 1.25]
     refused = runner.invoke(app, ["train", "--data", str(tiny_data), *TINY_CLI, "--config", "bad.yaml"])
     assert refused.exit_code == 1 and "tta-scales" in refused.output and "Traceback" not in refused.output
-    with pytest.raises(PiroError, match="--tta-scales"):
+    with pytest.raises(PiroError, match="tta_scales"):
         tiny_config(tiny_data, tta_scales=(0.1,))
 
 

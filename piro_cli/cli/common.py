@@ -17,8 +17,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from piro_cli.errors import PiroError, short_cause
-from piro_cli.options import SEED_MAX, check_test_scales  # noqa: F401  (SEED_MAX: seed options of several commands)
+from piro_cli.errors import OptionError, PiroError, short_cause
+from piro_cli.options import SEED_MAX, check_test_scales, flag_of, option_spec  # noqa: F401  (SEED_MAX: seed options of several commands)
 
 console = Console()
 err_console = Console(stderr=True)
@@ -166,12 +166,23 @@ def out_of_memory(exc: BaseException) -> bool:
 
 
 def error_message(exc: PiroError) -> str:
-    """What the error line says: the message, or for an error raised without one, its kind."""
-    message = str(exc).strip()
+    """What the error line says: the message (a configuration field named by its flag), or for an error raised
+    without one, its kind."""
+    message = (exc.spelled(option_flag) if isinstance(exc, OptionError) else str(exc)).strip()
     if message:
         return message
     kind = (type(exc).__doc__ or "").strip().splitlines()
     return f"{type(exc).__name__} without details" + (f" ({kind[0].rstrip('.')})" if kind else "")
+
+
+def option_flag(field_name: str) -> str:
+    """The `piro train` flag of a TrainConfig field (`augment`: `--augment`; `loggers`: `--logger`)."""
+    from piro_cli.training.config import TrainConfig
+
+    if field_name == "loggers":  # not an option field: `--logger NAME`, repeatable
+        return "--logger"
+    spec = next((option_spec(f) for f in dataclasses.fields(TrainConfig) if f.name == field_name), None)
+    return spec.flags[0].split("/")[0] if spec is not None and spec.flags else flag_of(field_name)
 
 
 @contextmanager

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torchvision.transforms import v2
 
-from piro_cli.errors import PiroError
+from piro_cli.errors import OptionError
 
 
 class Augmentation(torch.nn.Module):
@@ -76,5 +76,5 @@ AUGMENTATIONS: dict[str, type[Augmentation]] = {"piro": ViewAugment, "pies": PIE
 def build_augmentation(name: str) -> Augmentation:
     """The augmentation called `name` (see the module docstring)."""
     if name not in AUGMENTATIONS:
-        raise PiroError(f"--augmentation {name!r}: choose one of {', '.join(AUGMENTATIONS)}")
+        raise OptionError("{augmentation} {given!r}: choose one of {known}", given=name, known=", ".join(AUGMENTATIONS))
     return AUGMENTATIONS[name]()

@@ -32,6 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from piro_cli.errors import OptionError
+
 PROMPT = "a photo of a {}"
 from .registry import DEFAULT_TOPK, DEFAULT_WEIGHT, LABELS, SPACES  # noqa: E402,F401 (one home: the registry)
 
@@ -54,7 +56,7 @@ def pseudo_labels(class_logits: Tensor, topk: int = DEFAULT_TOPK) -> list[list[s
     if class_logits.dim() != 2 or class_logits.shape[1] != len(names):
         raise ValueError(f"pseudo-labels need (classes, {len(names)}) ImageNet logits, got {tuple(class_logits.shape)}")
     if not 1 <= topk <= len(names):
-        raise ValueError(f"--language-topk {topk}: must be between 1 and {len(names)}")
+        raise OptionError("{language_topk} {given}: must be between 1 and {most}", given=topk, most=len(names))
     return [[names[j] for j in row] for row in class_logits.topk(topk, dim=1).indices.tolist()]
 
 

@@ -9,6 +9,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from piro_cli.errors import OptionError
+
 from .category import CategoryLSoftmaxLoss, PoseInvariantCategoryLoss
 from .dvml import VariationalBranch
 from .language import LanguageGuidance
@@ -62,42 +64,42 @@ class LossConfig:
         self.terms = canonical_terms(self.terms)
         self.obj_loss = parse_object_loss(self.obj_loss)
         if self.dvml and "piobj" not in self.terms:
-            raise ValueError("DVML works on the object term; keep 'piobj' in the loss terms to use it")
+            raise OptionError("{dvml}: DVML works on the object term; keep 'piobj' in {losses} to use it")
         for name in ("alpha", "beta", "theta", "lam", "dvml_kl", "dvml_rec", "dvml_syn"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):  # a nan passes `value < 0`
-                raise ValueError(f"--{name.replace('_', '-')} {value}: must be a finite number >= 0")
+                raise OptionError.of(name, " {given}: must be a finite number >= 0", given=value)
         if int(self.gml_proxies) != self.gml_proxies or self.gml_proxies < 1:
-            raise ValueError(f"--gml-proxies {self.gml_proxies}: give a whole number of proxies per object, at least 1")
+            raise OptionError("{gml_proxies} {given}: give a whole number of proxies per object, at least 1", given=self.gml_proxies)
         if not (math.isfinite(self.gml_neighbourhood) and 0 < self.gml_neighbourhood <= 1):
-            raise ValueError(f"--gml-neighbourhood {self.gml_neighbourhood}: the fraction r of the proxies must be in (0, 1]")
+            raise OptionError("{gml_neighbourhood} {given}: the fraction r of the proxies must be in (0, 1]", given=self.gml_neighbourhood)
         if not (math.isfinite(self.gml_reg) and self.gml_reg >= 0):
-            raise ValueError(f"--gml-reg {self.gml_reg}: must be a finite number >= 0")
+            raise OptionError("{gml_reg} {given}: must be a finite number >= 0", given=self.gml_reg)
         if not (math.isfinite(self.language_weight) and self.language_weight >= 0):
-            raise ValueError(f"--language-weight {self.language_weight}: must be a finite number >= 0")
+            raise OptionError("{language_weight} {given}: must be a finite number >= 0", given=self.language_weight)
         if self.language_space not in SPACES:
-            raise ValueError(f"--language-space {self.language_space!r}: choose one of {', '.join(SPACES)}")
+            raise OptionError("{language_space} {given!r}: choose one of {known}", given=self.language_space, known=", ".join(SPACES))
         if not (math.isfinite(self.direction_reg) and self.direction_reg >= 0):
-            raise ValueError(f"--direction-reg {self.direction_reg}: must be a finite number >= 0")
+            raise OptionError("{direction_reg} {given}: must be a finite number >= 0", given=self.direction_reg)
         if self.direction_reg and self.obj_loss not in DIRECTION_LOSSES:
-            raise ValueError(
-                f"--direction-reg: the regulariser is built on triplets, so it applies to --obj-loss piro or triplet, not "
-                f"{self.obj_loss} (losses/direction.py says why)"
+            raise OptionError(
+                "{direction_reg}: the regulariser is built on triplets, so it applies to {obj_loss} piro or triplet, not "
+                "{given} (losses/direction.py says why)", given=self.obj_loss
             )
         if self.direction_reg and "piobj" not in self.terms:
-            raise ValueError("--direction-reg works on the object term; keep 'piobj' in the loss terms to use it")
+            raise OptionError("{direction_reg} works on the object term; keep 'piobj' in {losses} to use it")
         if not (math.isfinite(self.distance_margin) and self.distance_margin >= 0):
-            raise ValueError(f"--distance-margin {self.distance_margin}: must be a finite number >= 0")
+            raise OptionError("{distance_margin} {given}: must be a finite number >= 0", given=self.distance_margin)
         if self.distance_margin and "piobj" not in self.terms:
-            raise ValueError("--distance-margin shapes the object space; keep 'piobj' in the loss terms to use it")
+            raise OptionError("{distance_margin} shapes the object space; keep 'piobj' in {losses} to use it")
         if self.cat_loss not in CATEGORY_LOSSES:
-            raise ValueError(f"--cat-loss {self.cat_loss!r}: choose one of {', '.join(CATEGORY_LOSSES)}")
+            raise OptionError("{cat_loss} {given!r}: choose one of {known}", given=self.cat_loss, known=", ".join(CATEGORY_LOSSES))
         if self.cat_loss != "lsoftmax" and "cat" not in self.terms:
-            raise ValueError(f"--cat-loss {self.cat_loss}: replaces the term 'cat'; keep it in the loss terms")
+            raise OptionError("{cat_loss} {given}: replaces the term 'cat'; keep it in {losses}", given=self.cat_loss)
         if self.gamma < 1 or not float(self.gamma).is_integer():
             raise ValueError(f"gamma (the L-Softmax margin) must be a positive integer, got {self.gamma}")
         if self.separation not in SEPARATIONS:
-            raise ValueError(f"separation (--separation) must be one of {', '.join(SEPARATIONS)}, got {self.separation!r}")
+            raise OptionError("{separation} {given!r}: choose one of {known}", given=self.separation, known=", ".join(SEPARATIONS))
 
 
 class PiroLoss(torch.nn.Module):

@@ -9,7 +9,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from piro_cli.errors import PiroError
+from piro_cli.errors import OptionError, PiroError, extended
 from piro_cli.hardware import check_precision
 from piro_cli.losses.registry import (
     CATEGORY_LOSSES,
@@ -311,7 +311,7 @@ class TrainConfig:
             try:
                 self.losses = parse_loss_terms(self.losses)
             except ValueError as exc:
-                raise PiroError(f"--losses: {exc}") from None
+                raise OptionError("{losses}: {why}", why=exc) from None
         for name in ("separation", "cat_loss", "language_labels"):  # names as typed: " Plain " is plain
             if isinstance(getattr(self, name), str):
                 setattr(self, name, getattr(self, name).strip().lower())
@@ -321,73 +321,77 @@ class TrainConfig:
         if self.recipe is not None:
             self.recipe = get_recipe(self.recipe).name
         if (self.folds is None) != (self.fold is None):
-            raise PiroError("--fold k and --folds K go together (`piro train --folds K` alone trains every fold)")
+            raise OptionError("{fold} k and {folds} K go together (`piro train --folds K` alone trains every fold)")
         if self.folds is not None:
             if self.val_fraction:
-                raise PiroError("--folds: the validation objects are a fold; leave --val-fraction out")
+                raise OptionError("{folds}: the validation objects are a fold; leave {val_fraction} out")
             if self.folds < 2 or not 1 <= self.fold <= self.folds:
-                raise PiroError(f"--folds {self.folds} --fold {self.fold}: give K >= 2 folds and a fold from 1 to K")
+                raise OptionError("{folds} {k} {fold} {k_th}: give K >= 2 folds and a fold from 1 to K", k=self.folds, k_th=self.fold)
         try:
             self.obj_loss = parse_object_loss(self.obj_loss)
         except ValueError as exc:
-            raise PiroError(f"--obj-loss: {exc}") from None
+            raise OptionError("{obj_loss}: {why}", why=exc) from None
         spec = resolve_method(self.method, self.dual, self.obj_loss, self.dvml)
-        for flag, used in (
-            ("--direction-reg", self.direction_reg), ("--cat-loss", self.cat_loss != "lsoftmax"), ("--distance-margin", self.distance_margin)
+        for name, used in (
+            ("direction_reg", self.direction_reg), ("cat_loss", self.cat_loss != "lsoftmax"), ("distance_margin", self.distance_margin)
         ):  # fmt: skip
             if used and spec.family != "piro":
-                raise PiroError(f"{flag}: shapes the losses of piro-dual / piro-single; {spec.name} has its own loss")
+                raise OptionError.of(name, ": shapes the losses of piro-dual / piro-single; {method} has its own loss", method=spec.name)
         self.method, self.dual = spec.name, spec.dual
         if self.losses is None:
             self.losses = spec.default_losses
         resolve_method_options(spec, self)
         if self.train_from is not None:
             if self.freeze_backbone:
-                raise PiroError("--train-from trains part of the backbone and --freeze-backbone none of it: pass one of them")
+                raise OptionError("{train_from} trains part of the backbone and {freeze_backbone} none of it: pass one of them")
             if self.backbone is not None and self.train_from not in cut_points(self.backbone):  # None: checked resolved
-                where = ", ".join(cut_points(self.backbone)) or "nowhere (use --freeze-backbone or full fine-tuning)"
-                raise PiroError(f"--train-from {self.train_from}: backbone {self.backbone} can start training at {where}")
+                where = ", ".join(cut_points(self.backbone)) or "nowhere (use {freeze_backbone} or full fine-tuning)"
+                raise OptionError(
+                    "{train_from} {stage}: {backbone} {name} can start training at " + where, stage=self.train_from, name=self.backbone
+                )
         self.object_features = self.object_features.strip().lower()
         if self.object_features not in OBJECT_FEATURES:
-            raise PiroError(f"--object-features {self.object_features!r}: choose one of {', '.join(OBJECT_FEATURES)}")
+            raise OptionError("{object_features} {given!r}: choose one of {known}", given=self.object_features, known=", ".join(OBJECT_FEATURES))
         if self.object_features == "frozen" and self.method != "piro-dual":
-            raise PiroError(f"--object-features frozen: two backbone paths need the two spaces of piro-dual, not {self.method}")
+            raise OptionError("{object_features} frozen: two backbone paths need the two spaces of piro-dual, not {name}", name=self.method)
         if self.feature_passes is not None and self.feature_passes < 1:
-            raise PiroError(f"--feature-passes {self.feature_passes}: must be at least 1")
+            raise OptionError("{feature_passes} {given}: must be at least 1", given=self.feature_passes)
         from piro_cli.data.augment import AUGMENTATIONS  # torchvision: loaded when a run is configured, not at start-up
 
         if self.augmentation not in AUGMENTATIONS:
-            raise PiroError(f"--augmentation {self.augmentation!r}: choose one of {', '.join(AUGMENTATIONS)}")
+            raise OptionError("{augmentation} {given!r}: choose one of {known}", given=self.augmentation, known=", ".join(AUGMENTATIONS))
         if self.tta_scales is not None:  # None: the recipe's
             try:
                 self.tta_scales = check_test_scales(self.tta_scales)
             except ValueError as exc:
-                raise PiroError(f"--tta-scales: {exc}") from None
+                raise OptionError("{tta_scales}: {why}", why=exc) from None
         if self.precision is not None:  # None: the recipe's
             self.precision = check_precision(self.precision)
         # the float options outside the losses (integer options are checked by the CLI's min=): nan passes any comparison
         # above 1 an Adam step overflows float32 (a traceback, not a NaN) long before it could train anything
         if not (math.isfinite(self.ema_decay) and 0 <= self.ema_decay < 1):
-            raise PiroError(f"--ema-decay {self.ema_decay}: give a decay from 0 (off) up to, not including, 1 (e.g. 0.998)")
+            raise OptionError("{ema_decay} {given}: give a decay from 0 (off) up to, not including, 1 (e.g. 0.998)", given=self.ema_decay)
         if self.lr is not None and not (math.isfinite(self.lr) and 0 < self.lr <= 1):
-            raise PiroError(f"--lr {self.lr}: the learning rate must be a number > 0 and <= 1 (released: 1e-5)")
+            raise OptionError("{lr} {given}: the learning rate must be a number > 0 and <= 1 (released: 1e-5)", given=self.lr)
         if self.language_guidance and get_method(self.method).family != "piro":
-            raise PiroError(f"--language-guidance: shapes the spaces of piro-dual / piro-single, not {self.method}")
+            raise OptionError("{language_guidance}: shapes the spaces of piro-dual / piro-single, not {name}", name=self.method)
         if self.language_labels not in LANGUAGE_LABELS:
-            raise PiroError(f"--language-labels {self.language_labels!r}: choose one of {', '.join(LANGUAGE_LABELS)}")
+            raise OptionError("{language_labels} {given!r}: choose one of {known}", given=self.language_labels, known=", ".join(LANGUAGE_LABELS))
         if not 1 <= self.language_topk <= 1000:
-            raise PiroError(f"--language-topk {self.language_topk}: must be between 1 and 1000 (the ImageNet classes)")
+            raise OptionError("{language_topk} {given}: must be between 1 and 1000 (the ImageNet classes)", given=self.language_topk)
         if not (math.isfinite(self.dropout) and 0 <= self.dropout < 1):
-            raise PiroError(f"--dropout {self.dropout}: must be a number >= 0 and < 1 (released: 0.25)")
+            raise OptionError("{dropout} {given}: must be a number >= 0 and < 1 (released: 0.25)", given=self.dropout)
         self.loggers = tuple(dict.fromkeys(self.loggers))
         unknown = [name for name in self.loggers if name not in LOGGERS]
         if unknown:
-            raise PiroError(f"--logger {unknown[0]!r}: choose one of {', '.join(LOGGERS)}")
+            raise OptionError("{loggers} {given!r}: choose one of {known}", given=unknown[0], known=", ".join(LOGGERS))
         if self.early_stop_rho is not None and not (math.isfinite(self.early_stop_rho) and self.early_stop_rho >= 0):
-            raise PiroError(f"--early-stop-rho {self.early_stop_rho}: must be a finite number >= 0 (0 disables the early stop)")
+            raise OptionError("{early_stop_rho} {given}: must be a finite number >= 0 (0 disables the early stop)", given=self.early_stop_rho)
         try:
             # margins, loss terms and DVML options, checked before any work starts (options not given: their built-in value)
             loss_config_of(SimpleNamespace(**{**asdict(self), **self._unset()}))
+        except OptionError:
+            raise
         except ValueError as exc:
             raise PiroError(str(exc)) from None
 
@@ -406,14 +410,14 @@ class TrainConfig:
         resolution = resolve_recipe(self.recipe, self.given(), source_dataset, num_views, family, cpu_only)
         name = resolution.recipe.name if resolution.recipe is not None else None
         if self.object_features == "frozen" and resolution.values.get("train_from") is None:
-            raise PiroError("--object-features frozen reads frozen layers from the --train-from stage up: give --train-from "
-                            "(or a recipe that sets it, e.g. objectpi-cpu)")  # fmt: skip
+            raise OptionError("{object_features} frozen reads frozen layers from the {train_from} stage up: give {train_from} "
+                              "(or a recipe that sets it, e.g. objectpi-cpu)")  # fmt: skip
         try:
             return dataclasses.replace(self, recipe=name, **resolution.values), resolution
         except PiroError as exc:
             if resolution.recipe is None or not set(resolution.recipe.values) - set(self.given()):
                 raise
-            raise PiroError(f"{exc} (with options of --recipe {name}: {describe(resolution.recipe.values)})") from None
+            raise extended(exc, f" (with options of --recipe {name}: {describe(resolution.recipe.values)})") from None
 
     def to_dict(self) -> dict:
         out = asdict(self)
