@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from piro_cli.errors import PiroError
+from piro_cli.errors import OptionError
 
 BUILTIN_DEFAULTS: dict[str, Any] = {
     "batch_pairs": 4,
@@ -140,7 +140,7 @@ NO_GPU = "no GPU"  # Resolution.chosen_by when the cpu recipe was chosen for a m
 def get_recipe(name: str) -> Recipe:
     key = name.strip().lower()
     if key not in RECIPES:
-        raise PiroError(f"--recipe {name}: unknown recipe; choose one of {', '.join(RECIPES)}")
+        raise OptionError("{recipe} {given}: unknown recipe; choose one of {known}", given=name, known=", ".join(RECIPES))
     return RECIPES[key]
 
 

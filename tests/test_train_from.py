@@ -168,7 +168,7 @@ def test_object_features_frozen_trains_two_paths(tiny_data):
 
     recorded = json.loads((result.run_dir / "config.json").read_text())["train"]
     assert method_label(recorded) == "piro-dual+obj-features=frozen"  # compare groups it apart from piro-dual
-    with pytest.raises(PiroError, match="--object-features frozen reads frozen layers from the --train-from stage"):
+    with pytest.raises(PiroError, match="object_features frozen reads frozen layers from the train_from stage"):
         train(tiny_config(tiny_data, name="no-cut", object_features="frozen", freeze_backbone=False, epochs=1))
     with pytest.raises(PiroError, match="piro-dual"):
         tiny_config(tiny_data, name="single", method="piro-single", object_features="frozen", train_from="body.6")

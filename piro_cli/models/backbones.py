@@ -39,7 +39,7 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
-from piro_cli.errors import PiroError
+from piro_cli.errors import OptionError, PiroError
 from piro_cli.models.registry import (  # noqa: F401 (re-exported: the backbone facts live in the registry)
     CUT_POINTS,
     EFFICIENTNET_LITE,
@@ -408,7 +408,7 @@ def cut_backbone(name: str, module: nn.Module, stage: str) -> BackboneCut:
     """Split backbone `name` (its `module`) so that training starts at `stage` (one of `cut_points(name)`)."""
     sequence = _forward_sequence(name, module)
     if stage not in cut_points(name):
-        raise PiroError(f"--train-from {stage!r}: backbone `{name}` can start training at {', '.join(cut_points(name))}")
+        raise OptionError("{train_from} {stage!r}: {backbone} `{name}` can start training at {known}", stage=stage, name=name, known=", ".join(cut_points(name)))
     index = [n for n, _ in sequence].index(stage)
     # Sequential's child names cannot hold dots: "blocks.5" becomes "blocks_5" (the parameters are the backbone's own)
     below, above = (

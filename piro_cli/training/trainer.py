@@ -31,7 +31,7 @@ from piro_cli.convergence import Spread, object_spread, should_stop
 from piro_cli.data.augment import build_augmentation
 from piro_cli.data.samplers import checked_views, object_batches, plan_pairs, sample_pairs, sample_views
 from piro_cli.data.store import SplitData, normalize_views, resolve_data
-from piro_cli.errors import PiroError
+from piro_cli.errors import OptionError, PiroError
 from piro_cli.hardware import autocast, pick_device, resolve_precision, training_threads
 from piro_cli.losses import LossConfig
 from piro_cli.losses.language import pseudo_labels
@@ -131,8 +131,8 @@ class Trainer:
         )  # fmt: skip
         self.model = PAN(self.model_config).to(device)
         if config.tta_scales not in (None, (1.0,)) and self.model.fixed_input_size:
-            raise PiroError(f"--tta-scales: the backbone {config.backbone} takes one input size only, which test-time "
-                            "scales would change; leave --tta-scales out (or give 1)")  # fmt: skip
+            raise OptionError("{tta_scales}: {backbone} {name} takes one input size only, which test-time scales would "
+                              "change; leave {tta_scales} out (or give 1)", name=config.backbone)  # fmt: skip
         self.model.precision = config.precision  # the feature cache and validation embed in the training arithmetic
         if device.type == "cuda":
             self.model = self.model.to(memory_format=torch.channels_last)
