@@ -80,8 +80,10 @@ def short_cause(exc: BaseException, limit: int = 160) -> str:
     return f"{name}: {sentence}" if sentence else name
 
 
-def extended(exc: PiroError, text: str) -> PiroError:
-    """`exc` with `text` added to its message (kept an OptionError, whose fields stay spelled by the caller)."""
+def extended(exc: PiroError, before: str = "", after: str = "") -> PiroError:
+    """`exc` with plain text put before and after its message (an OptionError stays one, its fields still spelled by
+    whoever prints it)."""
     if isinstance(exc, OptionError):
-        return OptionError(exc.template + text.replace("{", "{{").replace("}", "}}"), **exc.values)
-    return PiroError(f"{exc}{text}")
+        literal = {ord("{"): "{{", ord("}"): "}}"}
+        return OptionError(before.translate(literal) + exc.template + after.translate(literal), **exc.values)
+    return PiroError(f"{before}{exc}{after}")

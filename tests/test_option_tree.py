@@ -85,7 +85,7 @@ def test_a_new_field_is_an_option_of_the_command_line_config_files_and_config_js
     assert refused.exit_code == 2 and "less than or equal to 9" in refused.output  # typer's range check, the same bounds
     (tmp_path / "bad.yaml").write_text("dummy_proxies: 12\n")
     refused = runner.invoke(dummy_app, ["train", "--config", str(tmp_path / "bad.yaml")])
-    assert refused.exit_code == 1 and f"--config {tmp_path / 'bad.yaml'}: dummy_proxies 12: must be from 1 to 9" in refused.output
+    assert refused.exit_code == 1 and f"--config {tmp_path / 'bad.yaml'}: --dummy-proxies 12: must be from 1 to 9" in refused.output
 
 
 def test_the_options_document_is_what_the_command_declares():
@@ -96,7 +96,7 @@ def test_the_options_document_is_what_the_command_declares():
 
 def test_a_bad_value_names_the_field_as_its_caller_spells_it(tmp_path):
     """The library names a configuration field (`distance_margin`, as the Python API and config files spell it);
-    the command line names its flag; a bad value from a --config file names the file and its key."""
+    the command line names its flag, and for a bad value from a --config file the file too."""
     import pytest
 
     from piro_cli.errors import OptionError
@@ -117,5 +117,5 @@ def test_a_bad_value_names_the_field_as_its_caller_spells_it(tmp_path):
         assert result.exit_code == 1 and " ".join(result.output.split()).startswith(line), (args, result.output)
     (tmp_path / "c.yaml").write_text("loss:\n  distance_margin: -1\n")
     result = runner.invoke(app, ["train", "--data", data, "--config", str(tmp_path / "c.yaml")])
-    expected = f"error: --config {tmp_path / 'c.yaml'}: distance_margin -1: must be a finite number >= 0"
+    expected = f"error: --config {tmp_path / 'c.yaml'}: --distance-margin -1: must be a finite number >= 0"
     assert result.exit_code == 1 and " ".join(result.output.split()) == expected, result.output

@@ -417,7 +417,7 @@ class TrainConfig:
         except PiroError as exc:
             if resolution.recipe is None or not set(resolution.recipe.values) - set(self.given()):
                 raise
-            raise extended(exc, f" (with options of --recipe {name}: {describe(resolution.recipe.values)})") from None
+            raise extended(exc, after=f" (with options of --recipe {name}: {describe(resolution.recipe.values)})") from None
 
     def to_dict(self) -> dict:
         out = asdict(self)

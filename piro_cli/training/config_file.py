@@ -14,7 +14,7 @@ import dataclasses
 import json
 from pathlib import Path
 
-from piro_cli.errors import OptionError, PiroError
+from piro_cli.errors import OptionError, PiroError, extended
 from piro_cli.losses import parse_loss_terms
 from piro_cli.options import SECTION_OF_PANEL, SECTIONS, option_spec
 from piro_cli.training.config import RESOLVED_BEFORE_OPTIONS, TrainConfig
@@ -200,10 +200,10 @@ def merged_config(file: str | Path | None, command_line: dict, given: set[str]) 
         return TrainConfig(**values)
     except TypeError as exc:  # a value of the wrong kind in the file (a list where a number goes, ...)
         raise PiroError(f"--config {file}: {exc}") from None
-    except OptionError as exc:  # a value the checks refuse: from the file, named as the file spells it
+    except OptionError as exc:  # a value the checks refuse: say which file it came from, when it came from one
         if file is None or not set(exc.fields) & from_file:
             raise
-        raise PiroError(f"--config {file}: {exc}") from None
+        raise extended(exc, before=f"--config {file}: ") from None
     except PiroError as exc:  # the same, for the checks that name the option themselves
         flag = str(exc).split(" ", 1)[0].rstrip(":")
         if file is None or (flag.startswith("--") and flag[2:].replace("-", "_") not in from_file):
